@@ -1,0 +1,38 @@
+"""Central configuration: dtypes, Numba options and test tolerances.
+
+Every ``@numba.njit`` in :mod:`neurosim.kernels` takes its options from :data:`NJIT`
+or :data:`NJIT_PARALLEL` (a test greps the kernels for literal flags).  Environment
+overrides (read once, at import):
+
+``NEUROSIM_FASTMATH=1``
+    enable LLVM fast-math in kernels (off by default: results must be reproducible
+    and comparable bit-for-bit with the dense reference).
+``NEUROSIM_NO_CACHE=1``
+    disable Numba's on-disk compilation cache (on by default so that a second
+    process does not pay compile time again).
+"""
+import os
+
+import numpy as np
+
+#: dtype of potentials, weights and currents unless a network asks for another one.
+DEFAULT_DTYPE = np.float32
+#: dtypes a network may use.
+ALLOWED_DTYPES = (np.float32, np.float64)
+#: dtype of every spike / event counter.
+COUNT_DTYPE = np.int64
+#: dtype of CSR ``indices`` (unsigned: Numba then skips its negative-index wrap-around check).
+INDEX_DTYPE = np.uint32
+#: dtype of CSR ``indptr``.
+INDPTR_DTYPE = np.int64
+
+FASTMATH = os.environ.get("NEUROSIM_FASTMATH", "0") == "1"
+CACHE = os.environ.get("NEUROSIM_NO_CACHE", "0") != "1"
+
+#: options of every serial kernel.
+NJIT = dict(nogil=True, cache=CACHE, fastmath=FASTMATH, error_model="numpy")
+#: options of every kernel that uses ``numba.prange``.
+NJIT_PARALLEL = dict(NJIT, parallel=True)
+
+#: relative tolerance for float comparisons in tests, as a multiple of the dtype's eps.
+TEST_RTOL = {np.float32: 64 * np.finfo(np.float32).eps, np.float64: 64 * np.finfo(np.float64).eps}

@@ -1,0 +1,397 @@
+"""Running a network: the forward phase (binary spikes) and the backward phase (ternary).
+
+:func:`run_forward` and :func:`run_backward` validate and allocate, then call the Numba
+kernel :func:`neurosim.kernels.engine.run_phase`, parallel over the samples of the batch.
+Both return a :class:`PhaseResult` with spike counts per neuron, final potentials, events
+sent per projection and sender neuron (from which every op count follows exactly, see
+:mod:`neurosim.counting`), neuron-update counts and, on request, the spike trains.
+"""
+import time
+
+import numba
+import numpy as np
+
+from . import _validate as V
+from .connectivity import chw_to_flat
+from .kernels.engine import apply_map, run_phase
+from .network import M_INPUT, M_SOURCE, Network, _kernel_weights, compile_program
+
+
+class PhaseResult:
+    """What one phase produced, per population / projection and per sample.
+
+    Attributes
+    ----------
+    phase : "forward" or "backward"
+    steps, batch : int
+    counts : dict name -> int32 [B, n]
+        Forward: spikes per neuron.  Backward: +1 spikes per couple.
+    counts_neg : dict name -> int32 [B, n]
+        Backward only: -1 spikes per couple (zeros in the forward phase).
+    v_final : dict name -> [B, n]
+        Potential after the last step (after its leak).
+    weighted_counts : dict name -> [B, n] or None
+        Σ_t λ^(T-1-t) s(t) for leaky populations (None for λ = 1).
+    sent, sent_neg : dict projection -> int64 [B, n_sender]
+        Events delivered by each sender neuron through each projection (backward: +1 and
+        -1 separately; only gated senders deliver).
+    neuron_updates : dict name -> int64 [B]
+    input_ops : dict input-map projection -> int64 [B]
+        Multiply-accumulates of the analog input encoding (nonzero inputs × fan-out).
+    spikes : dict name -> int8 [B, T, n] or None
+        Spike trains (values in {0, 1}, backward {-1, 0, +1}) when recorded.
+    wall_s : float
+    """
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def rates(self, pop):
+        """Forward: (weighted) average rate a.  Backward: β = (Θ_b / T_b) Σ_t q(t)."""
+        p = self.network.populations[pop]
+        if self.phase == "forward":
+            lam = getattr(p.neuron, "leak", 1.0)
+            if self.weighted_counts.get(pop) is not None:
+                return self.weighted_counts[pop] / np.sum(lam ** np.arange(self.steps))
+            return self.counts[pop] / self.steps
+        lam = p.ternary.leak
+        net = (self.counts[pop].astype(np.int64) - self.counts_neg[pop])
+        if self.weighted_counts.get(pop) is not None:
+            return p.ternary.subtract * self.weighted_counts[pop] / np.sum(lam ** np.arange(self.steps))
+        return p.ternary.subtract * net / self.steps
+
+    def mask(self, pop):
+        """m = 1[1 <= count <= T-1] (forward only): the clamp's derivative read off the counts."""
+        if self.phase != "forward":
+            raise V.NeurosimError("mask() is defined on a forward-phase result")
+        c = self.counts[pop]
+        return (c >= 1) & (c <= self.steps - 1)
+
+    def __repr__(self):
+        return f"PhaseResult({self.phase}, steps={self.steps}, batch={self.batch})"
+
+
+def _threads(n_threads):
+    if n_threads is not None:
+        n = V.check_int(n_threads, "n_threads", low=1, high=numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(n)
+    return numba.get_num_threads()
+
+
+def _as_flat(a, pop, name, lead):
+    """Accept [*lead, n] (neurosim order) or [*lead, C, H, W] (PyTorch order)."""
+    a = np.asarray(a)
+    if a.dtype == np.bool_:
+        a = a.astype(np.float64)
+    if a.ndim == len(lead) + 1 and a.shape[-1] == pop.n:
+        return V.check_array(a, name, dtype=np.float64)
+    if len(pop.shape) == 3 and a.ndim == len(lead) + 3 and a.shape[-3:] == pop.shape:
+        return V.check_array(chw_to_flat(a), name, dtype=np.float64)
+    raise V.NeurosimError(
+        f"{name} for population {pop.name!r} of shape {pop.shape} must have shape "
+        f"({', '.join(lead)}, {pop.n}) or ({', '.join(lead)}, {', '.join(map(str, pop.shape))}), "
+        f"got {a.shape}")
+
+
+def _batch_of(arrays, batch):
+    sizes = {k: np.shape(v)[0] for k, v in arrays if np.ndim(v) >= 2}
+    if batch is not None:
+        batch = V.check_int(batch, "batch", low=1)
+        sizes["batch"] = batch
+    vals = set(sizes.values())
+    if len(vals) > 1:
+        raise V.NeurosimError(f"inconsistent batch sizes: {sizes}")
+    if not vals:
+        return 1
+    b = vals.pop()
+    if b < 1:
+        raise V.NeurosimError("the batch must contain at least one sample")
+    return b
+
+
+def _map_current(pr, x, dtype):
+    """Apply the input map ``pr`` to analog x [B, n_pre] -> [B, n_post] (+ no bias)."""
+    k, w, ip, ix, geo = _kernel_weights(pr, backward=False)
+    pool_w = float(getattr(pr, "weight_value", 0.0))
+    out = np.zeros((x.shape[0], pr.n_post), dtype)
+    apply_map(k, geo, w.astype(dtype), ip, ix, pool_w, np.ascontiguousarray(x, dtype), out)
+    ops = (x != 0).astype(np.int64) @ pr.out_degree()
+    return out, ops
+
+
+def _check_network(net):
+    if not isinstance(net, Network):
+        raise TypeError(f"expected a neurosim Network, got {type(net).__name__}")
+    if not net.spiking_populations:
+        raise V.NeurosimError("the network has no spiking population to simulate")
+
+
+def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
+               record, n_threads):
+    P = len(prog.pop_names)
+    N = int(prog.pop_off[-1])
+    dtype = net.dtype
+    # time-varying currents
+    tv_off = np.full(P, -1, np.int64)
+    n_tv = 0
+    for i, name in enumerate(prog.pop_names):
+        if name in tv_pops:
+            tv_off[i] = n_tv
+            n_tv += net.populations[name].n
+    tv = np.zeros((B, T if n_tv else 0, n_tv), dtype)
+    for name, arr in tv_arrays.items():
+        i = prog.pop_names.index(name)
+        tv[:, :, tv_off[i]:tv_off[i] + arr.shape[2]] += arr
+    # source spikes -> per (sample, population, step) event lists
+    src_ptr = np.zeros((B, P, T + 1), np.int64)
+    chunks = [[] for _ in range(B)]
+    for name, s in src.items():
+        i = prog.pop_names.index(name)
+        for b in range(B):
+            tt, jj = np.nonzero(s[b])
+            start = sum(len(c) for c in chunks[b])
+            src_ptr[b, i, :] = start + np.concatenate([[0], np.cumsum(np.bincount(tt, minlength=T))])
+            chunks[b].append(jj.astype(np.int32))
+    # pops with no source spikes still need monotone pointers (all zero is fine)
+    ne = max([sum(len(c) for c in ch) for ch in chunks] + [1])
+    src_idx = np.zeros((B, ne), np.int32)
+    for b in range(B):
+        if chunks[b]:
+            cat = np.concatenate(chunks[b])
+            src_idx[b, :cat.size] = cat
+    nth = _threads(n_threads)
+    n_chunks = max(1, min(B, 4 * nth))
+    counts = np.zeros((B, N), np.int32)
+    counts_neg = np.zeros((B, N), np.int32)
+    u_out = np.zeros((B, N), dtype)
+    leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
+                for p in net.spiking_populations)
+    wcount = np.zeros((B, N if leaky else 0), np.float64)
+    sent = np.zeros((B, prog.n_sent), np.int64)
+    sent_neg = np.zeros((B, prog.n_sent), np.int64)
+    nupd = np.zeros((B, P), np.int64)
+    rec = np.zeros((B, T, N) if record else (1, 1, 1), np.int8)
+    t0 = time.perf_counter()
+    run_phase(T, backward, bool(record), n_chunks,
+              prog.pop_off, prog.pop_site, prog.pop_site_off, prog.pop_model, prog.pop_fp,
+              prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
+              prog.out_ptr, prog.out_proj, prog.in_ptr, prog.in_proj, prog.proj_kind,
+              prog.proj_dst, prog.proj_delay, prog.proj_port, prog.proj_geo, prog.proj_woff,
+              prog.proj_ioff, prog.proj_xoff, prog.proj_boff, prog.proj_soff, prog.proj_scale,
+              prog.proj_moff, prog.weights, prog.indptr, prog.indices, const, tv, tv_off,
+              src_idx, src_ptr, masks_arr, gate, prog.n_buf, prog.max_ports,
+              counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec)
+    wall = time.perf_counter() - t0
+    out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
+               neuron_updates={}, spikes={} if record else None, sent={}, sent_neg={})
+    for i, name in enumerate(prog.pop_names):
+        a, b_ = prog.pop_off[i], prog.pop_off[i + 1]
+        if prog.pop_model[i] == M_INPUT:
+            continue
+        out["counts"][name] = counts[:, a:b_]
+        out["counts_neg"][name] = counts_neg[:, a:b_]
+        out["v_final"][name] = u_out[:, a:b_]
+        out["weighted_counts"][name] = wcount[:, a:b_] if leaky and prog.pop_model[i] != M_SOURCE else None
+        out["neuron_updates"][name] = nupd[:, i]
+        if record:
+            out["spikes"][name] = rec[:, :, a:b_]
+    for q, name in enumerate(prog.proj_names):
+        s0 = prog.proj_soff[q]
+        n = net.populations[prog.pop_names[prog.proj_src[q]]].n
+        out["sent"][name] = sent[:, s0:s0 + n]
+        out["sent_neg"][name] = sent_neg[:, s0:s0 + n]
+    return out
+
+
+def _mask_arrays(net, masks, B, backward):
+    masks = dict(masks or {})
+    for name, m in list(masks.items()):
+        if name not in net.projections:
+            raise V.NeurosimError(f"mask given for unknown projection {name!r}; known: {list(net.projections)}")
+        pr = net.projections[name]
+        masks[name] = V.check_array(np.broadcast_to(np.asarray(m, np.float64), (B, pr.n_post)),
+                                    f"mask of projection {name!r}", dtype=np.float64)
+    return masks
+
+
+def _pack_masks(prog, masks, B, dtype):
+    arr = np.zeros((B, prog.n_mask), dtype)
+    for q, name in enumerate(prog.proj_names):
+        if prog.proj_moff[q] >= 0:
+            m = masks[name]
+            arr[:, prog.proj_moff[q]:prog.proj_moff[q] + m.shape[1]] = m
+    return arr
+
+
+def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=None, batch=None,
+                record=False, n_threads=None):
+    """Simulate the forward phase for ``steps`` steps on a batch of samples.
+
+    Parameters
+    ----------
+    net : Network
+    steps : int
+        T >= 1.
+    inputs : dict, optional
+        For each ``"input"`` population, analog values [B, n] (or [B, C, H, W]),
+        constant over time, or [B, T, n] / [B, T, C, H, W] per step.  Its input maps
+        turn them into constant (or per-step) currents of their post populations.
+    spikes : dict, optional
+        For each ``"source"`` population, spike trains [B, T, n] (bool or 0/1).
+    currents : dict, optional
+        Extra current per population: [B, n] constant, or [B, T, n] per step.
+    masks : dict, optional
+        Per-sample scale of each named projection's output (dropout), [B, n_post]:
+        the projection's input to the post neuron, bias included, is multiplied by it.
+    batch : int, optional
+        Batch size when no array gives it.
+    record : bool
+        Keep the spike trains (memory B × T × neurons bytes).
+    n_threads : int, optional
+        Numba threads to use (default: current setting).
+    """
+    _check_network(net)
+    T = V.check_int(steps, "steps", low=1)
+    inputs, spikes, currents = dict(inputs or {}), dict(spikes or {}), dict(currents or {})
+    for d, what in ((inputs, "inputs"), (spikes, "spikes"), (currents, "currents")):
+        for k in d:
+            if k not in net.populations:
+                raise V.NeurosimError(f"{what} given for unknown population {k!r}; known: {list(net.populations)}")
+    for k in inputs:
+        if net.populations[k].kind != "input":
+            raise V.NeurosimError(f"inputs[{k!r}]: {k!r} is a {net.populations[k].kind} population, not 'input'")
+    for k in spikes:
+        if net.populations[k].kind != "source":
+            raise V.NeurosimError(f"spikes[{k!r}]: {k!r} is a {net.populations[k].kind} population, not 'source'")
+    B = _batch_of(list(inputs.items()) + list(spikes.items()) +
+                  [(k, v) for k, v in currents.items() if np.ndim(v) >= 2] + 
+                  [(k, v) for k, v in (masks or {}).items() if np.ndim(v) >= 2], batch)
+    dtype = net.dtype
+    masks = _mask_arrays(net, masks, B, backward=False)
+    prog = compile_program(net, backward=False, masks=masks.keys())
+    N = int(prog.pop_off[-1])
+    const = np.zeros((B, N), np.float64)
+    tv_arrays = {}
+    input_ops = {}
+    off = {n: int(prog.pop_off[i]) for i, n in enumerate(prog.pop_names)}
+
+    def add_const(name, cur):
+        pop = net.populations[name]
+        const[:, off[name]:off[name] + pop.n] += cur
+
+    def add_tv(name, cur):
+        tv_arrays[name] = tv_arrays.get(name, 0) + cur
+
+    # projection biases (masked like the projection's output)
+    for pr in net.projections.values():
+        b = pr.bias_per_neuron()
+        if b is not None:
+            add_const(pr.post, b[None, :] * masks[pr.name] if pr.name in masks else b[None, :])
+    # input maps
+    for name, x in inputs.items():
+        pop = net.populations[name]
+        x = np.asarray(x)
+        if x.ndim in (2, 4):  # [B, n] or [B, C, H, W]: constant over time
+            xf = _as_flat(x, pop, f"inputs[{name!r}]", ("B",))
+            for pr in net.projections.values():
+                if pr.pre != name:
+                    continue
+                cur, ops = _map_current(pr, xf, np.float64)
+                if pr.name in masks:
+                    cur = cur * masks[pr.name]
+                add_const(pr.post, cur)
+                input_ops[pr.name] = ops
+        else:
+            xf = _as_flat(x, pop, f"inputs[{name!r}]", ("B", "T"))
+            if xf.shape[1] != T:
+                raise V.NeurosimError(f"inputs[{name!r}] has {xf.shape[1]} steps, the run has {T}")
+            for pr in net.projections.values():
+                if pr.pre != name:
+                    continue
+                cur, ops = _map_current(pr, xf.reshape(B * T, -1), np.float64)
+                cur = cur.reshape(B, T, -1)
+                if pr.name in masks:
+                    cur = cur * masks[pr.name][:, None, :]
+                add_tv(pr.post, cur)
+                input_ops[pr.name] = ops.reshape(B, T).sum(1)
+    for name, c in currents.items():
+        pop = net.populations[name]
+        c = np.asarray(c, np.float64)
+        if c.ndim == 1:
+            c = np.broadcast_to(c, (B,) + c.shape)
+        if c.ndim in (2, 4):
+            add_const(name, _as_flat(c, pop, f"currents[{name!r}]", ("B",)))
+        else:
+            ct = _as_flat(c, pop, f"currents[{name!r}]", ("B", "T"))
+            if ct.shape[1] != T:
+                raise V.NeurosimError(f"currents[{name!r}] has {ct.shape[1]} steps, the run has {T}")
+            add_tv(name, ct)
+    src = {}
+    for name, s in spikes.items():
+        pop = net.populations[name]
+        s = np.asarray(s)
+        sf = _as_flat(s, pop, f"spikes[{name!r}]", ("B", "T"))
+        if sf.shape[1] != T:
+            raise V.NeurosimError(f"spikes[{name!r}] has {sf.shape[1]} steps, the run has {T}")
+        if not np.all((sf == 0) | (sf == 1)):
+            raise V.NeurosimError(f"spikes[{name!r}] must contain only 0/1 (or booleans)")
+        src[name] = sf.astype(bool)
+    masks_arr = _pack_masks(prog, masks, B, dtype)
+    gate = np.zeros((B, 0), np.uint8)
+    out = _alloc_run(net, prog, T, B, const.astype(dtype), set(tv_arrays),
+                     {k: np.asarray(v, dtype) for k, v in tv_arrays.items()}, src, masks_arr, gate,
+                     False, record, n_threads)
+    return PhaseResult(phase="forward", steps=T, batch=B, network=net, program=prog,
+                       input_ops=input_ops, masks=masks, **out)
+
+
+def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_threads=None):
+    """Simulate the backward phase: ternary couples through the transposed projections.
+
+    Parameters
+    ----------
+    net : Network
+    forward : PhaseResult
+        The forward phase of the same batch (its masks and spike counts are used).
+    grad : dict name -> [B, n]
+        Constant current injected every step (SPIDE: g = κ ∂L/∂a into the last layer).
+    steps : int
+        T_b >= 1.
+    gate : dict name -> bool [B, n], optional
+        Which neurons may send backward events; default ``forward.mask(name)``
+        (0 < forward rate < 1).
+    """
+    _check_network(net)
+    if not isinstance(forward, PhaseResult) or forward.phase != "forward":
+        raise TypeError("run_backward needs the forward PhaseResult of the same batch")
+    T = V.check_int(steps, "steps", low=1)
+    B = forward.batch
+    grad = dict(grad or {})
+    prog = compile_program(net, backward=True, masks=forward.masks.keys())
+    N = int(prog.pop_off[-1])
+    const = np.zeros((B, N), np.float64)
+    for name, g in grad.items():
+        if name not in net.populations or not net.populations[name].spiking:
+            raise V.NeurosimError(f"grad given for {name!r}, which is not a spiking population; "
+                                  f"spiking: {[p.name for p in net.spiking_populations]}")
+        i = prog.pop_names.index(name)
+        pop = net.populations[name]
+        g = _as_flat(np.broadcast_to(np.asarray(g, np.float64), (B, pop.n)) if np.ndim(g) == 1 else g,
+                     pop, f"grad[{name!r}]", ("B",))
+        if g.shape[0] != B:
+            raise V.NeurosimError(f"grad[{name!r}] has batch {g.shape[0]}, the forward run had {B}")
+        const[:, prog.pop_off[i]:prog.pop_off[i + 1]] = g
+    gate_arr = np.zeros((B, N), np.uint8)
+    gate = dict(gate or {})
+    for i, name in enumerate(prog.pop_names):
+        pop = net.populations[name]
+        if not pop.spiking:
+            continue
+        gm = gate.get(name)
+        gm = forward.mask(name) if gm is None else V.check_array(gm, f"gate[{name!r}]", shape=(B, pop.n))
+        gate_arr[:, prog.pop_off[i]:prog.pop_off[i + 1]] = gm
+    masks_arr = _pack_masks(prog, forward.masks, B, net.dtype)
+    out = _alloc_run(net, prog, T, B, const.astype(net.dtype), set(), {}, {}, masks_arr, gate_arr,
+                     True, record, n_threads)
+    return PhaseResult(phase="backward", steps=T, batch=B, network=net, program=prog,
+                       input_ops={}, masks=forward.masks, **out)

@@ -1,0 +1,449 @@
+"""The event-driven engine: one phase (forward or backward) for a batch of samples.
+
+Samples are independent; ``run_phase`` splits the batch into chunks processed in
+parallel (``numba.prange``), each chunk owning its scratch memory, so no two threads
+ever write the same location.
+
+Per sample and step ``t`` (schedule: integrate -> threshold -> reset -> leak -> propagate):
+
+1. every population's *touched-site list* is seeded with the sites that carry a constant
+   current and the sites left above threshold (or refractory) by the previous step;
+2. projections of delay ``d >= 1`` deliver the events their sender emitted at ``t - d``;
+3. populations are updated in schedule order; each one
+   a. updates the neurons of its touched sites (all sites when a dense projection hit it,
+      or when it must be updated densely: CubaLIF, time-varying current),
+   b. appends its spikes to its ring buffer (slot ``t % depth``),
+   c. delivers them at once through its delay-0 projections.
+
+Incoming events are accumulated per projection in an input buffer; the neuron update
+reads and clears it (times the projection's per-sample mask, if any).  A site that was
+not touched keeps its state; for a leaky neuron the missed leak steps are applied when the
+site is next touched, as repeated multiplications so that the result is bit-identical
+to a dense update at every step.
+
+Counting: ``sent[j]`` counts the events delivered by sender neuron ``j`` through each
+projection (forward: spikes; backward: ``sent`` counts +1 events, ``sent_neg`` -1 events).
+Per-synapse counts follow exactly as ``sent[pre(s)]`` because every delivered event
+traverses every synapse of its sender (see :mod:`neurosim.counting`).
+"""
+import numba
+import numpy as np
+
+from ..config import NJIT, NJIT_PARALLEL
+from .neurons import _cuba_update, _lif_update, _ternary_update
+from .scatter import (conv_down_scatter, conv_up_scatter, csr_scatter, dense_scatter,
+                      pool_down_scatter, pool_up_scatter)
+
+M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
+K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = 0, 1, 2, 3, 4, 5
+
+
+@numba.njit(**NJIT)
+def _deliver(q, b, ev_idx, ev_val, e0, e1, backward,
+             proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff, proj_boff,
+             proj_soff, proj_scale, proj_moff, pop_off, pop_site_off, pop_n,
+             weights, indptr, indices, masks,
+             buf, mark, tlist, tcount, allflag, sent, sent_neg):
+    """Deliver events ev_idx[e0:e1] (values ev_val) of projection q's sender."""
+    kind = proj_kind[q]
+    r = proj_dst[q]
+    boff = proj_boff[q]
+    woff = proj_woff[q]
+    soff = proj_soff[q]
+    moff = proj_moff[q]
+    scale = proj_scale[q]
+    so = pop_site_off[r]
+    n_r = pop_n[r]
+    geo = proj_geo[q]
+    for e in range(e0, e1):
+        j = np.int64(ev_idx[e])
+        if backward:
+            sign = ev_val[e]
+            val = sign * scale
+            if moff >= 0:
+                val = val * masks[b, moff + j]
+                if val == 0.0:
+                    continue
+            if sign > 0:
+                sent[b, soff + j] += 1
+            else:
+                sent_neg[b, soff + j] += 1
+            weighted = True
+        else:
+            sent[b, soff + j] += 1
+            val = 1.0
+            weighted = False
+        if kind == K_DENSE:
+            dense_scatter(buf, boff, weights, woff, j, n_r, val, weighted)
+            allflag[r] = 1
+        elif kind == K_CSR:
+            csr_scatter(buf, boff, weights, woff, indptr, proj_ioff[q], indices, proj_xoff[q], j,
+                        val, weighted, mark, tlist, tcount, r, so)
+        elif kind == K_CONV_DOWN:
+            conv_down_scatter(buf, boff, weights, woff, geo, j, val, weighted,
+                              mark, tlist, tcount, r, so)
+        elif kind == K_CONV_UP:
+            conv_up_scatter(buf, boff, weights, woff, geo, j, val, weighted,
+                            mark, tlist, tcount, r, so)
+        elif kind == K_POOL_DOWN:
+            pool_down_scatter(buf, boff, weights[woff], geo, j, val, mark, tlist, tcount, r, so)
+        else:
+            pool_up_scatter(buf, boff, weights[woff], geo, j, val, mark, tlist, tcount, r, so)
+
+
+@numba.njit(**NJIT)
+def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, proj_boff,
+                 proj_moff, proj_port, masks, const, tv, tv_off, u, ref, isyn, wcount, last,
+                 buf, has_leak, ring_idx, ring_val, ring_base, rc, rec, record,
+                 counts, counts_neg):
+    """Update the ``ssz`` neurons of one site; returns (n_spikes_appended, carry)."""
+    carry = False
+    g0 = off + site * ssz
+    leak = fp[p, 2]
+    gap = t - last[site] - 1 if last[site] >= 0 else 0
+    last[site] = t
+    for k in range(ssz):
+        g = g0 + k
+        jl = site * ssz + k
+        I = const[b, g]
+        if tv_off[p] >= 0:
+            I += tv[b, t, tv_off[p] + jl]
+        if model == M_CUBA:
+            for a in range(in_ptr[p], in_ptr[p + 1]):
+                q = in_proj[a]
+                x = buf[proj_boff[q] + jl]
+                if x != 0.0:
+                    if proj_moff[q] >= 0:
+                        x = x * masks[b, proj_moff[q] + jl]
+                    isyn[proj_port[q], g] += x
+                    buf[proj_boff[q] + jl] = 0.0
+            s = _cuba_update(u, isyn, ref, g, fp[p, 4] + I, fp[p, 0], fp[p, 1], fp[p, 2],
+                             fp[p, 3], syn[p, 0], syn[p, 1], ip[p, 0])
+            if s:
+                ring_idx[ring_base + rc] = jl
+                ring_val[ring_base + rc] = 1
+                rc += 1
+                counts[b, g] += 1
+                if record:
+                    rec[b, t, g] = 1
+            continue
+        for a in range(in_ptr[p], in_ptr[p + 1]):
+            q = in_proj[a]
+            x = buf[proj_boff[q] + jl]
+            if x != 0.0:
+                if proj_moff[q] >= 0 and model != M_TERNARY:
+                    x = x * masks[b, proj_moff[q] + jl]
+                I += x
+                buf[proj_boff[q] + jl] = 0.0
+        v = u[g]
+        if has_leak and gap > 0:
+            for _ in range(gap):
+                v = v * leak
+            if wcount.shape[1] > 0:
+                wc = wcount[b, g]
+                for _ in range(gap):
+                    wc = wc * leak
+                wcount[b, g] = wc
+        if model == M_LIF:
+            v, r, s = _lif_update(v, ref[g], I, fp[p, 0], fp[p, 1], leak, ip[p, 0], fp[p, 3], ip[p, 1])
+            ref[g] = r
+            u[g] = v
+            if has_leak and wcount.shape[1] > 0:
+                wcount[b, g] = wcount[b, g] * leak + s
+            if s:
+                ring_idx[ring_base + rc] = jl
+                ring_val[ring_base + rc] = 1
+                rc += 1
+                counts[b, g] += 1
+                if record:
+                    rec[b, t, g] = 1
+            if v >= fp[p, 0] or r > 0:
+                carry = True
+        else:  # ternary
+            v, qv = _ternary_update(v, I, fp[p, 0], fp[p, 1], leak)
+            u[g] = v
+            if has_leak and wcount.shape[1] > 0:
+                wcount[b, g] = wcount[b, g] * leak + qv
+            if qv != 0:
+                if qv > 0:
+                    counts[b, g] += 1
+                else:
+                    counts_neg[b, g] += 1
+                if record:
+                    rec[b, t, g] = qv
+                ring_idx[ring_base + rc] = jl
+                ring_val[ring_base + rc] = qv
+                rc += 1
+            if v >= fp[p, 0] or v <= -fp[p, 0]:
+                carry = True
+    return rc, carry
+
+
+@numba.njit(**NJIT)
+def _run_sample(b, T, backward, record,
+                pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
+                pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
+                proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
+                proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff,
+                weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
+                counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec,
+                u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount,
+                klist, kcount, ring_idx, ring_val, ring_cnt, dense_pop):
+    P = pop_off.shape[0] - 1
+    pop_n = pop_off[1:] - pop_off[:-1]
+    n_sites_tot = pop_site_off[P]
+    # -- initial state
+    for p in range(P):
+        v0 = pop_fp[p, 0] if pop_model[p] == M_CUBA else 0.0
+        for g in range(pop_off[p], pop_off[p + 1]):
+            u[g] = v0
+            ref[g] = 0
+        tcount[p] = 0
+        ccount[p] = 0
+        kcount[p] = 0
+        allflag[p] = 0
+        for d in range(pop_depth[p]):
+            ring_cnt[p, d] = 0
+    isyn[:, :] = 0.0
+    buf[:] = 0.0
+    for s in range(n_sites_tot):
+        last[s] = -1
+        mark[s] = 0
+    # -- sites carrying a constant current (seeded every step); dense populations
+    for p in range(P):
+        m = pop_model[p]
+        dense_pop[p] = 0
+        if m == M_INPUT or m == M_SOURCE:
+            continue
+        ssz = pop_site[p]
+        so = pop_site_off[p]
+        ns = pop_site_off[p + 1] - so
+        if m == M_CUBA or tv_off[p] >= 0:
+            dense_pop[p] = 1
+            continue
+        for s in range(ns):
+            for k in range(ssz):
+                if const[b, pop_off[p] + s * ssz + k] != 0.0:
+                    klist[so + kcount[p]] = s
+                    kcount[p] += 1
+                    break
+        if kcount[p] == ns:
+            dense_pop[p] = 1
+    # -- time loop
+    for t in range(T):
+        # 1. seed touched lists
+        for p in range(P):
+            if dense_pop[p] or pop_model[p] <= M_SOURCE:
+                continue
+            so = pop_site_off[p]
+            for a in range(kcount[p]):
+                s = klist[so + a]
+                if mark[so + s] == 0:
+                    mark[so + s] = 1
+                    tlist[so + tcount[p]] = s
+                    tcount[p] += 1
+            for a in range(ccount[p]):
+                s = clist[so + a]
+                if mark[so + s] == 0:
+                    mark[so + s] = 1
+                    tlist[so + tcount[p]] = s
+                    tcount[p] += 1
+            ccount[p] = 0
+        # 2. delayed deliveries
+        for p in range(P):
+            for a in range(out_ptr[p], out_ptr[p + 1]):
+                q = out_proj[a]
+                d = proj_delay[q]
+                if d == 0 or t - d < 0:
+                    continue
+                slot = (t - d) % pop_depth[p]
+                base = pop_ring_off[p] + slot * pop_n[p]
+                _deliver(q, b, ring_idx, ring_val, base, base + ring_cnt[p, slot], backward,
+                         proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
+                         proj_boff, proj_soff, proj_scale, proj_moff, pop_off, pop_site_off,
+                         pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
+                         allflag, sent, sent_neg)
+        # 3. populations in schedule order
+        for si in range(P):
+            p = schedule[si]
+            m = pop_model[p]
+            if m == M_INPUT:
+                continue
+            slot = t % pop_depth[p]
+            base = pop_ring_off[p] + slot * pop_n[p]
+            rc = 0
+            if m == M_SOURCE:
+                e0 = src_ptr[b, p, t]
+                e1 = src_ptr[b, p, t + 1]
+                for e in range(e0, e1):
+                    jl = src_idx[b, e]
+                    ring_idx[base + rc] = jl
+                    ring_val[base + rc] = 1
+                    rc += 1
+                    counts[b, pop_off[p] + jl] += 1
+                    if record:
+                        rec[b, t, pop_off[p] + jl] = 1
+            else:
+                ssz = pop_site[p]
+                so = pop_site_off[p]
+                off = pop_off[p]
+                has_leak = pop_fp[p, 2] != 1.0 and m != M_CUBA
+                lastp = last[so:pop_site_off[p + 1]]
+                if dense_pop[p] or allflag[p]:
+                    ns = pop_site_off[p + 1] - so
+                    for s in range(ns):
+                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off, ssz,
+                                                 in_ptr, in_proj, proj_boff, proj_moff, proj_port,
+                                                 masks, const, tv, tv_off, u, ref, isyn, wcount,
+                                                 lastp, buf, has_leak, ring_idx, ring_val, base,
+                                                 rc, rec, record, counts, counts_neg)
+                        mark[so + s] = 0
+                        if carry and not dense_pop[p]:
+                            clist[so + ccount[p]] = s
+                            ccount[p] += 1
+                    nupd[b, p] += ns * ssz
+                else:
+                    for a in range(tcount[p]):
+                        s = tlist[so + a]
+                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off, ssz,
+                                                 in_ptr, in_proj, proj_boff, proj_moff, proj_port,
+                                                 masks, const, tv, tv_off, u, ref, isyn, wcount,
+                                                 lastp, buf, has_leak, ring_idx, ring_val, base,
+                                                 rc, rec, record, counts, counts_neg)
+                        mark[so + s] = 0
+                        if carry:
+                            clist[so + ccount[p]] = s
+                            ccount[p] += 1
+                    nupd[b, p] += tcount[p] * ssz
+                tcount[p] = 0
+                allflag[p] = 0
+                if backward:
+                    # only gated senders (0 < forward rate < 1) transmit
+                    w = 0
+                    for e in range(rc):
+                        jl = ring_idx[base + e]
+                        if gate[b, off + jl]:
+                            ring_idx[base + w] = jl
+                            ring_val[base + w] = ring_val[base + e]
+                            w += 1
+                    rc = w
+            ring_cnt[p, slot] = rc
+            # 3c. same-step delivery
+            for a in range(out_ptr[p], out_ptr[p + 1]):
+                q = out_proj[a]
+                if proj_delay[q] != 0:
+                    continue
+                _deliver(q, b, ring_idx, ring_val, base, base + rc, backward,
+                         proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
+                         proj_boff, proj_soff, proj_scale, proj_moff, pop_off, pop_site_off,
+                         pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
+                         allflag, sent, sent_neg)
+    # -- final state: apply the leak of steps a site was not touched
+    for p in range(P):
+        m = pop_model[p]
+        ssz = pop_site[p]
+        so = pop_site_off[p]
+        leak = pop_fp[p, 2]
+        lk = (m == M_LIF or m == M_TERNARY) and leak != 1.0
+        for s in range(pop_site_off[p + 1] - so):
+            gap = T - 1 - last[so + s] if last[so + s] >= 0 else 0
+            for k in range(ssz):
+                g = pop_off[p] + s * ssz + k
+                v = u[g]
+                if lk:
+                    for _ in range(gap):
+                        v = v * leak
+                    if wcount.shape[1] > 0:
+                        wc = wcount[b, g]
+                        for _ in range(gap):
+                            wc = wc * leak
+                        wcount[b, g] = wc
+                u_out[b, g] = v
+
+
+@numba.njit(**NJIT_PARALLEL)
+def run_phase(T, backward, record, n_chunks,
+              pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
+              pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
+              proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
+              proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff,
+              weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
+              n_buf, max_ports, counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec):
+    """Run T steps of one phase for every sample of the batch (parallel over chunks)."""
+    B = const.shape[0]
+    P = pop_off.shape[0] - 1
+    N = pop_off[P]
+    NS = pop_site_off[P]
+    dt = weights.dtype
+    for c in numba.prange(n_chunks):
+        u = np.zeros(N, dt)
+        ref = np.zeros(N, np.int32)
+        has_cuba = False
+        for p in range(P):
+            if pop_model[p] == M_CUBA:
+                has_cuba = True
+        isyn = np.zeros((max_ports, N if has_cuba else 0), dt)
+        buf = np.zeros(n_buf, dt)
+        last = np.empty(NS, np.int64)
+        mark = np.zeros(NS, np.uint8)
+        tlist = np.zeros(NS, np.int64)
+        clist = np.zeros(NS, np.int64)
+        klist = np.zeros(NS, np.int64)
+        tcount = np.zeros(P, np.int64)
+        ccount = np.zeros(P, np.int64)
+        kcount = np.zeros(P, np.int64)
+        allflag = np.zeros(P, np.uint8)
+        dense_pop = np.zeros(P, np.uint8)
+        ring_idx = np.zeros(pop_ring_off[P], np.int32)
+        ring_val = np.zeros(pop_ring_off[P], np.int8)
+        maxd = 1
+        for p in range(P):
+            maxd = max(maxd, pop_depth[p])
+        ring_cnt = np.zeros((P, maxd), np.int64)
+        b0 = c * B // n_chunks
+        b1 = (c + 1) * B // n_chunks
+        for b in range(b0, b1):
+            _run_sample(b, T, backward, record,
+                        pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
+                        pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
+                        proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff,
+                        proj_ioff, proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff,
+                        weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks,
+                        gate, counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec,
+                        u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount,
+                        klist, kcount, ring_idx, ring_val, ring_cnt, dense_pop)
+
+
+@numba.njit(**NJIT_PARALLEL)
+def apply_map(kind, geo, weights, indptr, indices, pool_w, x, out):
+    """Analog input map: out[b] += (map applied to x[b]), scattering each nonzero x.
+
+    Used for the input encoding (SPIDE's ``F x``) with the same scatter code as spikes;
+    returns nothing, ``out`` [B, n_out] is updated in place."""
+    B = x.shape[0]
+    n_out = out.shape[1]
+    for b in numba.prange(B):
+        buf = np.zeros(n_out, out.dtype)
+        NS = n_out
+        mark = np.zeros(NS, np.uint8)
+        tlist = np.zeros(NS, np.int64)
+        tcount = np.zeros(1, np.int64)
+        for j in range(x.shape[1]):
+            v = x[b, j]
+            if v == 0.0:
+                continue
+            if kind == K_DENSE:
+                dense_scatter(buf, 0, weights, 0, j, n_out, v, True)
+            elif kind == K_CSR:
+                csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, mark, tlist, tcount, 0, 0)
+            elif kind == K_CONV_DOWN:
+                conv_down_scatter(buf, 0, weights, 0, geo, j, v, True, mark, tlist, tcount, 0, 0)
+            elif kind == K_CONV_UP:
+                conv_up_scatter(buf, 0, weights, 0, geo, j, v, True, mark, tlist, tcount, 0, 0)
+            else:
+                pool_down_scatter(buf, 0, pool_w, geo, j, v, mark, tlist, tcount, 0, 0)
+            for a in range(tcount[0]):
+                mark[tlist[a]] = 0
+            tcount[0] = 0
+        for i in range(n_out):
+            out[b, i] += buf[i]

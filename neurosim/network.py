@@ -1,0 +1,379 @@
+"""Networks: populations, projections, a fixed schedule, and their compiled array form.
+
+A :class:`Network` holds named populations and named projections.  Population kinds:
+
+``LIF`` / ``CubaLIF`` instances
+    spiking neurons simulated by the engine;
+``"source"``
+    spike sources whose spike trains are given per run (e.g. Poisson input);
+``"input"``
+    analog inputs (images): their outgoing projections are *input maps*, evaluated once
+    per sample (or once per step for time-varying input) into a constant current of the
+    post population — SPIDE's direct encoding ``F x + b_0``.
+
+Schedule.  Within a step, populations update in a fixed order: a stable topological
+order of the delay-0 projections (declaration order breaks ties).  A delay-0 projection
+delivers the spikes of its pre population in the same step (SPIDE's feedforward); a
+projection of delay ``d >= 1`` delivers spikes emitted at step ``t`` at the start of step
+``t + d`` (SPIDE's feedback has ``d = 1``).  A cycle of delay-0 projections is an error.
+
+The backward phase runs the *transposed* network: every projection between two spiking
+populations is reversed (same delay, transposed weights) and every spiking population
+becomes a layer of ternary couples; its schedule is the topological order of the
+reversed delay-0 graph (SPIDE: from the last layer down to layer 0).
+"""
+from collections import OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validate as V
+from . import config
+from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Projection, Sparse
+from .neurons import LIF, CubaLIF, Ternary
+
+# model codes shared with the kernels
+M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
+# scatter kinds shared with the kernels
+K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = range(6)
+
+
+class Population:
+    """A named group of neurons of one model and one shape.
+
+    Parameters
+    ----------
+    name : str
+    shape : int or (C, H, W)
+    neuron : LIF, CubaLIF, "source" or "input"
+    ternary : Ternary
+        Backward-phase couples of this population (spiking populations only).
+    """
+
+    def __init__(self, name, shape, neuron, ternary=None):
+        self.name = name
+        self.shape = V.check_shape(shape, f"population {name!r} shape")
+        if isinstance(neuron, str):
+            V.check_choice(neuron, f"population {name!r} neuron", {"source", "input"})
+        elif not isinstance(neuron, (LIF, CubaLIF)):
+            raise TypeError(f"population {name!r}: neuron must be LIF, CubaLIF, 'source' or 'input', "
+                            f"got {type(neuron).__name__}")
+        self.neuron = neuron
+        if ternary is not None and not isinstance(ternary, Ternary):
+            raise TypeError(f"population {name!r}: ternary must be a Ternary, got {type(ternary).__name__}")
+        self.ternary = ternary if ternary is not None else Ternary()
+
+    @property
+    def n(self):
+        return int(np.prod(self.shape))
+
+    @property
+    def kind(self):
+        if isinstance(self.neuron, str):
+            return self.neuron
+        return "lif" if isinstance(self.neuron, LIF) else "cuba_lif"
+
+    @property
+    def spiking(self):
+        return not isinstance(self.neuron, str)
+
+    @property
+    def site_size(self):
+        """Neurons updated together (one spatial position of a (C, H, W) population)."""
+        return self.shape[0] if len(self.shape) == 3 else 1
+
+    def __repr__(self):
+        return f"Population({self.name!r}, {self.shape}, {self.kind})"
+
+
+class Network:
+    """Populations and projections with a fixed schedule.
+
+    Parameters
+    ----------
+    dtype : numpy float dtype
+        Precision of potentials, weights and currents in the engine (float32 default).
+    """
+
+    def __init__(self, dtype=config.DEFAULT_DTYPE, name="network"):
+        self.dtype = V.check_dtype(dtype)
+        self.name = name
+        self.populations = OrderedDict()
+        self.projections = OrderedDict()
+
+    # -- building ---------------------------------------------------------------
+    def add_population(self, name, shape, neuron, ternary=None):
+        if not isinstance(name, str) or not name:
+            raise V.NeurosimError(f"population name must be a non-empty string, got {name!r}")
+        if name in self.populations or name in self.projections:
+            raise V.NeurosimError(f"name {name!r} is already used in this network")
+        pop = Population(name, shape, neuron, ternary)
+        self.populations[name] = pop
+        return pop
+
+    def add_projection(self, name, pre, post, projection):
+        if not isinstance(name, str) or not name:
+            raise V.NeurosimError(f"projection name must be a non-empty string, got {name!r}")
+        if name in self.populations or name in self.projections:
+            raise V.NeurosimError(f"name {name!r} is already used in this network")
+        for role, p in (("pre", pre), ("post", post)):
+            if p not in self.populations:
+                raise V.NeurosimError(
+                    f"projection {name!r}: {role} population {p!r} does not exist; "
+                    f"known: {list(self.populations)}")
+        if not isinstance(projection, Projection):
+            raise TypeError(f"projection {name!r} must be a Projection, got {type(projection).__name__}")
+        P, Q = self.populations[pre], self.populations[post]
+        if tuple(projection.pre_shape) != P.shape and projection.n_pre != P.n:
+            raise V.NeurosimError(f"projection {name!r}: pre shape {projection.pre_shape} does not match "
+                                  f"population {pre!r} of shape {P.shape}")
+        if tuple(projection.post_shape) != Q.shape and projection.n_post != Q.n:
+            raise V.NeurosimError(f"projection {name!r}: post shape {projection.post_shape} does not match "
+                                  f"population {post!r} of shape {Q.shape}")
+        if not Q.spiking:
+            raise V.NeurosimError(f"projection {name!r}: post population {post!r} is a {Q.kind} "
+                                  "population and cannot receive synapses")
+        if P.kind == "input" and projection.delay != 0:
+            raise V.NeurosimError(f"projection {name!r}: an input map must have delay 0, got {projection.delay}")
+        if isinstance(Q.neuron, CubaLIF) and projection.port >= Q.neuron.n_ports:
+            raise V.NeurosimError(f"projection {name!r}: port {projection.port} but {post!r} has "
+                                  f"{Q.neuron.n_ports} receptor ports")
+        projection.name = name
+        projection.pre, projection.post = pre, post
+        self.projections[name] = projection
+        self._schedule = None
+        try:
+            self.schedule()
+        except V.NeurosimError:
+            del self.projections[name]
+            raise
+        return projection
+
+    # -- structure ----------------------------------------------------------------
+    def schedule(self, backward=False):
+        """Population names in update order (stable topological order of delay-0 edges)."""
+        names = list(self.populations)
+        idx = {n: i for i, n in enumerate(names)}
+        succ = {n: [] for n in names}
+        indeg = {n: 0 for n in names}
+        for pr in self.projections.values():
+            if pr.delay != 0:
+                continue
+            a, b = (pr.post, pr.pre) if backward else (pr.pre, pr.post)
+            if backward and not self.populations[pr.pre].spiking:
+                continue
+            if a == b:
+                raise V.NeurosimError(
+                    f"projection {pr.name!r} connects {a!r} to itself with delay 0; a feedback loop "
+                    "needs delay >= 1")
+            succ[a].append(b)
+            indeg[b] += 1
+        order, ready = [], sorted((n for n in names if indeg[n] == 0), key=idx.get)
+        while ready:
+            n = ready.pop(0)
+            order.append(n)
+            for m in succ[n]:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    ready.append(m)
+                    ready.sort(key=idx.get)
+        if len(order) != len(names):
+            cyc = [n for n in names if n not in order]
+            raise V.NeurosimError(
+                f"feedback loop without delay among populations {cyc}: every cycle of "
+                "projections needs at least one projection with delay >= 1")
+        return order
+
+    @property
+    def spiking_populations(self):
+        return [p for p in self.populations.values() if p.spiking]
+
+    def summary(self):
+        """One dict per population and per projection (neurons, synapses, dense MACs)."""
+        pops = [dict(name=p.name, kind=p.kind, shape=list(p.shape), neurons=p.n)
+                for p in self.populations.values()]
+        projs = [dict(name=q.name, kind=q.kind, pre=q.pre, post=q.post, delay=q.delay,
+                      synapses=q.n_synapses, dense_macs=q.dense_macs,
+                      params=sum(a.size for a in q.weight_arrays().values()))
+                 for q in self.projections.values()]
+        return dict(populations=pops, projections=projs)
+
+    def __repr__(self):
+        return (f"Network({self.name!r}, {len(self.populations)} populations, "
+                f"{len(self.projections)} projections, dtype={np.dtype(self.dtype).name})")
+
+
+class Program(NamedTuple):
+    """Flat-array form of one phase of a network, as the engine kernel takes it."""
+    pop_names: list
+    proj_names: list
+    pop_off: np.ndarray      # [P+1] neuron offsets
+    pop_site: np.ndarray     # [P] site size
+    pop_site_off: np.ndarray  # [P+1] site offsets
+    pop_model: np.ndarray    # [P]
+    pop_fp: np.ndarray       # [P, 8] float params
+    pop_ip: np.ndarray       # [P, 4] int params
+    pop_syn: np.ndarray      # [P, 2, 4] cuba alpha_syn, p_syn
+    pop_depth: np.ndarray    # [P] ring depth (max outgoing delay + 1)
+    pop_ring_off: np.ndarray  # [P+1] ring offsets (depth * n)
+    schedule: np.ndarray     # [P] population ids in update order
+    out_ptr: np.ndarray      # [P+1] outgoing projections (by sender)
+    out_proj: np.ndarray
+    in_ptr: np.ndarray       # [P+1] incoming projections (by receiver)
+    in_proj: np.ndarray
+    proj_kind: np.ndarray    # [Q]
+    proj_src: np.ndarray     # [Q] sending population
+    proj_dst: np.ndarray     # [Q] receiving population
+    proj_delay: np.ndarray
+    proj_port: np.ndarray
+    proj_geo: np.ndarray     # [Q, 10] Cs, Hs, Ws, Cr, Hr, Wr, kh, kw, stride, pad
+    proj_woff: np.ndarray    # [Q] offset into weights
+    proj_ioff: np.ndarray    # [Q] offset into indptr (CSR)
+    proj_xoff: np.ndarray    # [Q] offset into indices (CSR)
+    proj_boff: np.ndarray    # [Q] offset into the per-sample input buffer
+    proj_soff: np.ndarray    # [Q] offset into sent-count arrays (by sender neuron)
+    proj_scale: np.ndarray   # [Q] value of one event (backward: Θ_b/Θ of the sender)
+    proj_moff: np.ndarray    # [Q] offset into the mask array, -1 if none
+    weights: np.ndarray      # flat weights in kernel layout
+    indptr: np.ndarray
+    indices: np.ndarray
+    n_buf: int
+    n_sent: int
+    n_mask: int
+    max_ports: int
+
+
+def _kernel_weights(pr, backward):
+    """(kind code, flat weights, indptr, indices, geometry) of one projection and phase."""
+    geo = np.zeros(10, np.int64)
+    ip = np.zeros(0, np.int64)
+    ix = np.zeros(0, config.INDEX_DTYPE)
+    if isinstance(pr, Dense):
+        return K_DENSE, (pr.weight.T if backward else pr.weight).ravel(), ip, ix, geo
+    if isinstance(pr, Sparse):
+        if backward:
+            indptrT, indicesT, perm = pr.transpose()
+            return K_CSR, pr.weight[perm], indptrT, indicesT, geo
+        return K_CSR, pr.weight, pr.indptr, pr.indices, geo
+    src, dst = (pr.post_shape, pr.pre_shape) if backward else (pr.pre_shape, pr.post_shape)
+    geo[0:3], geo[3:6] = src, dst
+    if isinstance(pr, AvgPool2d):
+        geo[6:10] = pr.kernel, pr.kernel, pr.stride, 0
+        return (K_POOL_UP if backward else K_POOL_DOWN), np.zeros(0), ip, ix, geo
+    kh, kw = pr.kernel_shape
+    geo[6:10] = kh, kw, pr.stride, pr.padding
+    wf, wb = pr.kernel_weights()
+    if isinstance(pr, Conv2d):
+        return (K_CONV_UP if backward else K_CONV_DOWN), (wb if backward else wf).ravel(), ip, ix, geo
+    if isinstance(pr, ConvTranspose2d):
+        return (K_CONV_DOWN if backward else K_CONV_UP), (wb if backward else wf).ravel(), ip, ix, geo
+    raise TypeError(f"unknown projection type {type(pr).__name__}")  # pragma: no cover
+
+
+def compile_program(net, backward=False, masks=()):
+    """Flatten ``net`` into a :class:`Program` for the forward or backward phase.
+
+    ``masks`` names the projections that carry a per-sample scale array (dropout):
+    forward, on the receiving side; backward, on the sending side (the forward post)."""
+    dtype = net.dtype
+    pops = list(net.populations.values())
+    pid = {p.name: i for i, p in enumerate(pops)}
+    P = len(pops)
+    if backward:
+        projs = [q for q in net.projections.values()
+                 if net.populations[q.pre].spiking and net.populations[q.post].spiking]
+        for p in pops:
+            if isinstance(p.neuron, CubaLIF):
+                raise V.NeurosimError(f"the backward phase needs LIF populations; {p.name!r} is CubaLIF")
+    else:
+        # input maps (from analog "input" populations) become constant currents instead
+        projs = [q for q in net.projections.values() if net.populations[q.pre].kind != "input"]
+    sizes = np.array([p.n for p in pops], np.int64)
+    pop_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    site = np.array([p.site_size for p in pops], np.int64)
+    pop_site_off = np.concatenate([[0], np.cumsum(sizes // site)]).astype(np.int64)
+    model = np.zeros(P, np.int64)
+    fp = np.zeros((P, 8), np.float64)
+    ipar = np.zeros((P, 4), np.int64)
+    syn = np.zeros((P, 2, 4), np.float64)
+    max_ports = 1
+    for i, p in enumerate(pops):
+        nr = p.neuron
+        if nr == "input":
+            model[i] = M_INPUT
+        elif nr == "source":
+            model[i] = M_SOURCE
+        elif backward:
+            model[i] = M_TERNARY
+            fp[i, :3] = p.ternary.v_th, p.ternary.subtract, p.ternary.leak
+        elif isinstance(nr, LIF):
+            model[i] = M_LIF
+            fp[i, :4] = nr.v_th, nr.subtract, nr.leak, nr.v_reset
+            ipar[i, :2] = nr.reset_code, nr.t_ref
+        else:
+            model[i] = M_CUBA
+            fp[i, :5] = nr.v_rest, nr.v_th, nr.v_reset, nr.alpha_mem, nr.i_e
+            ipar[i, :2] = nr.ref_steps, nr.n_ports
+            syn[i, 0, :nr.n_ports] = nr.alpha_syn
+            syn[i, 1, :nr.n_ports] = nr.p_syn
+            max_ports = max(max_ports, nr.n_ports)
+    Q = len(projs)
+    kind = np.zeros(Q, np.int64)
+    src = np.zeros(Q, np.int64)
+    dst = np.zeros(Q, np.int64)
+    delay = np.zeros(Q, np.int64)
+    port = np.zeros(Q, np.int64)
+    geo = np.zeros((Q, 10), np.int64)
+    woff, ioff, xoff, boff, soff, moff = (np.zeros(Q, np.int64) for _ in range(6))
+    scale = np.ones(Q, np.float64)
+    wl, il, xl = [], [], []
+    nw = ni = nx = nb = ns = nm = 0
+    for q, pr in enumerate(projs):
+        k, w, ip_, ix_, g = _kernel_weights(pr, backward)
+        a, b = (pid[pr.post], pid[pr.pre]) if backward else (pid[pr.pre], pid[pr.post])
+        kind[q], src[q], dst[q], delay[q], port[q], geo[q] = k, a, b, pr.delay, pr.port, g
+        if backward:
+            sp = pops[a]
+            scale[q] = sp.ternary.subtract / sp.neuron.subtract
+        if k in (K_POOL_DOWN, K_POOL_UP):
+            w = np.array([pr.weight_value])  # one shared weight, 1/k^2
+        woff[q], nw = nw, nw + w.size
+        wl.append(w)
+        ioff[q], ni = ni, ni + ip_.size
+        il.append(ip_)
+        xoff[q], nx = nx, nx + ix_.size
+        xl.append(ix_)
+        boff[q], nb = nb, nb + pops[b].n
+        soff[q], ns = ns, ns + pops[a].n
+        if pr.name in masks:
+            moff[q], nm = nm, nm + (pops[a].n if backward else pops[b].n)
+        else:
+            moff[q] = -1
+    depth = np.ones(P, np.int64)
+    for q in range(Q):
+        depth[src[q]] = max(depth[src[q]], delay[q] + 1)
+    ring_off = np.concatenate([[0], np.cumsum(depth * sizes)]).astype(np.int64)
+    order = [pid[n] for n in net.schedule(backward=backward)]
+
+    def adjacency(key):
+        ptr = np.zeros(P + 1, np.int64)
+        lst = []
+        for i in range(P):
+            ids = [q for q in range(Q) if key[q] == i]
+            lst.extend(ids)
+            ptr[i + 1] = len(lst)
+        return ptr, np.array(lst, np.int64)
+
+    out_ptr, out_proj = adjacency(src)
+    in_ptr, in_proj = adjacency(dst)
+    cat = lambda l, dt: np.ascontiguousarray(np.concatenate(l).astype(dt)) if l else np.zeros(0, dt)
+    return Program(
+        pop_names=[p.name for p in pops], proj_names=[q.name for q in projs],
+        pop_off=pop_off, pop_site=site, pop_site_off=pop_site_off, pop_model=model, pop_fp=fp,
+        pop_ip=ipar, pop_syn=syn, pop_depth=depth, pop_ring_off=ring_off,
+        schedule=np.array(order, np.int64), out_ptr=out_ptr, out_proj=out_proj, in_ptr=in_ptr,
+        in_proj=in_proj, proj_kind=kind, proj_src=src, proj_dst=dst, proj_delay=delay,
+        proj_port=port, proj_geo=geo, proj_woff=woff, proj_ioff=ioff, proj_xoff=xoff,
+        proj_boff=boff, proj_soff=soff, proj_scale=scale, proj_moff=moff,
+        weights=cat(wl, dtype), indptr=cat(il, np.int64), indices=cat(xl, config.INDEX_DTYPE),
+        n_buf=nb, n_sent=ns, n_mask=nm, max_ports=max_ports)
