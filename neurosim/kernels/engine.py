@@ -41,7 +41,7 @@ K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = 0, 1, 2, 3, 4, 
 @numba.njit(**NJIT)
 def _deliver(q, b, ev_idx, ev_val, e0, e1, backward,
              proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff, proj_boff,
-             proj_soff, proj_scale, proj_moff, pop_off, pop_site_off, pop_n,
+             proj_soff, proj_scale, proj_moff, pop_off, pop_site_off, pop_site, pop_n,
              weights, indptr, indices, masks,
              buf, mark, tlist, tcount, allflag, sent, sent_neg):
     """Deliver events ev_idx[e0:e1] (values ev_val) of projection q's sender."""
@@ -78,7 +78,7 @@ def _deliver(q, b, ev_idx, ev_val, e0, e1, backward,
             allflag[r] = 1
         elif kind == K_CSR:
             csr_scatter(buf, boff, weights, woff, indptr, proj_ioff[q], indices, proj_xoff[q], j,
-                        val, weighted, mark, tlist, tcount, r, so)
+                        val, weighted, mark, tlist, tcount, r, so, pop_site[r])
         elif kind == K_CONV_DOWN:
             conv_down_scatter(buf, boff, weights, woff, geo, j, val, weighted,
                               mark, tlist, tcount, r, so)
@@ -261,7 +261,7 @@ def _run_sample(b, T, backward, record,
                 _deliver(q, b, ring_idx, ring_val, base, base + ring_cnt[p, slot], backward,
                          proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
                          proj_boff, proj_soff, proj_scale, proj_moff, pop_off, pop_site_off,
-                         pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
+                         pop_site, pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
                          allflag, sent, sent_neg)
         # 3. populations in schedule order
         for si in range(P):
@@ -336,7 +336,7 @@ def _run_sample(b, T, backward, record,
                 _deliver(q, b, ring_idx, ring_val, base, base + rc, backward,
                          proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
                          proj_boff, proj_soff, proj_scale, proj_moff, pop_off, pop_site_off,
-                         pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
+                         pop_site, pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
                          allflag, sent, sent_neg)
     # -- final state: apply the leak of steps a site was not touched
     for p in range(P):
@@ -435,7 +435,7 @@ def apply_map(kind, geo, weights, indptr, indices, pool_w, x, out):
             if kind == K_DENSE:
                 dense_scatter(buf, 0, weights, 0, j, n_out, v, True)
             elif kind == K_CSR:
-                csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, mark, tlist, tcount, 0, 0)
+                csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, mark, tlist, tcount, 0, 0, 1)
             elif kind == K_CONV_DOWN:
                 conv_down_scatter(buf, 0, weights, 0, geo, j, v, True, mark, tlist, tcount, 0, 0)
             elif kind == K_CONV_UP:

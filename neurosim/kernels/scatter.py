@@ -36,7 +36,8 @@ def dense_scatter(buf, boff, W, woff, j, n_r, val, weighted):
 
 @numba.njit(**NJIT)
 def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighted,
-                mark, tlist, tcount, p, site_off):
+                mark, tlist, tcount, p, site_off, ssz):
+    """Sparse scatter; the receiver's sites hold ``ssz`` neurons each."""
     s0 = indptr[ioff + j]
     s1 = indptr[ioff + j + 1]
     for s in range(s0, s1):
@@ -45,7 +46,7 @@ def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighte
             buf[boff + i] += val * W[woff + s]
         else:
             buf[boff + i] += W[woff + s]
-        _mark(i, mark, tlist, tcount, p, site_off)
+        _mark(i // ssz, mark, tlist, tcount, p, site_off)
 
 
 @numba.njit(**NJIT)

@@ -1,0 +1,200 @@
+"""Exact operation counts derived from per-neuron sent-event counts.
+
+How counting stays cheap.  The engine's hot loop increments one counter per *event*
+(``sent[j]`` of the sending neuron, per projection), never per synapse.  Everything else
+follows exactly, because an event delivered by neuron ``j`` traverses every synapse of
+``j`` in that projection once:
+
+* forward, synapse ``s`` from pre ``j``:           ``count[s] = sent[j]``
+* backward (transposed), synapse ``s`` into post ``i``: ``count_pos[s] = sent_pos[i]``,
+  ``count_neg[s] = sent_neg[i]`` (the forward post neuron is the backward sender)
+* per projection and sample: forward ``Σ_j sent[j] · out_degree[j]``, backward
+  ``Σ_i sent[i] · in_degree[i]``.
+
+Synapse layouts.  Dense: ``[n_pre, n_post]``.  Sparse: aligned with the CSR ``indices``
+(length nnz).  Conv2d / ConvTranspose2d / AvgPool2d: no synapse list exists; counts are
+given per ``(pre neuron, kernel offset)`` — shape ``[n_pre, kh*kw]``, summed over the
+receiving channels — and per kernel weight (the weight's own shape; pooling: ``[kh, kw]``).
+"""
+import numpy as np
+
+from . import _validate as V
+from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
+
+
+def conv_targets(pr):
+    """int64 [n_pre, kh*kw]: receiving site (oy*W_out + ox) of each (pre, offset), or -1."""
+    C, H, W = pr.pre_shape
+    _, Ho, Wo = pr.post_shape
+    kh, kw = pr.kernel_shape
+    s = pr.stride
+    p = getattr(pr, "padding", 0)
+    y = np.arange(H)[:, None]
+    x = np.arange(W)[:, None]
+    if isinstance(pr, ConvTranspose2d):
+        oy = y * s - p + np.arange(kh)[None, :]
+        ox = x * s - p + np.arange(kw)[None, :]
+        vy, vx = (oy >= 0) & (oy < Ho), (ox >= 0) & (ox < Wo)
+    else:
+        ny = y + p - np.arange(kh)[None, :]
+        nx = x + p - np.arange(kw)[None, :]
+        vy = (ny >= 0) & (ny % s == 0) & (ny // s < Ho)
+        vx = (nx >= 0) & (nx % s == 0) & (nx // s < Wo)
+        oy, ox = ny // s, nx // s
+    site = oy[:, None, :, None] * Wo + ox[None, :, None, :]          # [H, W, kh, kw]
+    valid = vy[:, None, :, None] & vx[None, :, None, :]
+    site = np.where(valid, site, -1)
+    site = np.broadcast_to(site[:, :, None], (H, W, C, kh, kw))
+    return site.reshape(H * W * C, kh * kw).astype(np.int64)
+
+
+def out_degree(pr):
+    """Synapses leaving each pre neuron (int64 [n_pre])."""
+    return pr.out_degree()
+
+
+def in_degree(pr):
+    """Synapses arriving at each post neuron (int64 [n_post])."""
+    if isinstance(pr, (Dense, Sparse)):
+        return pr.in_degree()
+    tg = conv_targets(pr)
+    Cr, Ho, Wo = pr.post_shape
+    if isinstance(pr, AvgPool2d):
+        C = pr.pre_shape[0]
+        ch = np.arange(pr.n_pre) % C
+        rows, cols = np.nonzero(tg >= 0)
+        post = tg[rows, cols] * C + ch[rows]
+        return np.bincount(post, minlength=pr.n_post).astype(np.int64)
+    per_site = np.bincount(tg[tg >= 0], minlength=Ho * Wo).astype(np.int64)
+    return np.repeat(per_site, Cr)
+
+
+def _sent(result, name):
+    if name not in result.sent:
+        raise V.NeurosimError(f"no counts for projection {name!r} in this {result.phase} result; "
+                              f"it has {list(result.sent)}")
+    return result.sent[name], result.sent_neg[name]
+
+
+def synaptic_events(result, name):
+    """Synaptic events (accumulates) of projection ``name`` per sample.
+
+    Forward: int64 [B].  Backward: (pos [B], neg [B]) for +1 and -1 events."""
+    pr = result.network.projections[name]
+    s, sn = _sent(result, name)
+    if result.phase == "forward":
+        return s @ out_degree(pr)
+    d = in_degree(pr)
+    return s @ d, sn @ d
+
+
+def per_synapse(result, name):
+    """Per-synapse event counts summed over the batch, aligned with the synapse layout.
+
+    Returns a dict: forward ``{"count": ...}``; backward ``{"count_pos", "count_neg"}``.
+    Layouts: see the module docstring."""
+    pr = result.network.projections[name]
+    s, sn = _sent(result, name)
+    if result.phase == "forward":
+        return {"count": _fwd_layout(pr, s.sum(0))}
+    return {"count_pos": _bwd_layout(pr, s.sum(0)), "count_neg": _bwd_layout(pr, sn.sum(0))}
+
+
+def _fwd_layout(pr, sent):
+    if isinstance(pr, Dense):
+        return np.broadcast_to(sent[:, None], (pr.n_pre, pr.n_post)).copy()
+    if isinstance(pr, Sparse):
+        return sent[pr.pre_index()]
+    tg = conv_targets(pr)
+    per = np.where(tg >= 0, sent[:, None], 0)
+    return per * (1 if isinstance(pr, AvgPool2d) else pr.post_shape[0])
+
+
+def _bwd_layout(pr, sent_post):
+    if isinstance(pr, Dense):
+        return np.broadcast_to(sent_post[None, :], (pr.n_pre, pr.n_post)).copy()
+    if isinstance(pr, Sparse):
+        return sent_post[pr.indices.astype(np.int64)]
+    tg = conv_targets(pr)
+    if isinstance(pr, AvgPool2d):
+        C = pr.pre_shape[0]
+        ch = (np.arange(pr.n_pre) % C)[:, None]
+        return np.where(tg >= 0, sent_post[np.maximum(tg, 0) * C + ch], 0)
+    Cr = pr.post_shape[0]
+    site_sum = sent_post.reshape(-1, Cr).sum(1)
+    return np.where(tg >= 0, site_sum[np.maximum(tg, 0)], 0)
+
+
+def per_kernel_weight(result, name):
+    """Events per kernel weight (conv: weight's shape; pool: [k, k]), summed over the batch.
+
+    Forward: ``count[co, ci, ky, kx] = Σ_{pre j in channel ci, offset valid} sent[j]``
+    (the same for every co); backward: +1/-1 events of the post neurons at the receiving
+    positions, per output channel."""
+    pr = result.network.projections[name]
+    if not isinstance(pr, (Conv2d, ConvTranspose2d, AvgPool2d)):
+        raise V.NeurosimError(f"per_kernel_weight needs a conv or pool projection; {name!r} is {pr.kind}")
+    s, sn = _sent(result, name)
+    tg = conv_targets(pr)
+    Cs = pr.pre_shape[0]
+    kh, kw = pr.kernel_shape
+    ch = np.arange(pr.n_pre) % Cs
+    valid = tg >= 0
+
+    def fwd(sent):
+        per = np.where(valid, sent[:, None], 0)                       # [n_pre, K]
+        by_ch = np.zeros((Cs, kh * kw), np.int64)
+        np.add.at(by_ch, ch, per)
+        if isinstance(pr, AvgPool2d):
+            return by_ch.sum(0).reshape(kh, kw)
+        Cr = pr.post_shape[0]
+        full = np.broadcast_to(by_ch.reshape(1, Cs, kh, kw), (Cr, Cs, kh, kw))
+        return full.copy() if isinstance(pr, Conv2d) else full.transpose(1, 0, 2, 3).copy()
+
+    def bwd(sent_post):
+        if isinstance(pr, AvgPool2d):
+            C = Cs
+            v = np.where(valid, sent_post[np.maximum(tg, 0) * C + ch[:, None]], 0)
+            return v.sum(0).reshape(kh, kw)
+        Cr = pr.post_shape[0]
+        sp = sent_post.reshape(-1, Cr)                                # [sites, Cr]
+        out = np.zeros((Cs, kh * kw, Cr), np.int64)
+        for o in range(kh * kw):
+            m = valid[:, o]
+            np.add.at(out[:, o, :], ch[m], sp[tg[m, o]])
+        out = out.reshape(Cs, kh, kw, Cr)
+        return (out.transpose(3, 0, 1, 2) if isinstance(pr, Conv2d) else out.transpose(0, 3, 1, 2)).copy()
+
+    if result.phase == "forward":
+        return {"count": fwd(s.sum(0))}
+    return {"count_pos": bwd(s.sum(0)), "count_neg": bwd(sn.sum(0))}
+
+
+def totals(result):
+    """Per-projection and per-population totals per sample (NeuroBench/sinabs names).
+
+    Returns ``{"projections": {name: {...}}, "populations": {name: {...}}}`` with, per
+    projection, ``synaptic_operations`` ([B] accumulates; backward also ``_pos``/``_neg``)
+    and ``dense_macs`` (per step × steps, what a clock-driven dense simulation would do);
+    per population ``spikes`` ([B]), ``neuron_updates`` ([B]), ``firing_rate`` (spikes per
+    neuron per step, [B]) and ``activation_sparsity`` (1 − firing_rate).
+    """
+    net = result.network
+    out = {"projections": {}, "populations": {}}
+    for name in result.sent:
+        pr = net.projections[name]
+        ev = synaptic_events(result, name)
+        d = {"dense_macs": int(pr.dense_macs) * result.steps}
+        if result.phase == "forward":
+            d["synaptic_operations"] = ev
+        else:
+            d["synaptic_operations_pos"], d["synaptic_operations_neg"] = ev
+            d["synaptic_operations"] = ev[0] + ev[1]
+        out["projections"][name] = d
+    for name, c in result.counts.items():
+        pop = net.populations[name]
+        spikes = c.sum(1).astype(np.int64) + result.counts_neg[name].sum(1)
+        rate = spikes / (pop.n * result.steps)
+        out["populations"][name] = dict(spikes=spikes, neuron_updates=result.neuron_updates[name],
+                                        firing_rate=rate, activation_sparsity=1.0 - rate)
+    return out
