@@ -8,11 +8,11 @@ sent per projection and sender neuron (from which every op count follows exactly
 """
 import time
 
-import numba
 import numpy as np
 
 from . import _validate as V
 from .connectivity import chw_to_flat
+from .kernels import threads as _th
 from .kernels.engine import apply_map, run_phase
 from .network import M_INPUT, M_SOURCE, Network, _kernel_weights, compile_program
 
@@ -73,9 +73,9 @@ class PhaseResult:
 
 def _threads(n_threads):
     if n_threads is not None:
-        n = V.check_int(n_threads, "n_threads", low=1, high=numba.config.NUMBA_NUM_THREADS)
-        numba.set_num_threads(n)
-    return numba.get_num_threads()
+        n = V.check_int(n_threads, "n_threads", low=1, high=_th.max_threads())
+        _th.set_threads(n)
+    return _th.get_threads()
 
 
 def _as_flat(a, pop, name, lead):
