@@ -14,7 +14,7 @@ from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
 from .kernels.engine import apply_map, run_phase
-from .network import M_INPUT, M_SOURCE, Network, _kernel_weights, compile_program
+from .network import M_INPUT, M_SOURCE, Network, _kernel_weights, compile_program, kernel_table
 
 
 class PhaseResult:
@@ -114,7 +114,8 @@ def _map_current(pr, x, dtype):
     k, w, ip, ix, geo = _kernel_weights(pr, backward=False)
     pool_w = float(getattr(pr, "weight_value", 0.0))
     out = np.zeros((x.shape[0], pr.n_post), dtype)
-    apply_map(k, geo, w.astype(dtype), ip, ix, pool_w, np.ascontiguousarray(x, dtype), out)
+    apply_map(k, geo, kernel_table(k, geo), w.astype(dtype), ip, ix, pool_w,
+              np.ascontiguousarray(x, dtype), out)
     ops = (x != 0).astype(np.int64) @ pr.out_degree()
     return out, ops
 
@@ -178,7 +179,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
               prog.out_ptr, prog.out_proj, prog.in_ptr, prog.in_proj, prog.proj_kind,
               prog.proj_dst, prog.proj_delay, prog.proj_port, prog.proj_geo, prog.proj_woff,
               prog.proj_ioff, prog.proj_xoff, prog.proj_boff, prog.proj_soff, prog.proj_scale,
-              prog.proj_moff, prog.weights, prog.indptr, prog.indices, const, tv, tv_off,
+              prog.proj_moff, prog.proj_toff, prog.tabs, prog.weights, prog.indptr, prog.indices, const, tv, tv_off,
               src_idx, src_ptr, masks_arr, gate, prog.n_buf, prog.max_ports,
               counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec)
     wall = time.perf_counter() - t0

@@ -234,6 +234,8 @@ class Program(NamedTuple):
     proj_soff: np.ndarray    # [Q] offset into sent-count arrays (by sender neuron)
     proj_scale: np.ndarray   # [Q] value of one event (backward: Θ_b/Θ of the sender)
     proj_moff: np.ndarray    # [Q] offset into the mask array, -1 if none
+    proj_toff: np.ndarray    # [Q] first row of the projection's site table in ``tabs``
+    tabs: np.ndarray         # [R, 4] per sender site start of the offset walk (conv / pool)
     weights: np.ndarray      # flat weights in kernel layout
     indptr: np.ndarray
     indices: np.ndarray
@@ -241,6 +243,32 @@ class Program(NamedTuple):
     n_sent: int
     n_mask: int
     max_ports: int
+
+
+def site_table(down, shape_s, stride, pad):
+    """Per sender site ``y*W + x``, the start of the kernel-offset walk, int64 [H*W, 4].
+
+    down (conv / pool forward, conv-transpose backward): ``((y+pad) % stride,
+    (y+pad) // stride, (x+pad) % stride, (x+pad) // stride)``; up (transposed direction):
+    ``(y*stride - pad, x*stride - pad, 0, 0)``.  Precomputing it keeps integer divisions
+    out of the per-event loop."""
+    _, H, W = shape_s
+    y = np.repeat(np.arange(H), W)
+    x = np.tile(np.arange(W), H)
+    t = np.zeros((H * W, 4), np.int64)
+    if down:
+        t[:, 0], t[:, 1] = (y + pad) % stride, (y + pad) // stride
+        t[:, 2], t[:, 3] = (x + pad) % stride, (x + pad) // stride
+    else:
+        t[:, 0], t[:, 1] = y * stride - pad, x * stride - pad
+    return t
+
+
+def kernel_table(kind, geo):
+    """The site table of a projection in one direction (empty for dense / CSR)."""
+    if kind in (K_DENSE, K_CSR):
+        return np.zeros((0, 4), np.int64)
+    return site_table(kind in (K_CONV_DOWN, K_POOL_DOWN), geo[0:3], int(geo[8]), int(geo[9]))
 
 
 def _kernel_weights(pr, backward):
@@ -324,7 +352,9 @@ def compile_program(net, backward=False, masks=()):
     delay = np.zeros(Q, np.int64)
     port = np.zeros(Q, np.int64)
     geo = np.zeros((Q, 10), np.int64)
-    woff, ioff, xoff, boff, soff, moff = (np.zeros(Q, np.int64) for _ in range(6))
+    woff, ioff, xoff, boff, soff, moff, toff = (np.zeros(Q, np.int64) for _ in range(7))
+    tl = []
+    nt = 0
     scale = np.ones(Q, np.float64)
     wl, il, xl = [], [], []
     nw = ni = nx = nb = ns = nm = 0
@@ -337,6 +367,9 @@ def compile_program(net, backward=False, masks=()):
             scale[q] = sp.ternary.subtract / sp.neuron.subtract
         if k in (K_POOL_DOWN, K_POOL_UP):
             w = np.array([pr.weight_value])  # one shared weight, 1/k^2
+        tab = kernel_table(k, g)
+        toff[q], nt = nt, nt + tab.shape[0]
+        tl.append(tab)
         woff[q], nw = nw, nw + w.size
         wl.append(w)
         ioff[q], ni = ni, ni + ip_.size
@@ -374,6 +407,7 @@ def compile_program(net, backward=False, masks=()):
         schedule=np.array(order, np.int64), out_ptr=out_ptr, out_proj=out_proj, in_ptr=in_ptr,
         in_proj=in_proj, proj_kind=kind, proj_src=src, proj_dst=dst, proj_delay=delay,
         proj_port=port, proj_geo=geo, proj_woff=woff, proj_ioff=ioff, proj_xoff=xoff,
-        proj_boff=boff, proj_soff=soff, proj_scale=scale, proj_moff=moff,
+        proj_boff=boff, proj_soff=soff, proj_scale=scale, proj_moff=moff, proj_toff=toff,
+        tabs=np.ascontiguousarray(np.concatenate(tl)) if tl else np.zeros((0, 4), np.int64),
         weights=cat(wl, dtype), indptr=cat(il, np.int64), indices=cat(xl, config.INDEX_DTYPE),
         n_buf=nb, n_sent=ns, n_mask=nm, max_ports=max_ports)

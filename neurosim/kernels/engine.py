@@ -39,11 +39,11 @@ K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = 0, 1, 2, 3, 4, 
 
 
 @numba.njit(**NJIT)
-def _deliver(q, b, ev_idx, ev_val, e0, e1, backward,
+def _deliver(q, b, ev_idx, ev_val, ev_site, ev_ch, e0, e1, backward,
              proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff, proj_boff,
-             proj_soff, proj_scale, proj_moff, pop_off, pop_site_off, pop_site, pop_n,
-             weights, indptr, indices, masks,
-             buf, mark, tlist, tcount, allflag, sent, sent_neg):
+             proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off, pop_site_off, pop_site,
+             pop_n, weights, indptr, indices, masks,
+             buf, mark, tlist, tcount, allflag, dense_pop, sent, sent_neg):
     """Deliver events ev_idx[e0:e1] (values ev_val) of projection q's sender."""
     kind = proj_kind[q]
     r = proj_dst[q]
@@ -55,6 +55,8 @@ def _deliver(q, b, ev_idx, ev_val, e0, e1, backward,
     so = pop_site_off[r]
     n_r = pop_n[r]
     geo = proj_geo[q]
+    tab = tabs[proj_toff[q]:]
+    do_mark = dense_pop[r] == 0
     for e in range(e0, e1):
         j = np.int64(ev_idx[e])
         if backward:
@@ -78,23 +80,25 @@ def _deliver(q, b, ev_idx, ev_val, e0, e1, backward,
             allflag[r] = 1
         elif kind == K_CSR:
             csr_scatter(buf, boff, weights, woff, indptr, proj_ioff[q], indices, proj_xoff[q], j,
-                        val, weighted, mark, tlist, tcount, r, so, pop_site[r])
+                        val, weighted, do_mark, mark, tlist, tcount, r, so, pop_site[r])
         elif kind == K_CONV_DOWN:
-            conv_down_scatter(buf, boff, weights, woff, geo, j, val, weighted,
-                              mark, tlist, tcount, r, so)
+            conv_down_scatter(buf, boff, weights, woff, geo, tab, ev_site[e], ev_ch[e], val,
+                              weighted, do_mark, mark, tlist, tcount, r, so)
         elif kind == K_CONV_UP:
-            conv_up_scatter(buf, boff, weights, woff, geo, j, val, weighted,
-                            mark, tlist, tcount, r, so)
+            conv_up_scatter(buf, boff, weights, woff, geo, tab, ev_site[e], ev_ch[e], val,
+                            weighted, do_mark, mark, tlist, tcount, r, so)
         elif kind == K_POOL_DOWN:
-            pool_down_scatter(buf, boff, weights[woff], geo, j, val, mark, tlist, tcount, r, so)
+            pool_down_scatter(buf, boff, weights[woff], geo, tab, ev_site[e], ev_ch[e], val,
+                              do_mark, mark, tlist, tcount, r, so)
         else:
-            pool_up_scatter(buf, boff, weights[woff], geo, j, val, mark, tlist, tcount, r, so)
+            pool_up_scatter(buf, boff, weights[woff], geo, tab, ev_site[e], ev_ch[e], val,
+                            do_mark, mark, tlist, tcount, r, so)
 
 
 @numba.njit(**NJIT)
 def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, proj_boff,
                  proj_moff, proj_port, masks, const, tv, tv_off, u, ref, isyn, wcount, last,
-                 buf, has_leak, ring_idx, ring_val, ring_base, rc, rec, record,
+                 buf, has_leak, ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, record,
                  counts, counts_neg):
     """Update the ``ssz`` neurons of one site; returns (n_spikes_appended, carry)."""
     carry = False
@@ -122,6 +126,8 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
             if s:
                 ring_idx[ring_base + rc] = jl
                 ring_val[ring_base + rc] = 1
+                ring_site[ring_base + rc] = site
+                ring_ch[ring_base + rc] = k
                 rc += 1
                 counts[b, g] += 1
                 if record:
@@ -153,6 +159,8 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
             if s:
                 ring_idx[ring_base + rc] = jl
                 ring_val[ring_base + rc] = 1
+                ring_site[ring_base + rc] = site
+                ring_ch[ring_base + rc] = k
                 rc += 1
                 counts[b, g] += 1
                 if record:
@@ -173,6 +181,8 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
                     rec[b, t, g] = qv
                 ring_idx[ring_base + rc] = jl
                 ring_val[ring_base + rc] = qv
+                ring_site[ring_base + rc] = site
+                ring_ch[ring_base + rc] = k
                 rc += 1
             if v >= fp[p, 0] or v <= -fp[p, 0]:
                 carry = True
@@ -184,11 +194,11 @@ def _run_sample(b, T, backward, record,
                 pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
                 pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
                 proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
-                proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff,
+                proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs,
                 weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
                 counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec,
                 u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount,
-                klist, kcount, ring_idx, ring_val, ring_cnt, dense_pop):
+                klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop):
     P = pop_off.shape[0] - 1
     pop_n = pop_off[1:] - pop_off[:-1]
     n_sites_tot = pop_site_off[P]
@@ -258,11 +268,12 @@ def _run_sample(b, T, backward, record,
                     continue
                 slot = (t - d) % pop_depth[p]
                 base = pop_ring_off[p] + slot * pop_n[p]
-                _deliver(q, b, ring_idx, ring_val, base, base + ring_cnt[p, slot], backward,
+                _deliver(q, b, ring_idx, ring_val, ring_site, ring_ch, base,
+                         base + ring_cnt[p, slot], backward,
                          proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
-                         proj_boff, proj_soff, proj_scale, proj_moff, pop_off, pop_site_off,
-                         pop_site, pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
-                         allflag, sent, sent_neg)
+                         proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off,
+                         pop_site_off, pop_site, pop_n, weights, indptr, indices, masks, buf,
+                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg)
         # 3. populations in schedule order
         for si in range(P):
             p = schedule[si]
@@ -279,6 +290,8 @@ def _run_sample(b, T, backward, record,
                     jl = src_idx[b, e]
                     ring_idx[base + rc] = jl
                     ring_val[base + rc] = 1
+                    ring_site[base + rc] = jl // pop_site[p]
+                    ring_ch[base + rc] = jl - (jl // pop_site[p]) * pop_site[p]
                     rc += 1
                     counts[b, pop_off[p] + jl] += 1
                     if record:
@@ -295,7 +308,8 @@ def _run_sample(b, T, backward, record,
                         rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off, ssz,
                                                  in_ptr, in_proj, proj_boff, proj_moff, proj_port,
                                                  masks, const, tv, tv_off, u, ref, isyn, wcount,
-                                                 lastp, buf, has_leak, ring_idx, ring_val, base,
+                                                 lastp, buf, has_leak, ring_idx, ring_val,
+                                                 ring_site, ring_ch, base,
                                                  rc, rec, record, counts, counts_neg)
                         mark[so + s] = 0
                         if carry and not dense_pop[p]:
@@ -308,7 +322,8 @@ def _run_sample(b, T, backward, record,
                         rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off, ssz,
                                                  in_ptr, in_proj, proj_boff, proj_moff, proj_port,
                                                  masks, const, tv, tv_off, u, ref, isyn, wcount,
-                                                 lastp, buf, has_leak, ring_idx, ring_val, base,
+                                                 lastp, buf, has_leak, ring_idx, ring_val,
+                                                 ring_site, ring_ch, base,
                                                  rc, rec, record, counts, counts_neg)
                         mark[so + s] = 0
                         if carry:
@@ -325,6 +340,8 @@ def _run_sample(b, T, backward, record,
                         if gate[b, off + jl]:
                             ring_idx[base + w] = jl
                             ring_val[base + w] = ring_val[base + e]
+                            ring_site[base + w] = ring_site[base + e]
+                            ring_ch[base + w] = ring_ch[base + e]
                             w += 1
                     rc = w
             ring_cnt[p, slot] = rc
@@ -333,11 +350,11 @@ def _run_sample(b, T, backward, record,
                 q = out_proj[a]
                 if proj_delay[q] != 0:
                     continue
-                _deliver(q, b, ring_idx, ring_val, base, base + rc, backward,
-                         proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
-                         proj_boff, proj_soff, proj_scale, proj_moff, pop_off, pop_site_off,
-                         pop_site, pop_n, weights, indptr, indices, masks, buf, mark, tlist, tcount,
-                         allflag, sent, sent_neg)
+                _deliver(q, b, ring_idx, ring_val, ring_site, ring_ch, base, base + rc,
+                         backward, proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
+                         proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off,
+                         pop_site_off, pop_site, pop_n, weights, indptr, indices, masks, buf,
+                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg)
     # -- final state: apply the leak of steps a site was not touched
     for p in range(P):
         m = pop_model[p]
@@ -366,7 +383,7 @@ def run_phase(T, backward, record, n_chunks,
               pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
               pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
               proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
-              proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff,
+              proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs,
               weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
               n_buf, max_ports, counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec):
     """Run T steps of one phase for every sample of the batch (parallel over chunks)."""
@@ -396,6 +413,8 @@ def run_phase(T, backward, record, n_chunks,
         dense_pop = np.zeros(P, np.uint8)
         ring_idx = np.zeros(pop_ring_off[P], np.int32)
         ring_val = np.zeros(pop_ring_off[P], np.int8)
+        ring_site = np.zeros(pop_ring_off[P], np.int32)
+        ring_ch = np.zeros(pop_ring_off[P], np.int32)
         maxd = 1
         for p in range(P):
             maxd = max(maxd, pop_depth[p])
@@ -408,42 +427,46 @@ def run_phase(T, backward, record, n_chunks,
                         pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
                         proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff,
                         proj_ioff, proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff,
-                        weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks,
-                        gate, counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec,
-                        u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount,
-                        klist, kcount, ring_idx, ring_val, ring_cnt, dense_pop)
+                        proj_toff, tabs, weights, indptr, indices, const, tv, tv_off, src_idx,
+                        src_ptr, masks, gate, counts, counts_neg, u_out, wcount, sent, sent_neg,
+                        nupd, rec, u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist,
+                        ccount, klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt,
+                        dense_pop)
 
 
 @numba.njit(**NJIT_PARALLEL)
-def apply_map(kind, geo, weights, indptr, indices, pool_w, x, out):
+def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
     """Analog input map: out[b] += (map applied to x[b]), scattering each nonzero x.
 
     Used for the input encoding (SPIDE's ``F x``) with the same scatter code as spikes;
-    returns nothing, ``out`` [B, n_out] is updated in place."""
+    ``out`` [B, n_out] is updated in place."""
     B = x.shape[0]
     n_out = out.shape[1]
+    Cs = geo[0] if geo[0] > 0 else 1
     for b in numba.prange(B):
         buf = np.zeros(n_out, out.dtype)
-        NS = n_out
-        mark = np.zeros(NS, np.uint8)
-        tlist = np.zeros(NS, np.int64)
+        mark = np.zeros(1, np.uint8)
+        tlist = np.zeros(1, np.int64)
         tcount = np.zeros(1, np.int64)
         for j in range(x.shape[1]):
             v = x[b, j]
             if v == 0.0:
                 continue
+            site = j // Cs
+            c = j - site * Cs
             if kind == K_DENSE:
                 dense_scatter(buf, 0, weights, 0, j, n_out, v, True)
             elif kind == K_CSR:
-                csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, mark, tlist, tcount, 0, 0, 1)
+                csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, False,
+                            mark, tlist, tcount, 0, 0, 1)
             elif kind == K_CONV_DOWN:
-                conv_down_scatter(buf, 0, weights, 0, geo, j, v, True, mark, tlist, tcount, 0, 0)
+                conv_down_scatter(buf, 0, weights, 0, geo, tab, site, c, v, True, False,
+                                  mark, tlist, tcount, 0, 0)
             elif kind == K_CONV_UP:
-                conv_up_scatter(buf, 0, weights, 0, geo, j, v, True, mark, tlist, tcount, 0, 0)
+                conv_up_scatter(buf, 0, weights, 0, geo, tab, site, c, v, True, False,
+                                mark, tlist, tcount, 0, 0)
             else:
-                pool_down_scatter(buf, 0, pool_w, geo, j, v, mark, tlist, tcount, 0, 0)
-            for a in range(tcount[0]):
-                mark[tlist[a]] = 0
-            tcount[0] = 0
+                pool_down_scatter(buf, 0, pool_w, geo, tab, site, c, v, False, mark, tlist,
+                                  tcount, 0, 0)
         for i in range(n_out):
             out[b, i] += buf[i]

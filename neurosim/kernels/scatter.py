@@ -1,12 +1,18 @@
 """Event scatter: what one spike adds to the input buffer of the receiving population.
 
 Each function handles one event of sender neuron ``j`` with value ``val`` on one
-projection and marks the receiving *sites* it touched (see :mod:`.engine`).  ``weighted``
-False means ``val == 1`` and the inner loop is a pure contiguous add (SIMD-friendly).
+projection.  ``weighted`` False means ``val == 1`` and the inner loop is a pure
+contiguous add (SIMD).  When ``do_mark`` is set, the receiving *sites* touched are
+recorded (see :mod:`.engine`); receivers that are updated densely anyway skip it.
 
 Geometry ``geo`` = (Cs, Hs, Ws, Cr, Hr, Wr, kh, kw, stride, pad) of sender and receiver;
 neurons are channel-last: ``(c, y, x) -> (y*W + x)*C + c``.  Conv weights are laid out
 ``(kh, kw, C_sender, C_receiver)`` so the innermost loop runs over receiver channels.
+Spatial events arrive already split into sender site ``s = y*Ws + x`` and channel ``c``;
+``tab`` holds per sender site the precomputed start of the offset walk (no integer
+division per event: a 64-bit division costs more than a 64-channel SIMD row add):
+down (conv / pool): ``((y+pad) % st, (y+pad) // st, (x+pad) % st, (x+pad) // st)``;
+up (transposed): ``(y*st - pad, x*st - pad, 0, 0)``.
 """
 import numba
 import numpy as np
@@ -24,157 +30,144 @@ def _mark(site, mark, tlist, tcount, p, site_off):
 
 
 @numba.njit(**NJIT)
-def dense_scatter(buf, boff, W, woff, j, n_r, val, weighted):
-    base = woff + j * n_r
+def _row_add(buf, tb, W, wb, n, val, weighted):
+    """buf[tb:tb+n] += (val *) W[wb:wb+n].  Unsigned indices: Numba then emits no
+    negative-index wrap-around, and LLVM vectorises the loop (about 6x faster)."""
+    t = np.uint64(tb)
+    w = np.uint64(wb)
     if weighted:
-        for i in range(n_r):
-            buf[boff + i] += val * W[base + i]
+        for i in range(np.uint64(n)):
+            buf[t + i] += val * W[w + i]
     else:
-        for i in range(n_r):
-            buf[boff + i] += W[base + i]
+        for i in range(np.uint64(n)):
+            buf[t + i] += W[w + i]
+
+
+@numba.njit(**NJIT)
+def dense_scatter(buf, boff, W, woff, j, n_r, val, weighted):
+    _row_add(buf, boff, W, woff + j * n_r, n_r, val, weighted)
 
 
 @numba.njit(**NJIT)
 def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighted,
-                mark, tlist, tcount, p, site_off, ssz):
+                do_mark, mark, tlist, tcount, p, site_off, ssz):
     """Sparse scatter; the receiver's sites hold ``ssz`` neurons each."""
-    s0 = indptr[ioff + j]
-    s1 = indptr[ioff + j + 1]
+    s0 = np.uint64(indptr[ioff + j])
+    s1 = np.uint64(indptr[ioff + j + 1])
+    bo = np.uint64(boff)
+    wo = np.uint64(woff)
+    xo = np.uint64(xoff)
     for s in range(s0, s1):
-        i = np.int64(indices[xoff + s])
+        i = np.uint64(indices[xo + s])
         if weighted:
-            buf[boff + i] += val * W[woff + s]
+            buf[bo + i] += val * W[wo + s]
         else:
-            buf[boff + i] += W[woff + s]
-        _mark(i // ssz, mark, tlist, tcount, p, site_off)
+            buf[bo + i] += W[wo + s]
+        if do_mark:
+            _mark(np.int64(i) // ssz, mark, tlist, tcount, p, site_off)
 
 
 @numba.njit(**NJIT)
-def conv_down_scatter(buf, boff, W, woff, geo, j, val, weighted, mark, tlist, tcount, p, site_off):
-    """Conv-style scatter: receiver (oy, ox) with oy*stride - pad + ky = y."""
-    Cs, Ws, Cr, Hr, Wr = geo[0], geo[2], geo[3], geo[4], geo[5]
-    kh, kw, st, pad = geo[6], geo[7], geo[8], geo[9]
-    c = j % Cs
-    pos = j // Cs
-    y = pos // Ws
-    x = pos - y * Ws
-    for ky in range(kh):
-        ny = y + pad - ky
-        if ny < 0:
-            break
-        if ny % st != 0:
-            continue
-        oy = ny // st
-        if oy >= Hr:
-            continue
-        for kx in range(kw):
-            nx = x + pad - kx
-            if nx < 0:
-                break
-            if nx % st != 0:
-                continue
-            ox = nx // st
-            if ox >= Wr:
-                continue
-            site = oy * Wr + ox
-            tb = boff + site * Cr
-            wb = woff + ((ky * kw + kx) * Cs + c) * Cr
-            if weighted:
-                for co in range(Cr):
-                    buf[tb + co] += val * W[wb + co]
-            else:
-                for co in range(Cr):
-                    buf[tb + co] += W[wb + co]
-            _mark(site, mark, tlist, tcount, p, site_off)
+def conv_down_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
+                      do_mark, mark, tlist, tcount, p, site_off):
+    """Conv-style scatter: receiver (oy, ox) with oy*stride - pad + ky = y, walking the
+    valid ky from (y+pad) % stride in steps of stride."""
+    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
+    kh, kw, st = geo[6], geo[7], geo[8]
+    ky = tab[site_s, 0]
+    oy = tab[site_s, 1]
+    kx0 = tab[site_s, 2]
+    ox0 = tab[site_s, 3]
+    while ky < kh and oy >= 0:
+        if oy < Hr:
+            kx = kx0
+            ox = ox0
+            while kx < kw and ox >= 0:
+                if ox < Wr:
+                    site = oy * Wr + ox
+                    _row_add(buf, boff + site * Cr, W, woff + ((ky * kw + kx) * Cs + c) * Cr, Cr,
+                             val, weighted)
+                    if do_mark:
+                        _mark(site, mark, tlist, tcount, p, site_off)
+                kx += st
+                ox -= 1
+        ky += st
+        oy -= 1
 
 
 @numba.njit(**NJIT)
-def conv_up_scatter(buf, boff, W, woff, geo, j, val, weighted, mark, tlist, tcount, p, site_off):
+def conv_up_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
+                    do_mark, mark, tlist, tcount, p, site_off):
     """Transposed-conv-style scatter: receiver (y*stride - pad + ky, x*stride - pad + kx)."""
-    Cs, Ws, Cr, Hr, Wr = geo[0], geo[2], geo[3], geo[4], geo[5]
-    kh, kw, st, pad = geo[6], geo[7], geo[8], geo[9]
-    c = j % Cs
-    pos = j // Cs
-    y = pos // Ws
-    x = pos - y * Ws
+    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
+    kh, kw = geo[6], geo[7]
+    oy0 = tab[site_s, 0]
+    ox0 = tab[site_s, 1]
     for ky in range(kh):
-        oy = y * st - pad + ky
+        oy = oy0 + ky
         if oy < 0:
             continue
         if oy >= Hr:
             break
         for kx in range(kw):
-            ox = x * st - pad + kx
+            ox = ox0 + kx
             if ox < 0:
                 continue
             if ox >= Wr:
                 break
             site = oy * Wr + ox
-            tb = boff + site * Cr
-            wb = woff + ((ky * kw + kx) * Cs + c) * Cr
-            if weighted:
-                for co in range(Cr):
-                    buf[tb + co] += val * W[wb + co]
-            else:
-                for co in range(Cr):
-                    buf[tb + co] += W[wb + co]
-            _mark(site, mark, tlist, tcount, p, site_off)
+            _row_add(buf, boff + site * Cr, W, woff + ((ky * kw + kx) * Cs + c) * Cr, Cr,
+                     val, weighted)
+            if do_mark:
+                _mark(site, mark, tlist, tcount, p, site_off)
 
 
 @numba.njit(**NJIT)
-def pool_down_scatter(buf, boff, w, geo, j, val, mark, tlist, tcount, p, site_off):
-    """Average-pool forward: one add of ``val * w`` per pooling window containing j."""
-    C, Ws, Hr, Wr = geo[0], geo[2], geo[4], geo[5]
+def pool_down_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist, tcount, p,
+                      site_off):
+    """Average-pool forward: one add of ``val * w`` per pooling window containing the sender."""
+    C, Hr, Wr = geo[0], geo[4], geo[5]
     k, st = geo[6], geo[8]
-    c = j % C
-    pos = j // C
-    y = pos // Ws
-    x = pos - y * Ws
     v = val * w
-    for ky in range(k):
-        ny = y - ky
-        if ny < 0:
-            break
-        if ny % st != 0:
-            continue
-        oy = ny // st
-        if oy >= Hr:
-            continue
-        for kx in range(k):
-            nx = x - kx
-            if nx < 0:
-                break
-            if nx % st != 0:
-                continue
-            ox = nx // st
-            if ox >= Wr:
-                continue
-            site = oy * Wr + ox
-            buf[boff + site * C + c] += v
-            _mark(site, mark, tlist, tcount, p, site_off)
+    ky = tab[site_s, 0]
+    oy = tab[site_s, 1]
+    while ky < k and oy >= 0:
+        if oy < Hr:
+            kx = tab[site_s, 2]
+            ox = tab[site_s, 3]
+            while kx < k and ox >= 0:
+                if ox < Wr:
+                    site = oy * Wr + ox
+                    buf[boff + site * C + c] += v
+                    if do_mark:
+                        _mark(site, mark, tlist, tcount, p, site_off)
+                kx += st
+                ox -= 1
+        ky += st
+        oy -= 1
 
 
 @numba.njit(**NJIT)
-def pool_up_scatter(buf, boff, w, geo, j, val, mark, tlist, tcount, p, site_off):
+def pool_up_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist, tcount, p,
+                    site_off):
     """Average-pool transpose: window (oy, ox) sends ``val * w`` to each of its inputs."""
-    C, Ws, Hr, Wr = geo[0], geo[2], geo[4], geo[5]
-    k, st = geo[6], geo[8]
-    c = j % C
-    pos = j // C
-    oy0 = (pos // Ws) * st
-    ox0 = (pos - (pos // Ws) * Ws) * st
+    C, Hr, Wr = geo[0], geo[4], geo[5]
+    k = geo[6]
     v = val * w
+    y0 = tab[site_s, 0]
+    x0 = tab[site_s, 1]
     for ky in range(k):
-        y = oy0 + ky
+        y = y0 + ky
         if y >= Hr:
             break
         for kx in range(k):
-            x = ox0 + kx
+            x = x0 + kx
             if x >= Wr:
                 break
             site = y * Wr + x
             buf[boff + site * C + c] += v
-            _mark(site, mark, tlist, tcount, p, site_off)
+            if do_mark:
+                _mark(site, mark, tlist, tcount, p, site_off)
 
 
 # ---------------------------------------------------------------------------------------

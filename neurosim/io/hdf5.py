@@ -1,0 +1,649 @@
+"""Run files: one HDF5 file per simulation run, one documented schema (version 1).
+
+A run file holds the network (structure, parameters and weights), the stimulus of each
+phase exactly as given, and everything the phases produced: spike counts, final
+potentials, events sent per projection and sender neuron, per-synapse event counts and,
+when recorded, the spike trains.  The schema is specified in ``docs/hdf5-schema.md``;
+the file alone is enough to rebuild the network and re-simulate the run
+(:meth:`Run.rerun`).
+
+:func:`write_run` writes atomically: the file is assembled under a temporary name in the
+destination folder, flushed and fsync'ed, then renamed over the destination; on any
+error the temporary file is removed and no output appears.  An existing file is only
+replaced with ``force=True``.
+
+:func:`read_run` validates while reading and raises :class:`RunFileError` (a
+``ValueError``) naming the file and the missing or wrong piece.
+"""
+import contextlib
+import json
+import os
+import platform
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numba
+import numpy as np
+
+import neurosim
+from .. import _validate as V
+from .. import counting
+from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
+from ..engine import PhaseResult, run_backward, run_forward
+from ..network import Network
+from ..neurons import LIF, CubaLIF, Ternary
+
+#: value of the root attribute ``format``.
+FORMAT = "neurosim-run"
+#: schema version written, and the only one read.
+SCHEMA_VERSION = 1
+#: datasets with at least this many elements are gzip-compressed (with shuffle).
+COMPRESS_MIN = 4096
+
+_NAME_RE = re.compile(r"^[^/.][^/]*$")
+
+
+class RunFileError(V.NeurosimError):
+    """A run file is missing, unreadable, of another format or version, or incomplete."""
+
+
+# ======================================================================================
+# writing
+# ======================================================================================
+def _dset(g, name, a):
+    a = np.asarray(a)
+    if a.dtype.kind == "U":
+        a = a.astype(h5py.string_dtype())
+    kw = {}
+    if a.size >= COMPRESS_MIN and a.ndim >= 1:
+        kw = dict(compression="gzip", compression_opts=4, shuffle=True, chunks=True)
+    return g.create_dataset(name, data=a, **kw)
+
+
+def _json(x):
+    return json.dumps(x, sort_keys=True, default=_json_default)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def _check_name(name, what):
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise V.NeurosimError(f"{what} name {name!r} cannot be stored in HDF5: it must not "
+                              "contain '/' nor start with '.'")
+
+
+def _geometry(pr):
+    geo = pr.params()
+    if isinstance(pr, AvgPool2d):
+        geo["weight_value"] = pr.weight_value
+    return geo
+
+
+def _write_network(f, net):
+    g = f.create_group("network")
+    sched = net.schedule()
+    bsched = net.schedule(backward=True)
+    meta = dict(getattr(net, "metadata", None) or {})
+    g.attrs["name"] = str(net.name)
+    g.attrs["dtype"] = np.dtype(net.dtype).name
+    g.attrs["populations"] = _json(list(net.populations))
+    g.attrs["projections"] = _json(list(net.projections))
+    g.attrs["schedule"] = _json(sched)
+    g.attrs["backward_schedule"] = _json(bsched)
+    g.attrs["metadata"] = _json(meta)
+    gp = g.create_group("populations")
+    for i, p in enumerate(net.populations.values()):
+        _check_name(p.name, "population")
+        h = gp.create_group(p.name)
+        h.attrs["index"] = i
+        h.attrs["kind"] = p.kind
+        h.attrs["shape"] = np.array(p.shape, np.int64)
+        h.attrs["n"] = p.n
+        h.attrs["neuron"] = _json(p.neuron.to_dict() if p.spiking else {"model": p.kind})
+        h.attrs["ternary"] = _json(p.ternary.to_dict() if p.spiking else None)
+        h.attrs["schedule_position"] = sched.index(p.name)
+        h.attrs["backward_schedule_position"] = bsched.index(p.name)
+    gq = g.create_group("projections")
+    for i, pr in enumerate(net.projections.values()):
+        _check_name(pr.name, "projection")
+        h = gq.create_group(pr.name)
+        h.attrs["index"] = i
+        h.attrs["kind"] = pr.kind
+        h.attrs["pre"] = pr.pre
+        h.attrs["post"] = pr.post
+        h.attrs["delay"] = pr.delay
+        h.attrs["port"] = pr.port
+        h.attrs["geometry"] = _json(_geometry(pr))
+        h.attrs["input_map"] = net.populations[pr.pre].kind == "input"
+        h.attrs["n_synapses"] = pr.n_synapses
+        h.attrs["dense_macs"] = pr.dense_macs
+        if pr.has_weights:
+            _dset(h, "weight", pr.weight)
+        if pr.bias is not None:
+            _dset(h, "bias", pr.bias)
+        if isinstance(pr, Sparse):
+            _dset(h, "indptr", pr.indptr.astype(np.int64))
+            _dset(h, "indices", pr.indices.astype(np.int32))
+
+
+def _write_arrays(g, name, arrays, net, kind):
+    """A group ``name`` with one dataset per entry of ``arrays`` (stimulus, as given)."""
+    if not arrays:
+        return
+    h = g.create_group(name)
+    for k, a in arrays.items():
+        _check_name(k, kind)
+        a = np.asarray(a)
+        if a.dtype == object or a.dtype.kind not in "biuf":
+            raise V.NeurosimError(f"{name}[{k!r}] must be a numeric array, got dtype {a.dtype}")
+        _dset(h, k, a)
+
+
+def _write_spike_trains(h, trains, signed):
+    """Spike trains [B, T, n] -> parallel int32 (sample, step, neuron) [+ int8 sign]."""
+    b, t, j = np.nonzero(trains)
+    s = h.create_group("spikes")
+    _dset(s, "sample", b.astype(np.int32))
+    _dset(s, "step", t.astype(np.int32))
+    _dset(s, "neuron", j.astype(np.int32))
+    if signed:
+        _dset(s, "sign", trains[b, t, j].astype(np.int8))
+
+
+def _write_phase(f, res, stimulus):
+    """Group /forward or /backward from a PhaseResult and its stimulus dict of dicts."""
+    net = res.network
+    fwd = res.phase == "forward"
+    g = f.create_group(res.phase)
+    g.attrs["steps"] = res.steps
+    g.attrs["batch"] = res.batch
+    g.attrs["wall_s"] = float(res.wall_s)
+    for name, arrays in stimulus.items():
+        _write_arrays(g, name, arrays, net, "population" if name != "masks" else "projection")
+    gp = g.create_group("populations")
+    for name in res.counts:
+        h = gp.create_group(name)
+        if fwd:
+            _dset(h, "counts", res.counts[name])
+        else:
+            _dset(h, "count_pos", res.counts[name])
+            _dset(h, "count_neg", res.counts_neg[name])
+        _dset(h, "v_final", res.v_final[name])
+        if res.weighted_counts.get(name) is not None:
+            _dset(h, "weighted_counts", res.weighted_counts[name])
+        _dset(h, "neuron_updates", np.asarray(res.neuron_updates[name], np.int64))
+        if res.spikes is not None and name in res.spikes:
+            _write_spike_trains(h, res.spikes[name], signed=not fwd)
+    gq = g.create_group("projections")
+    for name, ops in (res.input_ops or {}).items():
+        h = gq.create_group(name)
+        h.attrs["input_map"] = True
+        _dset(h, "synaptic_operations", np.asarray(ops, np.int64))
+    for name in res.sent:
+        pr = net.projections[name]
+        h = gq.create_group(name)
+        h.attrs["input_map"] = False
+        ev = counting.synaptic_events(res, name)
+        if fwd:
+            _dset(h, "sent", res.sent[name])
+            _dset(h, "synaptic_operations", ev)
+        else:
+            _dset(h, "sent_pos", res.sent[name])
+            _dset(h, "sent_neg", res.sent_neg[name])
+            _dset(h, "synaptic_operations", ev[0] + ev[1])
+            _dset(h, "synaptic_operations_pos", ev[0])
+            _dset(h, "synaptic_operations_neg", ev[1])
+        for k, a in counting.per_synapse(res, name).items():
+            _dset(h, k, a)
+        if isinstance(pr, (Conv2d, ConvTranspose2d, AvgPool2d)):
+            for k, a in counting.per_kernel_weight(res, name).items():
+                _dset(h, "count_per_kernel_weight" + k[len("count"):], a)
+
+
+def _check_result(res, phase, net, what):
+    if not isinstance(res, PhaseResult) or res.phase != phase:
+        raise TypeError(f"{what} must be the {phase} PhaseResult (from run_{phase}), got {res!r}")
+    if res.network is not net:
+        raise V.NeurosimError(f"{what} was computed on another network than the one given")
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(d):
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None, currents=None,
+              grad=None, gate=None, seed=None, command=None, force=False):
+    """Write one run (network, stimulus, results) to ``path``, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination, conventionally ``*.h5``.  Its folder must exist.
+    network : Network
+    forward : PhaseResult
+        Result of :func:`neurosim.run_forward` on ``network``.
+    backward : PhaseResult, optional
+        Result of :func:`neurosim.run_backward` on the same batch.
+    inputs, spikes, currents : dict, optional
+        The forward stimulus as given to ``run_forward`` (stored as given; the masks are
+        taken from ``forward.masks``).
+    grad, gate : dict, optional
+        The backward stimulus as given to ``run_backward`` (``gate`` only when not the
+        default ``forward.mask``).
+    seed : int, optional
+        Seed of the run (weights, random stimulus); stored as -1 when unknown.
+    command : str, optional
+        Command line or description of what produced the run.
+    force : bool
+        Replace an existing ``path``.  Without it an existing file raises
+        :class:`FileExistsError` and is left untouched.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a neurosim Network, got {type(network).__name__}")
+    _check_result(forward, "forward", network, "forward")
+    if backward is not None:
+        _check_result(backward, "backward", network, "backward")
+    elif grad or gate:
+        raise V.NeurosimError("grad/gate given without a backward result")
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output {str(path)!r} is a directory; give a file name such as run.h5")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
+    if path.exists() and not force:
+        raise FileExistsError(f"output {str(path)!r} already exists; pass force=True "
+                              "(neurosim simulate --force) to overwrite it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["neurosim_version"] = neurosim.__version__
+            f.attrs["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            f.attrs["seed"] = -1 if seed is None else int(seed)
+            f.attrs["dtype"] = np.dtype(network.dtype).name
+            f.attrs["command"] = "" if command is None else str(command)
+            f.attrs["numpy_version"] = np.__version__
+            f.attrs["numba_version"] = numba.__version__
+            f.attrs["h5py_version"] = h5py.__version__
+            f.attrs["python_version"] = platform.python_version()
+            _write_network(f, network)
+            _write_phase(f, forward, {"inputs": dict(inputs or {}),
+                                      "source_spikes": dict(spikes or {}),
+                                      "currents": dict(currents or {}),
+                                      "masks": dict(forward.masks or {})})
+            if backward is not None:
+                _write_phase(f, backward, {"grad": dict(grad or {}), "gate": dict(gate or {})})
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic and never overwrites
+            except FileExistsError:
+                raise FileExistsError(f"output {str(path)!r} appeared while writing; pass "
+                                      "force=True to overwrite it") from None
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise FileExistsError(f"output {str(path)!r} already exists") from None
+                os.replace(tmp, path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ======================================================================================
+# reading
+# ======================================================================================
+class Run:
+    """A run file read back (see :func:`read_run`).
+
+    Attributes
+    ----------
+    path : Path
+    attrs : dict
+        Root attributes (format, schema_version, neurosim_version, created, seed, dtype,
+        command, ...).
+    network : Network
+        Rebuilt from ``/network`` (``network.metadata`` holds the model metadata).
+    forward, backward : PhaseResult or None
+        The stored results as PhaseResults (``program`` is None), so that
+        :mod:`neurosim.counting` works on them.  ``backward`` is None without a backward
+        phase.
+    inputs, source_spikes, currents, masks : dict
+        The forward stimulus as stored.
+    grad, gate : dict
+        The backward stimulus as stored.
+    synapse_counts : dict
+        ``{"forward": {projection: {dataset: array}}, "backward": ...}``: the stored
+        per-synapse counts (``count``, ``count_pos``, ``count_neg``,
+        ``count_per_kernel_weight*``).
+    """
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def rerun(self, record=None, n_threads=None):
+        """Re-simulate the stored run from the file's contents alone.
+
+        Returns (forward, backward-or-None) PhaseResults.  ``record`` defaults to
+        whether the file holds spike trains."""
+        fwd_rec = self.forward.spikes is not None if record is None else record
+        fwd = run_forward(self.network, self.forward.steps, inputs=self.inputs or None,
+                          spikes=self.source_spikes or None, currents=self.currents or None,
+                          masks=self.masks or None, batch=self.forward.batch, record=fwd_rec,
+                          n_threads=n_threads)
+        bwd = None
+        if self.backward is not None:
+            bwd_rec = self.backward.spikes is not None if record is None else record
+            bwd = run_backward(self.network, fwd, self.grad, self.backward.steps,
+                               gate=self.gate or None, record=bwd_rec, n_threads=n_threads)
+        return fwd, bwd
+
+    def __repr__(self):
+        ph = "forward+backward" if self.backward is not None else "forward"
+        return f"Run({str(self.path)!r}, {self.network!r}, {ph}, batch={self.forward.batch})"
+
+
+class _Reader:
+    def __init__(self, path, f):
+        self.path = path
+        self.f = f
+
+    def fail(self, msg):
+        raise RunFileError(f"run file {str(self.path)!r}: {msg}")
+
+    def group(self, where, key):
+        g = where.get(key) if isinstance(where, h5py.Group) else None
+        if not isinstance(g, h5py.Group):
+            self.fail(f"missing group {where.name.rstrip('/')}/{key}")
+        return g
+
+    def data(self, g, key, required=True):
+        d = g.get(key)
+        if d is None:
+            if required:
+                self.fail(f"missing dataset {g.name}/{key}")
+            return None
+        if not isinstance(d, h5py.Dataset):
+            self.fail(f"{g.name}/{key} should be a dataset")
+        return d[()]
+
+    def attr(self, obj, key, kind=None):
+        if key not in obj.attrs:
+            self.fail(f"missing attribute {key!r} of {obj.name}")
+        v = obj.attrs[key]
+        if isinstance(v, bytes):
+            v = v.decode()
+        if kind == "json":
+            try:
+                return json.loads(v)
+            except (TypeError, ValueError) as e:
+                self.fail(f"attribute {key!r} of {obj.name} is not valid JSON: {e}")
+        return v
+
+    def arrays(self, g, key):
+        h = g.get(key)
+        if h is None:
+            return {}
+        if not isinstance(h, h5py.Group):
+            self.fail(f"{g.name}/{key} should be a group")
+        return {k: h[k][()] for k in h}
+
+
+def _open(path):
+    p = Path(path)
+    if not p.exists():
+        raise RunFileError(f"run file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise RunFileError(f"run file {str(p)!r} is not a regular file")
+    try:
+        return h5py.File(p, "r")
+    except OSError as e:
+        try:
+            sig = h5py.is_hdf5(p)
+        except OSError:
+            sig = False
+        if not sig:
+            raise RunFileError(f"{str(p)!r} is not an HDF5 file; expected a neurosim run file "
+                               "written by neurosim.io.write_run or `neurosim simulate`") from e
+        raise RunFileError(f"run file {str(p)!r} cannot be opened (truncated or corrupt HDF5 "
+                           f"file): {e}") from e
+
+
+def _check_header(r):
+    f = r.f
+    fmt = f.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt is None:
+        r.fail(f"no root attribute 'format'; not a neurosim run file (expected format = {FORMAT!r})")
+    if fmt != FORMAT:
+        r.fail(f"root attribute format is {fmt!r}, expected {FORMAT!r}")
+    ver = f.attrs.get("schema_version")
+    if ver is None:
+        r.fail("no root attribute 'schema_version'")
+    if int(ver) != SCHEMA_VERSION:
+        r.fail(f"schema_version {int(ver)} is not supported; this neurosim "
+               f"{neurosim.__version__} reads schema_version {SCHEMA_VERSION}")
+
+
+def _neuron(r, h, d):
+    if not isinstance(d, dict) or "model" not in d:
+        r.fail(f"attribute 'neuron' of {h.name} must be a JSON object with a 'model' key, got {d!r}")
+    d = dict(d)
+    model = d.pop("model")
+    if model in ("input", "source"):
+        return model
+    if model == "lif":
+        return LIF(**d)
+    if model == "cuba_lif":
+        d["tau_syn"] = tuple(d.get("tau_syn", (5.0,)))
+        return CubaLIF(**d)
+    r.fail(f"{h.name}: unknown neuron model {model!r}; known: input, source, lif, cuba_lif")
+
+
+def _projection(r, h):
+    kind = r.attr(h, "kind")
+    geo = r.attr(h, "geometry", "json")
+    delay, port = int(r.attr(h, "delay")), int(r.attr(h, "port"))
+    bias = r.data(h, "bias", required=False)
+    common = dict(delay=delay, port=port)
+    pre_shape = tuple(geo["pre_shape"])
+    if kind == "dense":
+        return Dense(r.data(h, "weight"), pre_shape=pre_shape, post_shape=tuple(geo["post_shape"]),
+                     bias=bias, **common)
+    if kind == "sparse":
+        return Sparse(r.data(h, "indptr"), r.data(h, "indices"), r.data(h, "weight"),
+                      pre_shape=pre_shape, post_shape=tuple(geo["post_shape"]), bias=bias, **common)
+    if kind == "conv2d":
+        return Conv2d(r.data(h, "weight"), pre_shape=pre_shape, stride=geo["stride"],
+                      padding=geo["padding"], bias=bias, **common)
+    if kind == "conv_transpose2d":
+        return ConvTranspose2d(r.data(h, "weight"), pre_shape=pre_shape, stride=geo["stride"],
+                               padding=geo["padding"], output_padding=geo["output_padding"],
+                               bias=bias, **common)
+    if kind == "avgpool2d":
+        return AvgPool2d(geo["kernel"], pre_shape=pre_shape, stride=geo["stride"], **common)
+    r.fail(f"{h.name}: unknown projection kind {kind!r}; known: dense, sparse, conv2d, "
+           "conv_transpose2d, avgpool2d")
+
+
+def _read_network(r):
+    g = r.group(r.f, "network")
+    gp = r.group(g, "populations")
+    gq = r.group(g, "projections")
+    pop_order = r.attr(g, "populations", "json")
+    proj_order = r.attr(g, "projections", "json")
+    dtype = r.attr(g, "dtype")
+    try:
+        net = Network(dtype=np.dtype(dtype).type, name=str(r.attr(g, "name")))
+        for name in pop_order:
+            h = r.group(gp, name)
+            tern = r.attr(h, "ternary", "json")
+            net.add_population(name, tuple(int(s) for s in r.attr(h, "shape")),
+                               _neuron(r, h, r.attr(h, "neuron", "json")),
+                               Ternary(**{k: v for k, v in tern.items() if k != "model"})
+                               if tern else None)
+        for name in proj_order:
+            h = r.group(gq, name)
+            net.add_projection(name, str(r.attr(h, "pre")), str(r.attr(h, "post")), _projection(r, h))
+    except RunFileError:
+        raise
+    except (V.NeurosimError, TypeError, KeyError) as e:
+        r.fail(f"the stored network is invalid: {e}")
+    stored = r.attr(g, "schedule", "json")
+    if stored != net.schedule():
+        r.fail(f"stored schedule {stored} differs from the rebuilt network's {net.schedule()}")
+    net.metadata = r.attr(g, "metadata", "json") if "metadata" in g.attrs else {}
+    return net
+
+
+def _spike_trains(r, h, B, T, n):
+    s = h.get("spikes")
+    if s is None:
+        return None
+    b, t, j = (r.data(s, k).astype(np.int64) for k in ("sample", "step", "neuron"))
+    sign = r.data(s, "sign", required=False)
+    if b.size and (b.max() >= B or t.max() >= T or j.max() >= n or min(b.min(), t.min(), j.min()) < 0):
+        r.fail(f"{s.name}: spike indices out of range for batch {B}, steps {T}, {n} neurons")
+    out = np.zeros((B, T, n), np.int8)
+    out[b, t, j] = 1 if sign is None else sign
+    return out
+
+
+def _read_phase(r, net, phase):
+    g = r.f.get(phase)
+    if g is None:
+        if phase == "forward":
+            r.fail("missing group /forward")
+        return None, {}, {}
+    fwd = phase == "forward"
+    T, B = int(r.attr(g, "steps")), int(r.attr(g, "batch"))
+    gp, gq = r.group(g, "populations"), r.group(g, "projections")
+    kw = dict(counts={}, counts_neg={}, v_final={}, weighted_counts={}, neuron_updates={},
+              sent={}, sent_neg={}, input_ops={})
+    spikes = {}
+    for name in gp:
+        if name not in net.populations:
+            r.fail(f"{gp.name}/{name} names no population of the stored network")
+        h = gp[name]
+        if fwd:
+            c = r.data(h, "counts")
+            kw["counts"][name], kw["counts_neg"][name] = c, np.zeros_like(c)
+        else:
+            kw["counts"][name], kw["counts_neg"][name] = r.data(h, "count_pos"), r.data(h, "count_neg")
+        if kw["counts"][name].shape != (B, net.populations[name].n):
+            r.fail(f"{h.name}: counts have shape {kw['counts'][name].shape}, expected "
+                   f"({B}, {net.populations[name].n})")
+        kw["v_final"][name] = r.data(h, "v_final")
+        kw["weighted_counts"][name] = r.data(h, "weighted_counts", required=False)
+        kw["neuron_updates"][name] = r.data(h, "neuron_updates")
+        st = _spike_trains(r, h, B, T, net.populations[name].n)
+        if st is not None:
+            spikes[name] = st
+    syn = {}
+    for name in gq:
+        if name not in net.projections:
+            r.fail(f"{gq.name}/{name} names no projection of the stored network")
+        h = gq[name]
+        if bool(h.attrs.get("input_map", False)):
+            kw["input_ops"][name] = r.data(h, "synaptic_operations")
+            continue
+        if fwd:
+            s = r.data(h, "sent")
+            kw["sent"][name], kw["sent_neg"][name] = s, np.zeros_like(s)
+        else:
+            kw["sent"][name], kw["sent_neg"][name] = r.data(h, "sent_pos"), r.data(h, "sent_neg")
+        syn[name] = {k: h[k][()] for k in h if k.startswith("count")}
+    if fwd:
+        stim = {k: r.arrays(g, k) for k in ("inputs", "source_spikes", "currents", "masks")}
+    else:
+        stim = {k: r.arrays(g, k) for k in ("grad", "gate")}
+    res = PhaseResult(phase=phase, steps=T, batch=B, network=net, program=None,
+                      masks=None, spikes=spikes or None, wall_s=float(g.attrs.get("wall_s", 0.0)),
+                      **kw)
+    return res, stim, syn
+
+
+def read_run(path):
+    """Read and validate a run file; returns a :class:`Run`.
+
+    Raises
+    ------
+    RunFileError
+        The file does not exist, is not HDF5, is truncated or corrupt, has another
+        ``format`` or ``schema_version``, or lacks a required group, dataset or attribute.
+    """
+    f = _open(path)
+    r = _Reader(path, f)
+    try:
+        with f:
+            _check_header(r)
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            net = _read_network(r)
+            fwd, stim, syn_f = _read_phase(r, net, "forward")
+            bwd, bstim, syn_b = _read_phase(r, net, "backward")
+    except RunFileError:
+        raise
+    except (OSError, KeyError, RuntimeError) as e:
+        raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {e}") from e
+    fwd.masks = dict(stim["masks"])
+    if bwd is not None:
+        bwd.masks = fwd.masks
+    return Run(path=Path(path), attrs=attrs, network=net, forward=fwd, backward=bwd,
+               inputs=stim["inputs"], source_spikes=stim["source_spikes"],
+               currents=stim["currents"], masks=stim["masks"], grad=bstim.get("grad", {}),
+               gate=bstim.get("gate", {}), synapse_counts={"forward": syn_f, "backward": syn_b})
+
+
+def load_network(path):
+    """The :class:`~neurosim.Network` stored in a run file (validated like :func:`read_run`)."""
+    f = _open(path)
+    r = _Reader(path, f)
+    try:
+        with f:
+            _check_header(r)
+            return _read_network(r)
+    except RunFileError:
+        raise
+    except (OSError, KeyError, RuntimeError) as e:
+        raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {e}") from e
