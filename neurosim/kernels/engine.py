@@ -250,13 +250,13 @@ def _run_sample(b, T, backward, record,
                 s = klist[so + a]
                 if mark[so + s] == 0:
                     mark[so + s] = 1
-                    tlist[so + tcount[p]] = s
+                    tlist[so + p + tcount[p]] = s
                     tcount[p] += 1
             for a in range(ccount[p]):
                 s = clist[so + a]
                 if mark[so + s] == 0:
                     mark[so + s] = 1
-                    tlist[so + tcount[p]] = s
+                    tlist[so + p + tcount[p]] = s
                     tcount[p] += 1
             ccount[p] = 0
         # 2. delayed deliveries
@@ -318,7 +318,7 @@ def _run_sample(b, T, backward, record,
                     nupd[b, p] += ns * ssz
                 else:
                     for a in range(tcount[p]):
-                        s = tlist[so + a]
+                        s = tlist[so + p + a]
                         rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off, ssz,
                                                  in_ptr, in_proj, proj_boff, proj_moff, proj_port,
                                                  masks, const, tv, tv_off, u, ref, isyn, wcount,
@@ -403,7 +403,7 @@ def run_phase(T, backward, record, n_chunks,
         buf = np.zeros(n_buf, dt)
         last = np.empty(NS, np.int64)
         mark = np.zeros(NS, np.uint8)
-        tlist = np.zeros(NS, np.int64)
+        tlist = np.zeros(NS + P, np.int64)
         clist = np.zeros(NS, np.int64)
         klist = np.zeros(NS, np.int64)
         tcount = np.zeros(P, np.int64)
