@@ -200,7 +200,8 @@ def resolve_grad(net, grad, batch, seed):
     return out
 
 
-def _resolve_model(model, seed):
+def open_model(model, seed=0):
+    """A Network from a Network, a model file or name, or a run file (``.h5``)."""
     if isinstance(model, Network):
         return model
     s = os.fspath(model)
@@ -277,7 +278,7 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         n_threads = V.check_int(n_threads, "threads", low=1)
     if out is not None:
         out = check_output(out, force)
-    net = _resolve_model(model, seed)
+    net = open_model(model, seed)
     ins, src, labels = resolve_inputs(net, inputs, steps, n_samples)
     arrays = list(ins.values()) + list(src.values())
     batch = arrays[0].shape[0] if arrays else (n_samples or 1)
