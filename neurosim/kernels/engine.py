@@ -190,6 +190,83 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
 
 
 @numba.njit(**NJIT)
+def _update_site_lif(p, site, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                     masks, const, tv, tv_off, u, wcount, last, buf, has_leak, cur, spk,
+                     ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, record, counts):
+    """LIF site update without refractoriness, in three loops over the site's channels
+    so that the arithmetic vectorises: gather inputs, integrate/threshold/reset/leak,
+    then collect spikes.  Same arithmetic, in the same order, as :func:`_update_site`."""
+    g0 = off + site * ssz
+    j0 = site * ssz
+    v_th = fp[p, 0]
+    sub = fp[p, 1]
+    leak = fp[p, 2]
+    v_reset = fp[p, 3]
+    by_value = ip[p, 0] == 1
+    gap = t - last[site] - 1 if last[site] >= 0 else 0
+    last[site] = t
+    n = np.uint64(ssz)
+    c0 = np.uint64(b * const.shape[1] + g0)
+    cflat = const.ravel()
+    for k in range(n):
+        cur[k] = cflat[c0 + k]
+    if tv_off[p] >= 0:
+        for k in range(n):
+            cur[k] += tv[b, t, tv_off[p] + j0 + k]
+    for a in range(in_ptr[p], in_ptr[p + 1]):
+        q = in_proj[a]
+        bo = np.uint64(proj_boff[q] + j0)
+        if proj_moff[q] >= 0:
+            mo = np.uint64(proj_moff[q] + j0)
+            for k in range(n):
+                cur[k] += buf[bo + k] * masks[b, mo + k]
+                buf[bo + k] = 0.0
+        else:
+            for k in range(n):
+                cur[k] += buf[bo + k]
+                buf[bo + k] = 0.0
+    ug = np.uint64(g0)
+    if has_leak and gap > 0:
+        for k in range(n):
+            v = u[ug + k]
+            for _ in range(gap):
+                v = v * leak
+            u[ug + k] = v
+    for k in range(n):
+        v = u[ug + k] + cur[k]
+        f = v >= v_th
+        if by_value:
+            v = v_reset if f else v
+        else:
+            v = v - sub * f
+        if leak != 1.0:
+            v = v * leak
+        u[ug + k] = v
+        spk[k] = f
+    if has_leak and wcount.shape[1] > 0:
+        for k in range(n):
+            wc = wcount[b, ug + k]
+            for _ in range(gap):
+                wc = wc * leak
+            wcount[b, ug + k] = wc * leak + spk[k]
+    carry = False
+    for k in range(ssz):
+        if spk[k]:
+            g = g0 + k
+            ring_idx[ring_base + rc] = j0 + k
+            ring_val[ring_base + rc] = 1
+            ring_site[ring_base + rc] = site
+            ring_ch[ring_base + rc] = k
+            rc += 1
+            counts[b, g] += 1
+            if record:
+                rec[b, t, g] = 1
+        if u[g0 + k] >= v_th:
+            carry = True
+    return rc, carry
+
+
+@numba.njit(**NJIT)
 def _run_sample(b, T, backward, record,
                 pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
                 pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
@@ -198,7 +275,8 @@ def _run_sample(b, T, backward, record,
                 weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
                 counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec,
                 u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount,
-                klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop):
+                klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop,
+                cur, spk):
     P = pop_off.shape[0] - 1
     pop_n = pop_off[1:] - pop_off[:-1]
     n_sites_tot = pop_site_off[P]
@@ -302,15 +380,23 @@ def _run_sample(b, T, backward, record,
                 off = pop_off[p]
                 has_leak = pop_fp[p, 2] != 1.0 and m != M_CUBA
                 lastp = last[so:pop_site_off[p + 1]]
+                fast = m == M_LIF and pop_ip[p, 1] == 0
                 if dense_pop[p] or allflag[p]:
                     ns = pop_site_off[p + 1] - so
                     for s in range(ns):
-                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off, ssz,
-                                                 in_ptr, in_proj, proj_boff, proj_moff, proj_port,
-                                                 masks, const, tv, tv_off, u, ref, isyn, wcount,
-                                                 lastp, buf, has_leak, ring_idx, ring_val,
-                                                 ring_site, ring_ch, base,
-                                                 rc, rec, record, counts, counts_neg)
+                        if fast:
+                            rc, carry = _update_site_lif(p, s, t, b, pop_fp, pop_ip, off, ssz, in_ptr,
+                                                         in_proj, proj_boff, proj_moff, masks, const,
+                                                         tv, tv_off, u, wcount, lastp, buf, has_leak,
+                                                         cur, spk, ring_idx, ring_val, ring_site,
+                                                         ring_ch, base, rc, rec, record, counts)
+                        else:
+                            rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
+                                                     ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                                                     proj_port, masks, const, tv, tv_off, u, ref,
+                                                     isyn, wcount, lastp, buf, has_leak, ring_idx,
+                                                     ring_val, ring_site, ring_ch, base,
+                                                     rc, rec, record, counts, counts_neg)
                         mark[so + s] = 0
                         if carry and not dense_pop[p]:
                             clist[so + ccount[p]] = s
@@ -319,12 +405,19 @@ def _run_sample(b, T, backward, record,
                 else:
                     for a in range(tcount[p]):
                         s = tlist[so + p + a]
-                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off, ssz,
-                                                 in_ptr, in_proj, proj_boff, proj_moff, proj_port,
-                                                 masks, const, tv, tv_off, u, ref, isyn, wcount,
-                                                 lastp, buf, has_leak, ring_idx, ring_val,
-                                                 ring_site, ring_ch, base,
-                                                 rc, rec, record, counts, counts_neg)
+                        if fast:
+                            rc, carry = _update_site_lif(p, s, t, b, pop_fp, pop_ip, off, ssz, in_ptr,
+                                                         in_proj, proj_boff, proj_moff, masks, const,
+                                                         tv, tv_off, u, wcount, lastp, buf, has_leak,
+                                                         cur, spk, ring_idx, ring_val, ring_site,
+                                                         ring_ch, base, rc, rec, record, counts)
+                        else:
+                            rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
+                                                     ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                                                     proj_port, masks, const, tv, tv_off, u, ref,
+                                                     isyn, wcount, lastp, buf, has_leak, ring_idx,
+                                                     ring_val, ring_site, ring_ch, base,
+                                                     rc, rec, record, counts, counts_neg)
                         mark[so + s] = 0
                         if carry:
                             clist[so + ccount[p]] = s
@@ -419,6 +512,11 @@ def run_phase(T, backward, record, n_chunks,
         for p in range(P):
             maxd = max(maxd, pop_depth[p])
         ring_cnt = np.zeros((P, maxd), np.int64)
+        max_ssz = 1
+        for p in range(P):
+            max_ssz = max(max_ssz, pop_site[p])
+        cur = np.zeros(max_ssz, dt)
+        spk = np.zeros(max_ssz, np.uint8)
         b0 = c * B // n_chunks
         b1 = (c + 1) * B // n_chunks
         for b in range(b0, b1):
@@ -431,7 +529,7 @@ def run_phase(T, backward, record, n_chunks,
                         src_ptr, masks, gate, counts, counts_neg, u_out, wcount, sent, sent_neg,
                         nupd, rec, u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist,
                         ccount, klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt,
-                        dense_pop)
+                        dense_pop, cur, spk)
 
 
 @numba.njit(**NJIT_PARALLEL)
