@@ -34,7 +34,16 @@ def assert_close(actual, desired, dtype, scale=1.0, err_msg=""):
     ``scale`` is the size of the terms that were summed (Σ|terms|): a sum's rounding error
     is bounded by a multiple of eps times it, so atol = rtol * scale covers cancellation."""
     rtol = config.TEST_RTOL[np.dtype(dtype).type]
-    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
+    actual = np.asarray(actual, np.float64)
+    desired = np.asarray(desired, np.float64)
+    assert actual.shape == desired.shape, (actual.shape, desired.shape)
+    tol = rtol * (np.abs(desired) + np.broadcast_to(np.asarray(scale, np.float64), desired.shape))
+    bad = ~(np.abs(actual - desired) <= tol)
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{int(bad.sum())} of {bad.size} values differ beyond rtol={rtol:.3g} (x scale); first at "
+            f"{i}: actual {actual[i]!r}, desired {desired[i]!r}, tolerance {tol[i]:.3g}. {err_msg}")
 
 
 @dataclass

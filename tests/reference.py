@@ -277,8 +277,11 @@ def conv_propagate(spike_idx, wf, geo, out):
     return count_synops(_geo_matrix(K_CONV_DOWN, geo, wf, structure=True).astype(np.int64), spike_idx)
 
 
-def apply_map(kind, geo, weights, indptr, indices, pool_w, x, out):
-    """out[b] += x[b] @ M for the map described in kernel layout (see ``_geo_matrix``)."""
+def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
+    """out[b] += x[b] @ M for the map described in kernel layout (see ``_geo_matrix``).
+
+    ``tab`` (the kernel's precomputed per-site offset table) is accepted and ignored:
+    the reference derives everything from ``geo``."""
     n_in, n_out = x.shape[1], out.shape[1]
     if kind == K_DENSE:
         M = np.asarray(weights, np.float64).reshape(n_in, n_out)
