@@ -87,18 +87,20 @@ def _check_stimulus(name, a, pop, origin, steps):
     if a.dtype.kind not in "biuf":
         raise InputError(f"{origin}: array for population {name!r} must be numeric, got dtype {a.dtype}")
     shp = list(pop.shape)
-    feat = [tuple(shp)] if len(shp) == 1 else [tuple(shp), (pop.n,)]
+    feat = [(pop.n,)] + ([tuple(shp)] if len(shp) == 3 else [])
+    const = [(None,) + f for f in feat]
+    per_step = [(None, steps) + f for f in feat]
+    show = lambda forms: " or ".join("(" + ", ".join("N" if x is None else str(x) for x in f) + ")"
+                                      for f in forms)
     if pop.kind == "input":
-        ok = [(None,) + f for f in feat] + [(None, steps) + f for f in feat]
-        desc = (f"(N, {pop.n}) constant or (N, {steps}, {pop.n}) per step"
-                + ("" if len(shp) == 1 else f", or with ({', '.join(map(str, shp))}) for {pop.n}"))
+        ok = const + per_step
+        desc = f"{show(const)} constant, or {show(per_step)} per step"
     else:
-        ok = [(None, steps) + f for f in feat]
-        desc = f"(N, {steps}, {pop.n}) of 0/1" + ("" if len(shp) == 1 else
-                                                  f" (or ({', '.join(map(str, shp))}) for {pop.n})")
+        ok = per_step
+        desc = f"{show(per_step)} of 0/1"
     if not any(a.ndim == len(o) and all(x is None or x == y for x, y in zip(o, a.shape)) for o in ok):
         raise InputError(f"{origin}: array for {pop.kind} population {name!r} of shape {shp} has "
-                         f"shape {a.shape}; allowed: {desc} with --steps {steps}")
+                         f"shape {a.shape}; allowed: {desc} (N samples, {steps} steps)")
     if a.shape[0] < 1:
         raise InputError(f"{origin}: array for population {name!r} has no samples (shape {a.shape})")
     if a.dtype.kind == "f" and not np.all(np.isfinite(a)):

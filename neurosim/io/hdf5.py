@@ -58,8 +58,10 @@ def _dset(g, name, a):
     if a.dtype.kind == "U":
         a = a.astype(h5py.string_dtype())
     kw = {}
-    if a.size >= COMPRESS_MIN and a.ndim >= 1:
-        kw = dict(compression="gzip", compression_opts=4, shuffle=True, chunks=True)
+    if a.ndim >= 1 and a.size > 0 and a.dtype.kind != "O":
+        kw = dict(chunks=True, fletcher32=True)      # checksummed: corruption is detected
+        if a.size >= COMPRESS_MIN:
+            kw.update(compression="gzip", compression_opts=4, shuffle=True)
     return g.create_dataset(name, data=a, **kw)
 
 
@@ -286,7 +288,7 @@ def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
             f.attrs["format"] = FORMAT
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["neurosim_version"] = neurosim.__version__
@@ -624,7 +626,7 @@ def read_run(path):
             bwd, bstim, syn_b = _read_phase(r, net, "backward")
     except RunFileError:
         raise
-    except (OSError, KeyError, RuntimeError) as e:
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
         raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {e}") from e
     fwd.masks = dict(stim["masks"])
     if bwd is not None:
@@ -645,5 +647,5 @@ def load_network(path):
             return _read_network(r)
     except RunFileError:
         raise
-    except (OSError, KeyError, RuntimeError) as e:
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
         raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {e}") from e
