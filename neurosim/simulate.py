@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from . import _validate as V
@@ -278,9 +279,17 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         raise InputError("grad is given but no backward phase; add backward_steps (--backward-steps)")
     if n_threads is not None:
         n_threads = V.check_int(n_threads, "threads", low=1)
+        if n_threads > numba.config.NUMBA_NUM_THREADS:
+            raise InputError(f"threads: {n_threads} asked for, at most {numba.config.NUMBA_NUM_THREADS} "
+                             "are available (NUMBA_NUM_THREADS)")
     if out is not None:
         out = check_output(out, force)
     net = open_model(model, seed)
+    if backward_steps is not None:
+        cuba = [p.name for p in net.spiking_populations if p.kind == "cuba_lif"]
+        if cuba:
+            raise InputError(f"the backward phase needs LIF populations; {cuba} are cuba_lif "
+                             "(drop --backward-steps)")
     ins, src, labels = resolve_inputs(net, inputs, steps, n_samples)
     arrays = list(ins.values()) + list(src.values())
     batch = arrays[0].shape[0] if arrays else (n_samples or 1)

@@ -280,3 +280,21 @@ def test_version_and_help(runner):
     assert res.exit_code == 0 and ns.__version__ in res.stdout
     res = runner.invoke(main, ["simulate", "--help"])
     assert res.exit_code == 0 and "--backward-steps" in res.stdout
+
+
+def test_error_checked_before_simulating(runner, tmp_path):
+    p = tmp_path / "cuba.toml"
+    p.write_text('format = "neurosim-model/1"\n'
+                 '[[populations]]\nname = "x"\nshape = [64]\nkind = "input"\n'
+                 '[[populations]]\nname = "c"\nshape = [10]\nkind = "cuba_lif"\n'
+                 '[[projections]]\nname = "F"\npre = "x"\npost = "c"\nkind = "dense"\n')
+    res = _sim(runner, tmp_path, "--model", str(p), "--input", "digits", "--steps", "3",
+               "--backward-steps", "2", "--grad", "random")
+    _assert_input_error(res, "backward phase needs LIF populations; ['c'] are cuba_lif")
+    assert "forward:" not in res.stderr
+    res = _sim(runner, tmp_path, "--model", "fsnn_mlp", "--input", "digits", "--steps", "3",
+               "--threads", "100000")
+    _assert_input_error(res, "threads: 100000 asked for, at most")
+    res = _sim(runner, tmp_path, "--model", str(p), "--input", "digits", "--steps", "3")
+    assert res.exit_code == 0, res.stderr
+    assert "cuba_lif" in res.stdout

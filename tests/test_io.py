@@ -340,3 +340,17 @@ def test_inconsistent_network(good_file):
     _edit(good_file, bad)
     with pytest.raises(RunFileError, match="the stored network is invalid"):
         read_run(good_file)
+
+
+def test_corrupt_chunk_is_detected_by_checksum(good_file):
+    with h5py.File(good_file) as f:
+        ds = f["forward/populations/c0/counts"]
+        assert ds.fletcher32
+        info = ds.id.get_chunk_info(0)
+    with open(good_file, "r+b") as fh:
+        fh.seek(info.byte_offset + 3)
+        b = fh.read(1)
+        fh.seek(info.byte_offset + 3)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(RunFileError, match=r"good\.h5' is corrupt or truncated"):
+        read_run(good_file)
