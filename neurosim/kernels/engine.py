@@ -190,22 +190,22 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
 
 
 @numba.njit(**NJIT)
-def _update_site_lif(p, site, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                     masks, const, tv, tv_off, u, wcount, last, buf, has_leak, cur, spk,
-                     ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, record, counts):
-    """LIF site update without refractoriness, in three loops over the site's channels
-    so that the arithmetic vectorises: gather inputs, integrate/threshold/reset/leak,
-    then collect spikes.  Same arithmetic, in the same order, as :func:`_update_site`."""
-    g0 = off + site * ssz
-    j0 = site * ssz
+def _update_block_lif(p, s0, s1, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                      masks, const, tv, tv_off, u, wcount, last, buf, has_leak, cur, spk,
+                      ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, record, counts,
+                      clist, ccount, so, keep_carry):
+    """LIF update (no refractoriness) of the contiguous sites [s0, s1), in separate loops
+    over its neurons so that the arithmetic vectorises: gather inputs; integrate,
+    threshold, reset, leak; collect spikes and carries.  Same arithmetic, in the same
+    order, as :func:`_update_site`.  Returns the new ring count."""
+    j0 = s0 * ssz
+    g0 = off + j0
+    n = np.uint64((s1 - s0) * ssz)
     v_th = fp[p, 0]
     sub = fp[p, 1]
     leak = fp[p, 2]
     v_reset = fp[p, 3]
     by_value = ip[p, 0] == 1
-    gap = t - last[site] - 1 if last[site] >= 0 else 0
-    last[site] = t
-    n = np.uint64(ssz)
     c0 = np.uint64(b * const.shape[1] + g0)
     cflat = const.ravel()
     for k in range(n):
@@ -226,12 +226,20 @@ def _update_site_lif(p, site, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_boff
                 cur[k] += buf[bo + k]
                 buf[bo + k] = 0.0
     ug = np.uint64(g0)
-    if has_leak and gap > 0:
-        for k in range(n):
-            v = u[ug + k]
-            for _ in range(gap):
-                v = v * leak
-            u[ug + k] = v
+    for s in range(s0, s1):
+        gap = t - last[s] - 1 if last[s] >= 0 else 0
+        last[s] = t
+        if has_leak and gap > 0:
+            for k in range(s * ssz, (s + 1) * ssz):
+                v = u[off + k]
+                for _ in range(gap):
+                    v = v * leak
+                u[off + k] = v
+                if wcount.shape[1] > 0:
+                    wc = wcount[b, off + k]
+                    for _ in range(gap):
+                        wc = wc * leak
+                    wcount[b, off + k] = wc
     for k in range(n):
         v = u[ug + k] + cur[k]
         f = v >= v_th
@@ -245,25 +253,26 @@ def _update_site_lif(p, site, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_boff
         spk[k] = f
     if has_leak and wcount.shape[1] > 0:
         for k in range(n):
-            wc = wcount[b, ug + k]
-            for _ in range(gap):
-                wc = wc * leak
-            wcount[b, ug + k] = wc * leak + spk[k]
-    carry = False
-    for k in range(ssz):
-        if spk[k]:
-            g = g0 + k
-            ring_idx[ring_base + rc] = j0 + k
-            ring_val[ring_base + rc] = 1
-            ring_site[ring_base + rc] = site
-            ring_ch[ring_base + rc] = k
-            rc += 1
-            counts[b, g] += 1
-            if record:
-                rec[b, t, g] = 1
-        if u[g0 + k] >= v_th:
-            carry = True
-    return rc, carry
+            wcount[b, ug + k] = wcount[b, ug + k] * leak + spk[k]
+    for s in range(s0, s1):
+        carry = False
+        for k in range(s * ssz, (s + 1) * ssz):
+            kk = k - j0
+            if spk[kk]:
+                ring_idx[ring_base + rc] = k
+                ring_val[ring_base + rc] = 1
+                ring_site[ring_base + rc] = s
+                ring_ch[ring_base + rc] = k - s * ssz
+                rc += 1
+                counts[b, off + k] += 1
+                if record:
+                    rec[b, t, off + k] = 1
+            if u[off + k] >= v_th:
+                carry = True
+        if carry and keep_carry:
+            clist[so + ccount[p]] = s
+            ccount[p] += 1
+    return rc
 
 
 @numba.njit(**NJIT)
@@ -381,22 +390,25 @@ def _run_sample(b, T, backward, record,
                 has_leak = pop_fp[p, 2] != 1.0 and m != M_CUBA
                 lastp = last[so:pop_site_off[p + 1]]
                 fast = m == M_LIF and pop_ip[p, 1] == 0
-                if dense_pop[p] or allflag[p]:
+                if fast and (dense_pop[p] or allflag[p]):
+                    ns = pop_site_off[p + 1] - so
+                    rc = _update_block_lif(p, 0, ns, t, b, pop_fp, pop_ip, off, ssz, in_ptr,
+                                           in_proj, proj_boff, proj_moff, masks, const, tv, tv_off,
+                                           u, wcount, lastp, buf, has_leak, cur, spk, ring_idx,
+                                           ring_val, ring_site, ring_ch, base, rc, rec, record,
+                                           counts, clist, ccount, so, dense_pop[p] == 0)
+                    for s in range(ns):
+                        mark[so + s] = 0
+                    nupd[b, p] += ns * ssz
+                elif dense_pop[p] or allflag[p]:
                     ns = pop_site_off[p + 1] - so
                     for s in range(ns):
-                        if fast:
-                            rc, carry = _update_site_lif(p, s, t, b, pop_fp, pop_ip, off, ssz, in_ptr,
-                                                         in_proj, proj_boff, proj_moff, masks, const,
-                                                         tv, tv_off, u, wcount, lastp, buf, has_leak,
-                                                         cur, spk, ring_idx, ring_val, ring_site,
-                                                         ring_ch, base, rc, rec, record, counts)
-                        else:
-                            rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
-                                                     ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                                                     proj_port, masks, const, tv, tv_off, u, ref,
-                                                     isyn, wcount, lastp, buf, has_leak, ring_idx,
-                                                     ring_val, ring_site, ring_ch, base,
-                                                     rc, rec, record, counts, counts_neg)
+                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
+                                                 ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                                                 proj_port, masks, const, tv, tv_off, u, ref,
+                                                 isyn, wcount, lastp, buf, has_leak, ring_idx,
+                                                 ring_val, ring_site, ring_ch, base,
+                                                 rc, rec, record, counts, counts_neg)
                         mark[so + s] = 0
                         if carry and not dense_pop[p]:
                             clist[so + ccount[p]] = s
@@ -406,18 +418,20 @@ def _run_sample(b, T, backward, record,
                     for a in range(tcount[p]):
                         s = tlist[so + p + a]
                         if fast:
-                            rc, carry = _update_site_lif(p, s, t, b, pop_fp, pop_ip, off, ssz, in_ptr,
-                                                         in_proj, proj_boff, proj_moff, masks, const,
-                                                         tv, tv_off, u, wcount, lastp, buf, has_leak,
-                                                         cur, spk, ring_idx, ring_val, ring_site,
-                                                         ring_ch, base, rc, rec, record, counts)
-                        else:
-                            rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
-                                                     ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                                                     proj_port, masks, const, tv, tv_off, u, ref,
-                                                     isyn, wcount, lastp, buf, has_leak, ring_idx,
-                                                     ring_val, ring_site, ring_ch, base,
-                                                     rc, rec, record, counts, counts_neg)
+                            rc = _update_block_lif(p, s, s + 1, t, b, pop_fp, pop_ip, off, ssz,
+                                                   in_ptr, in_proj, proj_boff, proj_moff, masks,
+                                                   const, tv, tv_off, u, wcount, lastp, buf,
+                                                   has_leak, cur, spk, ring_idx, ring_val,
+                                                   ring_site, ring_ch, base, rc, rec, record,
+                                                   counts, clist, ccount, so, True)
+                            mark[so + s] = 0
+                            continue
+                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
+                                                 ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                                                 proj_port, masks, const, tv, tv_off, u, ref,
+                                                 isyn, wcount, lastp, buf, has_leak, ring_idx,
+                                                 ring_val, ring_site, ring_ch, base,
+                                                 rc, rec, record, counts, counts_neg)
                         mark[so + s] = 0
                         if carry:
                             clist[so + ccount[p]] = s
@@ -514,7 +528,7 @@ def run_phase(T, backward, record, n_chunks,
         ring_cnt = np.zeros((P, maxd), np.int64)
         max_ssz = 1
         for p in range(P):
-            max_ssz = max(max_ssz, pop_site[p])
+            max_ssz = max(max_ssz, pop_off[p + 1] - pop_off[p])
         cur = np.zeros(max_ssz, dt)
         spk = np.zeros(max_ssz, np.uint8)
         b0 = c * B // n_chunks
