@@ -149,7 +149,7 @@ class _Builder:
     def sparse(self, n_pre, n_post, pre_shape, post_shape, gain=1.0, **kw):
         """Random CSR with empty rows and duplicate pairs."""
         rng = self.rng
-        p = float(rng.choice([0.1, 0.3, 0.6]))
+        p = float(rng.choice([0.0, 0.1, 0.3, 0.3, 0.6]))           # 0: a projection without synapses
         pre, post = np.nonzero(rng.random((n_pre, n_post)) < p)
         # some empty rows
         empty = rng.random(n_pre) < 0.2
@@ -208,16 +208,21 @@ class _Builder:
 
 
 def random_case(seed, *, dtype=np.float64, dyadic_values=True, cuba=False, plain=False,
-                max_layers=4):
+                max_layers=4, leak=None, steps=None, steps_b=None):
     """A random network with its run arguments.
 
     plain=True: no refractoriness and no reset-to-value (the conservation identities hold).
-    cuba=True: some layers are CubaLIF (forward only)."""
+    cuba=True: some layers are CubaLIF (forward only).
+    leak: None (random), False (no leaky neuron).  steps / steps_b override T / T_b."""
     rng = np.random.default_rng(seed)
     bd = _Builder(rng, dtype, dyadic_values, cuba, plain)
+    if leak is False:
+        bd.leaky = False
     B = int(rng.integers(1, 4))
     T = int(rng.integers(8, 17) if bd.leaky else rng.integers(10, 26))
     Tb = int(rng.integers(8, 17) if bd.leaky else rng.integers(10, 26))
+    T = T if steps is None else steps
+    Tb = Tb if steps_b is None else steps_b
 
     # --- layer chain
     n_layers = int(rng.integers(2, max_layers + 1))
@@ -317,6 +322,9 @@ def random_case(seed, *, dtype=np.float64, dyadic_values=True, cuba=False, plain
         bd.pop("src", ss, "source")
         bd.proj("src_proj", "src", f"L{tgt}", pr)
         spikes["src"] = rng.random((B, T, _shape_n(ss))) < rng.uniform(0.1, 0.5)
+        if len(ss) == 3 and rng.random() < 0.5:      # PyTorch (C, H, W) layout is accepted too
+            spikes["src"] = ns.flat_to_chw(spikes["src"], ss)
+            bd.features.add("chw_arrays")
         bd.features.add("source")
     # --- extra currents
     if rng.random() < 0.3:
@@ -351,6 +359,11 @@ def random_case(seed, *, dtype=np.float64, dyadic_values=True, cuba=False, plain
         n = bd.net.populations[name].n
         g = rng.uniform(-0.8, 0.8, (B, n))
         grad[name] = grad.get(name, 0) + (np.round(g / GRID) * GRID if bd.dyadic else g)
+    for name in list(grad):
+        shp = bd.net.populations[name].shape
+        if len(shp) == 3 and rng.random() < 0.5:
+            grad[name] = ns.flat_to_chw(grad[name], shp)
+            bd.features.add("chw_arrays")
     case = Case(seed, bd.net, T, Tb, B, inputs, spikes, currents, masks, grad, bd.features)
     return case
 

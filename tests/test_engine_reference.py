@@ -113,6 +113,46 @@ def test_backward_with_explicit_gate(seed):
     _assert_phase_equal(bwd, refb, case)
 
 
+@pytest.mark.parametrize("steps,steps_b", [(1, 1), (2, 3)])
+@pytest.mark.parametrize("seed", range(700, 710))
+def test_very_short_runs_match_reference(seed, steps, steps_b):
+    """T = 1 (m = 0 everywhere: nothing is sent backward) and runs shorter than a delay."""
+    case = random_case(seed, steps=steps, steps_b=steps_b)
+    fwd = ns.run_forward(case.net, case.steps, record=True, **case.fwd_kwargs)
+    ref = _run_ref(case)
+    _assert_phase_equal(fwd, ref, case)
+    bwd = ns.run_backward(case.net, fwd, case.grad, case.steps_b, record=True)
+    _assert_phase_equal(bwd, reference.run_phase(case.net, case.steps_b, backward=True,
+                                                 grad=case.grad, forward=ref), case)
+    if steps == 1:
+        assert all(not s.any() for s in bwd.sent.values())
+
+
+@pytest.mark.parametrize("seed", range(800, 810))
+def test_float32_exact_on_dyadic_if_networks(seed):
+    """Without leak, the dyadic values and their sums fit float32's 24-bit mantissa: the
+    float32 engine must match the float64 reference exactly too."""
+    case = random_case(seed, dtype=np.float32, leak=False)
+    fwd = ns.run_forward(case.net, case.steps, record=True, **case.fwd_kwargs)
+    ref = _run_ref(case)
+    _assert_phase_equal(fwd, ref, case)
+    bwd = ns.run_backward(case.net, fwd, case.grad, case.steps_b, record=True)
+    _assert_phase_equal(bwd, reference.run_phase(case.net, case.steps_b, backward=True,
+                                                 grad=case.grad, forward=ref), case)
+
+
+def test_single_thread_matches_reference():
+    from neurosim.kernels import threads
+    n0 = threads.get_threads()
+    try:
+        for seed in (3, 4, 5):
+            case = random_case(seed)
+            fwd = ns.run_forward(case.net, case.steps, record=True, n_threads=1, **case.fwd_kwargs)
+            _assert_phase_equal(fwd, _run_ref(case), case)
+    finally:
+        threads.set_threads(n0)
+
+
 @pytest.mark.parametrize("seed", range(300, 300 + N_FLOAT32))
 def test_float32_engine_within_documented_tolerance(seed):
     case = random_case(seed, dtype=np.float32, dyadic_values=False)
@@ -140,7 +180,7 @@ def test_generator_covers_the_feature_grid():
         seen |= random_case(seed, cuba=True).features
     want = {"dense", "sparse", "conv2d", "conv_transpose2d", "avgpool2d", "delay1", "delay2",
             "input", "input_tv", "source", "leak", "refractory", "reset_value", "masks",
-            "currents", "recurrent", "skip", "cuba", "ports"}
+            "currents", "recurrent", "skip", "cuba", "ports", "chw_arrays"}
     assert want <= seen, want - seen
 
 
