@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from . import _validate as V
@@ -40,6 +39,7 @@ from . import counting
 from .data import load_digits
 from .engine import run_backward, run_forward
 from .io.hdf5 import load_network, write_run
+from .kernels.threads import max_threads
 from .models import load_model
 from .network import Network
 
@@ -279,9 +279,9 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         raise InputError("grad is given but no backward phase; add backward_steps (--backward-steps)")
     if n_threads is not None:
         n_threads = V.check_int(n_threads, "threads", low=1)
-        if n_threads > numba.config.NUMBA_NUM_THREADS:
-            raise InputError(f"threads: {n_threads} asked for, at most {numba.config.NUMBA_NUM_THREADS} "
-                             "are available (NUMBA_NUM_THREADS)")
+        if n_threads > max_threads():
+            raise InputError(f"threads: {n_threads} asked for, at most {max_threads()} are "
+                             "available (NUMBA_NUM_THREADS)")
     if out is not None:
         out = check_output(out, force)
     net = open_model(model, seed)

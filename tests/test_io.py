@@ -354,3 +354,15 @@ def test_corrupt_chunk_is_detected_by_checksum(good_file):
         fh.write(bytes([b[0] ^ 0xFF]))
     with pytest.raises(RunFileError, match=r"good\.h5' is corrupt or truncated"):
         read_run(good_file)
+
+
+def test_weighted_counts_only_for_leaky_populations(tmp_path):
+    net, fwd, bwd, stim = _run_model("test_sparse", B=2, record=False)   # h leaks, o does not
+    path = write_run(tmp_path / "w.h5", net, fwd, bwd, **stim)
+    with h5py.File(path) as f:
+        assert "weighted_counts" in f["forward/populations/h"]
+        assert "weighted_counts" not in f["forward/populations/o"]
+        assert "weighted_counts" not in f["backward/populations/h"]       # ternary leak is 1
+    run = read_run(path)
+    np.testing.assert_array_equal(run.forward.weighted_counts["h"], fwd.weighted_counts["h"])
+    np.testing.assert_allclose(run.forward.rates("o"), fwd.counts["o"] / fwd.steps)

@@ -22,10 +22,10 @@ import platform
 import re
 import tempfile
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version as _pkg_version
 from pathlib import Path
 
 import h5py
-import numba
 import numpy as np
 
 import neurosim
@@ -165,6 +165,13 @@ def _write_spike_trains(h, trains, signed):
         _dset(s, "sign", trains[b, t, j].astype(np.int8))
 
 
+def _leak(pop, forward):
+    """λ of a population in one phase (1 for sources and CubaLIF, which have none)."""
+    if not pop.spiking:
+        return 1.0
+    return getattr(pop.neuron, "leak", 1.0) if forward else pop.ternary.leak
+
+
 def _write_phase(f, res, stimulus):
     """Group /forward or /backward from a PhaseResult and its stimulus dict of dicts."""
     net = res.network
@@ -184,7 +191,7 @@ def _write_phase(f, res, stimulus):
             _dset(h, "count_pos", res.counts[name])
             _dset(h, "count_neg", res.counts_neg[name])
         _dset(h, "v_final", res.v_final[name])
-        if res.weighted_counts.get(name) is not None:
+        if res.weighted_counts.get(name) is not None and _leak(net.populations[name], fwd) != 1.0:
             _dset(h, "weighted_counts", res.weighted_counts[name])
         _dset(h, "neuron_updates", np.asarray(res.neuron_updates[name], np.int64))
         if res.spikes is not None and name in res.spikes:
@@ -220,6 +227,13 @@ def _check_result(res, phase, net, what):
         raise TypeError(f"{what} must be the {phase} PhaseResult (from run_{phase}), got {res!r}")
     if res.network is not net:
         raise V.NeurosimError(f"{what} was computed on another network than the one given")
+
+
+def _version(pkg):
+    try:
+        return _pkg_version(pkg)
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
 
 
 def _umask():
@@ -297,7 +311,7 @@ def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None
             f.attrs["dtype"] = np.dtype(network.dtype).name
             f.attrs["command"] = "" if command is None else str(command)
             f.attrs["numpy_version"] = np.__version__
-            f.attrs["numba_version"] = numba.__version__
+            f.attrs["numba_version"] = _version("numba")
             f.attrs["h5py_version"] = h5py.__version__
             f.attrs["python_version"] = platform.python_version()
             _write_network(f, network)
