@@ -93,6 +93,27 @@ def _as_flat(a, pop, name, lead):
         f"got {a.shape}")
 
 
+def _spike_array(s, pop, name, T):
+    """Source spike trains as bool [B, T, n] (neurosim order), checked without copies
+    of the whole array to float."""
+    s = np.asarray(s)
+    what = f"spikes[{name!r}]"
+    if s.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be a boolean or 0/1 numeric array, got dtype {s.dtype}")
+    if len(pop.shape) == 3 and s.ndim == 5 and s.shape[2:] == pop.shape:
+        s = chw_to_flat(s)
+    if s.ndim != 3 or s.shape[2] != pop.n:
+        raise V.NeurosimError(f"{what} for population {pop.name!r} must have shape (B, T, {pop.n}) "
+                              f"or (B, T, {', '.join(map(str, pop.shape))}), got {s.shape}")
+    if s.shape[1] != T:
+        raise V.NeurosimError(f"{what} has {s.shape[1]} steps, the run has {T}")
+    if s.dtype != np.bool_:
+        if not np.all((s == 0) | (s == 1)):
+            raise V.NeurosimError(f"{what} must contain only 0/1 (or booleans)")
+        s = s != 0
+    return s
+
+
 def _batch_of(arrays, batch):
     sizes = {k: np.shape(v)[0] for k, v in arrays if np.ndim(v) >= 2}
     if batch is not None:
@@ -145,20 +166,24 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         tv[:, :, tv_off[i]:tv_off[i] + arr.shape[2]] += arr
     # source spikes -> per (sample, population, step) event lists
     src_ptr = np.zeros((B, P, T + 1), np.int64)
-    chunks = [[] for _ in range(B)]
+    per_sample = [[] for _ in range(B)]
+    start = np.zeros(B, np.int64)
     for name, s in src.items():
         i = prog.pop_names.index(name)
+        bb, tt, jj = np.nonzero(s)                      # sorted by (sample, step, neuron)
+        cnt = np.bincount(bb * T + tt, minlength=B * T).reshape(B, T)
+        src_ptr[:, i, 1:] = np.cumsum(cnt, axis=1)
+        src_ptr[:, i, :] += start[:, None]
+        per_b = np.bincount(bb, minlength=B)
+        bounds = np.concatenate([[0], np.cumsum(per_b)])
         for b in range(B):
-            tt, jj = np.nonzero(s[b])
-            start = sum(len(c) for c in chunks[b])
-            src_ptr[b, i, :] = start + np.concatenate([[0], np.cumsum(np.bincount(tt, minlength=T))])
-            chunks[b].append(jj.astype(np.int32))
-    # pops with no source spikes still need monotone pointers (all zero is fine)
-    ne = max([sum(len(c) for c in ch) for ch in chunks] + [1])
+            per_sample[b].append(jj[bounds[b]:bounds[b + 1]].astype(np.int32))
+        start += per_b
+    ne = max(int(start.max()) if B else 0, 1)
     src_idx = np.zeros((B, ne), np.int32)
     for b in range(B):
-        if chunks[b]:
-            cat = np.concatenate(chunks[b])
+        if per_sample[b]:
+            cat = np.concatenate(per_sample[b])
             src_idx[b, :cat.size] = cat
     nth = _threads(n_threads)
     n_chunks = max(1, min(B, 4 * nth))
@@ -192,7 +217,9 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         out["counts"][name] = counts[:, a:b_]
         out["counts_neg"][name] = counts_neg[:, a:b_]
         out["v_final"][name] = u_out[:, a:b_]
-        out["weighted_counts"][name] = wcount[:, a:b_] if leaky and prog.pop_model[i] != M_SOURCE else None
+        pop = net.populations[name]
+        lam = (pop.ternary.leak if backward else getattr(pop.neuron, "leak", 1.0)) if pop.spiking else 1.0
+        out["weighted_counts"][name] = wcount[:, a:b_] if lam != 1.0 else None
         out["neuron_updates"][name] = nupd[:, i]
         if record:
             out["spikes"][name] = rec[:, :, a:b_]
@@ -329,14 +356,7 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
             add_tv(name, ct)
     src = {}
     for name, s in spikes.items():
-        pop = net.populations[name]
-        s = np.asarray(s)
-        sf = _as_flat(s, pop, f"spikes[{name!r}]", ("B", "T"))
-        if sf.shape[1] != T:
-            raise V.NeurosimError(f"spikes[{name!r}] has {sf.shape[1]} steps, the run has {T}")
-        if not np.all((sf == 0) | (sf == 1)):
-            raise V.NeurosimError(f"spikes[{name!r}] must contain only 0/1 (or booleans)")
-        src[name] = sf.astype(bool)
+        src[name] = _spike_array(s, net.populations[name], name, T)
     masks_arr = _pack_masks(prog, masks, B, dtype)
     gate = np.zeros((B, 0), np.uint8)
     out = _alloc_run(net, prog, T, B, const.astype(dtype), set(tv_arrays),

@@ -238,9 +238,7 @@ def test_mask_boundaries_single_neurons():
 
 
 # ---------------------------------------------------------------------------------------
-# engine bug (see report): weighted counts of a non-leaky population in a leaky network
-@pytest.mark.xfail(strict=True, reason="engine bug: weighted_counts of λ=1 populations are "
-                   "zeros when another population leaks, so rates() returns 0")
+# regression: weighted counts of a non-leaky population in a leaky network (were zeros)
 def test_rates_of_if_population_in_leaky_network():
     net = ns.Network(dtype=np.float64)
     net.add_population("a", 3, ns.LIF(leak=0.5))
