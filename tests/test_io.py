@@ -235,6 +235,8 @@ def test_write_argument_errors(tmp_path):
         write_run(tmp_path / "a.h5", other, fwd)
     with pytest.raises(ValueError, match="grad/gate given without a backward result"):
         write_run(tmp_path / "a.h5", net, fwd, grad=stim["grad"])
+    with pytest.raises(ValueError, match=r"inputs given for unknown population 'z'; known: \['x', 'l0', 'l1'\]"):
+        write_run(tmp_path / "a.h5", net, fwd, inputs={"z": np.zeros((1, 3))})
     assert os.listdir(tmp_path) == []
 
 

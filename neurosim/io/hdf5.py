@@ -290,6 +290,12 @@ def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None
         _check_result(backward, "backward", network, "backward")
     elif grad or gate:
         raise V.NeurosimError("grad/gate given without a backward result")
+    for what, d in (("inputs", inputs), ("spikes", spikes), ("currents", currents),
+                    ("grad", grad), ("gate", gate)):
+        for k in (d or {}):
+            if k not in network.populations:
+                raise V.NeurosimError(f"{what} given for unknown population {k!r}; known: "
+                                      f"{list(network.populations)}")
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"output {str(path)!r} is a directory; give a file name such as run.h5")
