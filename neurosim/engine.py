@@ -13,7 +13,7 @@ import numpy as np
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
-from .kernels.engine import apply_map, run_phase
+from .kernels.engine import apply_map, pack_events, run_phase
 from .network import M_INPUT, M_SOURCE, Network, _kernel_weights, compile_program, kernel_table
 
 
@@ -166,25 +166,22 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         tv[:, :, tv_off[i]:tv_off[i] + arr.shape[2]] += arr
     # source spikes -> per (sample, population, step) event lists
     src_ptr = np.zeros((B, P, T + 1), np.int64)
-    per_sample = [[] for _ in range(B)]
+    lists = []
     start = np.zeros(B, np.int64)
     for name, s in src.items():
         i = prog.pop_names.index(name)
-        bb, tt, jj = np.nonzero(s)                      # sorted by (sample, step, neuron)
-        cnt = np.bincount(bb * T + tt, minlength=B * T).reshape(B, T)
+        cnt = np.zeros((B, T), np.int64)
+        idx = pack_events(s, cnt)
         src_ptr[:, i, 1:] = np.cumsum(cnt, axis=1)
         src_ptr[:, i, :] += start[:, None]
-        per_b = np.bincount(bb, minlength=B)
-        bounds = np.concatenate([[0], np.cumsum(per_b)])
+        lists.append((idx, cnt.sum(1)))
+        start += cnt.sum(1)
+    src_idx = np.zeros((B, max(int(start.max()) if B else 0, 1)), np.int32)
+    pos = np.zeros(B, np.int64)
+    for idx, tot in lists:
         for b in range(B):
-            per_sample[b].append(jj[bounds[b]:bounds[b + 1]].astype(np.int32))
-        start += per_b
-    ne = max(int(start.max()) if B else 0, 1)
-    src_idx = np.zeros((B, ne), np.int32)
-    for b in range(B):
-        if per_sample[b]:
-            cat = np.concatenate(per_sample[b])
-            src_idx[b, :cat.size] = cat
+            src_idx[b, pos[b]:pos[b] + tot[b]] = idx[b, :tot[b]]
+        pos += tot
     nth = _threads(n_threads)
     n_chunks = max(1, min(B, 4 * nth))
     counts = np.zeros((B, N), np.int32)

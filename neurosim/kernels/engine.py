@@ -582,3 +582,33 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
                                   tcount, 0, 0)
         for i in range(n_out):
             out[b, i] += buf[i]
+
+
+@numba.njit(**NJIT_PARALLEL)
+def pack_events(s, counts_bt):
+    """Per-sample event lists of a bool spike array s [B, T, n].
+
+    ``counts_bt`` [B, T] receives the number of spikes per step; returns idx [B, max_events]
+    (neuron indices in (step, neuron) order, padded with 0)."""
+    B, T, n = s.shape
+    for b in numba.prange(B):
+        for t in range(T):
+            c = 0
+            for j in range(n):
+                c += s[b, t, j]
+            counts_bt[b, t] = c
+    m = 1
+    for b in range(B):
+        tot = 0
+        for t in range(T):
+            tot += counts_bt[b, t]
+        m = max(m, tot)
+    idx = np.zeros((B, m), np.int32)
+    for b in numba.prange(B):
+        e = 0
+        for t in range(T):
+            for j in range(n):
+                if s[b, t, j]:
+                    idx[b, e] = j
+                    e += 1
+    return idx
