@@ -307,6 +307,8 @@ def random_case(seed, *, dtype=np.float64, dyadic_values=True, cuba=False, plain
             x = np.round(rng.uniform(0, 1, (B,) + xs) / XGRID) * XGRID
         if not bd.dyadic:
             x = rng.uniform(0, 1, x.shape)
+        if rng.random() < 0.5:                 # sparse input (black pixels): zeros are skipped
+            x = x * (rng.random(x.shape) < 0.6)
         inputs["x"] = x
     # --- spike source
     if rng.random() < 0.5 or not has_input:

@@ -198,6 +198,16 @@ def test_synapse_counts_equal_sent_times_out_degree(seed):
         assert per.sum() == by_synapse.sum()
         # the same through count_synops on the spike list of every (sample, step)
         assert reference.count_synops(S, np.repeat(np.arange(pr.n_pre), sent.sum(0))) == by_synapse.sum()
+    # the analog input encoding: nonzero inputs × fan-out (summed over steps if per-step)
+    for name, ops in fwd.input_ops.items():
+        pr = net.projections[name]
+        x = np.asarray(case.inputs[pr.pre], np.float64)
+        tv = x.ndim in (3, 5)
+        x = reference.to_flat(x, net.populations[pr.pre].shape, 2 if tv else 1)
+        x = x if tv else x[:, None, :]
+        S = reference.synapse_matrix(pr)
+        want = [sum(reference.count_synops(S, np.flatnonzero(xt)) for xt in xb) for xb in x]
+        np.testing.assert_array_equal(ops, want, err_msg=name)
     for name in bwd.sent:
         pr = net.projections[name]
         S = reference.synapse_matrix(pr)
@@ -248,3 +258,28 @@ def test_rates_of_if_population_in_leaky_network():
     res = ns.run_forward(net, T, currents={"a": np.full((1, 3), 1.5), "b": np.full((1, 3), 0.75)})
     assert res.counts["b"].sum() > 0
     np.testing.assert_array_equal(res.rates("b"), res.counts["b"] / T)
+
+
+def test_rates_in_mixed_leak_networks_both_phases():
+    """Same regression for CubaLIF populations (no leak attribute) and for the backward
+    phase (one ternary population leaks, the other does not)."""
+    net = ns.Network(dtype=np.float64)
+    net.add_population("a", 3, ns.LIF(leak=0.5), ns.Ternary(leak=0.5))
+    net.add_population("b", 3, ns.LIF(), ns.Ternary())
+    net.add_projection("ab", "a", "b", ns.Dense(np.eye(3)))
+    T, Tb = 8, 10
+    fwd = ns.run_forward(net, T, currents={"a": np.full((1, 3), 1.5), "b": np.full((1, 3), 0.75)})
+    bwd = ns.run_backward(net, fwd, {"b": np.full((1, 3), 0.25)}, Tb)
+    qb = bwd.counts["b"].astype(np.int64) - bwd.counts_neg["b"]
+    assert qb.sum() > 0
+    np.testing.assert_array_equal(bwd.rates("b"), qb / Tb)
+    ref = reference.run_phase(net, Tb, backward=True, grad={"b": np.full((1, 3), 0.25)}, forward=fwd)
+    norm = np.sum(0.5 ** np.arange(Tb))
+    np.testing.assert_array_equal(bwd.rates("a"), ref["weighted_counts"]["a"] / norm)
+
+    net2 = ns.Network(dtype=np.float64)
+    net2.add_population("a", 3, ns.LIF(leak=0.5))
+    net2.add_population("c", 3, ns.CubaLIF(v_th=0.25, tau_mem=5.0))
+    res = ns.run_forward(net2, T, currents={"a": np.full((1, 3), 1.5), "c": np.full((1, 3), 1.0)})
+    assert res.counts["c"].sum() > 0
+    np.testing.assert_array_equal(res.rates("c"), res.counts["c"] / T)

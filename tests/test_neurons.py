@@ -461,3 +461,52 @@ def test_cuba_trajectory_matches_expm(tau_syn):
     for t_end in (1, 7, T):
         res = ns.run_forward(net, t_end, spikes={"src": tr[:, :t_end]})
         np.testing.assert_allclose(res.v_final["c"][0, 0], v_exact[t_end - 1], rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# NaN / inf inputs must raise before reaching a kernel (STYLE 7.4 case grid)
+def test_nan_or_inf_inputs_raise():
+    from neurosim.neurons import lif as lif_mod
+    from neurosim.neurons import ternary as ter_mod
+    st = lif_mod.init_state(3, ns.LIF())
+    with pytest.raises(ValueError, match="NaN or inf"):
+        lif_mod.step(st, np.array([0.0, np.nan, 0.0]), ns.LIF())
+    cst = lif_mod.init_state(2, ns.CubaLIF())
+    with pytest.raises(ValueError, match="NaN or inf"):
+        lif_mod.step(cst, np.array([[np.inf, 0.0]]), ns.CubaLIF())
+    tst = ter_mod.init_state(2)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ter_mod.step(tst, np.array([np.inf, 0.0]), ns.Ternary())
+    net = ns.Network(dtype=np.float64)
+    net.add_population("p", 2, ns.LIF())
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ns.run_forward(net, 3, currents={"p": np.array([[0.0, np.nan]])})
+    fwd = ns.run_forward(net, 3, batch=1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ns.run_backward(net, fwd, {"p": np.array([[np.inf, 0.0]])}, 3)
+
+
+def test_public_step_functions_match_twins():
+    """neurosim.neurons.*.step (validating wrappers) give the twins' results."""
+    from neurosim.neurons import lif as lif_mod
+    from neurosim.neurons import ternary as ter_mod
+    rng = np.random.default_rng(5)
+    p = ns.LIF(leak=0.75, t_ref=1)
+    st = lif_mod.init_state(30, p)
+    v, r = np.zeros(30), np.zeros(30, np.int32)
+    tp = ns.Ternary()
+    tst = ter_mod.init_state(30)
+    w = np.zeros(30)
+    for _ in range(10):
+        I = rng.normal(0.5, 1.0, 30)
+        s, st = lif_mod.step(st, I, p)
+        s2 = np.zeros(30, np.bool_)
+        reference.lif_step(v, r, I, p.v_th, p.subtract, p.leak, p.reset_code, p.v_reset, p.t_ref, s2)
+        np.testing.assert_array_equal(s, s2)
+        np.testing.assert_array_equal(st.ref, r)
+        assert_close(st.v, v, np.float64, np.abs(v) + np.abs(I) + 2)
+        q, tst = ter_mod.step(tst, I, tp)
+        q2 = np.zeros(30, np.int8)
+        reference.ternary_step(w, I, tp.v_th, tp.subtract, tp.leak, q2)
+        np.testing.assert_array_equal(q, q2)
+        assert_close(tst.w, w, np.float64, np.abs(w) + np.abs(I) + 1)
