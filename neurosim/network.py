@@ -100,6 +100,8 @@ class Network:
         self.name = name
         self.populations = OrderedDict()
         self.projections = OrderedDict()
+        #: free-form information attached by loaders (model name, source file, training table).
+        self.metadata = {}
 
     # -- building ---------------------------------------------------------------
     def add_population(self, name, shape, neuron, ternary=None):
@@ -124,6 +126,13 @@ class Network:
         if not isinstance(projection, Projection):
             raise TypeError(f"projection {name!r} must be a Projection, got {type(projection).__name__}")
         P, Q = self.populations[pre], self.populations[post]
+        spatial = isinstance(projection, (Conv2d, ConvTranspose2d, AvgPool2d))
+        for role, pop, shp in (("pre", P, projection.pre_shape), ("post", Q, projection.post_shape)):
+            if spatial and tuple(shp) != pop.shape:
+                raise V.NeurosimError(
+                    f"projection {name!r}: {projection.kind} {role} shape {tuple(shp)} does not "
+                    f"match population {pop.name!r} of shape {pop.shape} (conv and pool "
+                    "projections need the exact (C, H, W) shape)")
         if tuple(projection.pre_shape) != P.shape and projection.n_pre != P.n:
             raise V.NeurosimError(f"projection {name!r}: pre shape {projection.pre_shape} does not match "
                                   f"population {pre!r} of shape {P.shape}")

@@ -109,3 +109,11 @@ def test_numba_flags_only_from_config():
         if re.search(r"(fastmath|parallel|cache)\s*=\s*(True|False)", text) and f.name != "config.py":
             offenders.append(f"{f}: literal Numba flag")
     assert offenders == []
+
+
+def test_conv_shape_must_match_exactly():
+    net = ns.Network(dtype=np.float64)
+    net.add_population("a", (2, 4, 4), ns.LIF())
+    net.add_population("b", (2, 2, 8), ns.LIF())      # same neuron count, wrong geometry
+    with pytest.raises(NeurosimError, match=r"avgpool2d post shape \(2, 2, 2\) does not match population 'b'"):
+        net.add_projection("p", "a", "b", ns.AvgPool2d(2, pre_shape=(2, 4, 4)))
