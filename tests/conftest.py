@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))       # make ``import reference`` 
 
 import neurosim as ns                                 # noqa: E402
 from neurosim import config                           # noqa: E402
+from neurosim.connectivity import check_csr           # noqa: E402
 
 GRID = 2.0 ** -6          # weight / bias / grad grid
 XGRID = 2.0 ** -4         # analog input grid
@@ -112,7 +113,8 @@ class _Builder:
                               tau_syn=taus, t_ref=float(rng.choice([0.0, 0.0, 2.0])),
                               i_e=float(rng.choice([0.0, 0.125, 0.25])), dt=1.0)
         v_th = float(rng.choice([1.0, 1.0, 0.5]))
-        sub = None if rng.random() < 0.7 else v_th          # Θ = 2θ (SPIDE) or θ (reset to 0)
+        # Θ = 2θ (SPIDE), θ (reset to 0) or 4θ: powers of two keep Θ_b/Θ dyadic
+        sub = [None, None, None, None, v_th, v_th, 4 * v_th][int(rng.integers(0, 7))]
         kw = {}
         if self.leaky and rng.random() < 0.75:
             kw["leak"] = 0.5
@@ -132,8 +134,11 @@ class _Builder:
         kw = {}
         if self.leaky and rng.random() < 0.5:
             kw["leak"] = 0.5
-        if rng.random() < 0.3:
-            return ns.Ternary(v_th=0.25, **kw)                # Θ_b = 0.5
+        r = rng.random()
+        if r < 0.25:
+            return ns.Ternary(v_th=0.25, **kw)                # Θ_b = 2θ_b = 0.5
+        if r < 0.35:
+            return ns.Ternary(v_th=0.5, subtract=0.5, **kw)   # Θ_b = θ_b
         return ns.Ternary(**kw)
 
     def pop(self, name, shape, neuron, ternary=None):
@@ -162,7 +167,10 @@ class _Builder:
             post = np.concatenate([post, post[dup]])
         fan_in = max(1.0, pre.size / n_post)
         w = self.weights(pre.size, fan_in, gain)
-        return ns.Sparse.from_edges(pre, post, w, pre_shape=pre_shape, post_shape=post_shape, **kw)
+        pr = ns.Sparse.from_edges(pre, post, w, pre_shape=pre_shape, post_shape=post_shape, **kw)
+        check_csr(pr.indptr, pr.indices, n_pre, n_post)            # structure of every built CSR
+        assert pr.indices.size == pre.size
+        return pr
 
     def generic(self, pre_shape, post_shape, delay=0, bias=True, gain=1.0):
         n_pre, n_post = _shape_n(pre_shape), _shape_n(post_shape)
@@ -324,6 +332,7 @@ def random_case(seed, *, dtype=np.float64, dyadic_values=True, cuba=False, plain
         bd.pop("src", ss, "source")
         bd.proj("src_proj", "src", f"L{tgt}", pr)
         spikes["src"] = rng.random((B, T, _shape_n(ss))) < rng.uniform(0.1, 0.5)
+        spikes["src"] = spikes["src"].astype([np.bool_, np.int8, np.float64][int(rng.integers(0, 3))])
         if len(ss) == 3 and rng.random() < 0.5:      # PyTorch (C, H, W) layout is accepted too
             spikes["src"] = ns.flat_to_chw(spikes["src"], ss)
             bd.features.add("chw_arrays")
