@@ -114,6 +114,20 @@ def _spike_array(s, pop, name, T):
     return s
 
 
+def _record_names(net, prog, record):
+    """Populations whose spike trains to keep: True (all), False/None, or a list of names."""
+    if record is True:
+        return {n for i, n in enumerate(prog.pop_names) if prog.pop_model[i] != M_INPUT}
+    if not record:
+        return set()
+    names = [record] if isinstance(record, str) else list(record)
+    for n in names:
+        if n not in net.populations or net.populations[n].kind == "input":
+            raise V.NeurosimError(f"record: {n!r} is not a spiking or source population; known: "
+                                  f"{[p.name for p in net.populations.values() if p.kind != 'input']}")
+    return set(names)
+
+
 def _batch_of(arrays, batch):
     sizes = {k: np.shape(v)[0] for k, v in arrays if np.ndim(v) >= 2}
     if batch is not None:
@@ -193,9 +207,16 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     sent = np.zeros((B, prog.n_sent), np.int64)
     sent_neg = np.zeros((B, prog.n_sent), np.int64)
     nupd = np.zeros((B, P), np.int64)
-    rec = np.zeros((B, T, N) if record else (1, 1, 1), np.int8)
+    rec_names = _record_names(net, prog, record)
+    rec_off = np.full(P, -1, np.int64)
+    n_rec = 0
+    for i, name in enumerate(prog.pop_names):
+        if name in rec_names:
+            rec_off[i] = n_rec
+            n_rec += int(prog.pop_off[i + 1] - prog.pop_off[i])
+    rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
     t0 = time.perf_counter()
-    run_phase(T, backward, bool(record), n_chunks,
+    run_phase(T, backward, rec_off, n_chunks,
               prog.pop_off, prog.pop_site, prog.pop_site_off, prog.pop_model, prog.pop_fp,
               prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
               prog.out_ptr, prog.out_proj, prog.in_ptr, prog.in_proj, prog.proj_kind,
@@ -206,7 +227,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
               counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec)
     wall = time.perf_counter() - t0
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
-               neuron_updates={}, spikes={} if record else None, sent={}, sent_neg={})
+               neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={})
     for i, name in enumerate(prog.pop_names):
         a, b_ = prog.pop_off[i], prog.pop_off[i + 1]
         if prog.pop_model[i] == M_INPUT:
@@ -218,8 +239,8 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         lam = (pop.ternary.leak if backward else getattr(pop.neuron, "leak", 1.0)) if pop.spiking else 1.0
         out["weighted_counts"][name] = wcount[:, a:b_] if lam != 1.0 else None
         out["neuron_updates"][name] = nupd[:, i]
-        if record:
-            out["spikes"][name] = rec[:, :, a:b_]
+        if name in rec_names:
+            out["spikes"][name] = rec[:, :, rec_off[i]:rec_off[i] + (b_ - a)]
     for q, name in enumerate(prog.proj_names):
         s0 = prog.proj_soff[q]
         n = net.populations[prog.pop_names[prog.proj_src[q]]].n
@@ -270,8 +291,9 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         the projection's input to the post neuron, bias included, is multiplied by it.
     batch : int, optional
         Batch size when no array gives it.
-    record : bool
-        Keep the spike trains (memory B × T × neurons bytes).
+    record : bool or list of str
+        Keep the spike trains of all (True) or of the named populations
+        (memory B × T × neurons bytes).
     n_threads : int, optional
         Numba threads to use (default: current setting).
     """

@@ -107,3 +107,14 @@ def test_in_degree_matches_dense_structure(seed):
         # rebuild the synapse list from targets and compare degrees
         n_syn = (tg >= 0).sum() * (1 if isinstance(pr, ns.AvgPool2d) else pr.post_shape[0])
         assert C.in_degree(pr).sum() == n_syn == C.out_degree(pr).sum()
+
+
+def test_record_subset_equals_full_record():
+    net = _source_net(ns.Dense(np.ones((2, 3))), 2, 3)
+    net.populations["o"].neuron = ns.LIF(v_th=1.0)
+    sp = _spikes(5, 2, [(0, 0), (1, 1), (3, 0)])
+    full = ns.run_forward(net, 5, spikes={"s": sp}, record=True)
+    part = ns.run_forward(net, 5, spikes={"s": sp}, record=["o"])
+    assert set(part.spikes) == {"o"}
+    np.testing.assert_array_equal(part.spikes["o"], full.spikes["o"])
+    assert full.spikes["o"].sum() > 0

@@ -130,8 +130,8 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
                 ring_ch[ring_base + rc] = k
                 rc += 1
                 counts[b, g] += 1
-                if record:
-                    rec[b, t, g] = 1
+                if record >= 0:
+                    rec[b, t, record + jl] = 1
             continue
         for a in range(in_ptr[p], in_ptr[p + 1]):
             q = in_proj[a]
@@ -163,8 +163,8 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
                 ring_ch[ring_base + rc] = k
                 rc += 1
                 counts[b, g] += 1
-                if record:
-                    rec[b, t, g] = 1
+                if record >= 0:
+                    rec[b, t, record + jl] = 1
             if v >= fp[p, 0] or r > 0:
                 carry = True
         else:  # ternary
@@ -177,8 +177,8 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
                     counts[b, g] += 1
                 else:
                     counts_neg[b, g] += 1
-                if record:
-                    rec[b, t, g] = qv
+                if record >= 0:
+                    rec[b, t, record + jl] = qv
                 ring_idx[ring_base + rc] = jl
                 ring_val[ring_base + rc] = qv
                 ring_site[ring_base + rc] = site
@@ -265,8 +265,8 @@ def _update_block_lif(p, s0, s1, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_b
                 ring_ch[ring_base + rc] = k - s * ssz
                 rc += 1
                 counts[b, off + k] += 1
-                if record:
-                    rec[b, t, off + k] = 1
+                if record >= 0:
+                    rec[b, t, record + k] = 1
             if u[off + k] >= v_th:
                 carry = True
         if carry and keep_carry:
@@ -276,7 +276,7 @@ def _update_block_lif(p, s0, s1, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_b
 
 
 @numba.njit(**NJIT)
-def _run_sample(b, T, backward, record,
+def _run_sample(b, T, backward, rec_off,
                 pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
                 pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
                 proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
@@ -381,8 +381,8 @@ def _run_sample(b, T, backward, record,
                     ring_ch[base + rc] = jl - (jl // pop_site[p]) * pop_site[p]
                     rc += 1
                     counts[b, pop_off[p] + jl] += 1
-                    if record:
-                        rec[b, t, pop_off[p] + jl] = 1
+                    if rec_off[p] >= 0:
+                        rec[b, t, rec_off[p] + jl] = 1
             else:
                 ssz = pop_site[p]
                 so = pop_site_off[p]
@@ -395,7 +395,7 @@ def _run_sample(b, T, backward, record,
                     rc = _update_block_lif(p, 0, ns, t, b, pop_fp, pop_ip, off, ssz, in_ptr,
                                            in_proj, proj_boff, proj_moff, masks, const, tv, tv_off,
                                            u, wcount, lastp, buf, has_leak, cur, spk, ring_idx,
-                                           ring_val, ring_site, ring_ch, base, rc, rec, record,
+                                           ring_val, ring_site, ring_ch, base, rc, rec, rec_off[p],
                                            counts, clist, ccount, so, dense_pop[p] == 0)
                     for s in range(ns):
                         mark[so + s] = 0
@@ -408,7 +408,7 @@ def _run_sample(b, T, backward, record,
                                                  proj_port, masks, const, tv, tv_off, u, ref,
                                                  isyn, wcount, lastp, buf, has_leak, ring_idx,
                                                  ring_val, ring_site, ring_ch, base,
-                                                 rc, rec, record, counts, counts_neg)
+                                                 rc, rec, rec_off[p], counts, counts_neg)
                         mark[so + s] = 0
                         if carry and not dense_pop[p]:
                             clist[so + ccount[p]] = s
@@ -422,7 +422,7 @@ def _run_sample(b, T, backward, record,
                                                    in_ptr, in_proj, proj_boff, proj_moff, masks,
                                                    const, tv, tv_off, u, wcount, lastp, buf,
                                                    has_leak, cur, spk, ring_idx, ring_val,
-                                                   ring_site, ring_ch, base, rc, rec, record,
+                                                   ring_site, ring_ch, base, rc, rec, rec_off[p],
                                                    counts, clist, ccount, so, True)
                             mark[so + s] = 0
                             continue
@@ -431,7 +431,7 @@ def _run_sample(b, T, backward, record,
                                                  proj_port, masks, const, tv, tv_off, u, ref,
                                                  isyn, wcount, lastp, buf, has_leak, ring_idx,
                                                  ring_val, ring_site, ring_ch, base,
-                                                 rc, rec, record, counts, counts_neg)
+                                                 rc, rec, rec_off[p], counts, counts_neg)
                         mark[so + s] = 0
                         if carry:
                             clist[so + ccount[p]] = s
@@ -486,7 +486,7 @@ def _run_sample(b, T, backward, record,
 
 
 @numba.njit(**NJIT_PARALLEL)
-def run_phase(T, backward, record, n_chunks,
+def run_phase(T, backward, rec_off, n_chunks,
               pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
               pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
               proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
@@ -534,7 +534,7 @@ def run_phase(T, backward, record, n_chunks,
         b0 = c * B // n_chunks
         b1 = (c + 1) * B // n_chunks
         for b in range(b0, b1):
-            _run_sample(b, T, backward, record,
+            _run_sample(b, T, backward, rec_off,
                         pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
                         pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
                         proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff,
