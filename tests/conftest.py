@@ -282,6 +282,12 @@ def random_case(seed, *, dtype=np.float64, dyadic_values=True, cuba=False, plain
         pr = bd.sparse(n, n, s, s, delay=int(rng.choice([1, 1, 2, 3])))  # may hold self-connections
         bd.proj(f"rec{l}", f"L{l}", f"L{l}", pr)
         bd.features.add("recurrent")
+    if rng.random() < 0.2:
+        # a second, parallel projection between the same two layers, with its own delay
+        l = int(rng.integers(0, n_layers - 1))
+        bd.proj(f"par{l}", f"L{l}", f"L{l + 1}",
+                bd.generic(shapes[l], shapes[l + 1], delay=int(rng.choice([0, 1, 2])), gain=0.5))
+        bd.features.add("parallel")
     if n_layers >= 3 and rng.random() < 0.3:
         bd.proj("skip", "L0", last, bd.generic(shapes[0], shapes[-1], gain=0.5))
         bd.features.add("skip")

@@ -180,7 +180,7 @@ def test_generator_covers_the_feature_grid():
         seen |= random_case(seed, cuba=True).features
     want = {"dense", "sparse", "conv2d", "conv_transpose2d", "avgpool2d", "delay1", "delay2",
             "input", "input_tv", "source", "leak", "refractory", "reset_value", "masks",
-            "currents", "recurrent", "skip", "cuba", "ports", "chw_arrays"}
+            "currents", "recurrent", "skip", "cuba", "ports", "chw_arrays", "parallel"}
     assert want <= seen, want - seen
 
 
