@@ -1,0 +1,59 @@
+"""scikit-learn's bundled 8x8 digits as a :class:`~neurosim.datasets.Dataset` (no download).
+
+1797 grey images of 8x8 pixels with values 0..16 (UCI optical recognition of handwritten
+digits), labels 0..9.  Here: ``x`` float ``[N, 1, 8, 8]`` = pixel / 16 in [0, 1] (exact in
+float32 and float64), and a deterministic **stratified** split: within each class the
+samples are shuffled with ``np.random.default_rng(seed)`` and ``round(n_class *
+test_fraction)`` of them go to the test set; both splits keep file order.
+
+(:func:`neurosim.data.load_digits` offers the fixed file-order split 1437 / 360 instead.)
+"""
+import numbers
+
+import numpy as np
+
+from . import DataError, Dataset
+from .._validate import NeurosimError
+
+
+def load_digits_dataset(test_fraction=0.2, seed=0, dtype=np.float32):
+    """The digits as a :class:`Dataset` with a stratified, seeded train/test split.
+
+    Parameters
+    ----------
+    test_fraction : float in (0, 1)
+        Fraction of each class put in the test set (rounded per class).
+    seed : int
+        Seed of the per-class shuffles; the same seed gives the same split.
+    dtype : float32 or float64
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not (
+            0.0 < float(test_fraction) < 1.0):
+        raise NeurosimError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise NeurosimError(f"seed must be a non-negative int, got {seed!r}")
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise NeurosimError(f"dtype must be float32 or float64, got {dt}")
+    try:
+        from sklearn.datasets import load_digits as _sk_load
+    except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
+        raise DataError("the digits data set is bundled with scikit-learn, which is not "
+                        "installed; pip install scikit-learn") from e
+    d = _sk_load()
+    x = (np.asarray(d.data, np.float64) / 16.0).astype(dt).reshape(-1, 1, 8, 8)
+    y = np.asarray(d.target, np.int64)
+    rng = np.random.default_rng(int(seed))
+    test = np.zeros(y.shape[0], bool)
+    for c in range(10):
+        idx = np.flatnonzero(y == c)
+        k = int(round(idx.size * float(test_fraction)))
+        if k == 0 or k == idx.size:
+            raise NeurosimError(f"test_fraction {test_fraction} leaves class {c} "
+                                f"({idx.size} samples) with an empty train or test part; use "
+                                f"a fraction between {0.5 / idx.size:.3g} and "
+                                f"{1 - 0.5 / idx.size:.3g}")
+        test[rng.permutation(idx)[:k]] = True
+    return Dataset("digits", np.ascontiguousarray(x[~test]), y[~test],
+                   np.ascontiguousarray(x[test]), y[test], tuple(str(i) for i in range(10)),
+                   None)
