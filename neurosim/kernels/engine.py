@@ -190,14 +190,14 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
 
 
 @numba.njit(**NJIT)
-def _update_block_lif(p, s0, s1, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                      masks, const, tv, tv_off, u, wcount, last, buf, has_leak, cur, spk,
-                      ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, record, counts,
-                      clist, ccount, so, keep_carry):
-    """LIF update (no refractoriness) of the contiguous sites [s0, s1), in separate loops
-    over its neurons so that the arithmetic vectorises: gather inputs; integrate,
-    threshold, reset, leak; collect spikes and carries.  Same arithmetic, in the same
-    order, as :func:`_update_site`.  Returns the new ring count."""
+def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                  masks, const, tv, tv_off, u, wcount, last, buf, has_leak, by_value, cur, spk,
+                  ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, rec_off, counts,
+                  counts_neg, clist, ccount, so, keep_carry):
+    """Update the contiguous sites [s0, s1) of an LIF (no refractoriness) or ternary
+    population in separate loops over its neurons, so that the arithmetic vectorises:
+    gather inputs; integrate, threshold, reset, leak; collect spikes and carries.
+    Same arithmetic, in the same order, as :func:`_update_site`.  Returns the ring count."""
     j0 = s0 * ssz
     g0 = off + j0
     n = np.uint64((s1 - s0) * ssz)
@@ -205,7 +205,7 @@ def _update_block_lif(p, s0, s1, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_b
     sub = fp[p, 1]
     leak = fp[p, 2]
     v_reset = fp[p, 3]
-    by_value = ip[p, 0] == 1
+    ternary = model == M_TERNARY
     c0 = np.uint64(b * const.shape[1] + g0)
     cflat = const.ravel()
     for k in range(n):
@@ -216,7 +216,7 @@ def _update_block_lif(p, s0, s1, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_b
     for a in range(in_ptr[p], in_ptr[p + 1]):
         q = in_proj[a]
         bo = np.uint64(proj_boff[q] + j0)
-        if proj_moff[q] >= 0:
+        if proj_moff[q] >= 0 and not ternary:
             mo = np.uint64(proj_moff[q] + j0)
             for k in range(n):
                 cur[k] += buf[bo + k] * masks[b, mo + k]
@@ -240,38 +240,79 @@ def _update_block_lif(p, s0, s1, t, b, fp, ip, off, ssz, in_ptr, in_proj, proj_b
                     for _ in range(gap):
                         wc = wc * leak
                     wcount[b, off + k] = wc
-    for k in range(n):
-        v = u[ug + k] + cur[k]
-        f = v >= v_th
-        if by_value:
-            v = v_reset if f else v
-        else:
-            v = v - sub * f
-        if leak != 1.0:
-            v = v * leak
-        u[ug + k] = v
-        spk[k] = f
+    if ternary:
+        for k in range(n):
+            v = u[ug + k] + cur[k]
+            qv = np.int8(v >= v_th) - np.int8(v <= -v_th)
+            v = v - sub * qv
+            if leak != 1.0:
+                v = v * leak
+            u[ug + k] = v
+            spk[k] = qv
+    else:
+        for k in range(n):
+            v = u[ug + k] + cur[k]
+            f = v >= v_th
+            if by_value:
+                v = v_reset if f else v
+            else:
+                v = v - sub * f
+            if leak != 1.0:
+                v = v * leak
+            u[ug + k] = v
+            spk[k] = f
     if has_leak and wcount.shape[1] > 0:
         for k in range(n):
             wcount[b, ug + k] = wcount[b, ug + k] * leak + spk[k]
     for s in range(s0, s1):
         carry = False
         for k in range(s * ssz, (s + 1) * ssz):
-            kk = k - j0
-            if spk[kk]:
+            qv = spk[k - j0]
+            if qv != 0:
                 ring_idx[ring_base + rc] = k
-                ring_val[ring_base + rc] = 1
+                ring_val[ring_base + rc] = qv
                 ring_site[ring_base + rc] = s
                 ring_ch[ring_base + rc] = k - s * ssz
                 rc += 1
-                counts[b, off + k] += 1
-                if record >= 0:
-                    rec[b, t, record + k] = 1
-            if u[off + k] >= v_th:
+                if qv > 0:
+                    counts[b, off + k] += 1
+                else:
+                    counts_neg[b, off + k] += 1
+                if rec_off >= 0:
+                    rec[b, t, rec_off + k] = qv
+            v = u[off + k]
+            if v >= v_th or (ternary and v <= -v_th):
                 carry = True
         if carry and keep_carry:
             clist[so + ccount[p]] = s
             ccount[p] += 1
+    return rc
+
+
+@numba.njit(**NJIT)
+def _update_fast(model, p, use_all, ns, tlist, tl0, n_list, mark, t, b, fp, off, ssz, in_ptr,
+                 in_proj, proj_boff, proj_moff, masks, const, tv, tv_off, u, wcount, last, buf,
+                 has_leak, by_value, cur, spk, ring_idx, ring_val, ring_site, ring_ch, ring_base,
+                 rec, rec_off, counts, counts_neg, clist, ccount, so, keep_carry):
+    """All sites of population p at once (one vectorised block), or each touched site;
+    clears the marks.  One call per population and step.  Returns the ring count."""
+    rc = 0
+    n_iter = 1 if use_all else n_list
+    for a in range(n_iter):
+        if use_all:
+            s0 = 0
+            s1 = ns
+        else:
+            s0 = tlist[tl0 + a]
+            s1 = s0 + 1
+        kc = keep_carry or not use_all
+        # one call site, so that LLVM inlines the block update
+        rc = _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_boff,
+                           proj_moff, masks, const, tv, tv_off, u, wcount, last, buf, has_leak,
+                           by_value, cur, spk, ring_idx, ring_val, ring_site, ring_ch, ring_base,
+                           rc, rec, rec_off, counts, counts_neg, clist, ccount, so, kc)
+        for s in range(s0, s1):
+            mark[so + s] = 0
     return rc
 
 
@@ -389,17 +430,19 @@ def _run_sample(b, T, backward, rec_off,
                 off = pop_off[p]
                 has_leak = pop_fp[p, 2] != 1.0 and m != M_CUBA
                 lastp = last[so:pop_site_off[p + 1]]
-                fast = m == M_LIF and pop_ip[p, 1] == 0
-                if fast and (dense_pop[p] or allflag[p]):
+                fast = (m == M_LIF and pop_ip[p, 1] == 0) or m == M_TERNARY
+                if fast:
                     ns = pop_site_off[p + 1] - so
-                    rc = _update_block_lif(p, 0, ns, t, b, pop_fp, pop_ip, off, ssz, in_ptr,
-                                           in_proj, proj_boff, proj_moff, masks, const, tv, tv_off,
-                                           u, wcount, lastp, buf, has_leak, cur, spk, ring_idx,
-                                           ring_val, ring_site, ring_ch, base, rc, rec, rec_off[p],
-                                           counts, clist, ccount, so, dense_pop[p] == 0)
-                    for s in range(ns):
-                        mark[so + s] = 0
-                    nupd[b, p] += ns * ssz
+                    use_all = dense_pop[p] == 1 or allflag[p] == 1
+                    by_value = pop_ip[p, 0] == 1
+                    keep = dense_pop[p] == 0
+                    rc = _update_fast(m, p, use_all, ns, tlist, so + p, tcount[p], mark, t, b,
+                                      pop_fp, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
+                                      masks, const, tv, tv_off, u, wcount, lastp, buf, has_leak,
+                                      by_value, cur, spk, ring_idx, ring_val, ring_site,
+                                      ring_ch, base, rec, rec_off[p], counts, counts_neg, clist,
+                                      ccount, so, keep)
+                    nupd[b, p] += (ns if use_all else tcount[p]) * ssz
                 elif dense_pop[p] or allflag[p]:
                     ns = pop_site_off[p + 1] - so
                     for s in range(ns):
@@ -417,15 +460,6 @@ def _run_sample(b, T, backward, rec_off,
                 else:
                     for a in range(tcount[p]):
                         s = tlist[so + p + a]
-                        if fast:
-                            rc = _update_block_lif(p, s, s + 1, t, b, pop_fp, pop_ip, off, ssz,
-                                                   in_ptr, in_proj, proj_boff, proj_moff, masks,
-                                                   const, tv, tv_off, u, wcount, lastp, buf,
-                                                   has_leak, cur, spk, ring_idx, ring_val,
-                                                   ring_site, ring_ch, base, rc, rec, rec_off[p],
-                                                   counts, clist, ccount, so, True)
-                            mark[so + s] = 0
-                            continue
                         rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
                                                  ssz, in_ptr, in_proj, proj_boff, proj_moff,
                                                  proj_port, masks, const, tv, tv_off, u, ref,
@@ -530,7 +564,7 @@ def run_phase(T, backward, rec_off, n_chunks,
         for p in range(P):
             max_ssz = max(max_ssz, pop_off[p + 1] - pop_off[p])
         cur = np.zeros(max_ssz, dt)
-        spk = np.zeros(max_ssz, np.uint8)
+        spk = np.zeros(max_ssz, np.int8)
         b0 = c * B // n_chunks
         b1 = (c + 1) * B // n_chunks
         for b in range(b0, b1):

@@ -1,0 +1,400 @@
+r"""SPIDE training, event by event (Xiao et al., Neural Networks 2023, arXiv:2302.00232).
+
+One training step on a batch (``shared/spec/SPIDE.md`` sections 1-4):
+
+1. **Forward phase**, ``T`` steps: binary spikes; the analog input goes through the input
+   map once (direct encoding) and is injected every step; dropout masks (one per map
+   output, drawn per batch) are fixed for both phases.
+2. Forward rates :math:`a_l`, activation masks :math:`m_l = 1[1 \le N_l \le T-1]`.
+3. Loss on the output: the paper's linear readout + cross-entropy on the last layer's
+   rates, or Spikemax / rate-MSE on a spiking output population
+   (:mod:`neurosim.losses`).  :math:`g = \kappa\, \partial L / \partial a_{out}`.
+4. **Backward phase**, ``T_b`` steps: ternary couples through the transposed projections,
+   :math:`g` injected as a constant current into the output population, events sent only
+   by gated neurons; :math:`\beta_l = (\Theta_b / T_b) \sum_t q_l(t)`.
+5. **Local updates**: post error :math:`\delta_l = m_l \odot \beta_l / \Theta_l`; each
+   projection's gradient is (pre rate) × (post error) summed over the batch
+   (:mod:`neurosim.training.grads`), divided by :math:`\kappa`; the input map uses the analog
+   input as its "pre rate".  SGD with momentum, weight decay, step milestones, linear
+   warm-up.
+
+Where neurosim differs from the reference code (SPIDE.md section 8), by default:
+
+* gradients include the dropout mask of the projection (``D ⊙ δ``; the code omits it,
+  quirk 2) — ``spide_quirks=True`` omits it too;
+* weight decay applies to the unscaled gradient, ``lr·(∇ + wd·W)`` (the code's decay on the
+  κ-scaled gradient gives an effective ``wd/κ``, quirk 1) — ``spide_quirks=True`` restores it;
+* the Frobenius-norm cap ``W = V·min(1, R/‖V‖_F)`` uses the exact norm (the code estimates it
+  with 64 random probes, quirk 4); the gradient flows to ``V`` through the cap exactly;
+* ``m`` is read off integer spike counts (quirk 13), for LIF too.
+"""
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from .. import _validate as V
+from .. import counting, losses
+from ..connectivity import chw_to_flat
+from ..engine import run_backward, run_forward
+from ..neurons import LIF
+from .grads import projection_grads
+
+LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
+
+
+@dataclass
+class SPIDEConfig:
+    """Hyper-parameters of SPIDE training (defaults: SPIDE's MNIST scripts).
+
+    Parameters
+    ----------
+    T, T_b : int
+        Forward and backward time steps (30, 100).
+    kappa : float
+        Loss scale κ (100); the learning rate is used as given (see module docstring).
+    lr, momentum, weight_decay : float
+        SGD (0.1, 0.9, 5e-4).
+    epochs, batch_size : int
+    milestones : tuple of int
+        Epochs after which the learning rate is multiplied by ``gamma``.
+    warmup_iters : int
+        Linear learning-rate warm-up over this many iterations (0: none).
+    loss : {"ce", "spikemax", "spikemax-sliding", "rate-mse"}
+    spikemax_mode, spikemax_beta, window : Spikemax options (prob / softmax, temperature,
+        sliding window length in steps).
+    rate_true, rate_false : targets of the rate MSE.
+    dropout : dict projection -> p
+        Variational dropout on the projection's output, fixed across both phases.
+    norm_cap : dict projection -> R
+        Frobenius-norm cap on (feedback) weights.
+    spide_quirks : bool
+        Reproduce the reference code's weight decay and mask-free gradients.
+    seed : int
+    """
+
+    T: int = 30
+    T_b: int = 100
+    kappa: float = 100.0
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 10
+    batch_size: int = 128
+    milestones: tuple = ()
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    loss: str = "ce"
+    spikemax_mode: str = "prob"
+    spikemax_beta: float = 1.0
+    window: int = 10
+    rate_true: float = 0.2
+    rate_false: float = 0.03
+    dropout: dict = field(default_factory=dict)
+    norm_cap: dict = field(default_factory=dict)
+    spide_quirks: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        self.T = V.check_int(self.T, "T", low=1)
+        self.T_b = V.check_int(self.T_b, "T_b", low=1)
+        self.kappa = V.check_real(self.kappa, "kappa", positive=True)
+        self.lr = V.check_real(self.lr, "lr", nonneg=True)
+        self.momentum = V.check_real(self.momentum, "momentum", low=0.0, high=1.0)
+        self.weight_decay = V.check_real(self.weight_decay, "weight_decay", nonneg=True)
+        self.epochs = V.check_int(self.epochs, "epochs", low=0)
+        self.batch_size = V.check_int(self.batch_size, "batch_size", low=1)
+        self.milestones = tuple(V.check_int(m, "milestone", low=1) for m in self.milestones)
+        self.gamma = V.check_real(self.gamma, "gamma", positive=True)
+        self.warmup_iters = V.check_int(self.warmup_iters, "warmup_iters", low=0)
+        V.check_choice(self.loss, "loss", set(LOSSES))
+        V.check_choice(self.spikemax_mode, "spikemax_mode", set(losses.SPIKEMAX_MODES))
+        self.window = V.check_int(self.window, "window", low=1)
+        for k, p in self.dropout.items():
+            V.check_real(p, f"dropout[{k!r}]", low=0.0, high=0.99)
+        for k, r in self.norm_cap.items():
+            V.check_real(r, f"norm_cap[{k!r}]", positive=True)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise V.NeurosimError(f"unknown training option(s) {unknown}; allowed: {sorted(names)}")
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+
+class SPIDEModel:
+    """A network plus what training needs: which population is input / output, the
+    readout (for cross-entropy) and the raw feedback weights under a norm cap.
+
+    Parameters
+    ----------
+    net : Network
+        Must have exactly one ``"input"`` population (analog input).
+    classes : int
+    output : str, optional
+        Output population (default: the last spiking population in schedule order).
+    readout : bool
+        Linear readout ``C a + c`` on the output rates (cross-entropy); otherwise the
+        output population has one neuron per class (Spikemax, rate MSE).
+    """
+
+    def __init__(self, net, classes, output=None, readout=True, seed=0):
+        self.net = net
+        inputs = [p.name for p in net.populations.values() if p.kind == "input"]
+        if len(inputs) != 1:
+            raise V.NeurosimError(f"SPIDE training needs exactly one 'input' population, found {inputs}")
+        self.input = inputs[0]
+        order = [n for n in net.schedule() if net.populations[n].spiking]
+        self.output = order[-1] if output is None else output
+        if self.output not in net.populations or not net.populations[self.output].spiking:
+            raise V.NeurosimError(f"output population {self.output!r} is not a spiking population; "
+                                  f"spiking: {order}")
+        for p in net.spiking_populations:
+            if not isinstance(p.neuron, LIF):
+                raise V.NeurosimError(f"SPIDE training needs LIF populations; {p.name!r} is {p.kind}")
+        self.classes = V.check_int(classes, "classes", low=2)
+        n_out = net.populations[self.output].n
+        self.readout = bool(readout)
+        rng = np.random.default_rng(seed)
+        if self.readout:
+            bound = 1.0 / math.sqrt(n_out)            # PyTorch nn.Linear default
+            self.C = rng.uniform(-bound, bound, (self.classes, n_out))
+            self.c = rng.uniform(-bound, bound, self.classes)
+        else:
+            if n_out != self.classes:
+                raise V.NeurosimError(f"without a readout the output population must have one neuron "
+                                      f"per class ({self.classes}), {self.output!r} has {n_out}")
+            self.C = self.c = None
+        self.raw = {}          # projection name -> raw weight V under a norm cap
+
+    # -- parameters --------------------------------------------------------------------
+    def parameters(self):
+        """name -> array of every trainable array (views into the model)."""
+        out = {}
+        for name, pr in self.net.projections.items():
+            if pr.has_weights:
+                out[f"{name}.weight"] = self.raw.get(name, pr.weight)
+            if pr.bias is not None:
+                out[f"{name}.bias"] = pr.bias
+        if self.readout:
+            out["readout.weight"] = self.C
+            out["readout.bias"] = self.c
+        return out
+
+    def set_parameters(self, params, norm_cap=None):
+        for name, pr in self.net.projections.items():
+            if f"{name}.weight" in params:
+                w = np.array(params[f"{name}.weight"], np.float64)
+                if norm_cap and name in norm_cap:
+                    self.raw[name] = w
+                    pr.weight = w * _cap_factor(w, norm_cap[name])
+                else:
+                    pr.weight = w
+            if f"{name}.bias" in params:
+                pr.bias = np.array(params[f"{name}.bias"], np.float64)
+        if self.readout:
+            self.C = np.array(params["readout.weight"], np.float64)
+            self.c = np.array(params["readout.bias"], np.float64)
+
+    def apply_norm_cap(self, norm_cap):
+        for name, R in norm_cap.items():
+            pr = self.net.projections[name]
+            V_ = self.raw.setdefault(name, pr.weight.copy())
+            pr.weight = V_ * _cap_factor(V_, R)
+
+
+def _cap_factor(V_, R):
+    n = float(np.sqrt(np.sum(V_ * V_)))
+    return 1.0 if n <= R else R / n
+
+
+def _cap_grad(V_, R, gW):
+    """Gradient with respect to V of W = V min(1, R/‖V‖) given gW (exact)."""
+    n = float(np.sqrt(np.sum(V_ * V_)))
+    if n <= R:
+        return gW
+    return (R / n) * (gW - (np.sum(gW * V_) / (n * n)) * V_)
+
+
+class SGD:
+    """SGD with momentum and weight decay (PyTorch semantics), per named parameter."""
+
+    def __init__(self, momentum=0.9, weight_decay=5e-4):
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.buf = {}
+
+    def step(self, params, grads, lr, decay_scale=1.0):
+        for name, g in grads.items():
+            p = params[name]
+            d = g + (self.weight_decay * decay_scale) * p   # PyTorch decays biases too
+            if self.momentum:
+                b = self.buf.get(name)
+                b = d.copy() if b is None else self.momentum * b + d
+                self.buf[name] = b
+                d = b
+            p -= lr * d
+
+    def state(self):
+        return {k: v.copy() for k, v in self.buf.items()}
+
+    def load_state(self, st):
+        self.buf = {k: np.array(v, np.float64) for k, v in st.items()}
+
+
+def learning_rate(cfg, epoch, iteration):
+    """lr at ``epoch`` (0-based) and global ``iteration``: milestones and warm-up."""
+    lr = cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.warmup_iters and iteration < cfg.warmup_iters:
+        lr *= (iteration + 1) / cfg.warmup_iters
+    return lr
+
+
+def dropout_masks(model, cfg, B, rng):
+    """One Bernoulli(1-p)/(1-p) mask per projection output and sample (fixed for both phases)."""
+    masks = {}
+    for name, p in cfg.dropout.items():
+        if p <= 0:
+            continue
+        if name not in model.net.projections:
+            raise V.NeurosimError(f"dropout given for unknown projection {name!r}; known: "
+                                  f"{list(model.net.projections)}")
+        n = model.net.projections[name].n_post
+        masks[name] = (rng.random((B, n)) >= p) / (1.0 - p)
+    return masks
+
+
+class StepResult:
+    """Loss, predictions and op counts of one batch (attributes)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _phase_ops(res):
+    tot = counting.totals(res)
+    syn = sum(d["synaptic_operations"] for d in tot["projections"].values())
+    upd = sum(d["neuron_updates"] for d in tot["populations"].values())
+    spk = sum(d["spikes"] for d in tot["populations"].values())
+    return np.asarray(syn, np.int64), np.asarray(upd, np.int64), np.asarray(spk, np.int64)
+
+
+def output_loss(model, cfg, fwd, y):
+    """(loss result, dL/da_out [B, n_out], predictions) of the configured loss (batch mean)."""
+    out = model.output
+    a = fwd.rates(out)
+    counts = fwd.counts[out]
+    if cfg.loss == "ce":
+        r = losses.cross_entropy_readout(a, y, model.C, model.c, reduction="mean")
+        logits = a @ model.C.T + model.c
+        return r, r.grad, np.argmax(logits, 1)
+    if cfg.loss == "spikemax":
+        r = losses.spikemax(counts, y, cfg.T, mode=cfg.spikemax_mode, beta=cfg.spikemax_beta,
+                            reduction="mean")
+    elif cfg.loss == "spikemax-sliding":
+        r = losses.spikemax_sliding(fwd.spikes[out].astype(np.float64), y, min(cfg.window, cfg.T),
+                                    mode=cfg.spikemax_mode, beta=cfg.spikemax_beta,
+                                    reduction="mean")
+    else:
+        r = losses.rate_mse(a, y, cfg.rate_true, cfg.rate_false, reduction="mean")
+    return r, r.grad, losses.predict(counts)
+
+
+def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None):
+    """One SPIDE training step on a batch (x [B, ...] analog input, y [B] labels).
+
+    Returns a :class:`StepResult` with the loss, the predictions and the op counts per
+    phase and per sample (forward / backward synaptic events, neuron updates, spikes,
+    input-encoding MACs, weight-update MACs)."""
+    net = model.net
+    B = x.shape[0]
+    t0 = time.perf_counter()
+    masks = dropout_masks(model, cfg, B, rng) if train else {}
+    record = [model.output] if cfg.loss == "spikemax-sliding" else False
+    fwd = run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=record,
+                      n_threads=n_threads)
+    lres, dlda, pred = output_loss(model, cfg, fwd, y)
+    f_syn, f_upd, f_spk = _phase_ops(fwd)
+    enc = sum(fwd.input_ops.values()) if fwd.input_ops else np.zeros(B, np.int64)
+    res = StepResult(loss=lres.loss, pred=pred, correct=int(np.sum(pred == y)), batch=B,
+                     fwd_synops=f_syn, fwd_updates=f_upd, fwd_spikes=f_spk,
+                     encoding_macs=np.asarray(enc, np.int64),
+                     bwd_synops_pos=np.zeros(B, np.int64), bwd_synops_neg=np.zeros(B, np.int64),
+                     bwd_updates=np.zeros(B, np.int64), bwd_spikes=np.zeros(B, np.int64),
+                     update_macs=np.zeros(B, np.int64), forward=fwd, backward=None)
+    if not train:
+        res.wall_s = time.perf_counter() - t0
+        return res
+    g = cfg.kappa * dlda
+    bwd = run_backward(net, fwd, {model.output: g}, cfg.T_b, n_threads=n_threads)
+    res.backward = bwd
+    tot = counting.totals(bwd)
+    res.bwd_synops_pos = sum((d["synaptic_operations_pos"] for d in tot["projections"].values()),
+                             np.zeros(B, np.int64))
+    res.bwd_synops_neg = sum((d["synaptic_operations_neg"] for d in tot["projections"].values()),
+                             np.zeros(B, np.int64))
+    res.bwd_updates = sum((d["neuron_updates"] for d in tot["populations"].values()), np.zeros(B, np.int64))
+    res.bwd_spikes = sum((d["spikes"] for d in tot["populations"].values()), np.zeros(B, np.int64))
+    grads, upd_ops = local_gradients(model, cfg, x, fwd, bwd, masks)
+    res.update_macs = upd_ops
+    params = model.parameters()
+    if model.readout:
+        grads["readout.weight"] = lres.grad_C
+        grads["readout.bias"] = lres.grad_c
+    for name, R in cfg.norm_cap.items():
+        key = f"{name}.weight"
+        grads[key] = _cap_grad(model.raw[name], R, grads[key])
+    decay_scale = 1.0 / cfg.kappa if cfg.spide_quirks else 1.0
+    opt.step(params, grads, lr, decay_scale)
+    model.apply_norm_cap(cfg.norm_cap)
+    res.wall_s = time.perf_counter() - t0
+    return res
+
+
+def post_errors(model, fwd, bwd):
+    """δ_l = m_l ⊙ β_l / Θ_l per spiking population (κ-scaled, [B, n])."""
+    out = {}
+    for p in model.net.spiking_populations:
+        out[p.name] = fwd.mask(p.name) * bwd.rates(p.name) / p.neuron.subtract
+    return out
+
+
+def local_gradients(model, cfg, x, fwd, bwd, masks):
+    """Gradients (dict ``proj.weight`` / ``proj.bias`` -> array) of every projection into
+    a spiking population, divided by κ; and the weight-update MACs per sample."""
+    net = model.net
+    delta = post_errors(model, fwd, bwd)
+    x_flat = np.asarray(x, np.float64)
+    if x_flat.ndim == 4:                       # (B, C, H, W) -> neurosim's channel-last order
+        x_flat = chw_to_flat(x_flat)
+    grads = {}
+    ops = np.zeros(x.shape[0], np.int64)
+    for name, pr in net.projections.items():
+        if not (pr.has_weights or pr.bias is not None):
+            continue
+        pre = net.populations[pr.pre]
+        if pre.kind == "input":
+            a_pre = x_flat
+        elif pre.kind == "source":  # pragma: no cover - sources are not trained inputs
+            a_pre = fwd.counts[pr.pre] / fwd.steps
+        else:
+            a_pre = fwd.rates(pr.pre)
+        d = delta[pr.post]
+        if name in masks and not cfg.spide_quirks:
+            d = d * masks[name]
+        g, o = projection_grads(pr, a_pre, d)
+        ops += o
+        for k, v in g.items():
+            grads[f"{name}.{k}"] = v / cfg.kappa
+    return grads, ops
