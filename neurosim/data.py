@@ -1,18 +1,14 @@
-"""Data sets that need no download.  For now: scikit-learn's bundled 8x8 digits.
+"""Flat access to the embedded default data: scikit-learn's bundled 8x8 digits.
 
-Digits (UCI optical recognition of handwritten digits, as bundled with scikit-learn):
-1797 grey images of 8x8 pixels with values 0..16, labels 0..9.  The split is fixed and
-unshuffled: the **first 1437 samples are the training set, the last 360 the test set**
-(80 % / 20 %, file order).  Images are returned as float64 ``[N, 64]`` scaled to [0, 1]
-(pixel / 16), row-major (``y * 8 + x``), which is also neurosim's neuron order for a
-``(1, 8, 8)`` population.
+A thin view of :func:`neurosim.datasets.digits.load_digits_dataset` (one digits loader in
+the project): the same seeded, stratified split (1438 train / 359 test samples with the
+defaults), returned as float64 ``[N, 64]`` in [0, 1], row-major (``y * 8 + x``), which is
+also neurosim's neuron order for a ``(1, 8, 8)`` population.
 """
 import numpy as np
 
 from . import _validate as V
 
-#: number of digits samples in the training split (the rest is the test split).
-DIGITS_N_TRAIN = 1437
 DIGITS_SPLITS = ("train", "test", "all")
 
 
@@ -22,20 +18,17 @@ def load_digits(split="test", n=None):
     Parameters
     ----------
     split : {"train", "test", "all"}
+        "all" is train followed by test.
     n : int, optional
         Keep only the first ``n`` samples of the split.
     """
+    from .datasets.digits import load_digits_dataset
     V.check_choice(split, "digits split", set(DIGITS_SPLITS))
-    try:
-        from sklearn.datasets import load_digits as _sk_load
-    except ImportError as e:  # pragma: no cover - sklearn is a test dependency
-        raise V.NeurosimError("the digits data set needs scikit-learn (pip install scikit-learn)") from e
-    d = _sk_load()
-    x = d.data.astype(np.float64) / 16.0
-    y = d.target.astype(np.int64)
-    sl = {"train": slice(0, DIGITS_N_TRAIN), "test": slice(DIGITS_N_TRAIN, None),
-          "all": slice(None)}[split]
-    x, y = x[sl], y[sl]
+    d = load_digits_dataset()
+    parts = {"train": [(d.x_train, d.y_train)], "test": [(d.x_test, d.y_test)],
+             "all": [(d.x_train, d.y_train), (d.x_test, d.y_test)]}[split]
+    x = np.concatenate([p[0].reshape(p[0].shape[0], -1) for p in parts]).astype(np.float64)
+    y = np.concatenate([p[1] for p in parts]).astype(np.int64)
     if n is not None:
         n = V.check_int(n, "n", low=1)
         if n > x.shape[0]:

@@ -197,7 +197,7 @@ def test_error_wrong_input_shape(runner, tmp_path):
     _assert_input_error(res, "must be a .npy (one array) or .npz")
     res = _sim(runner, tmp_path, "--model", "fsnn_mlp", "--input", "digits", "--steps", "3",
                "--n-samples", "400")
-    _assert_input_error(res, "360 samples, 400 were asked for")
+    _assert_input_error(res, "359 samples, 400 were asked for")
     _no_output(tmp_path)
 
 
