@@ -296,6 +296,38 @@ def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None
             if k not in network.populations:
                 raise V.NeurosimError(f"{what} given for unknown population {k!r}; known: "
                                       f"{list(network.populations)}")
+    def fill(f):
+        _write_header(f, network, seed, command)
+        _write_network(f, network)
+        _write_phase(f, forward, {"inputs": dict(inputs or {}),
+                                  "source_spikes": dict(spikes or {}),
+                                  "currents": dict(currents or {}),
+                                  "masks": dict(forward.masks or {})})
+        if backward is not None:
+            _write_phase(f, backward, {"grad": dict(grad or {}), "gate": dict(gate or {})})
+
+    return atomic_h5(path, fill, force=force)
+
+
+def _write_header(f, network, seed, command):
+    f.attrs["format"] = FORMAT
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["neurosim_version"] = neurosim.__version__
+    f.attrs["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    f.attrs["seed"] = -1 if seed is None else int(seed)
+    f.attrs["dtype"] = np.dtype(network.dtype).name
+    f.attrs["command"] = "" if command is None else str(command)
+    f.attrs["numpy_version"] = np.__version__
+    f.attrs["numba_version"] = _version("numba")
+    f.attrs["h5py_version"] = h5py.__version__
+    f.attrs["python_version"] = platform.python_version()
+
+
+def atomic_h5(path, fill, force=False):
+    """Create the HDF5 file ``path`` atomically: ``fill(h5py.File)`` writes a temporary file
+    in the same folder, which is flushed, fsynced and then renamed into place.  On any
+    exception (or interruption) the temporary file is removed and ``path`` is untouched.
+    Without ``force`` an existing ``path`` raises :class:`FileExistsError`."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"output {str(path)!r} is a directory; give a file name such as run.h5")
@@ -303,30 +335,13 @@ def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
     if path.exists() and not force:
         raise FileExistsError(f"output {str(path)!r} already exists; pass force=True "
-                              "(neurosim simulate --force) to overwrite it")
+                              "(--force on the command line) to overwrite it")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp", dir=path.parent)
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["neurosim_version"] = neurosim.__version__
-            f.attrs["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            f.attrs["seed"] = -1 if seed is None else int(seed)
-            f.attrs["dtype"] = np.dtype(network.dtype).name
-            f.attrs["command"] = "" if command is None else str(command)
-            f.attrs["numpy_version"] = np.__version__
-            f.attrs["numba_version"] = _version("numba")
-            f.attrs["h5py_version"] = h5py.__version__
-            f.attrs["python_version"] = platform.python_version()
-            _write_network(f, network)
-            _write_phase(f, forward, {"inputs": dict(inputs or {}),
-                                      "source_spikes": dict(spikes or {}),
-                                      "currents": dict(currents or {}),
-                                      "masks": dict(forward.masks or {})})
-            if backward is not None:
-                _write_phase(f, backward, {"grad": dict(grad or {}), "gate": dict(gate or {})})
+            fill(f)
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
