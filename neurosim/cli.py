@@ -1,4 +1,4 @@
-"""Command line: ``neurosim simulate`` and ``neurosim info``.
+"""Command line: ``neurosim simulate``, ``info``, ``train`` and ``eval``.
 
 A thin layer: each command parses options, calls one library function
 (:func:`neurosim.simulate.simulate`, :func:`neurosim.models.model_info`) and prints.
@@ -129,6 +129,106 @@ def info(model, seed, as_json, debug):
         click.echo(json.dumps(d, indent=2))
     else:
         click.echo(format_model_info(d))
+
+
+def _progress_printer():
+    """A one-line progress bar on stderr: epoch, batch, loss, accuracy, ETA."""
+    state = {"last": 0.0}
+
+    def show(d):
+        import time as _t
+        now = _t.perf_counter()
+        done = d["batch"] == d["n_batches"]
+        if now - state["last"] < 0.2 and not done:
+            return
+        state["last"] = now
+        width = 24
+        fill = int(width * d["batch"] / d["n_batches"])
+        click.echo(f"\repoch {d['epoch']}/{d['epochs']} [{'#' * fill}{'.' * (width - fill)}] "
+                   f"batch {d['batch']}/{d['n_batches']}  loss {d['loss']:.4f}  "
+                   f"acc {d['accuracy']:.4f}  ETA {d['eta_s']:5.1f}s ", err=True,
+                   nl=done)
+    return show
+
+
+@main.command()
+@click.option("--model", default="fsnn_mlp", show_default=True, metavar="FILE|NAME",
+              help="Model file (.toml) or name; its [training] table gives the defaults.")
+@click.option("--dataset", metavar="NAME",
+              help="digits | mnist | fashion-mnist | cifar10 | cifar100 (default: the model's).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder with the data set's files (fashion-mnist defaults to Debian's).")
+@click.option("--epochs", type=click.IntRange(min=0))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--tf", "T", type=click.IntRange(min=1), help="Forward steps T.")
+@click.option("--tb", "T_b", type=click.IntRange(min=1), help="Backward steps T_b.")
+@click.option("--kappa", type=float, help="Loss scale κ.")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--loss", type=click.Choice(["ce", "spikemax", "spikemax-sliding", "rate-mse"]))
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-train", type=click.IntRange(min=1), help="Use the first N training samples.")
+@click.option("--max-test", type=click.IntRange(min=1), help="Use the first N test samples.")
+@click.option("--threads", type=click.IntRange(min=1), help="Numba threads.")
+@click.option("--out", default="train-run.h5", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Training run file, rewritten atomically after every epoch (checkpoint).")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Last stdout line: a JSON summary.")
+@_debug
+@click.pass_context
+def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, loss, seed,
+          max_train, max_test, threads, out, resume, force, as_json, debug):
+    """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts."""
+    from .training.trainer import train as run
+    overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
+                     loss=loss)
+    report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
+    with _errors(debug):
+        s = run(model, dataset, data_dir=data_dir, out=out, overrides=overrides, resume=resume,
+                force=force, seed=seed, max_train=max_train, max_test=max_test, report=report,
+                progress=_progress_printer(), n_threads=threads, command=_command_line(ctx))
+    ops = s["ops_per_sample"]
+    click.echo(f"model {s['model']} on {s['dataset']} ({s['n_train']} train / {s['n_test']} test "
+               f"samples), {s['epochs']} epochs, seed {s['seed']}, {s['train_wall_s']:.1f} s")
+    click.echo(f"test accuracy {s['test_accuracy']:.4f}  (train {s['train_accuracy']:.4f})")
+    if ops:
+        click.echo("ops per training sample, last epoch: forward {:.0f} synaptic events + {:.0f} "
+                   "input MACs; backward {:.0f} (+1) / {:.0f} (-1) synaptic events; weight update "
+                   "{:.0f} MACs".format(ops["fwd_synops"], ops["encoding_macs"], ops["bwd_synops_pos"],
+                                        ops["bwd_synops_neg"], ops["update_macs"]))
+    click.echo(f"run file: {s['out']}")
+    if as_json:
+        keep = {k: s[k] for k in ("test_accuracy", "train_accuracy", "epochs", "model", "dataset",
+                                  "seed", "wall_s", "n_train", "n_test", "out")}
+        keep["ops_per_sample"] = {"forward": ops.get("fwd_synops"),
+                                  "input_encoding": ops.get("encoding_macs"),
+                                  "backward_pos": ops.get("bwd_synops_pos"),
+                                  "backward_neg": ops.get("bwd_synops_neg"),
+                                  "weight_update": ops.get("update_macs")}
+        click.echo(json.dumps(keep))
+
+
+@main.command(name="eval")
+@click.option("--run", "run_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Training run file written by `neurosim train`.")
+@click.option("--dataset", metavar="NAME", help="Default: the data set it was trained on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--max-test", type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+@_debug
+def eval_(run_file, dataset, data_dir, max_test, threads, as_json, debug):
+    """Evaluate a trained run file on a test set (forward phase only)."""
+    from .training.trainer import evaluate_run
+    with _errors(debug):
+        d = evaluate_run(run_file, dataset, data_dir=data_dir, max_test=max_test, n_threads=threads)
+    if as_json:
+        click.echo(json.dumps(d))
+    else:
+        click.echo(f"test accuracy {d['accuracy']:.4f} on {d['n_test']} samples of {d['dataset']}; "
+                   f"forward per sample: {d['fwd_synops']:.0f} synaptic events, "
+                   f"{d['encoding_macs']:.0f} input MACs, {d['fwd_spikes']:.0f} spikes")
 
 
 if __name__ == "__main__":  # pragma: no cover
