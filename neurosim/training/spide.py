@@ -337,7 +337,11 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None):
         res.wall_s = time.perf_counter() - t0
         return res
     g = cfg.kappa * dlda
-    bwd = run_backward(net, fwd, {model.output: g}, cfg.T_b, n_threads=n_threads)
+    gate = None
+    if not model.readout:
+        # spiking output: straight-through gate on the output layer (see post_errors)
+        gate = {model.output: np.ones_like(fwd.counts[model.output], dtype=bool)}
+    bwd = run_backward(net, fwd, {model.output: g}, cfg.T_b, gate=gate, n_threads=n_threads)
     res.backward = bwd
     tot = counting.totals(bwd)
     res.bwd_synops_pos = sum((d["synaptic_operations_pos"] for d in tot["projections"].values()),
@@ -363,10 +367,18 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None):
 
 
 def post_errors(model, fwd, bwd):
-    """δ_l = m_l ⊙ β_l / Θ_l per spiking population (κ-scaled, [B, n])."""
+    """δ_l = m_l ⊙ β_l / Θ_l per spiking population (κ-scaled, [B, n]).
+
+    With a spiking output population (Spikemax, rate MSE) the output layer uses m = 1
+    (a straight-through estimate of the clamp's derivative) and sends backward events
+    from every output neuron: with SPIDE's exact m a silent output neuron (m = 0) could
+    never be pushed to fire, and an all-silent output would never learn."""
     out = {}
     for p in model.net.spiking_populations:
-        out[p.name] = fwd.mask(p.name) * bwd.rates(p.name) / p.neuron.subtract
+        m = fwd.mask(p.name)
+        if p.name == model.output and not model.readout:
+            m = np.ones_like(m)
+        out[p.name] = m * bwd.rates(p.name) / p.neuron.subtract
     return out
 
 

@@ -1,0 +1,82 @@
+"""SPIDE training end to end: accuracy on digits, deterministic resume, CLI."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from neurosim.cli import main
+from neurosim.training.trainer import TrainingError, load_checkpoint, train
+
+
+def test_ci_sized_training_reaches_90_percent(tmp_path):
+    """A few epochs of the default model on digits: >= 90 % test accuracy."""
+    s = train("fsnn_mlp", "digits", out=tmp_path / "r.h5", overrides=dict(epochs=6, milestones=[]))
+    assert s["test_accuracy"] >= 0.90, s["test_accuracy"]
+    net, st = load_checkpoint(tmp_path / "r.h5")
+    assert st["epoch"] == 6 and bool(st["finished"])
+    h = st["history"]
+    assert len(h["test_accuracy"]) == 6 and h["test_accuracy"][-1] == s["test_accuracy"]
+    for k in ("fwd_synops", "bwd_synops_pos", "bwd_synops_neg", "update_macs", "encoding_macs"):
+        assert all(v >= 0 for v in h[k]) and h[k][0] > 0, k
+
+
+def _weights(path):
+    with h5py.File(path, "r") as f:
+        out = {}
+        f["network"].visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        f["training"].visititems(lambda n, o: out.__setitem__("t/" + n, o[()]) if isinstance(o, h5py.Dataset) and not n.startswith("history/wall") else None)
+    return out
+
+
+def test_resume_reaches_the_same_weights(tmp_path):
+    kw = dict(overrides=dict(epochs=3, milestones=[2]), max_train=200, max_test=50, seed=3)
+    train("fsnn_mlp", "digits", out=tmp_path / "full.h5", **kw)
+    train("fsnn_mlp", "digits", out=tmp_path / "part.h5", **dict(kw, overrides=dict(epochs=1, milestones=[2])))
+    _, st = load_checkpoint(tmp_path / "part.h5")
+    assert st["epoch"] == 1 and bool(st["finished"])   # stopped after epoch 1 (as a crash would)
+    train("fsnn_mlp", "digits", out=tmp_path / "part.h5", resume=True, overrides=dict(epochs=3),
+          max_train=200, max_test=50)
+    a, b = _weights(tmp_path / "full.h5"), _weights(tmp_path / "part.h5")
+    assert set(a) == set(b)
+    for k in a:
+        if k == "t/history/wall_s":
+            continue
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(TrainingError, match="does not exist; start without --resume"):
+        train(out=tmp_path / "nope.h5", resume=True)
+    (tmp_path / "x.h5").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="already exists; pass --force"):
+        train(out=tmp_path / "x.h5")
+    with pytest.raises(ValueError, match="unknown data set 'cifar9'"):
+        train(dataset="cifar9", out=tmp_path / "y.h5")
+    with pytest.raises(ValueError, match="one neuron per class"):
+        train("fsnn_mlp", "digits", out=tmp_path / "z.h5", overrides=dict(loss="spikemax"))
+
+
+def test_cli_train_json_and_eval(tmp_path):
+    out = tmp_path / "cli.h5"
+    r = CliRunner().invoke(main, ["train", "--epochs", "2", "--max-train", "300", "--max-test", "100",
+                                  "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output.strip().splitlines()[-1])
+    for k in ("test_accuracy", "epochs", "model", "dataset", "seed", "wall_s", "ops_per_sample"):
+        assert k in d
+    assert 0 <= d["test_accuracy"] <= 1 and d["epochs"] == 2 and d["model"] == "fsnn_mlp"
+    assert d["ops_per_sample"]["forward"] > 0 and d["ops_per_sample"]["backward_pos"] > 0
+    r = CliRunner().invoke(main, ["eval", "--run", str(out), "--max-test", "100", "--json"])
+    assert r.exit_code == 0, r.output
+    e = json.loads(r.output.strip().splitlines()[-1])
+    assert e["accuracy"] == pytest.approx(d["test_accuracy"])
+    r = CliRunner().invoke(main, ["train", "--out", str(out)])
+    assert r.exit_code == 2 and "already exists" in r.output
+
+
+def test_spikemax_training_runs(tmp_path):
+    """The spiking-output path (Spikemax) trains end to end and moves off chance."""
+    s = train("fsnn_mlp_spiking", "digits", out=tmp_path / "s.h5", overrides=dict(epochs=1))
+    assert s["test_accuracy"] > 0.4, s     # chance is 0.1
