@@ -1,0 +1,113 @@
+"""SPIDE's local weight update: Σ_batch (pre rate) × (post error), computed only where the
+pre rate is nonzero, in each projection's kernel weight layout.
+
+For sample ``b``, pre neuron ``j`` with rate ``a[b, j] != 0`` and post error ``d[b, :]``:
+dense ``G[j, :] += a d``; CSR ``G[s] += a d[post(s)]`` for the synapses of ``j``;
+conv (down walk) and conv-transpose (up walk) add ``a * d[site, :]`` to the kernel row
+``G[(ky*kw + kx)*C_pre + c, :]`` of every valid offset — the same walk as the forward
+scatter, with the roles of weights and buffer swapped.
+
+``ops[b]`` counts the multiply-accumulates whose two factors are both nonzero (the work an
+event-driven learning engine must do), independent of how this kernel batches them.
+"""
+import numba
+import numpy as np
+
+from ..config import NJIT, NJIT_PARALLEL
+
+K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP = 0, 1, 2, 3
+
+
+@numba.njit(**NJIT)
+def _acc_row(G, gb, d, db, n, a):
+    g = np.uint64(gb)
+    s = np.uint64(db)
+    for i in range(np.uint64(n)):
+        G[g + i] += a * d[s + i]
+
+
+@numba.njit(**NJIT_PARALLEL)
+def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops):
+    """Accumulate the weight gradient of one projection into ``G_out`` (float64 [n_w]).
+
+    a: float64 [B, n_pre] pre rates (or analog input); d: float64 [B, n_post] post
+    errors; ops: int64 [B] (written).  Parallel over chunks of samples with private
+    accumulators, reduced at the end."""
+    B = a.shape[0]
+    n_pre = a.shape[1]
+    n_post = d.shape[1]
+    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
+    kh, kw, st = geo[6], geo[7], geo[8]
+    parts = np.zeros((n_chunks, n_w), np.float64)
+    for ch in numba.prange(n_chunks):
+        G = parts[ch]
+        if kind == K_CONV_DOWN or kind == K_CONV_UP:
+            nz_site = np.zeros(Hr * Wr, np.int64)
+        else:
+            nz_site = np.zeros(0, np.int64)
+        for b in range(ch * B // n_chunks, (ch + 1) * B // n_chunks):
+            db = d[b]
+            nnz_d = 0
+            for i in range(n_post):
+                nnz_d += db[i] != 0.0
+            nops = 0
+            if kind == K_CONV_DOWN or kind == K_CONV_UP:
+                for s in range(Hr * Wr):
+                    c = 0
+                    for k in range(Cr):
+                        c += db[s * Cr + k] != 0.0
+                    nz_site[s] = c
+            if nnz_d == 0:
+                ops[b] = 0
+                continue
+            for j in range(n_pre):
+                aj = a[b, j]
+                if aj == 0.0:
+                    continue
+                if kind == K_DENSE:
+                    _acc_row(G, j * n_post, db, 0, n_post, aj)
+                    nops += nnz_d
+                elif kind == K_CSR:
+                    for s in range(indptr[j], indptr[j + 1]):
+                        i = np.uint64(indices[s])
+                        G[s] += aj * db[i]
+                        nops += db[i] != 0.0
+                else:
+                    site_s = j // Cs
+                    c = j - site_s * Cs
+                    if kind == K_CONV_DOWN:
+                        ky = tab[site_s, 0]
+                        oy = tab[site_s, 1]
+                        while ky < kh and oy >= 0:
+                            if oy < Hr:
+                                kx = tab[site_s, 2]
+                                ox = tab[site_s, 3]
+                                while kx < kw and ox >= 0:
+                                    if ox < Wr:
+                                        site = oy * Wr + ox
+                                        if nz_site[site] > 0:
+                                            _acc_row(G, ((ky * kw + kx) * Cs + c) * Cr, db,
+                                                     site * Cr, Cr, aj)
+                                            nops += nz_site[site]
+                                    kx += st
+                                    ox -= 1
+                            ky += st
+                            oy -= 1
+                    else:
+                        for ky in range(kh):
+                            oy = tab[site_s, 0] + ky
+                            if oy < 0 or oy >= Hr:
+                                continue
+                            for kx in range(kw):
+                                ox = tab[site_s, 1] + kx
+                                if ox < 0 or ox >= Wr:
+                                    continue
+                                site = oy * Wr + ox
+                                if nz_site[site] > 0:
+                                    _acc_row(G, ((ky * kw + kx) * Cs + c) * Cr, db, site * Cr,
+                                             Cr, aj)
+                                    nops += nz_site[site]
+            ops[b] = nops
+    for ch in range(n_chunks):
+        for i in range(n_w):
+            G_out[i] += parts[ch, i]
