@@ -60,7 +60,8 @@ def test_fsnn_mlp_structure():
     assert (F.pre, F.post, F.delay, F.bias is not None) == ("x", "l0", 0, True)
     assert (W1.pre, W1.post, W1.delay, W1.bias is not None) == ("l0", "l1", 0, True)
     assert (B.pre, B.post, B.delay, B.bias is None) == ("l1", "l0", 1, True)
-    assert net.metadata["training"] == {"readout": {"classes": 10}}
+    assert net.metadata["training"]["readout"] == {"classes": 10}
+    assert net.metadata["training"]["dataset"] == "digits"
     assert net.populations["l0"].ternary.v_th == 0.5
 
 
