@@ -395,6 +395,8 @@ def _run_sample(b, T, backward, rec_off,
                 if d == 0 or t - d < 0:
                     continue
                 slot = (t - d) % pop_depth[p]
+                if ring_cnt[p, slot] == 0:
+                    continue
                 base = pop_ring_off[p] + slot * pop_n[p]
                 _deliver(q, b, ring_idx, ring_val, ring_site, ring_ch, base,
                          base + ring_cnt[p, slot], backward,
@@ -489,7 +491,7 @@ def _run_sample(b, T, backward, rec_off,
             # 3c. same-step delivery
             for a in range(out_ptr[p], out_ptr[p + 1]):
                 q = out_proj[a]
-                if proj_delay[q] != 0:
+                if proj_delay[q] != 0 or rc == 0:
                     continue
                 _deliver(q, b, ring_idx, ring_val, ring_site, ring_ch, base, base + rc,
                          backward, proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
