@@ -1,0 +1,1 @@
+"""neurosim benchmarks: ``python -m benchmarks.bench_<subject>``; see benchmarks/README.md."""
