@@ -38,14 +38,57 @@ def record_run(path, command=None, threads=None):
     return out
 
 
+START, END = "<!-- training-results:start -->", "<!-- training-results:end -->"
+
+
+def render_table(records):
+    """Markdown table of the latest test_accuracy record per case (with its run's facts)."""
+    latest = {}
+    for r in records:
+        if r.get("bench") == BENCH and r["metric"] == "test_accuracy":
+            latest[r["case"]] = r
+    walls = {r["case"]: r["median"] for r in records
+             if r.get("bench") == BENCH and r["metric"] == "train_wall_s"}
+    lines = ["| model / data set | test accuracy | epochs | seed | training wall time | "
+             "ops per training sample (fwd / bwd ±1 / update) | command | commit, date |",
+             "|---|---|---|---|---|---|---|---|"]
+    for case, r in sorted(latest.items()):
+        e = r["extra"]
+        o = e["ops_per_training_sample"]
+        lines.append(
+            f"| {case} | **{r['median']:.4f}** | {e['epochs']} | {e['seed']} | "
+            f"{walls.get(case, float('nan')):.0f} s ({r['threads']} threads) | "
+            f"{o['fwd_synops']:.3g} / {o['bwd_synops_pos'] + o['bwd_synops_neg']:.3g} / "
+            f"{o['update_macs']:.3g} | `{e['command']}` | {r['commit']}, {r['date'][:10]} |")
+    return "\n".join(lines)
+
+
+def update_readme(path="README.md"):
+    """Rewrite the README section between the training-results markers from the records."""
+    from pathlib import Path
+    p = Path(path)
+    text = p.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path}: markers {START} / {END} not found")
+    recs = H.load_records([H.RESULTS_DIR / f"{BENCH}.jsonl"])
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    p.write_text(head + START + "\n" + render_table(recs) + "\n" + END + tail)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run")
+    ap.add_argument("run", nargs="?")
     ap.add_argument("--command")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--readme", action="store_true",
+                    help="regenerate the README's training-results table from the records")
     a = ap.parse_args(argv)
-    for r in record_run(a.run, a.command, a.threads):
-        print(json.dumps({k: r[k] for k in ("case", "metric", "median")}))
+    if a.run:
+        for r in record_run(a.run, a.command, a.threads):
+            print(json.dumps({k: r[k] for k in ("case", "metric", "median")}))
+    if a.readme:
+        update_readme()
 
 
 if __name__ == "__main__":
