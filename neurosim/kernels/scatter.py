@@ -182,15 +182,19 @@ def pool_up_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist
 def csr_propagate(spike_idx, indptr, indices, weights, out):
     """out[indices[s]] += weights[s] for every synapse s of every spiking neuron.
 
-    Returns the number of synaptic events."""
+    Returns the number of synaptic events.  The row is walked with an unsigned offset
+    from its start: Numba then emits no negative-index wrap-around for ``indices`` and
+    ``weights`` (with a signed ``s`` it did, twice per synapse, and ran ~1.4x slower)."""
     n = 0
     for e in range(spike_idx.shape[0]):
         j = spike_idx[e]
         s0 = indptr[j]
         s1 = indptr[j + 1]
-        for s in range(s0, s1):
-            out[indices[s]] += weights[s]
-        n += s1 - s0
+        if s1 > s0:
+            base = np.uint64(s0)
+            for k in range(np.uint64(s1 - s0)):
+                out[indices[base + k]] += weights[base + k]
+            n += s1 - s0
     return n
 
 
@@ -210,9 +214,16 @@ def conv_propagate(spike_idx, wf, geo, out):
     """Channel-contiguous conv scatter of a list of spikes (pre in channel-last order).
 
     ``wf`` is the flat (kh, kw, C_in, C_out) weight; ``out`` the flat channel-last post
-    potentials.  Returns the number of synaptic events."""
+    potentials.  Returns the number of synaptic events.
+
+    Receiver (oy, ox) gets offset (ky, kx) when ``oy*st + ky = y + pad`` (same in x): the
+    valid offsets are walked by stepping ky by ``st`` from ``(y + pad) % st`` while oy
+    steps down by one, so each event costs a few integer divisions instead of two per
+    offset.  The row add uses unsigned offsets (no wrap-around checks), so LLVM
+    vectorises it; together ~5x faster than a division-per-offset loop on a 5x5 kernel."""
     Cs, Ws, Cr, Hr, Wr = geo[0], geo[2], geo[3], geo[4], geo[5]
     kh, kw, st, pad = geo[6], geo[7], geo[8], geo[9]
+    ncr = np.uint64(Cr)
     n = 0
     for e in range(spike_idx.shape[0]):
         j = spike_idx[e]
@@ -220,27 +231,23 @@ def conv_propagate(spike_idx, wf, geo, out):
         pos = j // Cs
         y = pos // Ws
         x = pos - y * Ws
-        for ky in range(kh):
-            ny = y + pad - ky
-            if ny < 0:
-                break
-            if ny % st != 0:
-                continue
-            oy = ny // st
-            if oy >= Hr:
-                continue
-            for kx in range(kw):
-                nx = x + pad - kx
-                if nx < 0:
-                    break
-                if nx % st != 0:
-                    continue
-                ox = nx // st
-                if ox >= Wr:
-                    continue
-                tb = (oy * Wr + ox) * Cr
-                wb = ((ky * kw + kx) * Cs + c) * Cr
-                for co in range(Cr):
-                    out[tb + co] += wf[wb + co]
-                n += Cr
+        kx0 = (x + pad) % st
+        ox0 = (x + pad) // st
+        ky = (y + pad) % st
+        oy = (y + pad) // st
+        while ky < kh and oy >= 0:
+            if oy < Hr:
+                kx = kx0
+                ox = ox0
+                while kx < kw and ox >= 0:
+                    if ox < Wr:
+                        tb = np.uint64((oy * Wr + ox) * Cr)
+                        wb = np.uint64(((ky * kw + kx) * Cs + c) * Cr)
+                        for co in range(ncr):
+                            out[tb + co] += wf[wb + co]
+                        n += Cr
+                    kx += st
+                    ox -= 1
+            ky += st
+            oy -= 1
     return n
