@@ -227,9 +227,11 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                 buf[bo + k] = 0.0
     ug = np.uint64(g0)
     for s in range(s0, s1):
+        if not has_leak:          # `last` only serves the lazy leak
+            break
         gap = t - last[s] - 1 if last[s] >= 0 else 0
         last[s] = t
-        if has_leak and gap > 0:
+        if gap > 0:
             for k in range(s * ssz, (s + 1) * ssz):
                 v = u[off + k]
                 for _ in range(gap):
@@ -265,14 +267,14 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
         for k in range(n):
             wcount[b, ug + k] = wcount[b, ug + k] * leak + spk[k]
     for s in range(s0, s1):
-        carry = False
-        for k in range(s * ssz, (s + 1) * ssz):
+        for c in range(ssz):
+            k = s * ssz + c
             qv = spk[k - j0]
             if qv != 0:
                 ring_idx[ring_base + rc] = k
                 ring_val[ring_base + rc] = qv
                 ring_site[ring_base + rc] = s
-                ring_ch[ring_base + rc] = k - s * ssz
+                ring_ch[ring_base + rc] = c
                 rc += 1
                 if qv > 0:
                     counts[b, off + k] += 1
@@ -280,12 +282,15 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                     counts_neg[b, off + k] += 1
                 if rec_off >= 0:
                     rec[b, t, rec_off + k] = qv
-            v = u[off + k]
-            if v >= v_th or (ternary and v <= -v_th):
-                carry = True
-        if carry and keep_carry:
-            clist[so + ccount[p]] = s
-            ccount[p] += 1
+        if keep_carry:           # densely updated populations need no carry list
+            carry = False
+            for k in range(s * ssz, (s + 1) * ssz):
+                v = u[off + k]
+                if v >= v_th or (ternary and v <= -v_th):
+                    carry = True
+            if carry:
+                clist[so + ccount[p]] = s
+                ccount[p] += 1
     return rc
 
 
@@ -420,8 +425,12 @@ def _run_sample(b, T, backward, rec_off,
                     jl = src_idx[b, e]
                     ring_idx[base + rc] = jl
                     ring_val[base + rc] = 1
-                    ring_site[base + rc] = jl // pop_site[p]
-                    ring_ch[base + rc] = jl - (jl // pop_site[p]) * pop_site[p]
+                    if pop_site[p] == 1:
+                        ring_site[base + rc] = jl
+                        ring_ch[base + rc] = 0
+                    else:
+                        ring_site[base + rc] = jl // pop_site[p]
+                        ring_ch[base + rc] = jl - (jl // pop_site[p]) * pop_site[p]
                     rc += 1
                     counts[b, pop_off[p] + jl] += 1
                     if rec_off[p] >= 0:
@@ -639,12 +648,11 @@ def pack_events(s, counts_bt):
         for t in range(T):
             tot += counts_bt[b, t]
         m = max(m, tot)
-    idx = np.zeros((B, m), np.int32)
+    idx = np.zeros((B, m + 1), np.int32)      # one slack column for the branch-free write
     for b in numba.prange(B):
         e = 0
         for t in range(T):
             for j in range(n):
-                if s[b, t, j]:
-                    idx[b, e] = j
-                    e += 1
-    return idx
+                idx[b, e] = j
+                e += s[b, t, j]
+    return idx[:, :m]
