@@ -42,6 +42,33 @@ def _size(shape):
     return int(np.prod(shape))
 
 
+def offset_targets(pr):
+    """int64 [n_pre, kh*kw]: receiving site ``oy*W_out + ox`` of every (pre neuron, kernel
+    offset) pair of a conv / conv-transpose / pool projection, or -1 where none exists."""
+    C, H, W = pr.pre_shape
+    _, Ho, Wo = pr.post_shape
+    kh, kw = pr.kernel_shape
+    s = pr.stride
+    p = getattr(pr, "padding", 0)
+    y = np.arange(H)[:, None]
+    x = np.arange(W)[:, None]
+    if isinstance(pr, ConvTranspose2d):
+        oy = y * s - p + np.arange(kh)[None, :]
+        ox = x * s - p + np.arange(kw)[None, :]
+        vy, vx = (oy >= 0) & (oy < Ho), (ox >= 0) & (ox < Wo)
+    else:
+        ny = y + p - np.arange(kh)[None, :]
+        nx = x + p - np.arange(kw)[None, :]
+        vy = (ny >= 0) & (ny % s == 0) & (ny // s < Ho)
+        vx = (nx >= 0) & (nx % s == 0) & (nx // s < Wo)
+        oy, ox = ny // s, nx // s
+    site = oy[:, None, :, None] * Wo + ox[None, :, None, :]          # [H, W, kh, kw]
+    valid = vy[:, None, :, None] & vx[None, :, None, :]
+    site = np.where(valid, site, -1)
+    site = np.broadcast_to(site[:, :, None], (H, W, C, kh, kw))
+    return site.reshape(H * W * C, kh * kw).astype(np.int64)
+
+
 class Projection:
     """Base class.  Subclasses set ``kind``, ``pre_shape``, ``post_shape``, weights."""
 
@@ -81,6 +108,11 @@ class Projection:
     @property
     def n_synapses(self):
         return int(self.out_degree().sum())
+
+    def valid_offsets(self):
+        """bool [n_pre, kh*kw] (conv / pool): does pre neuron j reach an output through
+        each kernel offset?"""
+        return offset_targets(self) >= 0
 
     def params(self):
         """Geometry and options as a JSON-able dict (weights excluded)."""
@@ -274,6 +306,24 @@ class Sparse(Projection):
         self.weight = V.check_array(w, "CSR weights", shape=self.weight.shape, dtype=np.float64)
 
 
+class _Conv(Projection):
+    """What conv and conv-transpose projections share: kernel shape, degrees, weight setter."""
+
+    @property
+    def kernel_shape(self):
+        return self.weight.shape[2:]
+
+    def params(self):
+        return dict(super().params(), stride=self.stride, padding=self.padding,
+                    kernel=list(self.kernel_shape))
+
+    def out_degree(self):
+        return self.valid_offsets().sum(1).astype(np.int64) * self.post_shape[0]
+
+    def set_weight(self, w):
+        self.weight = V.check_array(w, f"{self.kind} weight", shape=self.weight.shape, dtype=np.float64)
+
+
 def _conv_out(n, k, s, p, name):
     out = (n + 2 * p - k) // s + 1
     if out < 1:
@@ -281,7 +331,7 @@ def _conv_out(n, k, s, p, name):
     return out
 
 
-class Conv2d(Projection):
+class Conv2d(_Conv):
     """2-D convolution between (C_in, H, W) and (C_out, H_out, W_out) populations.
 
     ``weight`` has PyTorch's layout (C_out, C_in, kh, kw); post neuron
@@ -311,31 +361,6 @@ class Conv2d(Projection):
         self._init_common(bias, delay, port)
 
     @property
-    def kernel_shape(self):
-        return self.weight.shape[2:]
-
-    def params(self):
-        return dict(super().params(), stride=self.stride, padding=self.padding,
-                    kernel=list(self.kernel_shape))
-
-    def valid_offsets(self):
-        """bool [n_pre, kh*kw]: does pre neuron j reach an output through offset (ky, kx)?"""
-        Cin, H, W = self.pre_shape
-        _, Ho, Wo = self.post_shape
-        kh, kw = self.kernel_shape
-        s, p = self.stride, self.padding
-        def ok(n, k, no):
-            num = np.arange(n)[:, None] + p - np.arange(k)[None, :]
-            return (num >= 0) & (num % s == 0) & (num // s < no)
-        vy, vx = ok(H, kh, Ho), ok(W, kw, Wo)              # [H, kh], [W, kw]
-        v = vy[:, None, :, None] & vx[None, :, None, :]    # [H, W, kh, kw]
-        v = np.broadcast_to(v[:, :, None], (H, W, Cin, kh, kw))
-        return v.reshape(H * W * Cin, kh * kw)
-
-    def out_degree(self):
-        return self.valid_offsets().sum(1).astype(np.int64) * self.post_shape[0]
-
-    @property
     def dense_macs(self):
         Cout, Ho, Wo = self.post_shape
         kh, kw = self.kernel_shape
@@ -346,11 +371,9 @@ class Conv2d(Projection):
         return (np.ascontiguousarray(self.weight.transpose(2, 3, 1, 0)),
                 np.ascontiguousarray(self.weight.transpose(2, 3, 0, 1)))
 
-    def set_weight(self, w):
-        self.weight = V.check_array(w, "conv2d weight", shape=self.weight.shape, dtype=np.float64)
 
 
-class ConvTranspose2d(Projection):
+class ConvTranspose2d(_Conv):
     """Transposed 2-D convolution, PyTorch semantics and weight layout (C_in, C_out, kh, kw).
 
     Pre neuron ``(ci, y, x)`` sends ``weight[ci, co, ky, kx]`` to post neuron
@@ -384,29 +407,8 @@ class ConvTranspose2d(Projection):
         self.weight = w
         self._init_common(bias, delay, port)
 
-    @property
-    def kernel_shape(self):
-        return self.weight.shape[2:]
-
     def params(self):
-        return dict(super().params(), stride=self.stride, padding=self.padding,
-                    output_padding=self.output_padding, kernel=list(self.kernel_shape))
-
-    def valid_offsets(self):
-        Cin, H, W = self.pre_shape
-        _, Ho, Wo = self.post_shape
-        kh, kw = self.kernel_shape
-        s, p = self.stride, self.padding
-        def ok(n, k, no):
-            o = np.arange(n)[:, None] * s - p + np.arange(k)[None, :]
-            return (o >= 0) & (o < no)
-        vy, vx = ok(H, kh, Ho), ok(W, kw, Wo)
-        v = vy[:, None, :, None] & vx[None, :, None, :]
-        v = np.broadcast_to(v[:, :, None], (H, W, Cin, kh, kw))
-        return v.reshape(H * W * Cin, kh * kw)
-
-    def out_degree(self):
-        return self.valid_offsets().sum(1).astype(np.int64) * self.post_shape[0]
+        return dict(super().params(), output_padding=self.output_padding)
 
     @property
     def dense_macs(self):
@@ -420,8 +422,6 @@ class ConvTranspose2d(Projection):
         return (np.ascontiguousarray(self.weight.transpose(2, 3, 0, 1)),
                 np.ascontiguousarray(self.weight.transpose(2, 3, 1, 0)))
 
-    def set_weight(self, w):
-        self.weight = V.check_array(w, "conv_transpose2d weight", shape=self.weight.shape, dtype=np.float64)
 
 
 class AvgPool2d(Projection):
@@ -451,18 +451,6 @@ class AvgPool2d(Projection):
 
     def params(self):
         return dict(super().params(), kernel=self.kernel, stride=self.stride)
-
-    def valid_offsets(self):
-        C, H, W = self.pre_shape
-        _, Ho, Wo = self.post_shape
-        k, s = self.kernel, self.stride
-        def ok(n, no):
-            num = np.arange(n)[:, None] - np.arange(k)[None, :]
-            return (num >= 0) & (num % s == 0) & (num // s < no)
-        vy, vx = ok(H, Ho), ok(W, Wo)
-        v = vy[:, None, :, None] & vx[None, :, None, :]
-        v = np.broadcast_to(v[:, :, None], (H, W, C, k, k))
-        return v.reshape(H * W * C, k * k)
 
     def out_degree(self):
         return self.valid_offsets().sum(1).astype(np.int64)

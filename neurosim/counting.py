@@ -19,33 +19,12 @@ receiving channels — and per kernel weight (the weight's own shape; pooling: `
 import numpy as np
 
 from . import _validate as V
-from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
+from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, offset_targets
 
 
 def conv_targets(pr):
     """int64 [n_pre, kh*kw]: receiving site (oy*W_out + ox) of each (pre, offset), or -1."""
-    C, H, W = pr.pre_shape
-    _, Ho, Wo = pr.post_shape
-    kh, kw = pr.kernel_shape
-    s = pr.stride
-    p = getattr(pr, "padding", 0)
-    y = np.arange(H)[:, None]
-    x = np.arange(W)[:, None]
-    if isinstance(pr, ConvTranspose2d):
-        oy = y * s - p + np.arange(kh)[None, :]
-        ox = x * s - p + np.arange(kw)[None, :]
-        vy, vx = (oy >= 0) & (oy < Ho), (ox >= 0) & (ox < Wo)
-    else:
-        ny = y + p - np.arange(kh)[None, :]
-        nx = x + p - np.arange(kw)[None, :]
-        vy = (ny >= 0) & (ny % s == 0) & (ny // s < Ho)
-        vx = (nx >= 0) & (nx % s == 0) & (nx // s < Wo)
-        oy, ox = ny // s, nx // s
-    site = oy[:, None, :, None] * Wo + ox[None, :, None, :]          # [H, W, kh, kw]
-    valid = vy[:, None, :, None] & vx[None, :, None, :]
-    site = np.where(valid, site, -1)
-    site = np.broadcast_to(site[:, :, None], (H, W, C, kh, kw))
-    return site.reshape(H * W * C, kh * kw).astype(np.int64)
+    return offset_targets(pr)
 
 
 def out_degree(pr):
