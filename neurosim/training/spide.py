@@ -192,21 +192,6 @@ class SPIDEModel:
             out["readout.bias"] = self.c
         return out
 
-    def set_parameters(self, params, norm_cap=None):
-        for name, pr in self.net.projections.items():
-            if f"{name}.weight" in params:
-                w = np.array(params[f"{name}.weight"], np.float64)
-                if norm_cap and name in norm_cap:
-                    self.raw[name] = w
-                    pr.weight = w * _cap_factor(w, norm_cap[name])
-                else:
-                    pr.weight = w
-            if f"{name}.bias" in params:
-                pr.bias = np.array(params[f"{name}.bias"], np.float64)
-        if self.readout:
-            self.C = np.array(params["readout.weight"], np.float64)
-            self.c = np.array(params["readout.bias"], np.float64)
-
     def apply_norm_cap(self, norm_cap):
         for name, R in norm_cap.items():
             pr = self.net.projections[name]
