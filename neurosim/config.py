@@ -31,6 +31,11 @@ CACHE = os.environ.get("NEUROSIM_NO_CACHE", "0") != "1"
 
 #: options of every serial kernel.
 NJIT = dict(nogil=True, cache=CACHE, fastmath=FASTMATH, error_model="numpy")
+#: options of the per-event / per-population helpers called from the engine's step loop:
+#: without Numba's runtime (``_nrt=False``) a call does not incref/decref each of its ~40
+#: array arguments (atomic operations that cost more than the work of a small step).
+#: Such helpers must not allocate; they are always called from NRT-enabled kernels.
+NJIT_NORT = dict(NJIT, _nrt=False)
 #: options of every kernel that uses ``numba.prange``.
 NJIT_PARALLEL = dict(NJIT, parallel=True)
 

@@ -29,7 +29,7 @@ traverses every synapse of its sender (see :mod:`neurosim.counting`).
 import numba
 import numpy as np
 
-from ..config import NJIT, NJIT_PARALLEL
+from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
 from .neurons import _cuba_update, _lif_update, _ternary_update
 from .scatter import (conv_down_scatter, conv_up_scatter, csr_scatter, dense_scatter,
                       pool_down_scatter, pool_up_scatter)
@@ -38,7 +38,7 @@ M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
 K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = 0, 1, 2, 3, 4, 5
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def _deliver(q, b, ev_idx, ev_val, ev_site, ev_ch, e0, e1, backward,
              proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff, proj_boff,
              proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off, pop_site_off, pop_site,
@@ -95,7 +95,7 @@ def _deliver(q, b, ev_idx, ev_val, ev_site, ev_ch, e0, e1, backward,
                             do_mark, mark, tlist, tcount, r, so)
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, proj_boff,
                  proj_moff, proj_port, masks, const, tv, tv_off, u, ref, isyn, wcount, last,
                  buf, has_leak, ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, record,
@@ -189,7 +189,7 @@ def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, p
     return rc, carry
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
                   masks, const, tv, tv_off, u, wcount, last, buf, has_leak, by_value, cur, spk,
                   ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, rec_off, counts,
@@ -206,10 +206,10 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
     leak = fp[p, 2]
     v_reset = fp[p, 3]
     ternary = model == M_TERNARY
-    c0 = np.uint64(b * const.shape[1] + g0)
-    cflat = const.ravel()
+    crow = const[b]
+    c0 = np.uint64(g0)
     for k in range(n):
-        cur[k] = cflat[c0 + k]
+        cur[k] = crow[c0 + k]
     if tv_off[p] >= 0:
         for k in range(n):
             cur[k] += tv[b, t, tv_off[p] + j0 + k]
@@ -294,7 +294,7 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
     return rc
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def _update_fast(model, p, use_all, ns, tlist, tl0, n_list, mark, t, b, fp, off, ssz, in_ptr,
                  in_proj, proj_boff, proj_moff, masks, const, tv, tv_off, u, wcount, last, buf,
                  has_leak, by_value, cur, spk, ring_idx, ring_val, ring_site, ring_ch, ring_base,

@@ -17,10 +17,10 @@ up (transposed): ``(y*st - pad, x*st - pad, 0, 0)``.
 import numba
 import numpy as np
 
-from ..config import NJIT
+from ..config import NJIT, NJIT_NORT
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def _mark(site, mark, tlist, tcount, p, site_off):
     """Append ``site`` to population p's touched list unless already marked.
 
@@ -35,7 +35,7 @@ def _mark(site, mark, tlist, tcount, p, site_off):
     mark[g] = 1
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def _row_add(buf, tb, W, wb, n, val, weighted):
     """buf[tb:tb+n] += (val *) W[wb:wb+n].  Unsigned indices: Numba then emits no
     negative-index wrap-around, and LLVM vectorises the loop (about 6x faster)."""
@@ -49,12 +49,12 @@ def _row_add(buf, tb, W, wb, n, val, weighted):
             buf[t + i] += W[w + i]
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def dense_scatter(buf, boff, W, woff, j, n_r, val, weighted):
     _row_add(buf, boff, W, woff + j * n_r, n_r, val, weighted)
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighted,
                 do_mark, mark, tlist, tcount, p, site_off, ssz):
     """Sparse scatter; the receiver's sites hold ``ssz`` neurons each."""
@@ -73,7 +73,7 @@ def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighte
             _mark(np.int64(i) // ssz, mark, tlist, tcount, p, site_off)
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def conv_down_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
                       do_mark, mark, tlist, tcount, p, site_off):
     """Conv-style scatter: receiver (oy, ox) with oy*stride - pad + ky = y, walking the
@@ -101,7 +101,7 @@ def conv_down_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
         oy -= 1
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def conv_up_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
                     do_mark, mark, tlist, tcount, p, site_off):
     """Transposed-conv-style scatter: receiver (y*stride - pad + ky, x*stride - pad + kx)."""
@@ -128,7 +128,7 @@ def conv_up_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
                 _mark(site, mark, tlist, tcount, p, site_off)
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def pool_down_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist, tcount, p,
                       site_off):
     """Average-pool forward: one add of ``val * w`` per pooling window containing the sender."""
@@ -153,7 +153,7 @@ def pool_down_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tli
         oy -= 1
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_NORT)
 def pool_up_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist, tcount, p,
                     site_off):
     """Average-pool transpose: window (oy, ox) sends ``val * w`` to each of its inputs."""
