@@ -266,23 +266,29 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
     if has_leak and wcount.shape[1] > 0:
         for k in range(n):
             wcount[b, ug + k] = wcount[b, ug + k] * leak + spk[k]
-    for s in range(s0, s1):
-        for c in range(ssz):
-            k = s * ssz + c
-            qv = spk[k - j0]
-            if qv != 0:
-                ring_idx[ring_base + rc] = k
-                ring_val[ring_base + rc] = qv
-                ring_site[ring_base + rc] = s
-                ring_ch[ring_base + rc] = c
-                rc += 1
-                if qv > 0:
-                    counts[b, off + k] += 1
-                else:
-                    counts_neg[b, off + k] += 1
-                if rec_off >= 0:
-                    rec[b, t, rec_off + k] = qv
-        if keep_carry:           # densely updated populations need no carry list
+    for kk in range(n):          # one flat loop: no per-site loop overhead for 1-D layers
+        qv = spk[kk]
+        if qv != 0:
+            k = j0 + np.int64(kk)
+            if ssz == 1:
+                s = k
+                c = 0
+            else:
+                s = k // ssz
+                c = k - s * ssz
+            ring_idx[ring_base + rc] = k
+            ring_val[ring_base + rc] = qv
+            ring_site[ring_base + rc] = s
+            ring_ch[ring_base + rc] = c
+            rc += 1
+            if qv > 0:
+                counts[b, off + k] += 1
+            else:
+                counts_neg[b, off + k] += 1
+            if rec_off >= 0:
+                rec[b, t, rec_off + k] = qv
+    if keep_carry:               # densely updated populations need no carry list
+        for s in range(s0, s1):
             carry = False
             for k in range(s * ssz, (s + 1) * ssz):
                 v = u[off + k]
