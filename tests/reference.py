@@ -497,3 +497,61 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
         out["counts_neg"][name] = (tr < 0).sum(1).astype(np.int64)
         out["v_final"][name] = u[name] if p.spiking else np.zeros((B, p.n))
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# twins of neurosim/kernels/spide.py and of the engine's spike packing
+
+def weight_grad(pr, a, d):
+    """Dense twin of ``kernels.spide.weight_grad`` at the projection level.
+
+    Returns (gradient in the projection's user weight layout, ops [B]).  Conv weights by
+    explicit loops over kernel entries and positions; ops = number of synapses whose pre
+    rate and post error are both nonzero, from the synapse multiplicity matrix."""
+    a = np.asarray(a, np.float64)
+    d = np.asarray(d, np.float64)
+    S = dense_matrix(pr, structure=True)
+    ops = np.array([(a[b] != 0).astype(float) @ S @ (d[b] != 0).astype(float)
+                    for b in range(a.shape[0])]).round().astype(np.int64)
+    if isinstance(pr, Dense):
+        return a.T @ d, ops
+    if isinstance(pr, Sparse):
+        pre = np.repeat(np.arange(pr.n_pre), np.diff(pr.indptr))
+        post = pr.indices.astype(np.int64)
+        return np.einsum("bs,bs->s", a[:, pre], d[:, post]), ops
+    C_i, H, W = pr.pre_shape
+    C_o, Ho, Wo = pr.post_shape
+    kh, kw = pr.kernel_shape
+    s, p = pr.stride, pr.padding
+    G = np.zeros(pr.weight.shape)
+    A = a.reshape(-1, H, W, C_i)
+    D = d.reshape(-1, Ho, Wo, C_o)
+    conv = isinstance(pr, Conv2d)
+    for ky in range(kh):
+        for kx in range(kw):
+            if conv:
+                for oy in range(Ho):
+                    for ox in range(Wo):
+                        y, x = oy * s - p + ky, ox * s - p + kx
+                        if 0 <= y < H and 0 <= x < W:
+                            G[:, :, ky, kx] += D[:, oy, ox, :].T @ A[:, y, x, :]
+            else:
+                for y in range(H):
+                    for x in range(W):
+                        oy, ox = y * s - p + ky, x * s - p + kx
+                        if 0 <= oy < Ho and 0 <= ox < Wo:
+                            G[:, :, ky, kx] += A[:, y, x, :].T @ D[:, oy, ox, :]
+    return G, ops
+
+
+def pack_events(s, counts_bt):
+    """Twin of ``kernels.engine.pack_events``: per-sample neuron indices in (step, neuron)
+    order, zero-padded, and the spike count per (sample, step)."""
+    s = np.asarray(s, bool)
+    counts_bt[...] = s.sum(2)
+    per = [np.nonzero(s[b])[1] for b in range(s.shape[0])]
+    m = max([len(x) for x in per] + [1])
+    idx = np.zeros((s.shape[0], m), np.int32)
+    for b, x in enumerate(per):
+        idx[b, :len(x)] = x
+    return idx

@@ -177,3 +177,36 @@ def test_backward_phase_converges_to_linear_solve():
         errs.append(err * Tb)
     assert errs[-1] < 10 and max(errs) < 10, errs
     assert errs[-1] / 10000 < errs[0] / 100       # and the error itself shrinks
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_weight_grad_kernel_matches_dense_twin(seed):
+    """kernels.spide.weight_grad (through projection_grads) against its dense twin, on
+    dyadic values (exact in float64) with zeros in both factors."""
+    from neurosim.training.grads import projection_grads
+    from reference import weight_grad
+    rng = np.random.default_rng(seed)
+    dy = lambda shape: rng.integers(-8, 9, shape) / 8.0
+    projs = [ns.Dense(dy((5, 4))), ns.Sparse.fixed_probability(6, 5, 0.4, 1.0, seed=seed),
+             ns.Conv2d(dy((3, 2, 3, 3)), pre_shape=(2, 5, 6), stride=2, padding=1),
+             ns.Conv2d(dy((2, 2, 5, 5)), pre_shape=(2, 7, 7), stride=1, padding=2),
+             ns.ConvTranspose2d(dy((2, 3, 3, 3)), pre_shape=(2, 3, 4), stride=2, padding=1,
+                                output_padding=1)]
+    for pr in projs:
+        a = dy((3, pr.n_pre)) * (rng.random((3, pr.n_pre)) < 0.6)
+        d = dy((3, pr.n_post)) * (rng.random((3, pr.n_post)) < 0.5)
+        g, ops = projection_grads(pr, a, d)
+        G, ops_ref = weight_grad(pr, a, d)
+        np.testing.assert_array_equal(g["weight"], G)
+        np.testing.assert_array_equal(ops, ops_ref)
+
+
+def test_pack_events_matches_twin():
+    from neurosim.kernels.engine import pack_events
+    import reference
+    rng = np.random.default_rng(0)
+    s = rng.random((4, 7, 9)) < 0.3
+    s[1] = False                                    # a silent sample
+    c1, c2 = np.zeros((4, 7), np.int64), np.zeros((4, 7), np.int64)
+    np.testing.assert_array_equal(pack_events(s, c1), reference.pack_events(s, c2))
+    np.testing.assert_array_equal(c1, c2)

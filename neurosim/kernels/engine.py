@@ -661,4 +661,6 @@ def pack_events(s, counts_bt):
             for j in range(n):
                 idx[b, e] = j
                 e += s[b, t, j]
+        for k in range(e, m + 1):               # zero padding after the sample's events
+            idx[b, k] = 0
     return idx[:, :m]
