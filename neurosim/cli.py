@@ -166,6 +166,9 @@ def _progress_printer():
 @click.option("--lr", type=float, help="Learning rate.")
 @click.option("--loss", type=click.Choice(["ce", "spikemax", "spikemax-sliding", "rate-mse"]))
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--spide-quirks", is_flag=True, default=None,
+              help="Reproduce the reference code: weight decay on κ-scaled gradients, "
+                   "dropout masks left out of the weight gradients (docs/training.md).")
 @click.option("--max-train", type=click.IntRange(min=1), help="Use the first N training samples.")
 @click.option("--max-test", type=click.IntRange(min=1), help="Use the first N test samples.")
 @click.option("--threads", type=click.IntRange(min=1), help="Numba threads.")
@@ -178,11 +181,11 @@ def _progress_printer():
 @_debug
 @click.pass_context
 def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, loss, seed,
-          max_train, max_test, threads, out, resume, force, as_json, debug):
+          spide_quirks, max_train, max_test, threads, out, resume, force, as_json, debug):
     """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts."""
     from .training.trainer import train as run
     overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
-                     loss=loss)
+                     loss=loss, spide_quirks=spide_quirks)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
     with _errors(debug):
         s = run(model, dataset, data_dir=data_dir, out=out, overrides=overrides, resume=resume,

@@ -80,3 +80,12 @@ def test_spikemax_training_runs(tmp_path):
     """The spiking-output path (Spikemax) trains end to end and moves off chance."""
     s = train("fsnn_mlp_spiking", "digits", out=tmp_path / "s.h5", overrides=dict(epochs=1))
     assert s["test_accuracy"] > 0.4, s     # chance is 0.1
+
+
+def test_cli_spide_quirks_flag_reaches_the_config(tmp_path):
+    out = tmp_path / "q.h5"
+    r = CliRunner().invoke(main, ["train", "--epochs", "1", "--max-train", "64", "--max-test", "32",
+                                  "--spide-quirks", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    _, st = load_checkpoint(out)
+    assert st["config"]["spide_quirks"] is True
