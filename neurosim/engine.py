@@ -14,7 +14,7 @@ from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
 from .kernels.engine import apply_map, pack_events, run_phase
-from .network import M_INPUT, M_SOURCE, Network, _kernel_weights, compile_program, kernel_table
+from .network import M_INPUT, Network, _kernel_weights, compile_program, kernel_table
 
 
 class PhaseResult:
@@ -249,7 +249,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     return out
 
 
-def _mask_arrays(net, masks, B, backward):
+def _mask_arrays(net, masks, B):
     masks = dict(masks or {})
     for name, m in list(masks.items()):
         if name not in net.projections:
@@ -314,7 +314,7 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
                   [(k, v) for k, v in currents.items() if np.ndim(v) >= 2] + 
                   [(k, v) for k, v in (masks or {}).items() if np.ndim(v) >= 2], batch)
     dtype = net.dtype
-    masks = _mask_arrays(net, masks, B, backward=False)
+    masks = _mask_arrays(net, masks, B)
     prog = compile_program(net, backward=False, masks=masks.keys())
     N = int(prog.pop_off[-1])
     const = np.zeros((B, N), np.float64)

@@ -1,6 +1,5 @@
 """Per-neuron updates (inlined into the engine) and dense one-step kernels."""
 import numba
-import numpy as np
 
 from ..config import NJIT
 

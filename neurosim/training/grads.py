@@ -13,7 +13,7 @@ Only nonzero pre rates are visited (:func:`neurosim.kernels.spide.weight_grad`).
 import numpy as np
 
 from .. import _validate as V
-from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
+from ..connectivity import Conv2d, ConvTranspose2d, Dense, Sparse
 from ..kernels import threads as _th
 from ..kernels.spide import weight_grad
 from ..network import _kernel_weights, kernel_table
