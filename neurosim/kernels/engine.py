@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
+from .cuba import MAX_FAST_PORTS, _cuba_population
 from .neurons import _cuba_update, _lif_update, _ternary_update
 from .scatter import (conv_down_scatter, conv_up_scatter, csr_scatter, dense_scatter,
                       pool_down_scatter, pool_up_scatter)
@@ -460,6 +461,13 @@ def _run_sample(b, T, backward, rec_off,
                                       ring_ch, base, rec, rec_off[p], counts, counts_neg, clist,
                                       ccount, so, keep)
                     nupd[b, p] += (ns if use_all else tcount[p]) * ssz
+                elif m == M_CUBA and pop_ip[p, 1] <= MAX_FAST_PORTS:   # vectorised (cuba.py)
+                    rc = _cuba_population(p, t, b, off, pop_n[p], ssz, pop_fp, pop_ip, pop_syn,
+                                          in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks,
+                                          const, tv, tv_off, u, ref, isyn, buf, spk, ring_idx,
+                                          ring_val, ring_site, ring_ch, base, rec, rec_off[p],
+                                          counts)
+                    nupd[b, p] += pop_n[p]
                 elif dense_pop[p] or allflag[p]:
                     ns = pop_site_off[p + 1] - so
                     for s in range(ns):
