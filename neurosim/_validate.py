@@ -16,6 +16,11 @@ class NeurosimError(ValueError):
     """Base class of neurosim's input errors (a ``ValueError``)."""
 
 
+class NeurosimTypeError(NeurosimError, TypeError):
+    """A value of the wrong type (a ``TypeError`` and a :class:`NeurosimError`): the
+    command line treats it as bad input (exit 2), like every other ``NeurosimError``."""
+
+
 def _describe(x):
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
@@ -25,7 +30,7 @@ def _describe(x):
 def check_real(value, name, *, positive=False, nonneg=False, finite=True, low=None, high=None):
     """Return ``value`` as a float after checking it is a real number in range."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+        raise NeurosimTypeError(f"{name} must be a real number, got {_describe(value)}")
     v = float(value)
     if math.isnan(v) or (finite and math.isinf(v)):
         raise NeurosimError(f"{name} must be finite, got {v}")
@@ -43,7 +48,7 @@ def check_real(value, name, *, positive=False, nonneg=False, finite=True, low=No
 def check_int(value, name, *, low=None, high=None):
     """Return ``value`` as an int after checking it is an integer in [low, high]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+        raise NeurosimTypeError(f"{name} must be an integer, got {_describe(value)}")
     v = int(value)
     if low is not None and v < low:
         raise NeurosimError(f"{name} must be >= {low}, got {v}")
@@ -53,7 +58,11 @@ def check_int(value, name, *, low=None, high=None):
 
 
 def check_choice(value, name, allowed):
-    if value not in allowed:
+    try:
+        ok = value in allowed
+    except TypeError:              # unhashable (a list from a model file)
+        ok = False
+    if not ok:
         raise NeurosimError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value
 
@@ -62,7 +71,7 @@ def check_dtype(dtype, name="dtype"):
     try:
         dt = np.dtype(dtype)
     except TypeError as e:
-        raise TypeError(f"{name}: {dtype!r} is not a numpy dtype") from e
+        raise NeurosimTypeError(f"{name}: {dtype!r} is not a numpy dtype") from e
     allowed = [np.dtype(d) for d in config.ALLOWED_DTYPES]
     if dt not in allowed:
         raise NeurosimError(f"{name} must be one of {[str(a) for a in allowed]}, got {dt}")
@@ -76,7 +85,7 @@ def check_shape(shape, name):
     try:
         shape = tuple(int(s) for s in shape)
     except TypeError as e:
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {shape!r}") from e
+        raise NeurosimTypeError(f"{name} must be an int or a tuple of ints, got {shape!r}") from e
     if len(shape) not in (1, 3) or any(s < 1 for s in shape):
         raise NeurosimError(
             f"{name} must be (n,) or (C, H, W) with positive sizes, got {shape}")
@@ -92,9 +101,9 @@ def check_array(a, name, *, shape=None, dtype=None, finite=True, ndim=None):
         try:
             a = np.asarray(a)
         except Exception as e:  # pragma: no cover - numpy raises many things
-            raise TypeError(f"{name} must be array-like, got {_describe(a)}") from e
+            raise NeurosimTypeError(f"{name} must be array-like, got {_describe(a)}") from e
     if a.dtype == object:
-        raise TypeError(f"{name} must be a numeric array, got an object array")
+        raise NeurosimTypeError(f"{name} must be a numeric array, got an object array")
     if ndim is not None and a.ndim != ndim:
         raise NeurosimError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     if shape is not None:

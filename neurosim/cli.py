@@ -7,6 +7,8 @@ Progress goes to stderr, results to stdout.
 Exit codes: 0 success; 2 bad input (missing or malformed file, unknown model, unknown key,
 wrong shape, NaN, existing output without ``--force``), printed as one line
 ``Error: ...``; 1 runtime failure.  ``--debug`` adds the Python traceback.
+``neurosim train`` stopped by SIGINT (Ctrl-C) or SIGTERM writes a checkpoint and exits
+130 or 143 (128 + the signal number); see ``docs/reliability.md``.
 """
 import contextlib
 import json
@@ -177,20 +179,44 @@ def _progress_printer():
               help="Training run file, rewritten atomically after every epoch (checkpoint).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Also checkpoint within an epoch every SECONDS (long epochs).")
 @click.option("--json", "as_json", is_flag=True, help="Last stdout line: a JSON summary.")
 @_debug
 @click.pass_context
 def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, loss, seed,
-          spide_quirks, max_train, max_test, threads, out, resume, force, as_json, debug):
-    """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts."""
-    from .training.trainer import train as run
+          spide_quirks, max_train, max_test, threads, out, resume, force, checkpoint_every,
+          as_json, debug):
+    """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts.
+
+    Ctrl-C (or SIGTERM) stops after the current batch, writes a checkpoint and exits 130
+    (143); continue with --resume."""
+    import warnings
+    from click.core import ParameterSource
+    from .training.health import RunawayActivityWarning
+    from .training.trainer import TrainingInterrupted, train as run
     overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
                      loss=loss, spide_quirks=spide_quirks)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
-    with _errors(debug):
-        s = run(model, dataset, data_dir=data_dir, out=out, overrides=overrides, resume=resume,
-                force=force, seed=seed, max_train=max_train, max_test=max_test, report=report,
-                progress=_progress_printer(), n_threads=threads, command=_command_line(ctx))
+    if resume:   # defaults must not count as a request to change the stored run
+        given = lambda n: ctx.get_parameter_source(n) != ParameterSource.DEFAULT
+        model, seed = (model if given("model") else None), (seed if given("seed") else None)
+    try:
+        with _errors(debug), warnings.catch_warnings():
+            warnings.simplefilter("always", RunawayActivityWarning)
+            warnings.showwarning = lambda m, *a, **k: report(f"warning: {m}")
+            s = run(model, dataset, data_dir=data_dir, out=out, overrides=overrides,
+                    resume=resume, force=force, seed=seed, max_train=max_train,
+                    max_test=max_test, report=report, progress=_progress_printer(),
+                    n_threads=threads, command=_command_line(ctx),
+                    checkpoint_every=checkpoint_every)
+    except TrainingInterrupted as e:
+        click.echo(f"\n[neurosim] {e}", err=True)
+        ctx.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo(f"\n[neurosim] interrupted; {str(out)!r} holds the last complete "
+                   "checkpoint, if any", err=True)
+        ctx.exit(130)
     ops = s["ops_per_sample"]
     click.echo(f"model {s['model']} on {s['dataset']} ({s['n_train']} train / {s['n_test']} test "
                f"samples), {s['epochs']} epochs, seed {s['seed']}, {s['train_wall_s']:.1f} s")

@@ -10,6 +10,8 @@ overrides (read once, at import):
 ``NEUROSIM_NO_CACHE=1``
     disable Numba's on-disk compilation cache (on by default so that a second
     process does not pay compile time again).
+``NEUROSIM_MAX_MODEL_MB=<MiB>``
+    the largest model a model file may describe (:data:`MAX_MODEL_BYTES`).
 """
 import os
 
@@ -25,6 +27,20 @@ COUNT_DTYPE = np.int64
 INDEX_DTYPE = np.uint32
 #: dtype of CSR ``indptr``.
 INDPTR_DTYPE = np.int64
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 2 ** 36
+
+
+#: the most memory (bytes) a model file may ask for (weights, connectivity, neurons), checked
+#: before anything is allocated, so that a typo such as ``shape = [100000000]`` fails at once
+#: with a clear error instead of exhausting the machine.  Default: half the physical memory;
+#: ``NEUROSIM_MAX_MODEL_MB`` overrides it.
+MAX_MODEL_BYTES = (int(float(os.environ["NEUROSIM_MAX_MODEL_MB"]) * 2 ** 20)
+                   if os.environ.get("NEUROSIM_MAX_MODEL_MB") else _physical_memory() // 2)
 
 FASTMATH = os.environ.get("NEUROSIM_FASTMATH", "0") == "1"
 CACHE = os.environ.get("NEUROSIM_NO_CACHE", "0") != "1"

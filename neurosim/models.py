@@ -47,6 +47,7 @@ import numpy as np
 
 import neurosim
 from . import _validate as V
+from . import config
 from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
 from .network import Network
 from .neurons import LIF, CubaLIF, Ternary
@@ -204,6 +205,23 @@ def _get_pair(ctx, table, key, where, default=None):
     return tuple(v)
 
 
+def _human(nbytes):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+
+
+def _reserve(ctx, where, nbytes, what):
+    """Count the memory a model needs before allocating it (``config.MAX_MODEL_BYTES``)."""
+    ctx["bytes"] = ctx.get("bytes", 0) + int(nbytes)
+    if ctx["bytes"] > config.MAX_MODEL_BYTES:
+        _fail(ctx, f"{where}: {what} would bring the model to about {_human(ctx['bytes'])}, more "
+                   f"than the {_human(config.MAX_MODEL_BYTES)} a model may use (by default half of "
+                   "this machine's memory; NEUROSIM_MAX_MODEL_MB sets it); check the shapes "
+                   "and kernel sizes")
+
+
 def _wrap(ctx, where, fn, *a, **kw):
     """Call a neurosim constructor; re-raise its errors with the model context."""
     try:
@@ -244,6 +262,7 @@ def _population(ctx, net, i, t, used):
     if (not isinstance(shape, list) or len(shape) not in (1, 3)
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
         _fail(ctx, f"{where}: shape must be [n] or [C, H, W] with positive integers, got {t['shape']!r}")
+    _reserve(ctx, where, 64 * math.prod(shape), f"{math.prod(shape)} neurons")
     params = {k: v for k, v in t.items() if k not in _POP_COMMON and k != "ternary"}
     if kind in ("input", "source"):
         neuron = kind
@@ -335,6 +354,7 @@ def _projection(ctx, net, i, t, used, seed):
                        f"{pop.name!r} has shape {list(pop.shape)}")
 
     if kind == "dense":
+        _reserve(ctx, where, 16 * P.n * Q.n, f"{P.n} x {Q.n} dense weights")
         w = _init_weight(ctx, where, kind, init, scale, (P.n, Q.n), rng)
         bias = np.full(Q.n, bias_value) if has_bias else None
         pr = _wrap(ctx, where, Dense, w, pre_shape=P.shape, post_shape=Q.shape, bias=bias, **common)
@@ -346,6 +366,9 @@ def _projection(ctx, net, i, t, used, seed):
         cseed = int(rng.integers(2 ** 63))
         if "p" in t:
             p = _get_real(ctx, t, "p", where, None)
+            if 0.0 <= p <= 1.0:
+                _reserve(ctx, where, 32 * (p * P.n * Q.n + P.n),
+                         f"about {p * P.n * Q.n:.0f} sparse synapses")
             allow_self = t.get("allow_self", True)
             if not isinstance(allow_self, bool):
                 _fail(ctx, f"{where}: allow_self must be true or false, got {allow_self!r}")
@@ -359,6 +382,7 @@ def _projection(ctx, net, i, t, used, seed):
             k = _get_int(ctx, t, "fan_in", where, None, low=0)
             if k > P.n:
                 _fail(ctx, f"{where}: fan_in must be <= n_pre = {P.n}, got {k}")
+            _reserve(ctx, where, 32 * k * Q.n, f"{k * Q.n} sparse synapses")
             pr = _wrap(ctx, where, Sparse.fixed_fan_in, P.n, Q.n, k, 1.0, seed=cseed,
                        pre_shape=P.shape, post_shape=Q.shape, bias=bias, **common)
             fan_in = k
@@ -378,6 +402,7 @@ def _projection(ctx, net, i, t, used, seed):
         stride = _get_int(ctx, t, "stride", where, 1, low=1)
         padding = _get_int(ctx, t, "padding", where, 0, low=0)
         Cin, Cout = P.shape[0], Q.shape[0]
+        _reserve(ctx, where, 48 * Cin * Cout * kh * kw, f"{Cin * Cout * kh * kw} kernel weights")
         bias = np.full(Cout, bias_value) if has_bias else None
         if kind == "conv2d":
             w = _init_weight(ctx, where, kind, init, scale, (Cout, Cin, kh, kw), rng)

@@ -206,10 +206,14 @@ def resize_frames(frames, size, antialias=True):
     return out.astype(out_dtype)
 
 
-def save_events(path, events, sensor_size):
-    """Write ``events`` and ``sensor_size`` to ``path`` (``.npz``, no pickle)."""
+def save_events(path, events, sensor_size, *, force=False):
+    """Write ``events`` and ``sensor_size`` to ``path`` (``.npz``, no pickle), atomically
+    (:mod:`neurosim.io.atomic`); an existing ``path`` is replaced only with ``force``."""
+    from ..io.atomic import atomic_open
     events, ss = check_events(events, sensor_size)
-    np.savez(path, events=events, sensor_size=np.asarray(ss, np.int64))
+    with atomic_open(path, "wb", force=force) as fh:
+        np.savez(fh, events=events, sensor_size=np.asarray(ss, np.int64))
+    return Path(path)
 
 
 def load_events(path, sensor_size=None):

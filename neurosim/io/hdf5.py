@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version as _pkg_version
 from pathlib import Path
@@ -29,12 +28,14 @@ import h5py
 import numpy as np
 
 import neurosim
+from .. import _testhooks
 from .. import _validate as V
 from .. import counting
 from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
 from ..engine import PhaseResult, run_backward, run_forward
 from ..network import Network
 from ..neurons import LIF, CubaLIF, Ternary
+from . import atomic as _atomic
 
 #: value of the root attribute ``format``.
 FORMAT = "neurosim-run"
@@ -236,21 +237,6 @@ def _version(pkg):
         return "unknown"
 
 
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(d):
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None, currents=None,
               grad=None, gate=None, seed=None, command=None, force=False):
     """Write one run (network, stimulus, results) to ``path``, atomically.
@@ -327,39 +313,20 @@ def atomic_h5(path, fill, force=False):
     """Create the HDF5 file ``path`` atomically: ``fill(h5py.File)`` writes a temporary file
     in the same folder, which is flushed, fsynced and then renamed into place.  On any
     exception (or interruption) the temporary file is removed and ``path`` is untouched.
-    Without ``force`` an existing ``path`` raises :class:`FileExistsError`."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"output {str(path)!r} is a directory; give a file name such as run.h5")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
-    if path.exists() and not force:
-        raise FileExistsError(f"output {str(path)!r} already exists; pass force=True "
-                              "(--force on the command line) to overwrite it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp", dir=path.parent)
-    os.close(fd)
+    Without ``force`` an existing ``path`` raises :class:`FileExistsError`.
+    (Mechanics and the clean-up of temporary files of killed writers:
+    :mod:`neurosim.io.atomic`; test hooks ``h5-fill`` / ``h5-rename``:
+    :mod:`neurosim._testhooks`.)"""
+    path = _atomic.check_destination(path, force)
+    _atomic.remove_stale_temps(path)
+    tmp = _atomic.new_temp(path)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
             fill(f)
+            _testhooks.pause("h5-fill")
             f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic and never overwrites
-            except FileExistsError:
-                raise FileExistsError(f"output {str(path)!r} appeared while writing; pass "
-                                      "force=True to overwrite it") from None
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise FileExistsError(f"output {str(path)!r} already exists") from None
-                os.replace(tmp, path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _fsync_dir(path.parent)
+        _testhooks.pause("h5-rename")   # (commit fsyncs the file first)
+        _atomic.commit(tmp, path, force)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

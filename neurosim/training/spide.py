@@ -39,9 +39,12 @@ from .. import counting, losses
 from ..connectivity import chw_to_flat
 from ..engine import run_backward, run_forward
 from ..neurons import LIF
+from . import health
 from .grads import projection_grads
 
 LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
+_HINT = ("training diverged: lower the learning rate (--lr), the loss scale (--kappa) or "
+         "the initial weights")
 
 
 @dataclass
@@ -105,12 +108,28 @@ class SPIDEConfig:
         self.weight_decay = V.check_real(self.weight_decay, "weight_decay", nonneg=True)
         self.epochs = V.check_int(self.epochs, "epochs", low=0)
         self.batch_size = V.check_int(self.batch_size, "batch_size", low=1)
+        if not isinstance(self.milestones, (list, tuple)):
+            raise V.NeurosimTypeError(f"milestones must be a list of epochs such as [20, 27], "
+                                      f"got {type(self.milestones).__name__} {self.milestones!r}")
         self.milestones = tuple(V.check_int(m, "milestone", low=1) for m in self.milestones)
         self.gamma = V.check_real(self.gamma, "gamma", positive=True)
         self.warmup_iters = V.check_int(self.warmup_iters, "warmup_iters", low=0)
         V.check_choice(self.loss, "loss", set(LOSSES))
         V.check_choice(self.spikemax_mode, "spikemax_mode", set(losses.SPIKEMAX_MODES))
         self.window = V.check_int(self.window, "window", low=1)
+        self.spikemax_beta = V.check_real(self.spikemax_beta, "spikemax_beta", positive=True)
+        self.rate_true = V.check_real(self.rate_true, "rate_true", low=0.0, high=1.0)
+        self.rate_false = V.check_real(self.rate_false, "rate_false", low=0.0, high=1.0)
+        if not isinstance(self.spide_quirks, (bool, np.bool_)):
+            raise V.NeurosimTypeError(f"spide_quirks must be true or false, got "
+                                      f"{self.spide_quirks!r}")
+        self.spide_quirks = bool(self.spide_quirks)
+        self.seed = V.check_int(self.seed, "seed", low=0)
+        for key in ("dropout", "norm_cap"):
+            d = getattr(self, key)
+            if not isinstance(d, dict):
+                raise V.NeurosimTypeError(f"{key} must be a table projection -> value such as "
+                                          f"{{ W1 = 0.2 }}, got {type(d).__name__} {d!r}")
         for k, p in self.dropout.items():
             V.check_real(p, f"dropout[{k!r}]", low=0.0, high=0.99)
         for k, r in self.norm_cap.items():
@@ -296,12 +315,17 @@ def output_loss(model, cfg, fwd, y):
     return r, r.grad, losses.predict(counts)
 
 
-def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None):
+def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, check=True):
     """One SPIDE training step on a batch (x [B, ...] analog input, y [B] labels).
 
     Returns a :class:`StepResult` with the loss, the predictions and the op counts per
     phase and per sample (forward / backward synaptic events, neuron updates, spikes,
-    input-encoding MACs, weight-update MACs)."""
+    input-encoding MACs, weight-update MACs).
+
+    With ``check`` (default) a training step verifies that potentials, gradients and the
+    updated parameters are finite and raises
+    :class:`~neurosim.training.health.NumericalError` naming the first that is not
+    (:mod:`neurosim.training.health`)."""
     net = model.net
     B = x.shape[0]
     t0 = time.perf_counter()
@@ -321,6 +345,10 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None):
     if not train:
         res.wall_s = time.perf_counter() - t0
         return res
+    if check:
+        health.check_finite({p.name: fwd.v_final[p.name] for p in net.spiking_populations},
+                            "forward-phase potential of population", _HINT)
+        health.check_finite({"loss": np.asarray(lres.loss), "dL/da": dlda}, "value", _HINT)
     g = cfg.kappa * dlda
     gate = None
     if not model.readout:
@@ -344,9 +372,17 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None):
     for name, R in cfg.norm_cap.items():
         key = f"{name}.weight"
         grads[key] = _cap_grad(model.raw[name], R, grads[key])
+    if check:
+        health.check_finite({p.name: bwd.v_final[p.name] for p in net.spiking_populations
+                             if p.name in bwd.v_final},
+                            "backward-phase potential of population", _HINT)
+        health.check_finite(grads, "gradient", _HINT)
     decay_scale = 1.0 / cfg.kappa if cfg.spide_quirks else 1.0
     opt.step(params, grads, lr, decay_scale)
     model.apply_norm_cap(cfg.norm_cap)
+    if check:
+        health.check_finite(model.parameters(), "updated parameter", _HINT,
+                            dtype=net.dtype)
     res.wall_s = time.perf_counter() - t0
     return res
 
