@@ -46,7 +46,8 @@ from .. import datasets as D
 from ..io import atomic
 from ..io.hdf5 import (RunFileError, _Reader, _check_header, _open, _read_network, _write_header,
                        _write_network, atomic_h5)
-from ..models import load_model
+from ..models import load_model, read_model_file, resolve_model_path
+from ..network import Network
 from . import health
 from .spide import SGD, SPIDEConfig, SPIDEModel, learning_rate, spide_step
 
@@ -409,8 +410,14 @@ def _check_resume(out, st, cfg, model, dataset, seed, overrides, max_train, max_
                             f"stored in {str(out)!r}; a resumed run keeps its settings (only "
                             f"--epochs may change); drop {opt} or start a new run with "
                             "another --out")
-    if model is not None and str(model) != st["model"] and Path(str(model)).stem != st["model"]:
-        refuse("--model", str(model), st["model"])
+    if model is not None and str(model) != st["model"]:
+        try:                                    # a model file whose name is the stored one
+            p = resolve_model_path(model)
+            same = read_model_file(p).get("name", p.stem) == st["model"]
+        except V.NeurosimError:
+            same = False
+        if not same:
+            refuse("--model", str(model), st["model"])
     if dataset is not None:
         key = str(dataset).strip().lower().replace("_", "-")
         if D._ALIASES.get(key, key) != st["dataset"]:
@@ -441,9 +448,11 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
 
     Parameters
     ----------
-    model : str, optional
-        Model name or path (``models/*.toml``); default :data:`DEFAULT_MODEL`.  With
-        ``resume`` the run file holds the network; a model given then must be the stored one.
+    model : str or Network, optional
+        Model name or path (``models/*.toml``); default :data:`DEFAULT_MODEL`; or a
+        :class:`~neurosim.Network` built in code (with ``metadata`` as :func:`load_model`
+        sets it; trained in place).  With ``resume`` the run file holds the network; a
+        model given then must be the stored one.
     dataset : str, optional
         Default: the model's ``[training] dataset`` (``digits`` if none).
     overrides : dict, optional
@@ -511,7 +520,11 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
             raise FileExistsError(f"output {str(out)!r} already exists; pass --force to overwrite "
                                   "it or --resume to continue it")
         atomic.check_destination(out, force)
-        net = load_model(DEFAULT_MODEL if model is None else model, seed=0 if seed is None else seed)
+        if isinstance(model, Network):       # built in code (e.g. neurosim.ops.sparsity)
+            net = model
+        else:
+            net = load_model(DEFAULT_MODEL if model is None else model,
+                             seed=0 if seed is None else seed)
         overrides.setdefault("seed", 0 if seed is None else seed)
         cfg, meta = config_for(net, overrides)
         model_name = net.metadata.get("model") or net.name
@@ -586,11 +599,13 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                          f"epoch {epoch_done + 1}, batch {part['batch']}/{part['n_batches']}")
         saved["t"] = time.perf_counter()
 
-    def interrupted(stop, epoch_done, batch):
+    def interrupted(stop, epoch_done, batch, n_batches):
         name = signal.Signals(stop.signum).name
+        where = (f"after epoch {epoch_done}" if batch == 0 else
+                 f"after batch {batch}/{n_batches} of epoch {epoch_done + 1}")
         return TrainingInterrupted(
-            f"interrupted by {name}: stopped {saved['what']}, checkpoint written to "
-            f"{str(out)!r}; continue with: neurosim train --out {out} --resume",
+            f"interrupted by {name}: stopped {where}, checkpoint written to {str(out)!r}; "
+            f"continue with: neurosim train --out {out} --resume",
             stop.signum, out, epoch_done, batch)
 
     def diverged(e, epoch, bi, nb):
@@ -662,13 +677,13 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                 if (stop() or due) and bi + 1 < len(batches):
                     save(epoch, snapshot(bi + 1))
                     if stop():
-                        raise interrupted(stop, epoch, bi + 1)
+                        raise interrupted(stop, epoch, bi + 1, len(batches))
             xe = xte.reshape(len(xte), -1) if xte.ndim == 4 and flat_input else xte
             try:
                 ev = evaluate(model_obj, cfg, xe, yte, n_threads=n_threads, stop=stop)
             except _EvalStopped:
                 save(epoch, snapshot(len(batches)))
-                raise interrupted(stop, epoch, len(batches)) from None
+                raise interrupted(stop, epoch, len(batches), len(batches)) from None
             wall = time.perf_counter() - t0
             history["epoch"].append(epoch + 1)
             history["lr"].append(learning_rate(cfg, epoch, max(it - 1, 0)))
@@ -692,7 +707,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
             say(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / n:.4f}, train acc "
                 f"{correct / n:.4f}, test acc {ev['accuracy']:.4f} ({wall:.1f} s)")
             if stop() and epoch + 1 < cfg.epochs:
-                raise interrupted(stop, epoch + 1, 0)
+                raise interrupted(stop, epoch + 1, 0, 0)
     if epoch0 >= cfg.epochs and not history["epoch"]:
         raise TrainingError("nothing to do: 0 epochs")
     summary = dict(model=model_name, dataset=ds_name, seed=cfg.seed, epochs=cfg.epochs,
