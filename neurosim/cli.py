@@ -260,5 +260,10 @@ def eval_(run_file, dataset, data_dir, max_test, threads, as_json, debug):
                    f"{d['encoding_macs']:.0f} input MACs, {d['fwd_spikes']:.0f} spikes")
 
 
+from .cli_ops import bench, ops  # noqa: E402  (operation accounting: neurosim/cli_ops.py)
+main.add_command(ops)
+main.add_command(bench)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,140 @@
+"""Command line: ``neurosim ops`` and ``neurosim bench sparsity``.
+
+Thin commands over :mod:`neurosim.ops` (registered in :mod:`neurosim.cli`); exit codes
+and ``--debug`` as in :mod:`neurosim.cli`: 2 for bad input (missing or malformed run
+file, unknown energy profile, ...), 1 for runtime failures.
+"""
+from pathlib import Path
+
+import click
+
+_debug = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+
+
+def _errors(debug):
+    from .cli import _errors as errors
+    return errors(debug)
+
+
+@click.command()
+@click.argument("run_file", metavar="RUN.h5", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the table and the estimate as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
+@click.option("--profile", default="cmos45-fp32", show_default=True, metavar="NAME|FILE.toml",
+              help="Energy profile: cmos45-fp32, loihi, or a TOML file (docs/ops-energy.md).")
+@click.option("--no-energy", is_flag=True, help="Leave out the energy estimate.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write PNG figures to this folder (needs matplotlib).")
+@click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Training run files: training samples the table is recomputed on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Training run files on file-based data sets: the data set's folder.")
+@click.option("--threads", type=click.IntRange(min=1), help="Numba threads (recomputation).")
+@_debug
+def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
+        debug):
+    """Operation counts per layer and phase of a run file, and an energy estimate.
+
+    RUN.h5 is a `neurosim simulate` run file (stored counts) or a `neurosim train` run
+    file (recomputed on --samples training samples; see docs/ops-energy.md)."""
+    from . import ops as O
+    if as_json and as_csv:
+        raise click.UsageError("give at most one of --json and --csv")
+    with _errors(debug):
+        energy_profile = None if no_energy else O.load_profile(profile)
+        data = O.load_run_data(run_file, n_samples=samples, record=plot_dir is not None,
+                               data_dir=data_dir, n_threads=threads)
+        table = O.table_from_data(data)
+        energy = None if energy_profile is None else O.estimate_table(table, energy_profile)
+        written, skipped = [], []
+        if plot_dir is not None:
+            from .ops.plots import plot_run
+            written, skipped = plot_run(data, plot_dir)
+    if as_json:
+        click.echo(table.to_json(energy))
+    elif as_csv:
+        click.echo(table.to_csv(energy), nl=False)
+    else:
+        click.echo(table.format(energy))
+    for p in written:
+        click.echo(f"[neurosim] wrote {p}", err=True)
+    for note in skipped:
+        click.echo(f"[neurosim] skipped {note}", err=True)
+
+
+@click.group()
+def bench():
+    """Benchmarks run from the command line (results as JSON lines)."""
+
+
+def _parse_values(ctx, param, values):
+    """``NAME=V1,V2,...`` options -> {name: [values]} (typed by neurosim.ops.sparsity)."""
+    from .ops.sparsity import SWEEPABLE
+    out = {}
+    for text in values:
+        name, sep, vals = text.partition("=")
+        name = name.strip()
+        if not sep or not vals.strip():
+            raise click.BadParameter(f"expected NAME=V1,V2,... such as T=10,20,30, got {text!r}")
+        if name not in SWEEPABLE:
+            raise click.BadParameter(f"cannot sweep {name!r}; sweepable: {', '.join(SWEEPABLE)}")
+        typ = SWEEPABLE[name]
+        try:
+            out[name] = [typ(v) for v in vals.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{name} takes {typ.__name__} values, got {vals!r}") from None
+    return out
+
+
+@bench.command()
+@click.option("--model", default="fsnn_mlp", show_default=True, metavar="FILE|NAME")
+@click.option("--dataset", metavar="NAME", help="Default: the model's data set.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--param", "params", multiple=True, callback=_parse_values, metavar="NAME=V1,V2",
+              help="Values to sweep (repeatable); NAME in T, T_b, v_th, kappa, dropout.  "
+                   "Default: T=10,20,50 T_b=25,50 v_th=0.5,2,4 kappa=10 dropout=0.2.")
+@click.option("--base", "base", multiple=True, callback=_parse_values, metavar="NAME=V",
+              help="Baseline value (repeatable); default: the model's own.")
+@click.option("--grid", is_flag=True, help="Every combination instead of one parameter at a time.")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Training epochs per point.")
+@click.option("--max-train", type=click.IntRange(min=1), help="Use the first N training samples.")
+@click.option("--max-test", type=click.IntRange(min=1), help="Use the first N test samples.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed repetitions of each forward phase.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Numba threads (engine) and BLAS threads (dense baseline).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("benchmarks/results/sparsity.jsonl"), show_default=True,
+              help="JSON-lines file the records are appended to (atomically).")
+@click.option("--no-record", is_flag=True, help="Do not write JSON lines.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write sparsity.png (accuracy vs ops, wall time vs activity) to this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the points as JSON.")
+@_debug
+def sparsity(model, dataset, data_dir, params, base, grid, epochs, max_train, max_test, seed,
+             reps, threads, out, no_record, plot_dir, as_json, debug):
+    """Sweep training parameters: accuracy vs operations, event-driven vs dense time."""
+    import json
+    from .ops import sparsity as S
+    report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
+    with _errors(debug):
+        if plot_dir is not None:
+            from .ops.plots import _figure
+            _figure()                                  # fail before training without matplotlib
+        base = {k: v[-1] for k, v in base.items()}
+        r = S.sweep(model, dataset, params=params or None, base=base or None, grid=grid,
+                    epochs=epochs, max_train=max_train, max_test=max_test, seed=seed, reps=reps,
+                    threads=threads, out=None if no_record else out, data_dir=data_dir,
+                    report=report)
+        written = S.plot_sweep(r, plot_dir) if plot_dir is not None else None
+    if as_json:
+        click.echo(json.dumps(dict(points=r["points"], crossover=r["crossover"],
+                                   sweep=r["sweep"], model=r["model"]), indent=2))
+    else:
+        click.echo(S.format_sweep(r))
+    if r["out"] is not None:
+        click.echo(f"[neurosim] appended {len(r['records'])} records to {r['out']}", err=True)
+    if written is not None:
+        click.echo(f"[neurosim] wrote {written}", err=True)

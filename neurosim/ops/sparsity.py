@@ -1,0 +1,578 @@
+"""Sparsity sweep: accuracy against operations, and event-driven against dense wall time.
+
+:func:`sweep` (``neurosim bench sparsity``) varies training parameters of a model one
+at a time around a baseline (or over their full grid), trains each point briefly with
+:func:`neurosim.training.trainer.train`, and records per point
+
+* the test accuracy and the operations per sample of training (last epoch) and of
+  inference (test set), with the dense-equivalent MACs of inference;
+* the wall time per test sample of the forward phase, event-driven
+  (:func:`neurosim.run_forward`) and clock-driven dense (:func:`dense_forward`: numpy /
+  BLAS matrix products every step, the same network and input), measured on the same
+  machine and thread count.
+
+Swept parameters (``SWEEPABLE``): ``T`` and ``T_b`` (forward / backward steps),
+``v_th`` (threshold of every spiking population; the subtraction Θ keeps its ratio to
+it), ``kappa`` (loss scale κ) and ``dropout`` (the same dropout probability on every
+delay-0 projection with weights; 0 = none).
+
+The crossover is where the event-driven forward phase stops being faster than the dense
+one: the activity (synaptic events per dense-equivalent MAC) at which the time ratio
+event-driven / dense crosses 1, interpolated between neighbouring points.
+
+Results are JSON lines (default ``benchmarks/results/sparsity.jsonl``) in the record
+schema of ``benchmarks/_harness.py`` (``bench, case, impl, threads, batch, metric, unit,
+median, min, max, n_runs, version, commit, machine, date, ...``) plus ``params`` (the
+swept values) and ``sweep`` (an id shared by the points of one sweep).
+"""
+import dataclasses
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import _validate as V
+from ..connectivity import Dense, Sparse
+from ..engine import run_forward
+from ..neurons import LIF
+
+#: parameters the sweep can vary, with their type.
+SWEEPABLE = {"T": int, "T_b": int, "v_th": float, "kappa": float, "dropout": float}
+#: the default sweep (one parameter at a time around the model's own values).
+DEFAULT_PARAMS = {"T": [10, 20, 50], "T_b": [25, 50], "v_th": [0.5, 2.0, 4.0],
+                  "kappa": [10.0], "dropout": [0.2]}
+#: default output, relative to the current folder.
+DEFAULT_OUT = Path("benchmarks") / "results" / "sparsity.jsonl"
+BENCH = "sparsity"
+
+
+class SweepError(V.NeurosimError):
+    """A sweep cannot run with these arguments."""
+
+
+# ======================================================================================
+# the dense, clock-driven reference forward phase (timing baseline)
+# ======================================================================================
+def dense_forward(net, steps, inputs):
+    """Forward phase simulated densely: every projection is a matrix product every step.
+
+    Supports what the sweep's models use: ``input`` populations (constant analog input,
+    ``[B, n]``) with dense or sparse input maps, LIF populations without refractoriness,
+    dense or sparse projections of any delay.  Same update order and rule as the engine
+    (``docs/engine.md``); float sums may round differently.  Returns the spike counts
+    ``{population: int32 [B, n]}``."""
+    T = V.check_int(steps, "steps", low=1)
+    dt = net.dtype
+    for pr in net.projections.values():
+        if not isinstance(pr, (Dense, Sparse)):
+            raise SweepError(f"dense_forward supports dense and sparse projections; "
+                             f"{pr.name!r} is {pr.kind}")
+    for p in net.populations.values():
+        if p.kind == "source":
+            raise SweepError(f"dense_forward supports analog input populations, not the source {p.name!r}")
+        if p.spiking and (not isinstance(p.neuron, LIF) or p.neuron.t_ref):
+            raise SweepError(f"dense_forward supports LIF populations without refractoriness; "
+                             f"{p.name!r} is {p.neuron!r}")
+    B = None
+    const = {}
+    for name, x in inputs.items():
+        x = np.asarray(x, np.float64)
+        B = x.shape[0]
+        for pr in net.projections.values():
+            if pr.pre == name:
+                cur = x @ pr.to_dense()
+                const[pr.post] = const.get(pr.post, 0) + cur
+    W, incoming = {}, {}
+    for pr in net.projections.values():
+        if net.populations[pr.pre].kind == "input":
+            continue
+        W[pr.name] = pr.to_dense().astype(dt)
+        incoming.setdefault(pr.post, []).append(pr)
+    for pr in net.projections.values():
+        b = pr.bias_per_neuron()
+        if b is not None:
+            const[pr.post] = const.get(pr.post, 0) + b[None, :]
+    order = [n for n in net.schedule() if net.populations[n].spiking]
+    u = {n: np.zeros((B, net.populations[n].n), dt) for n in order}
+    c = {n: np.broadcast_to(np.asarray(const.get(n, 0.0), np.float64),
+                            (B, net.populations[n].n)).astype(dt) for n in order}
+    counts = {n: np.zeros((B, net.populations[n].n), np.int32) for n in order}
+    hist = {n: [] for n in order}
+    for t in range(T):
+        now = {}
+        for n in order:
+            neuron = net.populations[n].neuron
+            cur = c[n].copy()
+            for pr in incoming.get(n, ()):
+                if pr.delay == 0:
+                    s = now[pr.pre]
+                elif t - pr.delay >= 0:
+                    s = hist[pr.pre][t - pr.delay]
+                else:
+                    continue
+                cur += s @ W[pr.name]
+            v = u[n]
+            v += cur
+            s = v >= neuron.v_th
+            if neuron.reset == "subtract":
+                v -= dt(neuron.subtract) * s
+            else:
+                v[s] = dt(neuron.v_reset)
+            if neuron.leak != 1.0:
+                v *= dt(neuron.leak)
+            sf = s.astype(dt)
+            now[n] = sf
+            hist[n].append(sf)
+            counts[n] += s
+    return counts
+
+
+# ======================================================================================
+# provenance and records
+# ======================================================================================
+def _git_commit():
+    here = Path(__file__).resolve().parent
+    try:
+        c = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=5)
+        if c.returncode != 0:
+            return "unknown"
+        d = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=5)
+        return c.stdout.strip() + ("+dirty" if d.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count()
+    return f"{model or platform.machine()} ({n} cores)"
+
+
+def provenance():
+    import numba
+    import neurosim
+    return dict(version=neurosim.__version__, commit=_git_commit(), machine=_machine(),
+                numba_version=numba.__version__, numpy_version=np.__version__,
+                python=platform.python_version())
+
+
+def _record(prov, case, impl, metric, unit, values, *, threads, batch, params, sweep, extra):
+    vals = [float(v) for v in values]
+    rec = dict(bench=BENCH, case=case, impl=impl, threads=int(threads), batch=int(batch),
+               metric=metric, unit=unit, median=statistics.median(vals), min=min(vals),
+               max=max(vals), n_runs=len(vals))
+    rec.update(prov)
+    rec["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    rec.update(dtype=None, seed=params.get("seed"), goal=None, params=params, sweep=sweep,
+               extra=extra)
+    return rec
+
+
+def append_records(path, records):
+    """Append JSON lines to ``path`` atomically (the file is rewritten under a temporary
+    name in its folder and renamed; an interrupted write leaves the old file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    text = old + "".join(json.dumps(r, default=_jsonable) + "\n" for r in records)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def load_records(path):
+    """The sweep records of a JSON-lines file (other benches are skipped)."""
+    out = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SweepError(f"{path}:{i + 1}: not a JSON object ({e})") from None
+            if r.get("bench") == BENCH:
+                out.append(r)
+    return out
+
+
+# ======================================================================================
+# the sweep
+# ======================================================================================
+def _check_params(params):
+    out = {}
+    for k, vals in dict(params).items():
+        if k not in SWEEPABLE:
+            raise SweepError(f"cannot sweep {k!r}; sweepable: {', '.join(SWEEPABLE)}")
+        if isinstance(vals, (str, bytes)) or not hasattr(vals, "__iter__"):
+            vals = [vals]
+        typ = SWEEPABLE[k]
+        clean = []
+        for v in vals:
+            if typ is int:
+                clean.append(V.check_int(v, k, low=1))
+            elif k == "dropout":
+                clean.append(V.check_real(v, k, low=0.0, high=0.99))
+            else:
+                clean.append(V.check_real(v, k, positive=True))
+        if not clean:
+            raise SweepError(f"no values given for {k!r}")
+        out[k] = clean
+    return out
+
+
+def _baseline(net, base):
+    from ..training.trainer import config_for
+    cfg, _ = config_for(net, {})
+    th = sorted({float(p.neuron.v_th) for p in net.spiking_populations})
+    b = dict(T=cfg.T, T_b=cfg.T_b, v_th=th[0] if len(th) == 1 else None, kappa=cfg.kappa,
+             dropout=None)
+    for k, v in _check_params({k: [v] for k, v in dict(base or {}).items()}).items():
+        b[k] = v[0]
+    return b
+
+
+def sweep_points(baseline, params, grid=False):
+    """The parameter dicts of a sweep: the baseline, then each value of each parameter
+    with the others at the baseline (``grid``: every combination)."""
+    if grid:
+        keys = list(params)
+        pts = [dict(baseline, **dict(zip(keys, combo)))
+               for combo in itertools.product(*(params[k] for k in keys))]
+    else:
+        pts = [dict(baseline)]
+        for k, vals in params.items():
+            for v in vals:
+                p = dict(baseline, **{k: v})
+                if p not in pts:
+                    pts.append(p)
+    return pts
+
+
+def _network(model, seed, v_th):
+    from ..models import load_model
+    net = load_model(model, seed=seed)
+    if v_th is not None:
+        for p in net.spiking_populations:
+            ratio = v_th / p.neuron.v_th
+            p.neuron = dataclasses.replace(p.neuron, v_th=v_th, subtract=p.neuron.subtract * ratio)
+    return net
+
+
+def _overrides(net, point, epochs):
+    ov = dict(T=point["T"], T_b=point["T_b"], kappa=point["kappa"], epochs=epochs)
+    if point["dropout"] is not None:
+        p = point["dropout"]
+        ov["dropout"] = {} if p == 0 else {
+            n: p for n, pr in net.projections.items()
+            if pr.delay == 0 and pr.has_weights and net.populations[pr.post].spiking}
+    return ov
+
+
+def _case(model, ds, point):
+    vals = " ".join(f"{k}={point[k]:g}" if point[k] is not None else f"{k}=model"
+                    for k in ("T", "T_b", "v_th", "kappa", "dropout"))
+    return f"{model}/{ds} {vals}"
+
+
+def _time(fn, reps):
+    fn()                                       # warm-up (compilation, caches)
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _blas_limit(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(threads))
+
+
+def crossover(points):
+    """Where the event-driven / dense time ratio crosses 1, against the activity
+    (forward synaptic events per dense-equivalent MAC), interpolated in log-log between
+    neighbouring points sorted by activity.  Returns a dict (``found`` False when every
+    point is on the same side)."""
+    pts = sorted((p for p in points if p.get("time_ratio") and p.get("activity")),
+                 key=lambda p: p["activity"])
+    if not pts:
+        return dict(found=False, note="no timed points")
+    ratios = [p["time_ratio"] for p in pts]
+    for a, b in zip(pts, pts[1:]):
+        ra, rb = a["time_ratio"], b["time_ratio"]
+        if (ra - 1) * (rb - 1) <= 0 and ra != rb:
+            la, lb = np.log(a["activity"]), np.log(b["activity"])
+            w = (0 - np.log(ra)) / (np.log(rb) - np.log(ra))
+            act = float(np.exp(la + w * (lb - la)))
+            return dict(found=True, activity=act,
+                        note=f"event-driven stops paying off at about {act:.3g} synaptic "
+                             f"events per dense-equivalent MAC")
+    side = "faster" if max(ratios) < 1 else "slower"
+    return dict(found=False, note=f"no crossover in the sweep: event-driven is {side} than dense "
+                                  f"at every point (time ratio {min(ratios):.3g} to {max(ratios):.3g}, "
+                                  f"activity {pts[0]['activity']:.3g} to {pts[-1]['activity']:.3g})")
+
+
+def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False, epochs=2,
+          max_train=None, max_test=None, seed=0, reps=5, threads=1, out=DEFAULT_OUT,
+          data_dir=None, report=None):
+    """Run a sparsity sweep (see the module docstring); returns a dict with ``points``
+    (one dict per point: params, accuracy, ops, times), ``crossover``, ``records`` (the
+    JSON-lines records) and ``out`` (the file appended to, or None with ``out=None``).
+
+    Parameters
+    ----------
+    model, dataset : str
+        Model name or file (default ``fsnn_mlp``), data set (default: the model's).
+    params : dict name -> list, optional
+        Values to sweep (default :data:`DEFAULT_PARAMS`); names in :data:`SWEEPABLE`.
+    base : dict, optional
+        Baseline values (default: the model's ``[training]`` table, its threshold, no
+        extra dropout).
+    grid : bool
+        Every combination instead of one parameter at a time.
+    epochs, max_train, max_test, seed :
+        Each point's training run (:func:`neurosim.training.trainer.train`).
+    reps : int
+        Timed repetitions of each forward phase (after one warm-up call).
+    threads : int
+        Numba threads of the engine and BLAS threads of the dense baseline.
+    """
+    from .. import datasets as D
+    from ..training.trainer import _normalised, load_checkpoint, train
+    from .energy import estimate
+    say = report or (lambda msg: None)
+    params = _check_params(DEFAULT_PARAMS if params is None else params)
+    epochs = V.check_int(epochs, "epochs", low=1)
+    reps = V.check_int(reps, "reps", low=1)
+    threads = V.check_int(threads, "threads", low=1)
+    net0 = _network(model, seed, None)
+    baseline = _baseline(net0, base)
+    if "v_th" in params and baseline["v_th"] is None:
+        raise SweepError(f"model {model!r} has different thresholds per population; "
+                         "give --base v_th=... to sweep v_th")
+    points = sweep_points(baseline, params, grid)
+    model_name = net0.metadata.get("model") or str(model)
+    prov = provenance()
+    sweep_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    results, records = [], []
+    x_test = None
+    with tempfile.TemporaryDirectory(prefix="neurosim-sweep-") as tmp:
+        for i, point in enumerate(points):
+            net = _network(model, seed, point["v_th"])
+            ov = _overrides(net, point, epochs)
+            run_file = Path(tmp) / f"point{i}.h5"
+            say(f"point {i + 1}/{len(points)}: {_case(model_name, '-', point).split(' ', 1)[1]}")
+            t0 = time.perf_counter()
+            s = train(net, dataset, data_dir=data_dir, out=run_file, overrides=ov, seed=seed,
+                      max_train=max_train, max_test=max_test, n_threads=threads,
+                      handle_signals=False)
+            train_s = time.perf_counter() - t0
+            tnet, st = load_checkpoint(run_file)
+            h = {k: v[-1] for k, v in st["history"].items()}
+            ds_name = st["dataset"]
+            if x_test is None:
+                ds = D.load(ds_name, data_dir) if ds_name != "digits" else D.load("digits")
+                _, _, xte, _ = _normalised(ds)
+                if max_test:
+                    xte = xte[:max_test]
+                x_test = xte
+            inp = next(p for p in tnet.populations.values() if p.kind == "input")
+            x = x_test.reshape(len(x_test), -1) if x_test.ndim == 4 and len(inp.shape) == 1 else x_test
+            T = int(st["config"]["T"])
+            fwd = run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
+            t_event = _time(lambda: run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads), reps)
+            t_dense, same = None, None
+            try:
+                with _blas_limit(threads):
+                    dense_counts = dense_forward(tnet, T, {inp.name: x})
+                    t_dense = _time(lambda: dense_forward(tnet, T, {inp.name: x}), reps)
+                same = float(np.mean([np.mean(dense_counts[n] == fwd.counts[n]) for n in dense_counts]))
+            except SweepError as e:
+                say(f"  no dense timing: {e}")
+            B = len(x)
+            d_map = sum(int(pr.dense_macs) for pr in tnet.projections.values()
+                        if tnet.populations[pr.pre].kind == "input")
+            d_syn = sum(int(pr.dense_macs) for pr in tnet.projections.values()
+                        if tnet.populations[pr.pre].kind != "input")
+            inf_ops = h["test_fwd_synops"] + h["test_encoding_macs"]
+            inf_dense = d_map + T * d_syn
+            train_ops = (h["fwd_synops"] + h["bwd_synops_pos"] + h["bwd_synops_neg"]
+                         + h["encoding_macs"] + h["update_macs"])
+            activity = h["test_fwd_synops"] / (T * d_syn) if d_syn else None
+            counts_tr = dict(
+                training=dict(
+                    forward=dict(synaptic_operations=h["fwd_synops"], neuron_updates=h["fwd_updates"],
+                                 dense_neuron_updates=sum(p.n for p in tnet.spiking_populations) * T),
+                    input_encoding_macs=h["encoding_macs"],
+                    backward=dict(synaptic_operations=h["bwd_synops_pos"] + h["bwd_synops_neg"],
+                                  neuron_updates=h["bwd_updates"],
+                                  dense_neuron_updates=sum(p.n for p in tnet.spiking_populations)
+                                  * int(st["config"]["T_b"])),
+                    weight_update_macs=h["update_macs"]),
+                inference=dict(
+                    forward=dict(synaptic_operations=h["test_fwd_synops"],
+                                 neuron_updates=h["test_fwd_updates"],
+                                 dense_neuron_updates=sum(p.n for p in tnet.spiking_populations) * T),
+                    input_encoding_macs=h["test_encoding_macs"]))
+            en = estimate(counts_tr, tnet, T)
+            pt = dict(params=dict(point), accuracy=float(h["test_accuracy"]),
+                      train_ops=float(train_ops), inference_ops=float(inf_ops),
+                      inference_dense_macs=float(inf_dense), activity=activity,
+                      event_s=statistics.median(t_event) / B,
+                      dense_s=None if t_dense is None else statistics.median(t_dense) / B,
+                      identical_spike_counts=same, train_wall_s=train_s,
+                      energy_training_pj=en["snn"]["training_pj"],
+                      energy_inference_pj=en["snn"]["inference_pj"])
+            pt["time_ratio"] = None if pt["dense_s"] is None else pt["event_s"] / pt["dense_s"]
+            results.append(pt)
+            case = _case(model_name, ds_name, point)
+            rp = dict(point, seed=seed, epochs=epochs, max_train=max_train, max_test=max_test)
+            extra = dict(n_train=s["n_train"], n_test=s["n_test"], train_wall_s=train_s,
+                         activity=activity, identical_spike_counts=same,
+                         history_last_epoch={k: float(v) for k, v in h.items()},
+                         energy_profile="cmos45-fp32",
+                         energy_training_pj=pt["energy_training_pj"],
+                         energy_inference_pj=pt["energy_inference_pj"])
+            bs = int(st["config"]["batch_size"])
+            kw = dict(threads=threads, params=rp, sweep=sweep_id, extra=extra)
+            recs = [
+                _record(prov, case, "neurosim", "test_accuracy", "fraction", [pt["accuracy"]], batch=bs, **kw),
+                _record(prov, case, "neurosim", "train_ops_per_sample", "ops", [train_ops], batch=bs, **kw),
+                _record(prov, case, "neurosim", "inference_ops_per_sample", "ops", [inf_ops], batch=B, **kw),
+                _record(prov, case, "numpy-dense", "inference_dense_macs_per_sample", "MACs", [inf_dense],
+                        batch=B, **kw),
+                _record(prov, case, "neurosim", "s_per_sample", "s", [t / B for t in t_event], batch=B, **kw),
+            ]
+            if t_dense is not None:
+                recs.append(_record(prov, case, "numpy-dense", "s_per_sample", "s",
+                                    [t / B for t in t_dense], batch=B, **kw))
+            records.extend(recs)
+            if out is not None:
+                append_records(out, recs)
+            say(f"  accuracy {pt['accuracy']:.4f}, inference {inf_ops:.3g} ops/sample "
+                f"(dense {inf_dense:.3g} MACs), event-driven {pt['event_s'] * 1e6:.1f} us/sample"
+                + ("" if pt["dense_s"] is None else f", dense {pt['dense_s'] * 1e6:.1f} us/sample"))
+    return dict(points=results, crossover=crossover(results), records=records,
+                out=None if out is None else Path(out), sweep=sweep_id, model=model_name,
+                baseline=baseline)
+
+
+# ======================================================================================
+# rendering
+# ======================================================================================
+def _g(v, spec=".3g"):
+    return "-" if v is None else format(v, spec)
+
+
+def format_sweep(result):
+    """Text table of a sweep's points and its crossover."""
+    from .report import _grid
+    rows = []
+    for p in result["points"]:
+        q = p["params"]
+        rows.append([str(q["T"]), str(q["T_b"]), _g(q["v_th"], "g"), _g(q["kappa"], "g"),
+                     _g(q["dropout"], "g"), f"{p['accuracy']:.4f}", _g(p["train_ops"]),
+                     _g(p["inference_ops"]), _g(p["inference_dense_macs"]), _g(p["activity"]),
+                     _g(p["event_s"] * 1e6), _g(None if p["dense_s"] is None else p["dense_s"] * 1e6),
+                     _g(p["time_ratio"])])
+    head = ["T", "T_b", "v_th", "kappa", "dropout", "test acc", "train ops/sample",
+            "infer ops/sample", "dense MACs", "activity", "event us/sample", "dense us/sample",
+            "event/dense"]
+    return (_grid(head, rows, right=range(5, 13)) + "\n"
+            + "activity = forward synaptic events per dense-equivalent MAC (test set); times: "
+              "forward phase on the test set per sample\n" + result["crossover"]["note"])
+
+
+def plot_sweep(result, out_dir):
+    """``sparsity.png``: accuracy vs operations per sample (training, inference) and the
+    wall time of both implementations against activity, with the crossover."""
+    from .plots import _figure, _save
+    pts = result["points"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig = _figure(figsize=(15, 4.6), layout="constrained")
+    labels = [" ".join(f"{k}={v:g}" for k, v in p["params"].items()
+                       if v is not None and v != result["baseline"].get(k)) or "baseline"
+              for p in pts]
+    for k, (key, what) in enumerate((("inference_ops", "inference: synaptic events + input MACs"),
+                                     ("train_ops", "training: all phases"))):
+        ax = fig.add_subplot(1, 3, k + 1)
+        xs = [p[key] for p in pts]
+        ys = [p["accuracy"] for p in pts]
+        ax.scatter(xs, ys, color="#1f77b4")
+        for x_, y_, lab in zip(xs, ys, labels):
+            ax.annotate(lab, (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"operations per sample ({what}, log scale)")
+        ax.set_ylabel("test accuracy (fraction)")
+        ax.set_title(f"{'Inference' if k == 0 else 'Training'} cost vs accuracy", fontsize=10)
+    ax = fig.add_subplot(1, 3, 3)
+    timed = [p for p in pts if p["activity"]]
+    ax.scatter([p["activity"] for p in timed], [p["event_s"] * 1e6 for p in timed],
+               label="event-driven (neurosim)", color="#1f77b4")
+    dense = [p for p in timed if p["dense_s"] is not None]
+    ax.scatter([p["activity"] for p in dense], [p["dense_s"] * 1e6 for p in dense],
+               label="clock-driven dense (numpy)", color="#d62728", marker="s")
+    cx = result["crossover"]
+    if cx.get("found"):
+        ax.axvline(cx["activity"], color="black", linestyle="--",
+                   label=f"crossover ~{cx['activity']:.3g} events/MAC")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("activity (forward synaptic events per dense MAC, log scale)")
+    ax.set_ylabel("forward wall time per test sample (µs, log scale)")
+    ax.set_title("Event-driven vs dense forward phase", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Sparsity sweep: {result['model']} ({len(pts)} points, sweep {result['sweep']})",
+                 fontsize=10)
+    return _save(fig, out_dir / "sparsity.png")
