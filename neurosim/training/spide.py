@@ -320,7 +320,9 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
 
     Returns a :class:`StepResult` with the loss, the predictions and the op counts per
     phase and per sample (forward / backward synaptic events, neuron updates, spikes,
-    input-encoding MACs, weight-update MACs).
+    input-encoding MACs, weight-update MACs), and wall times ``fwd_s`` (forward phase),
+    ``bwd_s`` (backward phase), ``update_s`` (loss bookkeeping, local gradients and the
+    optimizer step) and ``wall_s`` (all).
 
     With ``check`` (default) a training step verifies that potentials, gradients and the
     updated parameters are finite and raises
@@ -333,6 +335,7 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     record = [model.output] if cfg.loss == "spikemax-sliding" else False
     fwd = run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=record,
                       n_threads=n_threads)
+    t_fwd = time.perf_counter()
     lres, dlda, pred = output_loss(model, cfg, fwd, y)
     f_syn, f_upd, f_spk = _phase_ops(fwd)
     enc = sum(fwd.input_ops.values()) if fwd.input_ops else np.zeros(B, np.int64)
@@ -341,7 +344,8 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
                      encoding_macs=np.asarray(enc, np.int64),
                      bwd_synops_pos=np.zeros(B, np.int64), bwd_synops_neg=np.zeros(B, np.int64),
                      bwd_updates=np.zeros(B, np.int64), bwd_spikes=np.zeros(B, np.int64),
-                     update_macs=np.zeros(B, np.int64), forward=fwd, backward=None)
+                     update_macs=np.zeros(B, np.int64), forward=fwd, backward=None,
+                     fwd_s=t_fwd - t0, bwd_s=0.0, update_s=0.0)
     if not train:
         res.wall_s = time.perf_counter() - t0
         return res
@@ -354,8 +358,11 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     if not model.readout:
         # spiking output: straight-through gate on the output layer (see post_errors)
         gate = {model.output: np.ones_like(fwd.counts[model.output], dtype=bool)}
+    t_bwd = time.perf_counter()
     bwd = run_backward(net, fwd, {model.output: g}, cfg.T_b, gate=gate, n_threads=n_threads)
     res.backward = bwd
+    t_upd = time.perf_counter()
+    res.bwd_s = t_upd - t_bwd
     tot = counting.totals(bwd)
     res.bwd_synops_pos = sum((d["synaptic_operations_pos"] for d in tot["projections"].values()),
                              np.zeros(B, np.int64))
@@ -383,7 +390,9 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     if check:
         health.check_finite(model.parameters(), "updated parameter", _HINT,
                             dtype=net.dtype)
-    res.wall_s = time.perf_counter() - t0
+    t_end = time.perf_counter()
+    res.update_s = t_end - t_upd
+    res.wall_s = t_end - t0
     return res
 
 
