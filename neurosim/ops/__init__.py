@@ -18,6 +18,7 @@ from .energy import (DEFAULT_PROFILE, EnergyError, EnergyProfile, baseline_ops, 
                      load_profile)
 from .energy import estimate as estimate_energy
 from .energy import estimate_table
+from .report import format_energy
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, read_ops, run_kind, table_from_data
 from .synapses import synapse_counts
 from .table import (OP_KIND, POPULATION_PHASES, PROJECTION_PHASES, OpsError, OpsTable, add_sums,
@@ -26,7 +27,7 @@ from .table import (OP_KIND, POPULATION_PHASES, PROJECTION_PHASES, OpsError, Ops
 
 __all__ = ["DEFAULT_PROFILE", "DEFAULT_SAMPLES", "EnergyError", "EnergyProfile", "OP_KIND",
            "OpsError", "OpsTable", "POPULATION_PHASES", "PROJECTION_PHASES", "RunData",
-           "add_sums", "baseline_ops", "estimate_energy", "estimate_table", "list_profiles",
+           "add_sums", "baseline_ops", "estimate_energy", "estimate_table", "format_energy", "list_profiles",
            "load_profile", "load_run_data", "nonzero_in_degree", "nonzero_out_degree",
            "phase_sums", "read_ops", "run_kind", "synapse_counts", "table_from_data",
            "table_from_phases", "update_ops"]
