@@ -602,3 +602,37 @@ def test_cli_ops_errors(sim_run, tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
     r = runner.invoke(main, ["ops", str(sim_run), "--json", "--csv"])
     assert r.exit_code == 2
+
+
+# ---------------------------------------------------------------------------------------
+# speed: `neurosim ops` on a digits training run must print in under 2 s
+def test_bundled_digits_read_directly_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+    from neurosim.datasets.digits import _bundled_digits
+    data, target = _bundled_digits()
+    d = load_digits()
+    np.testing.assert_array_equal(data, d.data)
+    np.testing.assert_array_equal(target, d.target)
+
+
+def test_ops_on_a_training_run_imports_neither_sklearn_nor_matplotlib(train_run):
+    import subprocess
+    import sys
+    code = ("import sys; from neurosim import ops; t = ops.read_ops(sys.argv[1]); "
+            "ops.estimate_table(t); t.format(); "
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'scipy.stats') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, str(train_run)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_ops_on_a_digits_training_run_takes_under_two_seconds(train_run):
+    import subprocess
+    import sys
+    import time
+    cmd = [sys.executable, "-m", "neurosim.cli", "ops", str(train_run)]
+    subprocess.run(cmd, capture_output=True, check=True)          # warm Numba's disk cache
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True)
+    assert time.perf_counter() - t0 < 2.0

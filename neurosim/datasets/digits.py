@@ -8,12 +8,37 @@ test_fraction)`` of them go to the test set; both splits keep file order.
 
 (:func:`neurosim.data.load_digits` offers the fixed file-order split 1437 / 360 instead.)
 """
+import importlib.util
 import numbers
+from pathlib import Path
 
 import numpy as np
 
 from . import DataError, Dataset
 from .._validate import NeurosimError
+
+
+def _bundled_digits():
+    """(pixels float64 [1797, 64] in 0..16, labels int64 [1797]) from scikit-learn's bundled
+    ``datasets/data/digits.csv.gz``, read directly: importing scikit-learn costs about
+    0.5 s, which ``neurosim ops`` cannot afford.  Falls back to scikit-learn's loader
+    when the file is not where it is expected or does not have that shape."""
+    spec = importlib.util.find_spec("sklearn")
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(loc) / "datasets" / "data" / "digits.csv.gz"
+        try:
+            raw = np.loadtxt(path, delimiter=",")
+        except (OSError, ValueError):
+            continue
+        if raw.shape == (1797, 65):
+            return raw[:, :-1], raw[:, -1].astype(np.int64)
+    try:
+        from sklearn.datasets import load_digits as _sk_load
+    except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
+        raise DataError("the digits data set is bundled with scikit-learn, which is not "
+                        "installed; pip install scikit-learn") from e
+    d = _sk_load()
+    return np.asarray(d.data, np.float64), np.asarray(d.target, np.int64)
 
 
 def load_digits_dataset(test_fraction=0.2, seed=0, dtype=np.float32):
@@ -35,14 +60,9 @@ def load_digits_dataset(test_fraction=0.2, seed=0, dtype=np.float32):
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise NeurosimError(f"dtype must be float32 or float64, got {dt}")
-    try:
-        from sklearn.datasets import load_digits as _sk_load
-    except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
-        raise DataError("the digits data set is bundled with scikit-learn, which is not "
-                        "installed; pip install scikit-learn") from e
-    d = _sk_load()
-    x = (np.asarray(d.data, np.float64) / 16.0).astype(dt).reshape(-1, 1, 8, 8)
-    y = np.asarray(d.target, np.int64)
+    data, target = _bundled_digits()
+    x = (data / 16.0).astype(dt).reshape(-1, 1, 8, 8)
+    y = target
     rng = np.random.default_rng(int(seed))
     test = np.zeros(y.shape[0], bool)
     for c in range(10):
