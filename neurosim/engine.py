@@ -14,7 +14,7 @@ from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
 from .kernels.engine import apply_map, pack_events, run_phase
-from .network import M_INPUT, Network, _kernel_weights, compile_program, kernel_table
+from .network import M_CUBA, M_INPUT, Network, _kernel_weights, compile_program, kernel_table
 
 
 class PhaseResult:
@@ -163,7 +163,7 @@ def _check_network(net):
 
 
 def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
-               record, n_threads):
+               record, n_threads, v_init=None):
     P = len(prog.pop_names)
     N = int(prog.pop_off[-1])
     dtype = net.dtype
@@ -200,7 +200,13 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     n_chunks = max(1, min(B, 4 * nth))
     counts = np.zeros((B, N), np.int32)
     counts_neg = np.zeros((B, N), np.int32)
-    u_out = np.zeros((B, N), dtype)
+    u_out = np.zeros((B, N), dtype)           # initial potentials in, final ones out
+    for i in range(P):
+        if prog.pop_model[i] == M_CUBA:
+            u_out[:, prog.pop_off[i]:prog.pop_off[i + 1]] = prog.pop_fp[i, 0]    # v_rest
+    for name, v in (v_init or {}).items():
+        i = prog.pop_names.index(name)
+        u_out[:, prog.pop_off[i]:prog.pop_off[i + 1]] = v
     leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
                 for p in net.spiking_populations)
     wcount = np.zeros((B, N if leaky else 0), np.float64)
@@ -270,7 +276,7 @@ def _pack_masks(prog, masks, B, dtype):
 
 
 def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=None, batch=None,
-                record=False, n_threads=None):
+                record=False, n_threads=None, v_init=None):
     """Simulate the forward phase for ``steps`` steps on a batch of samples.
 
     Parameters
@@ -296,6 +302,9 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         (memory B × T × neurons bytes).
     n_threads : int, optional
         Numba threads to use (default: current setting).
+    v_init : dict, optional
+        Initial potential of CubaLIF populations, [n] or [B, n] (default ``v_rest``).
+        LIF populations always start at 0 (the engine's lazy leak relies on it).
     """
     _check_network(net)
     T = V.check_int(steps, "steps", low=1)
@@ -310,7 +319,14 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
     for k in spikes:
         if net.populations[k].kind != "source":
             raise V.NeurosimError(f"spikes[{k!r}]: {k!r} is a {net.populations[k].kind} population, not 'source'")
+    v_init = dict(v_init or {})
+    for k in v_init:
+        if k not in net.populations or net.populations[k].kind != "cuba_lif":
+            raise V.NeurosimError(
+                f"v_init given for {k!r}, which is not a CubaLIF population; CubaLIF: "
+                f"{[p.name for p in net.populations.values() if p.kind == 'cuba_lif']}")
     B = _batch_of(list(inputs.items()) + list(spikes.items()) +
+                  [(k, v) for k, v in v_init.items() if np.ndim(v) >= 2] +
                   [(k, v) for k, v in currents.items() if np.ndim(v) >= 2] + 
                   [(k, v) for k, v in (masks or {}).items() if np.ndim(v) >= 2], batch)
     dtype = net.dtype
@@ -380,9 +396,21 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
     gate = np.zeros((B, 0), np.uint8)
     out = _alloc_run(net, prog, T, B, const.astype(dtype), set(tv_arrays),
                      {k: np.asarray(v, dtype) for k, v in tv_arrays.items()}, src, masks_arr, gate,
-                     False, record, n_threads)
+                     False, record, n_threads, v_init=_v_init(net, v_init, B))
     return PhaseResult(phase="forward", steps=T, batch=B, network=net, program=prog,
                        input_ops=input_ops, masks=masks, **out)
+
+
+def _v_init(net, v_init, B):
+    """Checked initial potentials {name: [B, n]} (already known to name CubaLIF populations)."""
+    out = {}
+    for name, v in v_init.items():
+        pop = net.populations[name]
+        v = np.asarray(v, np.float64)
+        if v.ndim == 1:
+            v = np.broadcast_to(v, (B,) + v.shape)
+        out[name] = V.check_array(v, f"v_init[{name!r}]", shape=(B, pop.n), dtype=np.float64)
+    return out
 
 
 def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_threads=None):

@@ -9,6 +9,7 @@ avg-pool), and every population is updated densely at every step.
 Public twins (same names and signatures as the kernels):
 
 * :func:`lif_step`, :func:`ternary_step`, :func:`cuba_step` (``neurosim/kernels/neurons.py``),
+  :func:`cuba_block_step` (``neurosim/kernels/cuba.py``),
 * :func:`csr_propagate`, :func:`dense_propagate`, :func:`conv_propagate`
   (``neurosim/kernels/scatter.py``), :func:`apply_map` (``neurosim/kernels/engine.py``),
 * :func:`run_phase` with a *network-level* signature (the kernel's flat-array one is an
@@ -235,6 +236,14 @@ def cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, al
     return int(s.sum())
 
 
+def cuba_block_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, alpha_syn,
+                    p_syn, i_e, t_ref, spikes):
+    """Twin of ``kernels.cuba.cuba_block_step`` (the vectorised CubaLIF update): the same
+    step as :func:`cuba_step`."""
+    return cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, alpha_syn,
+                     p_syn, i_e, t_ref, spikes)
+
+
 # ---------------------------------------------------------------------------------------
 # propagation twins (same signatures as neurosim.kernels.scatter / engine.apply_map)
 def _geo_matrix(kind, geo, weights, pool_w=0.0, structure=False):
@@ -304,7 +313,7 @@ def _get(obj, key):
 
 
 def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=None,
-              masks=None, grad=None, gate=None, forward=None, batch=None):
+              masks=None, grad=None, gate=None, forward=None, batch=None, v_init=None):
     """Dense clock-driven simulation of one phase of ``net`` (float64).
 
     Forward: ``inputs`` (analog, per "input" population, [B, n] or [B, T, n], CHW also
@@ -313,6 +322,7 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
     Backward: ``grad`` (per spiking population, [B, n]), ``forward`` (the forward result,
     this function's dict or a neurosim PhaseResult: its counts give the default gate and
     its masks the default masks), ``gate`` (per population, bool [B, n]).
+    ``v_init``: initial potential per CubaLIF population ([n] or [B, n]; default v_rest).
 
     Returns a dict: ``steps``, ``batch``, ``spikes`` {pop: int8 [B, T, n]}, ``counts``
     (forward spikes / backward +1 spikes), ``counts_neg``, ``v_final``, ``input_sum``
@@ -402,6 +412,8 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
             continue
         if p.kind == "cuba_lif":
             u[name] = np.full((B, p.n), p.neuron.v_rest)
+            if v_init is not None and name in v_init:
+                u[name][:] = np.asarray(v_init[name], np.float64)
             isyn[name] = np.zeros((p.neuron.n_ports, B, p.n))
         else:
             u[name] = np.zeros((B, p.n))

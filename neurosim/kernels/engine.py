@@ -344,9 +344,8 @@ def _run_sample(b, T, backward, rec_off,
     n_sites_tot = pop_site_off[P]
     # -- initial state
     for p in range(P):
-        v0 = pop_fp[p, 0] if pop_model[p] == M_CUBA else 0.0
         for g in range(pop_off[p], pop_off[p + 1]):
-            u[g] = v0
+            u[g] = u_out[b, g]      # initial potentials, set by the caller (engine._alloc_run)
             ref[g] = 0
         tcount[p] = 0
         ccount[p] = 0
@@ -552,7 +551,9 @@ def run_phase(T, backward, rec_off, n_chunks,
               proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs,
               weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
               n_buf, max_ports, counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec):
-    """Run T steps of one phase for every sample of the batch (parallel over chunks)."""
+    """Run T steps of one phase for every sample of the batch (parallel over chunks).
+
+    ``u_out`` [B, N] holds the initial potentials on entry and the final ones on exit."""
     B = const.shape[0]
     P = pop_off.shape[0] - 1
     N = pop_off[P]
