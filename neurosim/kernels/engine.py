@@ -32,10 +32,14 @@ import numpy as np
 from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
 from .cuba import MAX_FAST_PORTS, _cuba_population
 from .neurons import _cuba_update, _lif_update, _ternary_update
-from .scatter import (conv_down_scatter, conv_up_scatter, csr_scatter, dense_scatter,
-                      pool_down_scatter, pool_up_scatter)
+from .scatter import (conv_down_scatter, conv_down_scatter_group, conv_up_scatter,
+                      conv_up_scatter_group, csr_scatter, dense_scatter, pool_down_scatter,
+                      pool_down_scatter_group, pool_up_scatter, pool_up_scatter_group)
 
 M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
+#: a touched population with at least 1/DENSE_SHARE of its sites touched is updated as one
+#: block (no per-site overhead); results and counts are unchanged.
+DENSE_SHARE = 4
 K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = 0, 1, 2, 3, 4, 5
 
 
@@ -44,8 +48,11 @@ def _deliver(q, b, ev_idx, ev_val, ev_site, ev_ch, e0, e1, backward,
              proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff, proj_boff,
              proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off, pop_site_off, pop_site,
              pop_n, weights, indptr, indices, masks,
-             buf, mark, tlist, tcount, allflag, dense_pop, sent, sent_neg):
-    """Deliver events ev_idx[e0:e1] (values ev_val) of projection q's sender."""
+             buf, mark, tlist, tcount, allflag, dense_pop, sent, sent_neg, gch, gval):
+    """Deliver events ev_idx[e0:e1] (values ev_val) of projection q's sender.
+
+    Conv and conv-transpose events of one sender site (consecutive in the event list:
+    spikes are collected site by site) are delivered together (``gch``/``gval`` scratch)."""
     kind = proj_kind[q]
     r = proj_dst[q]
     boff = proj_boff[q]
@@ -58,6 +65,46 @@ def _deliver(q, b, ev_idx, ev_val, ev_site, ev_ch, e0, e1, backward,
     geo = proj_geo[q]
     tab = tabs[proj_toff[q]:]
     do_mark = dense_pop[r] == 0
+    if kind >= K_CONV_DOWN:      # conv, conv-transpose, pool: grouped by sender site
+        e = e0
+        while e < e1:
+            site = ev_site[e]
+            ng = 0
+            while e < e1 and ev_site[e] == site:
+                j = np.int64(ev_idx[e])
+                if backward:
+                    sign = ev_val[e]
+                    val = sign * scale
+                    if moff >= 0:
+                        val = val * masks[b, moff + j]
+                    if val != 0.0:
+                        if sign > 0:
+                            sent[b, soff + j] += 1
+                        else:
+                            sent_neg[b, soff + j] += 1
+                        gch[ng] = ev_ch[e]
+                        gval[ng] = val
+                        ng += 1
+                else:
+                    sent[b, soff + j] += 1
+                    gch[ng] = ev_ch[e]
+                    ng += 1
+                e += 1
+            if ng == 0:
+                continue
+            if kind == K_CONV_DOWN:
+                conv_down_scatter_group(buf, boff, weights, woff, geo, tab, site, gch, gval, ng,
+                                        backward, do_mark, mark, tlist, tcount, r, so)
+            elif kind == K_CONV_UP:
+                conv_up_scatter_group(buf, boff, weights, woff, geo, tab, site, gch, gval, ng,
+                                      backward, do_mark, mark, tlist, tcount, r, so)
+            elif kind == K_POOL_DOWN:
+                pool_down_scatter_group(buf, boff, weights[woff], geo, tab, site, gch, gval, ng,
+                                        backward, do_mark, mark, tlist, tcount, r, so)
+            else:
+                pool_up_scatter_group(buf, boff, weights[woff], geo, tab, site, gch, gval, ng,
+                                      backward, do_mark, mark, tlist, tcount, r, so)
+        return
     for e in range(e0, e1):
         j = np.int64(ev_idx[e])
         if backward:
@@ -267,27 +314,63 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
     if has_leak and wcount.shape[1] > 0:
         for k in range(n):
             wcount[b, ug + k] = wcount[b, ug + k] * leak + spk[k]
-    for kk in range(n):          # one flat loop: no per-site loop overhead for 1-D layers
-        qv = spk[kk]
-        if qv != 0:
-            k = j0 + np.int64(kk)
-            if ssz == 1:
-                s = k
-                c = 0
-            else:
-                s = k // ssz
-                c = k - s * ssz
-            ring_idx[ring_base + rc] = k
-            ring_val[ring_base + rc] = qv
-            ring_site[ring_base + rc] = s
-            ring_ch[ring_base + rc] = c
-            rc += 1
-            if qv > 0:
-                counts[b, off + k] += 1
-            else:
-                counts_neg[b, off + k] += 1
-            if rec_off >= 0:
-                rec[b, t, rec_off + k] = qv
+    if ssz == 1:                 # one flat loop: no per-site loop overhead for 1-D layers
+        for kk in range(n):
+            qv = spk[kk]
+            if qv != 0:
+                k = j0 + np.int64(kk)
+                ring_idx[ring_base + rc] = k
+                ring_val[ring_base + rc] = qv
+                ring_site[ring_base + rc] = k
+                ring_ch[ring_base + rc] = 0
+                rc += 1
+                if qv > 0:
+                    counts[b, off + k] += 1
+                else:
+                    counts_neg[b, off + k] += 1
+                if rec_off >= 0:
+                    rec[b, t, rec_off + k] = qv
+    else:                        # per site: no integer division per spike
+        nz = 0
+        for kk in range(n):
+            nz += spk[kk] != 0
+        if nz * 8 >= np.int64(n) and rec_off < 0:
+            # many spikes (forward of busy layers): branch-free compaction (the ring slots
+            # past the last spike are scratch), counts as one vectorised add per sign
+            cpos = counts[b]
+            cneg = counts_neg[b]
+            cb = np.uint64(off + j0)
+            for kk in range(n):
+                qv = spk[kk]
+                cpos[cb + kk] += qv > 0
+                cneg[cb + kk] += qv < 0
+            for s in range(s0, s1):
+                kb = np.uint64((s - s0) * ssz)
+                for c in range(ssz):
+                    qv = spk[kb + np.uint64(c)]
+                    ring_idx[ring_base + rc] = s * ssz + c
+                    ring_val[ring_base + rc] = qv
+                    ring_site[ring_base + rc] = s
+                    ring_ch[ring_base + rc] = c
+                    rc += qv != 0
+        else:
+            for s in range(s0, s1):
+                kb = np.uint64((s - s0) * ssz)
+                for c in range(ssz):
+                    qv = spk[kb + np.uint64(c)]
+                    if qv != 0:
+                        k = s * ssz + c
+                        ring_idx[ring_base + rc] = k
+                        ring_val[ring_base + rc] = qv
+                        ring_site[ring_base + rc] = s
+                        ring_ch[ring_base + rc] = c
+                        rc += 1
+                        if qv > 0:
+                            counts[b, off + k] += 1
+                        else:
+                            counts_neg[b, off + k] += 1
+                        if rec_off >= 0:
+                            rec[b, t, rec_off + k] = qv
     if keep_carry:               # densely updated populations need no carry list
         for s in range(s0, s1):
             carry = False
@@ -338,7 +421,7 @@ def _run_sample(b, T, backward, rec_off,
                 counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec,
                 u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount,
                 klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop,
-                cur, spk):
+                cur, spk, gch, gval):
     P = pop_off.shape[0] - 1
     pop_n = pop_off[1:] - pop_off[:-1]
     n_sites_tot = pop_site_off[P]
@@ -414,7 +497,7 @@ def _run_sample(b, T, backward, rec_off,
                          proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
                          proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off,
                          pop_site_off, pop_site, pop_n, weights, indptr, indices, masks, buf,
-                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg)
+                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg, gch, gval)
         # 3. populations in schedule order
         for si in range(P):
             p = schedule[si]
@@ -450,7 +533,11 @@ def _run_sample(b, T, backward, rec_off,
                 fast = (m == M_LIF and pop_ip[p, 1] == 0) or m == M_TERNARY
                 if fast:
                     ns = pop_site_off[p + 1] - so
-                    use_all = dense_pop[p] == 1 or allflag[p] == 1
+                    # many touched sites: update them all in one vectorised block (same
+                    # result: an untouched site has no input and is below threshold), but
+                    # count only the touched ones (what an event-driven update costs)
+                    busy = tcount[p] * DENSE_SHARE >= ns
+                    use_all = dense_pop[p] == 1 or allflag[p] == 1 or busy
                     by_value = pop_ip[p, 0] == 1
                     keep = dense_pop[p] == 0
                     rc = _update_fast(m, p, use_all, ns, tlist, so + p, tcount[p], mark, t, b,
@@ -459,7 +546,8 @@ def _run_sample(b, T, backward, rec_off,
                                       by_value, cur, spk, ring_idx, ring_val, ring_site,
                                       ring_ch, base, rec, rec_off[p], counts, counts_neg, clist,
                                       ccount, so, keep)
-                    nupd[b, p] += (ns if use_all else tcount[p]) * ssz
+                    nupd[b, p] += (ns if (use_all and not busy) or dense_pop[p] or allflag[p]
+                                   else tcount[p]) * ssz
                 elif m == M_CUBA and pop_ip[p, 1] <= MAX_FAST_PORTS:   # vectorised (cuba.py)
                     rc = _cuba_population(p, t, b, off, pop_n[p], ssz, pop_fp, pop_ip, pop_syn,
                                           in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks,
@@ -519,7 +607,7 @@ def _run_sample(b, T, backward, rec_off,
                          backward, proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
                          proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off,
                          pop_site_off, pop_site, pop_n, weights, indptr, indices, masks, buf,
-                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg)
+                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg, gch, gval)
     # -- final state: apply the leak of steps a site was not touched
     for p in range(P):
         m = pop_model[p]
@@ -591,6 +679,8 @@ def run_phase(T, backward, rec_off, n_chunks,
             max_ssz = max(max_ssz, pop_off[p + 1] - pop_off[p])
         cur = np.zeros(max_ssz, dt)
         spk = np.zeros(max_ssz, np.int8)
+        gch = np.zeros(max_ssz, np.int64)     # one sender site's events (grouped delivery)
+        gval = np.zeros(max_ssz, dt)
         b0 = c * B // n_chunks
         b1 = (c + 1) * B // n_chunks
         for b in range(b0, b1):
@@ -603,7 +693,7 @@ def run_phase(T, backward, rec_off, n_chunks,
                         src_ptr, masks, gate, counts, counts_neg, u_out, wcount, sent, sent_neg,
                         nupd, rec, u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist,
                         ccount, klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt,
-                        dense_pop, cur, spk)
+                        dense_pop, cur, spk, gch, gval)
 
 
 @numba.njit(**NJIT_PARALLEL)

@@ -176,6 +176,165 @@ def pool_up_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist
                 _mark(site, mark, tlist, tcount, p, site_off)
 
 
+@numba.njit(**NJIT_NORT)
+def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
+    """buf[tb:tb+Cr] += Σ_i (gval[i] *) W[wbase + gch[i]*Cr : ... + Cr] for i < ng.
+
+    The rows of events from one sender site (same kernel offset, different channels) are
+    summed four at a time in registers before one add to ``buf``: a quarter of the buffer
+    loads and stores, and one offset walk per site instead of one per event.  The sum is
+    ``buf + ((r0 + r1) + (r2 + r3))``, a fixed order (deterministic, exact for the dyadic
+    weights of the tests)."""
+    t = np.uint64(tb)
+    n = np.uint64(Cr)
+    i = 0
+    if weighted:
+        while i + 4 <= ng:
+            a = np.uint64(wbase + gch[i] * Cr)
+            b = np.uint64(wbase + gch[i + 1] * Cr)
+            c = np.uint64(wbase + gch[i + 2] * Cr)
+            d = np.uint64(wbase + gch[i + 3] * Cr)
+            va, vb, vc, vd = gval[i], gval[i + 1], gval[i + 2], gval[i + 3]
+            for k in range(n):
+                buf[t + k] += (va * W[a + k] + vb * W[b + k]) + (vc * W[c + k] + vd * W[d + k])
+            i += 4
+        while i < ng:
+            a = np.uint64(wbase + gch[i] * Cr)
+            va = gval[i]
+            for k in range(n):
+                buf[t + k] += va * W[a + k]
+            i += 1
+    else:
+        while i + 4 <= ng:
+            a = np.uint64(wbase + gch[i] * Cr)
+            b = np.uint64(wbase + gch[i + 1] * Cr)
+            c = np.uint64(wbase + gch[i + 2] * Cr)
+            d = np.uint64(wbase + gch[i + 3] * Cr)
+            for k in range(n):
+                buf[t + k] += (W[a + k] + W[b + k]) + (W[c + k] + W[d + k])
+            i += 4
+        while i < ng:
+            a = np.uint64(wbase + gch[i] * Cr)
+            for k in range(n):
+                buf[t + k] += W[a + k]
+            i += 1
+
+
+@numba.njit(**NJIT_NORT)
+def conv_down_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng, weighted,
+                            do_mark, mark, tlist, tcount, p, site_off):
+    """:func:`conv_down_scatter` for ``ng`` events of one sender site (channels ``gch``,
+    values ``gval``): one offset walk, rows summed in registers (:func:`_rows_add`)."""
+    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
+    kh, kw, st = geo[6], geo[7], geo[8]
+    ky = tab[site_s, 0]
+    oy = tab[site_s, 1]
+    kx0 = tab[site_s, 2]
+    ox0 = tab[site_s, 3]
+    while ky < kh and oy >= 0:
+        if oy < Hr:
+            kx = kx0
+            ox = ox0
+            while kx < kw and ox >= 0:
+                if ox < Wr:
+                    site = oy * Wr + ox
+                    _rows_add(buf, boff + site * Cr, W, woff + (ky * kw + kx) * Cs * Cr, Cr,
+                              gch, gval, ng, weighted)
+                    if do_mark:
+                        _mark(site, mark, tlist, tcount, p, site_off)
+                kx += st
+                ox -= 1
+        ky += st
+        oy -= 1
+
+
+@numba.njit(**NJIT_NORT)
+def conv_up_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng, weighted,
+                          do_mark, mark, tlist, tcount, p, site_off):
+    """:func:`conv_up_scatter` for ``ng`` events of one sender site (see
+    :func:`conv_down_scatter_group`)."""
+    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
+    kh, kw = geo[6], geo[7]
+    oy0 = tab[site_s, 0]
+    ox0 = tab[site_s, 1]
+    for ky in range(kh):
+        oy = oy0 + ky
+        if oy < 0:
+            continue
+        if oy >= Hr:
+            break
+        for kx in range(kw):
+            ox = ox0 + kx
+            if ox < 0:
+                continue
+            if ox >= Wr:
+                break
+            site = oy * Wr + ox
+            _rows_add(buf, boff + site * Cr, W, woff + (ky * kw + kx) * Cs * Cr, Cr,
+                      gch, gval, ng, weighted)
+            if do_mark:
+                _mark(site, mark, tlist, tcount, p, site_off)
+
+
+@numba.njit(**NJIT_NORT)
+def pool_down_scatter_group(buf, boff, w, geo, tab, site_s, gch, gval, ng, weighted, do_mark,
+                            mark, tlist, tcount, p, site_off):
+    """:func:`pool_down_scatter` for ``ng`` events of one sender site (channels ``gch``):
+    one window walk and one mark per receiving site."""
+    C, Hr, Wr = geo[0], geo[4], geo[5]
+    k, st = geo[6], geo[8]
+    ky = tab[site_s, 0]
+    oy = tab[site_s, 1]
+    while ky < k and oy >= 0:
+        if oy < Hr:
+            kx = tab[site_s, 2]
+            ox = tab[site_s, 3]
+            while kx < k and ox >= 0:
+                if ox < Wr:
+                    site = oy * Wr + ox
+                    base = boff + site * C
+                    if weighted:
+                        for i in range(ng):
+                            buf[base + gch[i]] += gval[i] * w
+                    else:
+                        for i in range(ng):
+                            buf[base + gch[i]] += w
+                    if do_mark:
+                        _mark(site, mark, tlist, tcount, p, site_off)
+                kx += st
+                ox -= 1
+        ky += st
+        oy -= 1
+
+
+@numba.njit(**NJIT_NORT)
+def pool_up_scatter_group(buf, boff, w, geo, tab, site_s, gch, gval, ng, weighted, do_mark,
+                          mark, tlist, tcount, p, site_off):
+    """:func:`pool_up_scatter` for ``ng`` events of one sender site (channels ``gch``)."""
+    C, Hr, Wr = geo[0], geo[4], geo[5]
+    k = geo[6]
+    y0 = tab[site_s, 0]
+    x0 = tab[site_s, 1]
+    for ky in range(k):
+        y = y0 + ky
+        if y >= Hr:
+            break
+        for kx in range(k):
+            x = x0 + kx
+            if x >= Wr:
+                break
+            site = y * Wr + x
+            base = boff + site * C
+            if weighted:
+                for i in range(ng):
+                    buf[base + gch[i]] += gval[i] * w
+            else:
+                for i in range(ng):
+                    buf[base + gch[i]] += w
+            if do_mark:
+                _mark(site, mark, tlist, tcount, p, site_off)
+
+
 # ---------------------------------------------------------------------------------------
 # Stand-alone propagation kernels (one step, one sample): used by benchmarks and tests.
 @numba.njit(**NJIT)
