@@ -86,6 +86,24 @@ def _parse_values(ctx, param, values):
     return out
 
 
+def _sweep_command(ctx, no_record):
+    """The invocation rebuilt from the parsed options (stored with the records)."""
+    import shlex
+    args = ["neurosim", "bench", "sparsity"]
+    for k, v in ctx.params.items():
+        if k in ("debug", "as_json") or v is None or v is False or v == {} or (k == "out" and no_record):
+            continue
+        if k in ("params", "base"):
+            for n, vals in v.items():
+                args += ["--param" if k == "params" else "--base",
+                         f"{n}=" + ",".join(f"{y:g}" for y in vals)]
+        elif v is True:
+            args.append("--" + k.replace("_", "-"))
+        else:
+            args += ["--plot" if k == "plot_dir" else "--" + k.replace("_", "-"), str(v)]
+    return shlex.join(args)
+
+
 @bench.command()
 @click.option("--model", default="fsnn_mlp", show_default=True, metavar="FILE|NAME")
 @click.option("--dataset", metavar="NAME", help="Default: the model's data set.")
@@ -113,11 +131,13 @@ def _parse_values(ctx, param, values):
               help="Write sparsity.png (accuracy vs ops, wall time vs activity) to this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the points as JSON.")
 @_debug
-def sparsity(model, dataset, data_dir, params, base, grid, epochs, max_train, max_test, seed,
-             reps, threads, out, no_record, plot_dir, as_json, debug):
+@click.pass_context
+def sparsity(ctx, model, dataset, data_dir, params, base, grid, epochs, max_train, max_test,
+             seed, reps, threads, out, no_record, plot_dir, as_json, debug):
     """Sweep training parameters: accuracy vs operations, event-driven vs dense time."""
     import json
     from .ops import sparsity as S
+    command = _sweep_command(ctx, no_record)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
     with _errors(debug):
         if plot_dir is not None:
@@ -127,7 +147,7 @@ def sparsity(model, dataset, data_dir, params, base, grid, epochs, max_train, ma
         r = S.sweep(model, dataset, params=params or None, base=base or None, grid=grid,
                     epochs=epochs, max_train=max_train, max_test=max_test, seed=seed, reps=reps,
                     threads=threads, out=None if no_record else out, data_dir=data_dir,
-                    report=report)
+                    report=report, command=command)
         written = S.plot_sweep(r, plot_dir) if plot_dir is not None else None
     if as_json:
         click.echo(json.dumps(dict(points=r["points"], crossover=r["crossover"],

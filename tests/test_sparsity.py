@@ -109,7 +109,9 @@ def test_cli_bench_sparsity(tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert len(d["points"]) == 2 and "crossover" in d
-    assert len(out.read_text().splitlines()) == 12
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 12
+    assert recs[0]["extra"]["command"].startswith("neurosim bench sparsity --param T=4 --base T=6")
     r = CliRunner().invoke(main, ["bench", "sparsity", "--param", "lr=0.1"])
     assert r.exit_code == 2 and "sweepable: T, T_b, v_th, kappa, dropout" in r.output
     r = CliRunner().invoke(main, ["bench", "sparsity", "--param", "T=ten"])

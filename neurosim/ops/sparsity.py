@@ -9,7 +9,8 @@ at a time around a baseline (or over their full grid), trains each point briefly
 * the wall time per test sample of the forward phase, event-driven
   (:func:`neurosim.run_forward`) and clock-driven dense (:func:`dense_forward`: numpy /
   BLAS matrix products every step, the same network and input), measured on the same
-  machine and thread count.
+  machine and thread count, the two alternating call by call (a shared machine's load
+  then hits both alike).
 
 Swept parameters (``SWEEPABLE``): ``T`` and ``T_b`` (forward / backward steps),
 ``v_th`` (threshold of every spiking population; the subtraction Θ keeps its ratio to
@@ -318,13 +319,18 @@ def _case(model, ds, point):
     return f"{model}/{ds} {vals}"
 
 
-def _time(fn, reps):
-    fn()                                       # warm-up (compilation, caches)
-    out = []
+def _time(fns, reps):
+    """Wall times of every function in ``fns``, ``reps`` rounds after one warm-up round;
+    the functions alternate within each round, so that both sides of a comparison see
+    the same load on a shared machine."""
+    for fn in fns:
+        fn()                                   # warm-up (compilation, caches)
+    out = [[] for _ in fns]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t0)
     return out
 
 
@@ -364,7 +370,7 @@ def crossover(points):
 
 def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False, epochs=2,
           max_train=None, max_test=None, seed=0, reps=5, threads=1, out=DEFAULT_OUT,
-          data_dir=None, report=None):
+          data_dir=None, report=None, command=None):
     """Run a sparsity sweep (see the module docstring); returns a dict with ``points``
     (one dict per point: params, accuracy, ops, times), ``crossover``, ``records`` (the
     JSON-lines records) and ``out`` (the file appended to, or None with ``out=None``).
@@ -386,6 +392,8 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
         Timed repetitions of each forward phase (after one warm-up call).
     threads : int
         Numba threads of the engine and BLAS threads of the dense baseline.
+    command : str, optional
+        The command line that started the sweep (stored in every record's ``extra``).
     """
     from .. import datasets as D
     from ..training.trainer import _normalised, load_checkpoint, train
@@ -430,15 +438,18 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
             x = x_test.reshape(len(x_test), -1) if x_test.ndim == 4 and len(inp.shape) == 1 else x_test
             T = int(st["config"]["T"])
             fwd = run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
-            t_event = _time(lambda: run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads), reps)
+            event = lambda: run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
             t_dense, same = None, None
             try:
-                with _blas_limit(threads):
-                    dense_counts = dense_forward(tnet, T, {inp.name: x})
-                    t_dense = _time(lambda: dense_forward(tnet, T, {inp.name: x}), reps)
-                same = float(np.mean([np.mean(dense_counts[n] == fwd.counts[n]) for n in dense_counts]))
+                dense_counts = dense_forward(tnet, T, {inp.name: x})
             except SweepError as e:
                 say(f"  no dense timing: {e}")
+                (t_event,) = _time([event], reps)
+            else:
+                same = float(np.mean([np.mean(dense_counts[n] == fwd.counts[n]) for n in dense_counts]))
+                with _blas_limit(threads):
+                    t_event, t_dense = _time([event, lambda: dense_forward(tnet, T, {inp.name: x})],
+                                             reps)
             B = len(x)
             d_map = sum(int(pr.dense_macs) for pr in tnet.projections.values()
                         if tnet.populations[pr.pre].kind == "input")
@@ -477,7 +488,8 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
             results.append(pt)
             case = _case(model_name, ds_name, point)
             rp = dict(point, seed=seed, epochs=epochs, max_train=max_train, max_test=max_test)
-            extra = dict(n_train=s["n_train"], n_test=s["n_test"], train_wall_s=train_s,
+            extra = dict(command=command, n_train=s["n_train"], n_test=s["n_test"],
+                         train_wall_s=train_s,
                          activity=activity, identical_spike_counts=same,
                          history_last_epoch={k: float(v) for k, v in h.items()},
                          energy_profile="cmos45-fp32",
@@ -520,8 +532,9 @@ def format_sweep(result):
     rows = []
     for p in result["points"]:
         q = p["params"]
-        rows.append([str(q["T"]), str(q["T_b"]), _g(q["v_th"], "g"), _g(q["kappa"], "g"),
-                     _g(q["dropout"], "g"), f"{p['accuracy']:.4f}", _g(p["train_ops"]),
+        rows.append([str(q["T"]), str(q["T_b"]), "model" if q["v_th"] is None else _g(q["v_th"], "g"),
+                     _g(q["kappa"], "g"), "model" if q["dropout"] is None else _g(q["dropout"], "g"),
+                     f"{p['accuracy']:.4f}", _g(p["train_ops"]),
                      _g(p["inference_ops"]), _g(p["inference_dense_macs"]), _g(p["activity"]),
                      _g(p["event_s"] * 1e6), _g(None if p["dense_s"] is None else p["dense_s"] * 1e6),
                      _g(p["time_ratio"])])
