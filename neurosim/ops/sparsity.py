@@ -557,8 +557,8 @@ def plot_sweep(result, out_dir):
     labels = [" ".join(f"{k}={v:g}" for k, v in p["params"].items()
                        if v is not None and v != result["baseline"].get(k)) or "baseline"
               for p in pts]
-    for k, (key, what) in enumerate((("inference_ops", "inference: synaptic events + input MACs"),
-                                     ("train_ops", "training: all phases"))):
+    for k, (key, what) in enumerate((("inference_ops", "inference ops per sample (events + input MACs)"),
+                                     ("train_ops", "training ops per sample (all phases)"))):
         ax = fig.add_subplot(1, 3, k + 1)
         xs = [p[key] for p in pts]
         ys = [p["accuracy"] for p in pts]
@@ -566,16 +566,18 @@ def plot_sweep(result, out_dir):
         for x_, y_, lab in zip(xs, ys, labels):
             ax.annotate(lab, (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_xlabel(f"operations per sample ({what}, log scale)")
+        ax.set_xlabel(f"{what}, log scale")
         ax.set_ylabel("test accuracy (fraction)")
         ax.set_title(f"{'Inference' if k == 0 else 'Training'} cost vs accuracy", fontsize=10)
     ax = fig.add_subplot(1, 3, 3)
-    timed = [p for p in pts if p["activity"]]
-    ax.scatter([p["activity"] for p in timed], [p["event_s"] * 1e6 for p in timed],
-               label="event-driven (neurosim)", color="#1f77b4")
-    dense = [p for p in timed if p["dense_s"] is not None]
-    ax.scatter([p["activity"] for p in dense], [p["dense_s"] * 1e6 for p in dense],
-               label="clock-driven dense (numpy)", color="#d62728", marker="s")
+    timed = [(p, lab) for p, lab in zip(pts, labels) if p["activity"] and p["time_ratio"]]
+    if timed:
+        xs = [p["activity"] for p, _ in timed]
+        ys = [p["time_ratio"] for p, _ in timed]
+        ax.scatter(xs, ys, color="#1f77b4", label="event-driven / dense wall time")
+        for x_, y_, (_, lab) in zip(xs, ys, timed):
+            ax.annotate(lab, (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(1.0, color="black", linewidth=0.8, label="equal time (below: event-driven faster)")
     cx = result["crossover"]
     if cx.get("found"):
         ax.axvline(cx["activity"], color="black", linestyle="--",
@@ -583,8 +585,8 @@ def plot_sweep(result, out_dir):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("activity (forward synaptic events per dense MAC, log scale)")
-    ax.set_ylabel("forward wall time per test sample (µs, log scale)")
-    ax.set_title("Event-driven vs dense forward phase", fontsize=10)
+    ax.set_ylabel("forward time ratio, event-driven / dense (log scale)")
+    ax.set_title("Event-driven vs dense forward phase (same threads)", fontsize=10)
     ax.legend(fontsize=8)
     fig.suptitle(f"Sparsity sweep: {result['model']} ({len(pts)} points, sweep {result['sweep']})",
                  fontsize=10)
