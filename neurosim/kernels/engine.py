@@ -290,6 +290,8 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                     for _ in range(gap):
                         wc = wc * leak
                     wcount[b, off + k] = wc
+    nz = 0                       # spikes of this block
+    nc = 0                       # neurons left at/above threshold (carry)
     if ternary:
         for k in range(n):
             v = u[ug + k] + cur[k]
@@ -299,6 +301,8 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                 v = v * leak
             u[ug + k] = v
             spk[k] = qv
+            nz += qv != 0
+            nc += (v >= v_th) | (v <= -v_th)
     else:
         for k in range(n):
             v = u[ug + k] + cur[k]
@@ -311,67 +315,63 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                 v = v * leak
             u[ug + k] = v
             spk[k] = f
+            nz += f
+            nc += v >= v_th
     if has_leak and wcount.shape[1] > 0:
         for k in range(n):
             wcount[b, ug + k] = wcount[b, ug + k] * leak + spk[k]
-    if ssz == 1:                 # one flat loop: no per-site loop overhead for 1-D layers
-        for kk in range(n):
-            qv = spk[kk]
-            if qv != 0:
-                k = j0 + np.int64(kk)
-                ring_idx[ring_base + rc] = k
-                ring_val[ring_base + rc] = qv
-                ring_site[ring_base + rc] = k
-                ring_ch[ring_base + rc] = 0
-                rc += 1
-                if qv > 0:
-                    counts[b, off + k] += 1
-                else:
-                    counts_neg[b, off + k] += 1
-                if rec_off >= 0:
-                    rec[b, t, rec_off + k] = qv
-    else:                        # per site: no integer division per spike
-        nz = 0
-        for kk in range(n):
-            nz += spk[kk] != 0
-        if nz * 8 >= np.int64(n) and rec_off < 0:
-            # many spikes (forward of busy layers): branch-free compaction (the ring slots
-            # past the last spike are scratch), counts as one vectorised add per sign
-            cpos = counts[b]
-            cneg = counts_neg[b]
-            cb = np.uint64(off + j0)
-            for kk in range(n):
+    if nz == 0:
+        pass
+    elif ssz == 1 or nz * 8 < np.int64(n) or rec_off >= 0:
+        # few spikes: skip eight silent neurons per 64-bit word
+        nw = n // np.uint64(8)
+        words = spk[:nw * np.uint64(8)].view(np.uint64)
+        for wi in range(nw + np.uint64(1)):
+            if wi < nw and words[wi] == 0:
+                continue
+            k0 = wi * np.uint64(8)
+            k1 = min(k0 + np.uint64(8), n)
+            for kk in range(k0, k1):
                 qv = spk[kk]
-                cpos[cb + kk] += qv > 0
-                cneg[cb + kk] += qv < 0
-            for s in range(s0, s1):
-                kb = np.uint64((s - s0) * ssz)
-                for c in range(ssz):
-                    qv = spk[kb + np.uint64(c)]
-                    ring_idx[ring_base + rc] = s * ssz + c
+                if qv != 0:
+                    k = j0 + np.int64(kk)
+                    if ssz == 1:
+                        s = k
+                        c = 0
+                    else:
+                        s = k // ssz
+                        c = k - s * ssz
+                    ring_idx[ring_base + rc] = k
                     ring_val[ring_base + rc] = qv
                     ring_site[ring_base + rc] = s
                     ring_ch[ring_base + rc] = c
-                    rc += qv != 0
-        else:
-            for s in range(s0, s1):
-                kb = np.uint64((s - s0) * ssz)
-                for c in range(ssz):
-                    qv = spk[kb + np.uint64(c)]
-                    if qv != 0:
-                        k = s * ssz + c
-                        ring_idx[ring_base + rc] = k
-                        ring_val[ring_base + rc] = qv
-                        ring_site[ring_base + rc] = s
-                        ring_ch[ring_base + rc] = c
-                        rc += 1
-                        if qv > 0:
-                            counts[b, off + k] += 1
-                        else:
-                            counts_neg[b, off + k] += 1
-                        if rec_off >= 0:
-                            rec[b, t, rec_off + k] = qv
-    if keep_carry:               # densely updated populations need no carry list
+                    rc += 1
+                    if qv > 0:
+                        counts[b, off + k] += 1
+                    else:
+                        counts_neg[b, off + k] += 1
+                    if rec_off >= 0:
+                        rec[b, t, rec_off + k] = qv
+    else:
+        # many spikes (forward of busy layers): branch-free compaction (the ring slots
+        # past the last spike are scratch), counts as one vectorised add per sign
+        cpos = counts[b]
+        cneg = counts_neg[b]
+        cb = np.uint64(off + j0)
+        for kk in range(n):
+            qv = spk[kk]
+            cpos[cb + kk] += qv > 0
+            cneg[cb + kk] += qv < 0
+        for s in range(s0, s1):
+            kb = np.uint64((s - s0) * ssz)
+            for c in range(ssz):
+                qv = spk[kb + np.uint64(c)]
+                ring_idx[ring_base + rc] = s * ssz + c
+                ring_val[ring_base + rc] = qv
+                ring_site[ring_base + rc] = s
+                ring_ch[ring_base + rc] = c
+                rc += qv != 0
+    if keep_carry and nc > 0:    # densely updated populations need no carry list
         for s in range(s0, s1):
             carry = False
             for k in range(s * ssz, (s + 1) * ssz):
