@@ -171,10 +171,15 @@ def _machine():
 
 
 def provenance():
-    import numba
+    """Run-constant record fields (as ``benchmarks/_harness.provenance``)."""
+    from importlib.metadata import PackageNotFoundError, version
     import neurosim
+    try:
+        numba_version = version("numba")
+    except PackageNotFoundError:  # pragma: no cover - numba is a dependency
+        numba_version = "unknown"
     return dict(version=neurosim.__version__, commit=_git_commit(), machine=_machine(),
-                numba_version=numba.__version__, numpy_version=np.__version__,
+                numba_version=numba_version, numpy_version=np.__version__,
                 python=platform.python_version())
 
 
