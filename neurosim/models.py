@@ -394,7 +394,9 @@ def _projection(ctx, net, i, t, used, seed):
             post_idx = pr.indices.astype(np.int64)
             norm = np.sqrt(np.bincount(post_idx, w * w, minlength=Q.n))
             w = np.divide(w, norm[post_idx], out=np.zeros_like(w), where=norm[post_idx] > 0)
-        pr.set_weight(scale * w)
+        with np.errstate(over="ignore"):           # an overflow is reported below
+            w = scale * w
+        _wrap(ctx, where, pr.set_weight, w)
     elif kind in ("conv2d", "conv_transpose2d"):
         need_chw("pre", P)
         need_chw("post", Q)
@@ -421,6 +423,12 @@ def _projection(ctx, net, i, t, used, seed):
         k = _get_int(ctx, t, "kernel", where, None, low=1)
         stride = _get_int(ctx, t, "stride", where, k, low=1)
         pr = _wrap(ctx, where, AvgPool2d, k, pre_shape=P.shape, stride=stride, **common)
+    big = float(np.finfo(net.dtype).max)
+    for what, a in list(pr.weight_arrays().items()) + [("bias", pr.bias)]:
+        if a is not None and a.size and float(np.max(np.abs(a))) > big:
+            _fail(ctx, f"{where}: init_scale / bias_value give {what} values up to "
+                       f"{float(np.max(np.abs(a))):.3g}, beyond the largest "
+                       f"{np.dtype(net.dtype).name} ({big:.3g}); use smaller values")
     if tuple(pr.post_shape) != tuple(Q.shape):
         _fail(ctx, f"{where}: the {kind} projection produces shape {list(pr.post_shape)} from "
                    f"{pre!r} of shape {list(P.shape)}, but post population {post!r} has shape "

@@ -7,6 +7,7 @@ so every sum the engine and the dense reference compute is exact whatever the or
 additions (SPIDE spec, test oracle 1): their spike trains must agree bit for bit.
 """
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -388,3 +389,11 @@ def random_case(seed, *, dtype=np.float64, dyadic_values=True, cuba=False, plain
 @pytest.fixture
 def make_case():
     return random_case
+
+
+def pytest_configure(config):
+    """``pytest -m fuzz`` selects the long fuzzing run (tests/test_fuzz.py): 2000 random
+    examples per test unless NEUROSIM_FUZZ_EXAMPLES says otherwise."""
+    expr = config.getoption("markexpr", "") or ""
+    if re.search(r"(?<!not )\bfuzz\b", expr):
+        os.environ.setdefault("NEUROSIM_FUZZ_EXAMPLES", "2000")

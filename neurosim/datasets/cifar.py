@@ -20,6 +20,7 @@ any other global (``os.system``, ``subprocess.Popen``, ``builtins.eval``, ...) r
 import codecs
 import io
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,32 @@ class SafeUnpickler(pickle.Unpickler):
                         f"never do; refusing to load it")
 
 
+#: largest memo index accepted (a real pickle numbers its memo entries 0, 1, 2, ...)
+_MEMO_OPS = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
+def _check_opcodes(raw, p):
+    """Walk the opcodes before unpickling (pure Python, no object is built).
+
+    A memo index larger than the number of opcodes so far never occurs in a real pickle,
+    and makes the C unpickler grow its memo table to that size: a damaged 70-byte file
+    took 77 s and gigabytes of memory (found by tests/test_fuzz.py)."""
+    n = 0
+    try:
+        for op, arg, pos in pickletools.genops(raw):
+            n += 1
+            if op.name in _MEMO_OPS and (not isinstance(arg, int) or not 0 <= arg <= n):
+                raise DataError(f"{p}: the pickle stores memo index {arg} at byte {pos}, after "
+                                f"only {n} opcodes; the file is damaged or crafted, refusing "
+                                "to load it")
+    except DataError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, UnicodeError,
+            MemoryError, pickle.UnpicklingError) as e:
+        raise DataError(f"{p}: not a readable CIFAR pickle ({type(e).__name__}: {e}); the "
+                        f"file is truncated, damaged or of another format") from e
+
+
 def load_pickle(path):
     """Load one CIFAR pickle with :class:`SafeUnpickler`; dict keys are returned as str."""
     p = Path(path)
@@ -132,6 +159,7 @@ def load_pickle(path):
         raw = p.read_bytes()
     except OSError as e:
         raise DataError(f"{p}: cannot read the file ({e.strerror})") from e
+    _check_opcodes(raw, p)
     try:
         obj = SafeUnpickler(io.BytesIO(raw), source=str(p)).load()
     except DataError:

@@ -15,6 +15,10 @@ described by ``sensor_size = (W, H, P)`` (width, height, polarities); audio sens
   ``.npy``) without pickle.
 """
 import numbers
+import struct
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,10 @@ EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p",
 #: tonic's audio event dtype
 AUDIO_DTYPE = np.dtype([("t", np.int64), ("x", np.int16), ("p", bool)])
 FRAME_MODES = ("equal_count", "equal_time")
+#: what numpy and zipfile raise on damaged .npy / .npz bytes (found by tests/test_fuzz.py)
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+                IndexError, AttributeError, SyntaxError, tokenize.TokenError, MemoryError,
+                TypeError, UnicodeError, struct.error, OverflowError, NotImplementedError)
 
 
 def check_sensor_size(sensor_size):
@@ -227,10 +235,12 @@ def load_events(path, sensor_size=None):
     try:
         obj = np.load(p, allow_pickle=False)
     except ValueError as e:
-        raise DataError(f"{p}: cannot read it without pickle ({e}); event files must hold a "
-                        f"plain structured array") from e
-    except (OSError, EOFError) as e:
+        if "pickle" in str(e):
+            raise DataError(f"{p}: cannot read it without pickle ({e}); event files must hold "
+                            f"a plain structured array") from e
         raise DataError(f"{p}: not a readable .npy/.npz file ({e})") from e
+    except _READ_ERRORS as e:
+        raise DataError(f"{p}: not a readable .npy/.npz file ({type(e).__name__}: {e})") from e
     if isinstance(obj, np.lib.npyio.NpzFile):
         with obj:
             if "events" not in obj.files:
@@ -239,9 +249,14 @@ def load_events(path, sensor_size=None):
             try:
                 events = obj["events"]
                 stored = obj["sensor_size"] if "sensor_size" in obj.files else None
-            except (ValueError, OSError, EOFError) as e:
-                raise DataError(f"{p}: cannot read its arrays ({e})") from e
+            except _READ_ERRORS as e:
+                raise DataError(f"{p}: cannot read its arrays ({type(e).__name__}: {e}); the "
+                                "file is truncated or damaged") from e
         if stored is not None:
+            if stored.dtype.kind not in "iu" or stored.size != 3 or np.any(stored < 1):
+                raise DataError(f"{p}: the stored sensor_size must be three positive integers "
+                                f"(W, H, P), got {stored!r}; the file is damaged or was not "
+                                "written by save_events")
             stored = tuple(int(s) for s in np.ravel(stored))
             if sensor_size is not None and tuple(sensor_size) != stored:
                 raise DataError(f"{p}: stored sensor_size {stored} differs from the "

@@ -541,12 +541,17 @@ def _read_network(r):
     return net
 
 
-def _spike_trains(r, h, B, T, n):
+def _spike_trains(r, h, B, T, n, signed):
     s = h.get("spikes")
     if s is None:
         return None
     b, t, j = (r.data(s, k).astype(np.int64) for k in ("sample", "step", "neuron"))
-    sign = r.data(s, "sign", required=False)
+    # backward spikes are ternary: without their sign they would read as +1 (fuzz finding)
+    sign = r.data(s, "sign", required=signed) if signed else None
+    if not (b.shape == t.shape == j.shape) or (sign is not None and sign.shape != b.shape):
+        r.fail(f"{s.name}: sample, step, neuron (and sign) must have the same length")
+    if sign is not None and sign.size and not np.all((sign == 1) | (sign == -1)):
+        r.fail(f"{s.name}/sign must hold -1 or +1")
     if b.size and (b.max() >= B or t.max() >= T or j.max() >= n or min(b.min(), t.min(), j.min()) < 0):
         r.fail(f"{s.name}: spike indices out of range for batch {B}, steps {T}, {n} neurons")
     out = np.zeros((B, T, n), np.int8)
@@ -581,7 +586,7 @@ def _read_phase(r, net, phase):
         kw["v_final"][name] = r.data(h, "v_final")
         kw["weighted_counts"][name] = r.data(h, "weighted_counts", required=False)
         kw["neuron_updates"][name] = r.data(h, "neuron_updates")
-        st = _spike_trains(r, h, B, T, net.populations[name].n)
+        st = _spike_trains(r, h, B, T, net.populations[name].n, signed=not fwd)
         if st is not None:
             spikes[name] = st
     syn = {}

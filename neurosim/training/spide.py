@@ -147,7 +147,7 @@ class SPIDEConfig:
         if unknown:
             raise V.NeurosimError(f"unknown training option(s) {unknown}; allowed: {sorted(names)}")
         d = dict(d)
-        if "milestones" in d:
+        if isinstance(d.get("milestones"), list):       # JSON / TOML arrays
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
 

@@ -44,8 +44,8 @@ from .. import _testhooks
 from .. import _validate as V
 from .. import datasets as D
 from ..io import atomic
-from ..io.hdf5 import (RunFileError, _Reader, _check_header, _open, _read_network, _write_header,
-                       _write_network, atomic_h5)
+from ..io.hdf5 import (RunFileError, _dset, _Reader, _check_header, _open, _read_network,
+                       _write_header, _write_network, atomic_h5)
 from ..models import load_model, read_model_file, resolve_model_path
 from ..network import Network
 from . import health
@@ -231,21 +231,23 @@ def save_checkpoint(path, model, cfg, state, force=True, partial=None):
         g.attrs["rng"] = json.dumps(state["rng"])
         g.attrs["meta"] = json.dumps(state.get("meta", {}))
         g.attrs["data"] = json.dumps(state.get("data", {}))
+        # every array through _dset: chunked with a Fletcher-32 checksum, so that a
+        # corrupted byte is detected when reading instead of resuming with a wrong number
         if model.readout:
-            g["readout_weight"] = model.C
-            g["readout_bias"] = model.c
+            _dset(g, "readout_weight", model.C)
+            _dset(g, "readout_bias", model.c)
         raw = g.create_group("raw")
         for name, v in model.raw.items():
-            raw[name] = v
+            _dset(raw, name, v)
         opt = g.create_group("optimizer")
         for name, v in state["optimizer"].items():
-            opt[name] = v
+            _dset(opt, name, v)
         h = g.create_group("history")
         for k, v in state["history"].items():
-            h[k] = np.asarray(v, np.float64)
+            _dset(h, k, np.asarray(v, np.float64))
         if partial is not None:
             pg = g.create_group("progress")
-            pg["perm"] = np.asarray(partial["perm"], np.int64)
+            _dset(pg, "perm", np.asarray(partial["perm"], np.int64))
             pg.attrs["state"] = json.dumps({k: v for k, v in partial.items() if k != "perm"})
     return atomic_h5(path, fill, force=force)
 
