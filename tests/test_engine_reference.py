@@ -77,11 +77,20 @@ def test_both_phases_match_reference_exactly(seed):
     for name in ref["counts"]:
         np.testing.assert_array_equal(plain.counts[name], ref["counts"][name])
         np.testing.assert_array_equal(plain.v_final[name], ref["v_final"][name])
+    for name in ref["sent"]:
+        np.testing.assert_array_equal(plain.sent[name], ref["sent"][name])
 
     bwd = ns.run_backward(case.net, fwd, case.grad, case.steps_b, record=True)
     # the reference takes its gate (1 <= count <= T-1) and masks from its own forward run
     refb = reference.run_phase(case.net, case.steps_b, backward=True, grad=case.grad, forward=ref)
     _assert_phase_equal(bwd, refb, case)
+    plain_b = ns.run_backward(case.net, fwd, case.grad, case.steps_b)
+    for name in refb["counts"]:
+        np.testing.assert_array_equal(plain_b.counts[name], refb["counts"][name])
+        np.testing.assert_array_equal(plain_b.counts_neg[name], refb["counts_neg"][name])
+    for name in refb["sent"]:
+        np.testing.assert_array_equal(plain_b.sent[name], refb["sent"][name])
+        np.testing.assert_array_equal(plain_b.sent_neg[name], refb["sent_neg"][name])
     for name in _leaky_pops(case.net, True):
         np.testing.assert_array_equal(bwd.weighted_counts[name], refb["weighted_counts"][name],
                                       err_msg=f"backward weighted counts of {name!r}, {case}")

@@ -37,6 +37,13 @@ from .scatter import (conv_down_scatter, conv_down_scatter_group, conv_up_scatte
                       pool_down_scatter_group, pool_up_scatter, pool_up_scatter_group)
 
 M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
+# nonzero-byte mask of a 64-bit word of int8 spikes (see _update_block)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_HIGH1 = np.uint64(0x8080808080808080)
+_GATHER = np.uint64(0x0102040810204080)
+_POPCOUNT = np.array([bin(m).count("1") for m in range(256)], np.int64)
+_LANES = np.array([[i for i in range(8) if m >> i & 1] + [0] * (8 - bin(m).count("1"))
+                   for m in range(256)], np.int64)
 #: a touched population with at least 1/DENSE_SHARE of its sites touched is updated as one
 #: block (no per-site overhead); results and counts are unchanged.
 DENSE_SHARE = 4
@@ -362,15 +369,42 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
             qv = spk[kk]
             cpos[cb + kk] += qv > 0
             cneg[cb + kk] += qv < 0
-        for s in range(s0, s1):
-            kb = np.uint64((s - s0) * ssz)
-            for c in range(ssz):
-                qv = spk[kb + np.uint64(c)]
-                ring_idx[ring_base + rc] = s * ssz + c
+        # eight neurons per 64-bit word: a bit mask of the nonzero bytes, then only its
+        # set bits (lane tables), tracking (site, channel) without division
+        nw = n // np.uint64(8)
+        words = spk[:nw * np.uint64(8)].view(np.uint64)
+        s = s0
+        c0 = 0
+        for wi in range(nw):
+            w = words[wi]
+            if w != 0:
+                x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
+                m = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
+                for i in range(_POPCOUNT[m]):
+                    lane = _LANES[m, i]
+                    c = c0 + lane
+                    ss = s
+                    while c >= ssz:
+                        c -= ssz
+                        ss += 1
+                    ring_idx[ring_base + rc] = ss * ssz + c
+                    ring_val[ring_base + rc] = spk[wi * np.uint64(8) + np.uint64(lane)]
+                    ring_site[ring_base + rc] = ss
+                    ring_ch[ring_base + rc] = c
+                    rc += 1
+            c0 += 8
+            while c0 >= ssz:
+                c0 -= ssz
+                s += 1
+        for kk in range(nw * np.uint64(8), n):
+            qv = spk[kk]
+            if qv != 0:
+                k = j0 + np.int64(kk)
+                ring_idx[ring_base + rc] = k
                 ring_val[ring_base + rc] = qv
-                ring_site[ring_base + rc] = s
-                ring_ch[ring_base + rc] = c
-                rc += qv != 0
+                ring_site[ring_base + rc] = k // ssz
+                ring_ch[ring_base + rc] = k - (k // ssz) * ssz
+                rc += 1
     if keep_carry and nc > 0:    # densely updated populations need no carry list
         for s in range(s0, s1):
             carry = False
