@@ -19,8 +19,9 @@ README = H.BENCH_DIR / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 KEY = ("bench", "case", "impl", "threads", "metric")
 _METRIC_ORDER = {"events_per_s": 0, "s_per_sample": 1, "speedup_vs_numpy-dense": 2,
+                 "speedup_vs_torch-dense": 2, "speedup_2t_vs_1t": 3, "peak_mem_mb": 4,
                  "compile_s": 9}
-_IMPL_ORDER = {"neurosim": 0, "c-loop": 1, "numpy-dense": 2}
+_IMPL_ORDER = {"neurosim": 0, "c-loop": 1, "torch-dense": 2, "numpy-dense": 3}
 
 
 def latest(records):
