@@ -212,7 +212,7 @@ def bench_case(case, threads, reps, seed, B=128, mem=True):
                     events_per_s=events * B / med,
                     phase_s_per_sample=dict(forward=ph[0] / B, backward=ph[1] / B,
                                             update=ph[2] / B),
-                    check_numpy_dense=np_check,
+                    check=np_check,
                     check_torch_dense=dict(mismatched_neurons=torch_mism,
                                            note="float32 sums in a different order: a few "
                                                 "neurons at the threshold may differ"),
