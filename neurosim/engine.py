@@ -13,8 +13,10 @@ import numpy as np
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
+from .kernels.cuba import MAX_FAST_PORTS, ctrl_size, run_split
 from .kernels.engine import apply_map, pack_events, run_phase
-from .network import M_CUBA, M_INPUT, Network, _kernel_weights, compile_program, kernel_table
+from .network import (K_CSR, K_DENSE, M_CUBA, M_INPUT, Network, _kernel_weights, compile_program,
+                      kernel_table)
 
 
 class PhaseResult:
@@ -162,6 +164,44 @@ def _check_network(net):
         raise V.NeurosimError("the network has no spiking population to simulate")
 
 
+#: smallest network (neurons) run neuron-parallel on one sample; below it the per-step
+#: barrier costs more than the split saves.
+SPLIT_MIN_NEURONS = 2048
+#: neuron ranges of the neuron-parallel runner start at multiples of this (cache lines
+#: of every per-neuron array, and the 64-flag words of the spike scan, are not shared).
+SPLIT_ALIGN = 64
+
+
+def _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr):
+    """Neuron ranges for :func:`neurosim.kernels.cuba.run_split`, or None when the run does
+    not qualify: forward phase, one sample, >= 2 threads, only CubaLIF populations (with
+    at most ``MAX_FAST_PORTS`` ports; analog input populations are allowed: their maps
+    are constant currents), CSR / dense projections with delay >= 1 and no mask, no
+    time-varying current, at least ``SPLIT_MIN_NEURONS`` neurons.
+
+    Returns (part [P, nth+1] local range bounds, split_off [Q], n_split)."""
+    if backward or B != 1 or nth < 2 or tv_pops or src or masks_arr.shape[1]:
+        return None
+    models = prog.pop_model
+    if not np.all((models == M_CUBA) | (models == M_INPUT)):
+        return None
+    if np.any(prog.pop_ip[models == M_CUBA, 1] > MAX_FAST_PORTS):
+        return None
+    if not np.all(np.isin(prog.proj_kind, (K_CSR, K_DENSE))) or np.any(prog.proj_delay < 1):
+        return None
+    sizes = np.diff(prog.pop_off)
+    if int(sizes[models == M_CUBA].sum()) < SPLIT_MIN_NEURONS:
+        return None
+    h = np.arange(nth + 1)
+    cut = np.round(sizes[:, None] * h / nth / SPLIT_ALIGN).astype(np.int64) * SPLIT_ALIGN
+    part = np.minimum(sizes[:, None], cut)
+    part[:, -1] = sizes
+    n_pre = sizes[prog.proj_src]
+    rows = np.where(prog.proj_kind == K_CSR, n_pre * (nth + 1), 0)
+    split_off = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    return np.ascontiguousarray(part, np.int64), split_off, int(rows.sum())
+
+
 def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
                record, n_threads, v_init=None):
     P = len(prog.pop_names)
@@ -221,16 +261,29 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
             rec_off[i] = n_rec
             n_rec += int(prog.pop_off[i + 1] - prog.pop_off[i])
     rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
+    plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
     t0 = time.perf_counter()
-    run_phase(T, backward, rec_off, n_chunks,
+    if plan is not None:      # one sample, all threads: neuron-parallel CubaLIF runner
+        part, split_off, n_split = plan
+        run_split(T, nth, rec_off, prog.pop_off, prog.pop_site, prog.pop_model, prog.pop_fp,
+                  prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
+                  prog.in_ptr, prog.in_proj, prog.proj_kind, prog.proj_src, prog.proj_dst,
+                  prog.proj_delay, prog.proj_port, prog.proj_woff, prog.proj_ioff, prog.proj_xoff,
+                  prog.proj_boff, prog.proj_soff, prog.proj_moff, prog.weights, prog.indptr,
+                  prog.indices, const, prog.n_buf, prog.max_ports, part, split_off, n_split,
+                  np.zeros(ctrl_size(nth), np.int64), counts, u_out, sent, rec)
+        nupd[0, :] = np.where(prog.pop_model == M_CUBA, np.diff(prog.pop_off) * T, 0)
+    else:
+        run_phase(T, backward, rec_off, n_chunks,
               prog.pop_off, prog.pop_site, prog.pop_site_off, prog.pop_model, prog.pop_fp,
-              prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
-              prog.out_ptr, prog.out_proj, prog.in_ptr, prog.in_proj, prog.proj_kind,
-              prog.proj_dst, prog.proj_delay, prog.proj_port, prog.proj_geo, prog.proj_woff,
-              prog.proj_ioff, prog.proj_xoff, prog.proj_boff, prog.proj_soff, prog.proj_scale,
-              prog.proj_moff, prog.proj_toff, prog.tabs, prog.weights, prog.indptr, prog.indices, const, tv, tv_off,
-              src_idx, src_ptr, masks_arr, gate, prog.n_buf, prog.max_ports,
-              counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec)
+                  prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
+                  prog.out_ptr, prog.out_proj, prog.in_ptr, prog.in_proj, prog.proj_kind,
+                  prog.proj_dst, prog.proj_delay, prog.proj_port, prog.proj_geo, prog.proj_woff,
+                  prog.proj_ioff, prog.proj_xoff, prog.proj_boff, prog.proj_soff,
+                  prog.proj_scale, prog.proj_moff, prog.proj_toff, prog.tabs, prog.weights,
+                  prog.indptr, prog.indices, const, tv, tv_off, src_idx, src_ptr, masks_arr,
+                  gate, prog.n_buf, prog.max_ports, counts, counts_neg, u_out, wcount, sent,
+                  sent_neg, nupd, rec)
     wall = time.perf_counter() - t0
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
                neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={})

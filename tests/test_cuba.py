@@ -15,6 +15,7 @@ import reference
 from conftest import GRID, assert_close, random_case
 from neurosim._validate import NeurosimError
 from neurosim.kernels import cuba as kc
+from neurosim.kernels import threads as kth
 from neurosim.kernels import neurons as kn
 from test_engine_reference import _assert_phase_equal
 
@@ -153,3 +154,136 @@ def test_v_init_bad_input():
         ns.run_forward(net, 3, v_init={"P": np.full(10, np.nan)})
     with pytest.raises(NeurosimError, match="batch"):
         ns.run_forward(net, 3, batch=2, v_init={"P": np.zeros((3, 10))})
+
+
+# ---------------------------------------------------------------------------------------
+# the neuron-parallel runner (kernels.cuba.run_split): one sample on all threads
+def _two_pop_net(seed):
+    """E (200) and I (72) CubaLIF populations, CSR and dense projections with delays 1
+    and 2, an analog input population feeding E through a dense map."""
+    rng = np.random.default_rng(seed)
+    ne, ni = 200, 72
+    nr_e = ns.CubaLIF(v_rest=0.625, v_th=0.5, v_reset=0.0, tau_mem=10.0, tau_syn=(5.0, 10.0),
+                      t_ref=2.0)
+    nr_i = ns.CubaLIF(v_rest=0.5625, v_th=0.5, v_reset=0.0, tau_mem=8.0, tau_syn=(4.0,))
+    net = ns.Network(dtype=np.float64)
+    net.add_population("x", 8, "input")
+    net.add_population("E", ne, nr_e)
+    net.add_population("I", ni, nr_i)
+    net.add_projection("in", "x", "E", ns.Dense(_dyadic_weights(rng, 8 * ne, 0.05).reshape(8, ne)))
+
+    def sparse(n_pre, n_post, sign, port, delay):
+        pre, post = np.nonzero(rng.random((n_pre, n_post)) < 0.1)
+        w = sign * np.abs(_dyadic_weights(rng, pre.size, 0.2))
+        return ns.Sparse.from_edges(pre, post, w, pre_shape=n_pre, post_shape=n_post, delay=delay,
+                                    port=port)
+    net.add_projection("EE", "E", "E", sparse(ne, ne, 1.0, 0, 1))
+    net.add_projection("EI", "E", "I", sparse(ne, ni, 1.0, 0, 2))
+    net.add_projection("IE", "I", "E", ns.Dense(-np.abs(_dyadic_weights(rng, ni * ne, 0.05))
+                                                .reshape(ni, ne), delay=1, port=1))
+    v_init = {"E": np.round(rng.uniform(0, 0.5, ne) / GRID) * GRID,
+              "I": np.round(rng.uniform(0, 0.5, ni) / GRID) * GRID}
+    return net, v_init, {"x": np.round(rng.uniform(0, 1, (1, 8)) / GRID) * GRID}
+
+
+def _unsorted_net():
+    """cuba_net with every row of the excitatory CSR reversed (targets in falling order)."""
+    src = cuba_net(150, 0.1, seed=5)
+    net = ns.Network(dtype=np.float64)
+    net.add_population("P", 150, src.populations["P"].neuron)
+    pr = src.projections["E"]
+    indices, weights = pr.indices.copy(), pr.weight.copy()
+    for j in range(pr.n_pre):
+        a, b = pr.indptr[j], pr.indptr[j + 1]
+        indices[a:b] = indices[a:b][::-1]
+        weights[a:b] = weights[a:b][::-1]
+    net.add_projection("E", "P", "P", ns.Sparse(pr.indptr, indices, weights, pre_shape=150,
+                                                post_shape=150, delay=1, port=0))
+    net.add_projection("I", "P", "P", src.projections["I"])
+    return net
+
+
+@pytest.fixture
+def split_spy(monkeypatch):
+    """Run the neuron-parallel path for small networks too, and count its calls."""
+    from neurosim import engine
+    if kth.max_threads() < 2:
+        pytest.skip("needs NUMBA_NUM_THREADS >= 2")
+    monkeypatch.setattr(engine, "SPLIT_MIN_NEURONS", 0)
+    calls = []
+    real = engine.run_split
+
+    def spy(*a):
+        calls.append(a[1])
+        return real(*a)
+    monkeypatch.setattr(engine, "run_split", spy)
+    return calls
+
+
+def _run_both(net, T, **kw):
+    """The serial run and the neuron-parallel one, the latter repeated (a race between
+    the threads would show as a run that differs from the others)."""
+    serial = ns.run_forward(net, T, batch=1, n_threads=1, record=True, **kw)
+    split = ns.run_forward(net, T, batch=1, n_threads=2, record=True, **kw)
+    for _ in range(4):
+        _assert_same_run(split, ns.run_forward(net, T, batch=1, n_threads=2, record=True, **kw))
+    return serial, split
+
+
+def _assert_same_run(a, b):
+    for name in a.counts:
+        np.testing.assert_array_equal(a.spikes[name], b.spikes[name], err_msg=name)
+        np.testing.assert_array_equal(a.counts[name], b.counts[name], err_msg=name)
+        np.testing.assert_array_equal(a.v_final[name], b.v_final[name], err_msg=name)
+        np.testing.assert_array_equal(a.neuron_updates[name], b.neuron_updates[name])
+    for q in a.sent:
+        np.testing.assert_array_equal(a.sent[q], b.sent[q], err_msg=q)
+
+
+@pytest.mark.parametrize("variant", ["fused", "one_port", "two_on_port0", "unsorted_rows",
+                                     "two_populations"])
+def test_neuron_parallel_runner_is_bit_identical(split_spy, variant):
+    rng = np.random.default_rng(11)
+    inputs = None
+    if variant == "unsorted_rows":
+        net = _unsorted_net()
+        v_init = {"P": _v0(rng, net, 1)}
+    elif variant == "two_populations":
+        net, v_init, inputs = _two_pop_net(2)
+    else:
+        kw = dict(fused={}, one_port=dict(ports=1), two_on_port0=dict(extra_e=True))[variant]
+        net = cuba_net(300, 0.05, seed=4, **kw)
+        v_init = {"P": _v0(rng, net, 1)}
+    serial, split = _run_both(net, 150, v_init=v_init, inputs=inputs)
+    assert split_spy == [2] * 5
+    _assert_same_run(serial, split)
+    assert sum(int(c.sum()) for c in split.counts.values()) > 100
+    ref = reference.run_phase(net, 150, batch=1, v_init=v_init, inputs=inputs)
+    _assert_phase_equal(split, ref, variant)
+
+
+def test_neuron_parallel_runner_without_concurrent_threads(split_spy, monkeypatch):
+    """If the threading layer runs the iterations one after another, one thread runs every
+    piece (no deadlock) and the results do not change."""
+    from neurosim import engine
+    net = cuba_net(300, 0.05, seed=4)
+    v_init = {"P": _v0(np.random.default_rng(1), net, 1)}
+    serial = ns.run_forward(net, 60, batch=1, n_threads=1, v_init=v_init, record=True)
+    monkeypatch.setattr(engine, "_threads", lambda n: 2)   # plan for 2, run Numba with 1
+    kth.set_threads(1)
+    try:
+        split = ns.run_forward(net, 60, batch=1, v_init=v_init, record=True)
+    finally:
+        kth.set_threads(kth.max_threads())
+    assert split_spy == [2]
+    _assert_same_run(serial, split)
+
+
+def test_neuron_parallel_runner_only_when_it_applies(split_spy):
+    net = cuba_net(100, 0.1, seed=1)
+    ns.run_forward(net, 5, batch=2, n_threads=2)                       # two samples
+    ns.run_forward(net, 5, batch=1, n_threads=1)                       # one thread
+    ns.run_forward(net, 5, batch=1, n_threads=2, masks={"E": np.ones((1, 100))})
+    net.add_population("L", 3, ns.LIF())                               # a LIF population
+    ns.run_forward(net, 5, batch=1, n_threads=2)
+    assert split_spy == []

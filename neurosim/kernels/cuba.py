@@ -27,8 +27,9 @@ with more ports keep the per-neuron path (:data:`MAX_FAST_PORTS`).
 import numba
 import numpy as np
 
-from ..config import NJIT, NJIT_NORT
+from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
 from .neurons import _cuba_update
+from .sync import cpu_pause, fetch_add, load_acquire, os_yield, store_release
 
 #: receptor ports handled by the vectorised path.
 MAX_FAST_PORTS = 2
@@ -138,9 +139,10 @@ def _advance(u, isyn, ref, crow, c0, trow, t0, use_tv, off, k0, k1, v_rest, v_th
 
 
 @numba.njit(**NJIT_NORT)
-def _gather(p, b, off, n, in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks, isyn, buf):
+def _gather(p, b, off, k0, k1, in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks, isyn,
+            buf):
     """Add every incoming projection's buffer (times its mask) to the current of its
-    port where nonzero, and clear the buffer (the unfused case)."""
+    port where nonzero, and clear it, for neurons ``k0 .. k1`` (the unfused case)."""
     o = np.uint64(off)
     for a in range(in_ptr[p], in_ptr[p + 1]):
         q = in_proj[a]
@@ -148,13 +150,13 @@ def _gather(p, b, off, n, in_ptr, in_proj, proj_boff, proj_moff, proj_port, mask
         bo = np.uint64(proj_boff[q])
         if proj_moff[q] >= 0:
             mo = np.uint64(proj_moff[q])
-            for j in range(np.uint64(n)):
+            for j in range(np.uint64(k0), np.uint64(k1)):
                 x = buf[bo + j] * masks[b, mo + j]
                 cur = isyn[k, o + j]
                 isyn[k, o + j] = cur + x if x != 0.0 else cur
                 buf[bo + j] = 0.0
         else:
-            for j in range(np.uint64(n)):
+            for j in range(np.uint64(k0), np.uint64(k1)):
                 x = buf[bo + j]
                 cur = isyn[k, o + j]
                 isyn[k, o + j] = cur + x if x != 0.0 else cur
@@ -162,15 +164,13 @@ def _gather(p, b, off, n, in_ptr, in_proj, proj_boff, proj_moff, proj_port, mask
 
 
 @numba.njit(**NJIT_NORT)
-def _cuba_population(p, t, b, off, n, ssz, fp, ip, syn, in_ptr, in_proj, proj_boff, proj_moff,
-                     proj_port, masks, const, tv, tv_off, u, ref, isyn, buf, spk, ring_idx,
-                     ring_val, ring_site, ring_ch, base, rec, rec_off, counts):
-    """One step of the whole CubaLIF population ``p`` (neurons ``off .. off+n``, sites of
-    ``ssz``) for sample ``b``: gather its input buffers into the currents, advance, append
-    the spikes to the ring at ``base``, count and record them.  Returns the ring count.
-
-    Engine helper (same contract as the per-site path of :mod:`.engine`); needs
-    ``ip[p, 1] <= MAX_FAST_PORTS`` ports."""
+def _cuba_range(p, t, b, k0, k1, off, ssz, fp, ip, syn, in_ptr, in_proj, proj_boff, proj_moff,
+                proj_port, masks, const, tv, tv_off, u, ref, isyn, buf, spk, ring_idx, ring_val,
+                ring_site, ring_ch, base, rec, rec_off, counts):
+    """One step of neurons ``k0 .. k1`` of CubaLIF population ``p`` (first neuron ``off``,
+    sites of ``ssz``) for sample ``b``: gather their input buffers into the currents,
+    advance, append the spikes to the ring at ``base``, count and record them.  Returns
+    the number of spikes appended."""
     n_ports = ip[p, 1]
     # fused when every port is fed by exactly one unmasked projection
     bo0 = -1
@@ -191,7 +191,8 @@ def _cuba_population(p, t, b, off, n, ssz, fp, ip, syn, in_ptr, in_proj, proj_bo
         if nk != 1:
             fused = False
     if not fused:
-        _gather(p, b, off, n, in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks, isyn, buf)
+        _gather(p, b, off, k0, k1, in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks, isyn,
+                buf)
         bo0 = 0
         bo1 = 0
     elif n_ports == 1:
@@ -203,24 +204,41 @@ def _cuba_population(p, t, b, off, n, ssz, fp, ip, syn, in_ptr, in_proj, proj_bo
     v_rest, v_th, v_reset, alpha_mem, i_e = fp[p, 0], fp[p, 1], fp[p, 2], fp[p, 3], fp[p, 4]
     t_ref = ip[p, 0]
     a0, p0, a1, p1 = syn[p, 0, 0], syn[p, 1, 0], syn[p, 0, 1], syn[p, 1, 1]
-    nsp = _advance(u, isyn, ref, crow, off, trow, t0, use_tv, off, 0, n, v_rest, v_th, v_reset,
+    nsp = _advance(u, isyn, ref, crow, off, trow, t0, use_tv, off, k0, k1, v_rest, v_th, v_reset,
                    alpha_mem, i_e, t_ref, a0, p0, a1, p1, n_ports, fused, buf, bo0, bo1, spk)
     if nsp == 0:
         return 0
-    return _collect(spk, n, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, base, rec,
-                    rec_off, counts)
+    return _collect(spk, k0, k1, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, base,
+                    rec, rec_off, counts)
 
 
 @numba.njit(**NJIT_NORT)
-def _collect(spk, n, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, base, rec, rec_off,
-             counts):
-    """Append the neurons flagged in ``spk[0:n]`` to the ring at ``base`` (in index
-    order), count and record them; returns the ring count.  The flags are read 8 at a
-    time (as uint64 words) and 64 at a time (OR of 8 words), so a step with a few spikes
+def _cuba_population(p, t, b, off, n, ssz, fp, ip, syn, in_ptr, in_proj, proj_boff, proj_moff,
+                     proj_port, masks, const, tv, tv_off, u, ref, isyn, buf, spk, ring_idx,
+                     ring_val, ring_site, ring_ch, base, rec, rec_off, counts):
+    """One step of the whole CubaLIF population ``p`` (``n`` neurons from ``off``) for
+    sample ``b``; returns the ring count.  Engine helper (same contract as the per-site
+    path of :mod:`.engine`); needs ``ip[p, 1] <= MAX_FAST_PORTS`` ports."""
+    return _cuba_range(p, t, b, 0, n, off, ssz, fp, ip, syn, in_ptr, in_proj, proj_boff,
+                       proj_moff, proj_port, masks, const, tv, tv_off, u, ref, isyn, buf, spk,
+                       ring_idx, ring_val, ring_site, ring_ch, base, rec, rec_off, counts)
+
+
+@numba.njit(**NJIT_NORT)
+def _collect(spk, k0, k1, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, base, rec,
+             rec_off, counts):
+    """Append the neurons flagged in ``spk[k0:k1]`` to the ring at ``base`` (in index
+    order), count and record them; returns how many.  The flags are read 8 at a time
+    (as uint64 words) and 64 at a time (OR of 8 words), so a step with a few spikes
     costs a fraction of the update."""
     rc = 0
-    nw = n >> 3
-    w = spk[:8 * nw].view(np.uint64)
+    a = min(k1, (k0 + 7) & ~7)              # unaligned head, one by one
+    for k in range(k0, a):
+        if spk[k] != 0:
+            rc = _append(k, rc, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, base,
+                         rec, rec_off, counts)
+    nw = (k1 - a) >> 3
+    w = spk[a:a + 8 * nw].view(np.uint64)
     for i0 in range(0, nw, 8):
         i1 = min(i0 + 8, nw)
         m = np.uint64(0)
@@ -231,11 +249,11 @@ def _collect(spk, n, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, bas
         for i in range(i0, i1):
             if w[i] == 0:
                 continue
-            for k in range(8 * i, 8 * i + 8):
+            for k in range(a + 8 * i, a + 8 * i + 8):
                 if spk[k] != 0:
                     rc = _append(k, rc, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch,
                                  base, rec, rec_off, counts)
-    for k in range(8 * nw, n):
+    for k in range(a + 8 * nw, k1):
         if spk[k] != 0:
             rc = _append(k, rc, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, base,
                          rec, rec_off, counts)
@@ -289,3 +307,251 @@ def cuba_block_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_m
     for j in range(n):
         spikes[j] = flags[j]
     return m
+
+
+# ---------------------------------------------------------------------------------------
+# neuron-parallel runner for a single sample of a recurrent CubaLIF network
+#
+# The engine parallelises over the samples of a batch; one sample runs on one thread.
+# For a single sample of a network made only of CubaLIF populations joined by CSR / dense
+# projections with delays >= 1 (the classic CUBA benchmark and its kin), run_split uses
+# all threads instead: every population's neurons are cut into ``H`` contiguous ranges
+# (multiples of 64 neurons), and range ``h`` of every population is one *piece*.  A piece
+# of step t delivers the events due at t to the targets in its ranges only (every thread
+# walks every spike of the step, but only the part of the synapse row that lands in its
+# range: rows are sorted by target, the cut points are found once per run) and then
+# updates its neurons, writing their spikes to its own segment of the spike ring.
+# Pieces of one step share nothing; one barrier per step (a release store per thread,
+# acquire loads by the others) makes the step's spike lists visible before the next
+# step's deliveries.  Each target receives its events in the same order as in the
+# serial engine (spike order), so the results are bit-identical.
+#
+# Threads must run the prange iterations concurrently for the barrier to work.  The
+# first thread to arrive waits (bounded) for the others; if they do not come (a
+# threading layer that runs the iterations one after another), it runs every piece
+# alone and the late iterations return at once: no deadlock, same results.
+
+_ARRIVED = 0            # ctrl slots, 16 int64 (128 bytes) apart
+_MODE = 16              # 0 undecided, 1 parallel, 2 one thread runs all pieces
+_STEP = 32              # _STEP + 16*h: steps finished by thread h
+#: a waiting thread spins (``pause``, ~50 ns) this many times, then yields the core at
+#: every check (the other thread is not running).  Yielding early costs a whole time
+#: slice whenever the machine is oversubscribed, so it is the last resort.
+_SPINS = 100_000
+#: the first thread gives up waiting for the others after this many further yields.
+_ARRIVE_YIELDS = 1000
+K_DENSE, K_CSR = 0, 1   # engine projection kinds used here
+M_CUBA = 2
+
+
+def ctrl_size(H):
+    """Length of the int64 control array of :func:`run_split` for ``H`` threads."""
+    return _STEP + 16 * H + 16
+
+
+@numba.njit(**NJIT_NORT)
+def _split_points(h, H, pop_off, part, proj_kind, proj_src, proj_dst, proj_ioff, proj_xoff,
+                  indptr, indices, split_off, split, unsorted):
+    """Piece ``h`` finds, for its share of the rows of every CSR projection, where each
+    row crosses the range bounds of the receiver (rows sorted by target), and flags
+    unsorted rows (their projection then scans whole rows with a range test)."""
+    Q = proj_kind.shape[0]
+    for q in range(Q):
+        if proj_kind[q] != K_CSR:
+            continue
+        ps = proj_src[q]
+        r = proj_dst[q]
+        n_pre = pop_off[ps + 1] - pop_off[ps]
+        io = proj_ioff[q]
+        xo = proj_xoff[q]
+        so = split_off[q]
+        for j in range(n_pre * h // H, n_pre * (h + 1) // H):
+            s0 = indptr[io + j]
+            s1 = indptr[io + j + 1]
+            s = s0
+            for hh in range(H + 1):
+                bound = part[r, hh]
+                while s < s1 and indices[xo + s] < bound:
+                    s += 1
+                split[so + j * (H + 1) + hh] = s if hh < H else s1
+            for s in range(s0 + 1, s1):
+                if indices[xo + s] < indices[xo + s - 1]:
+                    unsorted[q * H + h] = 1
+
+
+@numba.njit(**NJIT_NORT)
+def _split_step(t, h, H, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth, pop_ring_off,
+                pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src, proj_dst, proj_delay,
+                proj_port, proj_woff, proj_ioff, proj_xoff, proj_boff, proj_soff, proj_moff,
+                weights, indptr, indices, const, tv, tv_off, masks, part, split_off, split,
+                unsorted, u, ref, isyn, buf, spk, ring_idx, ring_val, ring_site, ring_ch,
+                ring_cnt, counts, sent, rec, rec_off):
+    """Piece ``h`` of step ``t``: deliveries into its ranges, then its neuron updates."""
+    Q = proj_kind.shape[0]
+    for q in range(Q):
+        d = proj_delay[q]
+        if t - d < 0:
+            continue
+        ps = proj_src[q]
+        r = proj_dst[q]
+        n_ps = pop_off[ps + 1] - pop_off[ps]
+        n_r = pop_off[r + 1] - pop_off[r]
+        slot = (t - d) % pop_depth[ps]
+        lo = part[r, h]
+        hi = part[r, h + 1]
+        bo = np.uint64(proj_boff[q])
+        wo = np.uint64(proj_woff[q])
+        xo = np.uint64(proj_xoff[q])
+        io = proj_ioff[q]
+        so = split_off[q]
+        soff = proj_soff[q]
+        whole_rows = False
+        for hh in range(H):
+            if unsorted[q * H + hh]:
+                whole_rows = True
+        for hh in range(H):
+            cnt = ring_cnt[ps, slot, hh]
+            base = pop_ring_off[ps] + slot * n_ps + part[ps, hh]
+            for e in range(cnt):
+                j = np.int64(ring_idx[base + e])
+                if h == 0:
+                    sent[0, soff + j] += 1
+                if proj_kind[q] == K_CSR:
+                    if whole_rows:
+                        for s in range(np.uint64(indptr[io + j]), np.uint64(indptr[io + j + 1])):
+                            i = np.int64(indices[xo + s])
+                            if lo <= i < hi:
+                                buf[bo + np.uint64(i)] += weights[wo + s]
+                    else:
+                        s0 = np.uint64(split[so + j * (H + 1) + h])
+                        s1 = np.uint64(split[so + j * (H + 1) + h + 1])
+                        for s in range(s0, s1):
+                            buf[bo + np.uint64(indices[xo + s])] += weights[wo + s]
+                else:
+                    wr = wo + np.uint64(j * n_r)
+                    for i in range(np.uint64(lo), np.uint64(hi)):
+                        buf[bo + i] += weights[wr + i]
+    P = pop_off.shape[0] - 1
+    for si in range(P):
+        p = schedule[si]
+        if pop_model[p] != M_CUBA:
+            continue
+        n_p = pop_off[p + 1] - pop_off[p]
+        slot = t % pop_depth[p]
+        lo = part[p, h]
+        base = pop_ring_off[p] + slot * n_p + lo
+        # spike flags at global indices: threads update different populations at once
+        ring_cnt[p, slot, h] = _cuba_range(
+            p, t, 0, lo, part[p, h + 1], pop_off[p], pop_site[p], pop_fp, pop_ip, pop_syn,
+            in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks, const, tv, tv_off, u, ref,
+            isyn, buf, spk[pop_off[p]:], ring_idx, ring_val, ring_site, ring_ch, base, rec,
+            rec_off[p], counts)
+
+
+@numba.njit(**NJIT_NORT)
+def _wait(spins):
+    if spins < _SPINS:
+        cpu_pause()
+    else:
+        os_yield()
+
+
+@numba.njit(**NJIT_NORT)
+def _split_worker(T, H, ctrl, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
+                  pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
+                  proj_dst, proj_delay, proj_port, proj_woff, proj_ioff, proj_xoff, proj_boff,
+                  proj_soff, proj_moff, weights, indptr, indices, const, tv, tv_off, masks, part,
+                  split_off, split, unsorted, u, ref, isyn, buf, spk, ring_idx, ring_val,
+                  ring_site, ring_ch, ring_cnt, counts, sent, rec, rec_off, u_out):
+    me = fetch_add(ctrl, _ARRIVED, 1)
+    if me == 0:
+        spins = 0
+        while load_acquire(ctrl, _ARRIVED) < H and spins < _SPINS + _ARRIVE_YIELDS:
+            _wait(spins)
+            spins += 1
+        mode = 1 if load_acquire(ctrl, _ARRIVED) >= H else 2
+        store_release(ctrl, _MODE, mode)
+    else:
+        mode = load_acquire(ctrl, _MODE)
+        spins = 0
+        while mode == 0:
+            _wait(spins)
+            spins += 1
+            mode = load_acquire(ctrl, _MODE)
+        if mode == 2 or me >= H:
+            return
+    h0 = me if mode == 1 else 0
+    h1 = me + 1 if mode == 1 else H
+    for h in range(h0, h1):
+        _split_points(h, H, pop_off, part, proj_kind, proj_src, proj_dst, proj_ioff, proj_xoff,
+                      indptr, indices, split_off, split, unsorted)
+    for t in range(T):
+        for h in range(h0, h1):
+            _split_step(t, h, H, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
+                        pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
+                        proj_dst, proj_delay, proj_port, proj_woff, proj_ioff, proj_xoff,
+                        proj_boff, proj_soff, proj_moff, weights, indptr, indices, const, tv,
+                        tv_off, masks, part, split_off, split, unsorted, u, ref, isyn, buf, spk,
+                        ring_idx, ring_val, ring_site, ring_ch, ring_cnt, counts, sent, rec,
+                        rec_off)
+        if mode == 1:           # barrier: step t done here; wait for the others
+            store_release(ctrl, _STEP + 16 * me, t + 1)
+            for o in range(H):
+                if o != me:
+                    spins = 0
+                    while load_acquire(ctrl, _STEP + 16 * o) < t + 1:
+                        _wait(spins)
+                        spins += 1
+    P = pop_off.shape[0] - 1
+    for h in range(h0, h1):
+        for p in range(P):
+            for k in range(part[p, h], part[p, h + 1]):
+                u_out[0, pop_off[p] + k] = u[pop_off[p] + k]
+
+
+@numba.njit(**NJIT_PARALLEL)
+def run_split(T, H, rec_off, pop_off, pop_site, pop_model, pop_fp, pop_ip, pop_syn, pop_depth,
+              pop_ring_off, schedule, in_ptr, in_proj, proj_kind, proj_src, proj_dst, proj_delay,
+              proj_port, proj_woff, proj_ioff, proj_xoff, proj_boff, proj_soff, proj_moff,
+              weights, indptr, indices, const, n_buf, max_ports, part, split_off, n_split, ctrl,
+              counts, u_out, sent, rec):
+    """Run T steps of sample 0 of a recurrent CubaLIF network on ``H`` threads, each
+    owning the neuron ranges ``part[p, h] .. part[p, h+1]`` of every population ``p``.
+
+    Same arrays and results as :func:`.engine.run_phase` for such a network (forward
+    phase, batch 1, no masks, no time-varying currents); ``u_out`` holds the initial
+    potentials on entry.  ``ctrl``: zeros of length :func:`ctrl_size`.  Returns 1 when
+    the threads ran in parallel, 2 when one thread ran every piece."""
+    P = pop_off.shape[0] - 1
+    N = pop_off[P]
+    Q = proj_kind.shape[0]
+    dt = weights.dtype
+    u = np.empty(N, dt)
+    for g in range(N):
+        u[g] = u_out[0, g]
+    ref = np.zeros(N, np.int32)
+    isyn = np.zeros((max_ports, N), dt)
+    buf = np.zeros(n_buf, dt)
+    spk = np.zeros(N, np.int8)
+    ring_idx = np.zeros(pop_ring_off[P], np.int32)
+    ring_val = np.zeros(pop_ring_off[P], np.int8)
+    ring_site = np.zeros(pop_ring_off[P], np.int32)
+    ring_ch = np.zeros(pop_ring_off[P], np.int32)
+    maxd = 1
+    for p in range(P):
+        maxd = max(maxd, pop_depth[p])
+    ring_cnt = np.zeros((P, maxd, H), np.int64)
+    split = np.zeros(max(n_split, 1), np.int64)
+    unsorted = np.zeros(Q * H, np.uint8)
+    tv = np.zeros((1, 1, 1), dt)
+    tv_off = np.full(P, -1, np.int64)
+    masks = np.zeros((1, 1), dt)
+    for c in numba.prange(H):
+        _split_worker(T, H, ctrl, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
+                      pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
+                      proj_dst, proj_delay, proj_port, proj_woff, proj_ioff, proj_xoff,
+                      proj_boff, proj_soff, proj_moff, weights, indptr, indices, const, tv,
+                      tv_off, masks, part, split_off, split, unsorted, u, ref, isyn, buf, spk,
+                      ring_idx, ring_val, ring_site, ring_ch, ring_cnt, counts, sent, rec,
+                      rec_off, u_out)
+    return ctrl[_MODE]

@@ -1,0 +1,85 @@
+"""Atomic operations on int64 arrays, for threads that cooperate inside one kernel call.
+
+Numba has no atomics; these intrinsics emit LLVM's atomic instructions on element ``i``
+of a C-contiguous int64 array.  They serve the spin barrier of the neuron-parallel
+CubaLIF runner (:func:`.cuba.run_split`): a thread publishes "step t done" with a
+release store, the others wait with acquire loads, so everything written before the
+store (spike lists, counters) is visible to them after the load.
+"""
+import platform
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _ptr(context, builder, aryty, ary, idx, idxty):
+    arr = context.make_array(aryty)(context, builder, ary)
+    i = context.cast(builder, idx, idxty, types.intp)
+    return cgutils.get_item_pointer(context, builder, aryty, arr, [i])
+
+
+@intrinsic
+def load_acquire(typingctx, arr, i):
+    """``arr[i]`` read with acquire ordering (never hoisted out of a spin loop)."""
+    sig = types.int64(arr, i)
+
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_ptr(context, builder, sig.args[0], args[0], args[1],
+                                        sig.args[1]), "acquire", 8)
+    return sig, codegen
+
+
+@intrinsic
+def store_release(typingctx, arr, i, v):
+    """``arr[i] = v`` with release ordering."""
+    sig = types.void(arr, i, types.int64)
+
+    def codegen(context, builder, sig, args):
+        val = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(val, _ptr(context, builder, sig.args[0], args[0], args[1],
+                                       sig.args[1]), "release", 8)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def fetch_add(typingctx, arr, i, v):
+    """Atomically ``arr[i] += v``; returns the old value."""
+    sig = types.int64(arr, i, types.int64)
+
+    def codegen(context, builder, sig, args):
+        val = context.cast(builder, args[2], sig.args[2], types.int64)
+        return builder.atomic_rmw("add", _ptr(context, builder, sig.args[0], args[0], args[1],
+                                              sig.args[1]), val, "seq_cst")
+    return sig, codegen
+
+
+@intrinsic
+def cpu_pause(typingctx):
+    """The x86 ``pause`` hint for spin-wait loops (no-op elsewhere)."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fnty = ir.FunctionType(ir.VoidType(), [])
+            builder.call(cgutils.get_or_insert_function(builder.module, fnty,
+                                                        "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def os_yield(typingctx):
+    """``sched_yield()``: give the core away while waiting for a thread that is not
+    running (the machine is oversubscribed); linked from the C library."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
+        return context.get_dummy_value()
+    return sig, codegen
