@@ -69,6 +69,16 @@ def _command_line(ctx):
     return shlex.join(args)
 
 
+def _milestones(text):
+    """``"6,8"`` -> ``(6, 8)``; None stays None (the model's own milestones)."""
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(t.isdigit() and int(t) >= 1 for t in parts):
+        raise click.BadParameter(f"expected comma-separated epochs >= 1 such as 6,8, got {text!r}")
+    return tuple(int(t) for t in parts)
+
+
 _debug = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
 
 
@@ -166,6 +176,9 @@ def _progress_printer():
 @click.option("--tb", "T_b", type=click.IntRange(min=1), help="Backward steps T_b.")
 @click.option("--kappa", type=float, help="Loss scale κ.")
 @click.option("--lr", type=float, help="Learning rate.")
+@click.option("--milestones", metavar="E1,E2,...", callback=lambda c, p, v: _milestones(v),
+              help="Epochs after which the learning rate is multiplied by the model's gamma "
+                   "(default 0.1), e.g. 6,8; empty string: none.")
 @click.option("--loss", type=click.Choice(["ce", "spikemax", "spikemax-sliding", "rate-mse"]))
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--spide-quirks", is_flag=True, default=None,
@@ -184,7 +197,8 @@ def _progress_printer():
 @click.option("--json", "as_json", is_flag=True, help="Last stdout line: a JSON summary.")
 @_debug
 @click.pass_context
-def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, loss, seed,
+def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, milestones, loss,
+          seed,
           spide_quirks, max_train, max_test, threads, out, resume, force, checkpoint_every,
           as_json, debug):
     """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts.
@@ -196,7 +210,7 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
     from .training.health import RunawayActivityWarning
     from .training.trainer import TrainingInterrupted, train as run
     overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
-                     loss=loss, spide_quirks=spide_quirks)
+                     milestones=milestones, loss=loss, spide_quirks=spide_quirks)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
     if resume:   # defaults must not count as a request to change the stored run
         given = lambda n: ctx.get_parameter_source(n) != ParameterSource.DEFAULT

@@ -89,3 +89,15 @@ def test_cli_spide_quirks_flag_reaches_the_config(tmp_path):
     assert r.exit_code == 0, r.output
     _, st = load_checkpoint(out)
     assert st["config"]["spide_quirks"] is True
+
+
+def test_cli_milestones_reach_the_config_and_bad_ones_are_usage_errors(tmp_path):
+    out = tmp_path / "m.h5"
+    r = CliRunner().invoke(main, ["train", "--epochs", "1", "--max-train", "64", "--max-test", "32",
+                                  "--milestones", "3,5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    _, st = load_checkpoint(out)
+    assert list(st["config"]["milestones"]) == [3, 5]
+    bad = CliRunner().invoke(main, ["train", "--milestones", "0,x", "--out", str(tmp_path / "b.h5")])
+    assert bad.exit_code == 2 and "--milestones" in bad.output and "'0,x'" in bad.output
+    assert not (tmp_path / "b.h5").exists()
