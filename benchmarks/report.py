@@ -52,6 +52,8 @@ def _check(r):
         flags.append(bool(e["same_as_neurosim"]))
     if "kernel_event_count_ok" in e:
         flags.append(bool(e["kernel_event_count_ok"]))
+    if "rates_agree" in e:
+        flags.append(bool(e["rates_agree"]))
     if not flags:
         return ""
     return "ok" if all(flags) else "MISMATCH"
@@ -95,6 +97,8 @@ def table(records):
                 _check(r), str(r["n_runs"]), r.get("commit", ""),
                 (r.get("date") or "").replace("+00:00", "").replace("T", " ")]) + " |")
         lines.append("")
+        if bench == "cuba":
+            lines.extend(cuba_summary(rs))
         machines = sorted({r.get("machine", "?") for r in rs})
         envs = sorted({f"numba {r.get('numba_version')}, numpy {r.get('numpy_version')}, "
                        f"python {r.get('python')}, neurosim {r.get('version')}" for r in rs})
@@ -105,6 +109,34 @@ def table(records):
                          f"{max(loads):.2f}.")
         lines.append("")
     return "\n".join(lines)
+
+
+def cuba_summary(recs):
+    """Markdown lines: the CUBA records side by side (wall time, speedup over Brian2
+    cpp_standalone, spikes, synaptic events, events/s, mean rate ± run-to-run sd, ISI CV)."""
+    walls = {(r["case"], r["threads"], r["impl"]): r for r in recs if r["metric"] == "wall_s"}
+    if not walls:
+        return []
+    lines = ["", "| case | threads | impl | wall (ms) | vs brian2-cpp_standalone | spikes | "
+             "synaptic events | events/s | rate (Hz) | rates agree | ISI CV | load |",
+             "|---|--:|---|--:|--:|--:|--:|--:|--:|---|--:|---|"]
+    impls = {"neurosim": 0, "brian2-cpp_standalone": 1, "brian2-cython": 2}
+    for (case, th, impl), r in sorted(walls.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], impls.get(kv[0][2], 9))):
+        e = r.get("extra") or {}
+        b = walls.get((case, th, "brian2-cpp_standalone"))
+        vs = f"{b['median'] / r['median']:.2f}x" if b else ""
+        agree = "(reference)" if impl == "neurosim" else (
+            "" if "rates_agree" not in e else ("yes" if e["rates_agree"] else "NO"))
+        load = e.get("loadavg")
+        lines.append("| " + " | ".join([
+            case, str(th), impl + (f" ({e['engine_path']})" if e.get("engine_path") else ""),
+            f"**{r['median'] * 1e3:.1f}**", vs, fmt(e.get("spikes")), fmt(e.get("events")),
+            fmt(e.get("events_per_s")),
+            f"{e['rate_hz_mean']:.2f} ± {e['rate_hz_sd']:.2f}" if "rate_hz_mean" in e else "",
+            agree, fmt(e.get("cv_isi")), f"{load[0]:.1f}-{load[1]:.1f}" if load else ""]) + " |")
+    lines.append("")
+    return lines
 
 
 def render(readme_text, body):
