@@ -408,7 +408,8 @@ def compile_program(net, backward=False, masks=()):
 
     out_ptr, out_proj = adjacency(src)
     in_ptr, in_proj = adjacency(dst)
-    cat = lambda l, dt: np.ascontiguousarray(np.concatenate(l).astype(dt)) if l else np.zeros(0, dt)
+    # concatenate casts while copying: no second copy of the (possibly large) synapse arrays
+    cat = lambda l, dt: np.concatenate(l, dtype=dt, casting="unsafe") if l else np.zeros(0, dt)
     return Program(
         pop_names=[p.name for p in pops], proj_names=[q.name for q in projs],
         pop_off=pop_off, pop_site=site, pop_site_off=pop_site_off, pop_model=model, pop_fp=fp,
