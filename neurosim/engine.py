@@ -240,6 +240,10 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     n_chunks = max(1, min(B, 4 * nth))
     counts = np.zeros((B, N), np.int32)
     counts_neg = np.zeros((B, N), np.int32)
+    for i in range(P):    # hint to the CubaLIF kernel: one constant drive for the population
+        a, b_ = prog.pop_off[i], prog.pop_off[i + 1]
+        if prog.pop_model[i] == M_CUBA and tv_off[i] < 0 and b_ > a:
+            prog.pop_fp[i, 5] = float(np.all(const[:, a:b_] == const[:, a:a + 1]))
     u_out = np.zeros((B, N), dtype)           # initial potentials in, final ones out
     for i in range(P):
         if prog.pop_model[i] == M_CUBA:

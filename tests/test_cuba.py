@@ -93,20 +93,27 @@ def _v0(rng, net, B):
 
 
 @pytest.mark.parametrize("variant", ["fused", "one_port", "two_on_port0", "masked", "three_ports",
-                                     "float32"])
+                                     "float32", "currents", "tv_currents"])
 def test_recurrent_cuba_network_matches_reference(variant):
-    """Spike trains, counts, events sent and final potentials equal the reference's."""
+    """Spike trains, counts, events sent and final potentials equal the reference's
+    (uniform drive, per-neuron constant currents, time-varying currents)."""
     kw = dict(fused={}, one_port=dict(ports=1), two_on_port0=dict(extra_e=True), masked={},
-              three_ports=dict(ports=3), float32=dict(dtype=np.float32))[variant]
+              three_ports=dict(ports=3), float32=dict(dtype=np.float32), currents={},
+              tv_currents={})[variant]
     net = cuba_net(60, 0.15, seed=3, **kw)
     rng = np.random.default_rng(7)
     B = 2
     v_init = {"P": _v0(rng, net, B)}
-    masks = {}
+    masks, currents = {}, {}
     if variant == "masked":
         masks = {"E": rng.choice([0.0, 2.0], (B, 60))}
-    fwd = ns.run_forward(net, 120, batch=B, v_init=v_init, masks=masks, record=True)
-    ref = reference.run_phase(net, 120, batch=B, v_init=v_init, masks=masks)
+    if variant == "currents":
+        currents = {"P": np.round(rng.normal(0, 0.1, (B, 60)) / GRID) * GRID}
+    if variant == "tv_currents":
+        currents = {"P": np.round(rng.normal(0, 0.1, (B, 120, 60)) / GRID) * GRID}
+    fwd = ns.run_forward(net, 120, batch=B, v_init=v_init, masks=masks, currents=currents,
+                         record=True)
+    ref = reference.run_phase(net, 120, batch=B, v_init=v_init, masks=masks, currents=currents)
     if variant == "float32":     # the float64 reference rounds differently: counts only
         diff = np.abs(fwd.counts["P"].astype(np.int64) - ref["counts"]["P"]).sum()
         assert diff <= 0.02 * ref["counts"]["P"].sum() + 4

@@ -139,6 +139,87 @@ def _advance(u, isyn, ref, crow, c0, trow, t0, use_tv, off, k0, k1, v_rest, v_th
 
 
 @numba.njit(**NJIT_NORT)
+def _advance_uniform(u, isyn, ref, dterm, off, k0, k1, v_rest, v_th, v_reset, alpha_mem, t_ref,
+                     a0, p0, a1, p1, n_ports, fused, buf, bo0, bo1, spk):
+    """:func:`_advance` for a population whose constant drive is the same for every
+    neuron (no time-varying current): ``dterm = (i_e + I) * (1 - alpha_mem)`` is computed
+    once, the per-neuron constant is not read (8 bytes per neuron less traffic: ~5 %
+    at 16,000 neurons); the same operations, so the same results."""
+    o = np.uint64(off)
+    b0 = np.uint64(bo0)
+    b1 = np.uint64(bo1)
+    nsp = 0
+    if n_ports == 1 and fused:
+        for k in range(np.uint64(k0), np.uint64(k1)):
+            acc = v_rest + (u[o + k] - v_rest) * alpha_mem + dterm
+            x0 = buf[b0 + k]
+            buf[b0 + k] = 0.0
+            i0 = isyn[0, o + k]
+            i0 = i0 + x0 if x0 != 0.0 else i0
+            acc += i0 * p0
+            isyn[0, o + k] = i0 * a0
+            r = ref[o + k]
+            hold = r > 0
+            f = (not hold) and acc >= v_th
+            u[o + k] = v_reset if (hold or f) else acc
+            ref[o + k] = (r - 1) if hold else (t_ref if f else r)
+            spk[k] = f
+            nsp += f
+    elif n_ports == 1:
+        for k in range(np.uint64(k0), np.uint64(k1)):
+            acc = v_rest + (u[o + k] - v_rest) * alpha_mem + dterm
+            i0 = isyn[0, o + k]
+            acc += i0 * p0
+            isyn[0, o + k] = i0 * a0
+            r = ref[o + k]
+            hold = r > 0
+            f = (not hold) and acc >= v_th
+            u[o + k] = v_reset if (hold or f) else acc
+            ref[o + k] = (r - 1) if hold else (t_ref if f else r)
+            spk[k] = f
+            nsp += f
+    elif fused:
+        for k in range(np.uint64(k0), np.uint64(k1)):
+            acc = v_rest + (u[o + k] - v_rest) * alpha_mem + dterm
+            x0 = buf[b0 + k]
+            buf[b0 + k] = 0.0
+            i0 = isyn[0, o + k]
+            i0 = i0 + x0 if x0 != 0.0 else i0
+            acc += i0 * p0
+            isyn[0, o + k] = i0 * a0
+            x1 = buf[b1 + k]
+            buf[b1 + k] = 0.0
+            i1 = isyn[1, o + k]
+            i1 = i1 + x1 if x1 != 0.0 else i1
+            acc += i1 * p1
+            isyn[1, o + k] = i1 * a1
+            r = ref[o + k]
+            hold = r > 0
+            f = (not hold) and acc >= v_th
+            u[o + k] = v_reset if (hold or f) else acc
+            ref[o + k] = (r - 1) if hold else (t_ref if f else r)
+            spk[k] = f
+            nsp += f
+    else:
+        for k in range(np.uint64(k0), np.uint64(k1)):
+            acc = v_rest + (u[o + k] - v_rest) * alpha_mem + dterm
+            i0 = isyn[0, o + k]
+            acc += i0 * p0
+            isyn[0, o + k] = i0 * a0
+            i1 = isyn[1, o + k]
+            acc += i1 * p1
+            isyn[1, o + k] = i1 * a1
+            r = ref[o + k]
+            hold = r > 0
+            f = (not hold) and acc >= v_th
+            u[o + k] = v_reset if (hold or f) else acc
+            ref[o + k] = (r - 1) if hold else (t_ref if f else r)
+            spk[k] = f
+            nsp += f
+    return nsp
+
+
+@numba.njit(**NJIT_NORT)
 def _gather(p, b, off, k0, k1, in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks, isyn,
             buf):
     """Add every incoming projection's buffer (times its mask) to the current of its
@@ -204,8 +285,15 @@ def _cuba_range(p, t, b, k0, k1, off, ssz, fp, ip, syn, in_ptr, in_proj, proj_bo
     v_rest, v_th, v_reset, alpha_mem, i_e = fp[p, 0], fp[p, 1], fp[p, 2], fp[p, 3], fp[p, 4]
     t_ref = ip[p, 0]
     a0, p0, a1, p1 = syn[p, 0, 0], syn[p, 1, 0], syn[p, 0, 1], syn[p, 1, 1]
-    nsp = _advance(u, isyn, ref, crow, off, trow, t0, use_tv, off, k0, k1, v_rest, v_th, v_reset,
-                   alpha_mem, i_e, t_ref, a0, p0, a1, p1, n_ports, fused, buf, bo0, bo1, spk)
+    if fp[p, 5] == 1.0 and not use_tv and k1 > k0:      # uniform drive (engine._alloc_run)
+        dterm = (i_e + crow[off]) * (1.0 - alpha_mem)
+        nsp = _advance_uniform(u, isyn, ref, dterm, off, k0, k1, v_rest, v_th, v_reset,
+                               alpha_mem, t_ref, a0, p0, a1, p1, n_ports, fused, buf, bo0, bo1,
+                               spk)
+    else:
+        nsp = _advance(u, isyn, ref, crow, off, trow, t0, use_tv, off, k0, k1, v_rest, v_th,
+                       v_reset, alpha_mem, i_e, t_ref, a0, p0, a1, p1, n_ports, fused, buf, bo0,
+                       bo1, spk)
     if nsp == 0:
         return 0
     return _collect(spk, k0, k1, ssz, b, t, off, ring_idx, ring_val, ring_site, ring_ch, base,
