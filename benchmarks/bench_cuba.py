@@ -40,8 +40,9 @@ alternate within every repetition, in rotating order):
   Cython compilation happen before it and are cached).  Runtime mode is
   single-threaded: it runs at threads = 1 only unless ``--cython-all-threads``.
 
-Threads: neurosim workers run with ``NUMBA_NUM_THREADS = n``; with one sample and n >= 2
-the engine uses its neuron-parallel CubaLIF runner (``extra.engine_path``).  Brian2's
+Threads: neurosim workers run with ``NUMBA_NUM_THREADS = n``; the engine runs one sample
+of this network with its recurrent CubaLIF runner, one neuron range per thread
+(``extra.engine_path``).  Brian2's
 cpp_standalone binary is built with ``openmp_threads = n``.  Every worker process has
 ``OMP_NUM_THREADS`` etc. set to n (see :mod:`benchmarks._harness`).
 
@@ -155,8 +156,8 @@ def neurosim_worker():
         t0 = time.perf_counter()
         res = _neurosim_run(cmd["case"], cmd["seed"], threads, stats=cmd["cmd"] == "stats")
         res["call_s"] = time.perf_counter() - t0
-        res["engine_path"] = "neuron-parallel" if (threads >= 2 and CASES[cmd["case"]][0]
-                                                  >= engine.SPLIT_MIN_NEURONS) else "serial"
+        ranges = threads if CASES[cmd["case"]][0] >= engine.SPLIT_MIN_NEURONS else 1
+        res["engine_path"] = f"CubaLIF runner, {ranges} range{'s' if ranges > 1 else ''}"
         out.write(json.dumps(res) + "\n")
         out.flush()
     return 0

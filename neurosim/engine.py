@@ -164,23 +164,26 @@ def _check_network(net):
         raise V.NeurosimError("the network has no spiking population to simulate")
 
 
-#: smallest network (neurons) run neuron-parallel on one sample; below it the per-step
-#: barrier costs more than the split saves.
+#: smallest network (neurons) split over several threads by the recurrent CubaLIF runner;
+#: below it the per-step barrier costs more than the split saves (one range is used).
 SPLIT_MIN_NEURONS = 2048
-#: neuron ranges of the neuron-parallel runner start at multiples of this (cache lines
+#: neuron ranges of the recurrent CubaLIF runner start at multiples of this (cache lines
 #: of every per-neuron array, and the 64-flag words of the spike scan, are not shared).
 SPLIT_ALIGN = 64
 
 
 def _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr):
-    """Neuron ranges for :func:`neurosim.kernels.cuba.run_split`, or None when the run does
-    not qualify: forward phase, one sample, >= 2 threads, only CubaLIF populations (with
-    at most ``MAX_FAST_PORTS`` ports; analog input populations are allowed: their maps
-    are constant currents), CSR / dense projections with delay >= 1 and no mask, no
-    time-varying current, at least ``SPLIT_MIN_NEURONS`` neurons.
+    """Plan for :func:`neurosim.kernels.cuba.run_split` (the recurrent CubaLIF runner), or
+    None when the run does not qualify: forward phase, one sample, only CubaLIF
+    populations (at most ``MAX_FAST_PORTS`` ports; analog input populations are allowed:
+    their maps are constant currents), CSR / dense projections with delay >= 1 and no
+    mask, no time-varying current.  It runs one neuron range per thread when the network
+    has at least ``SPLIT_MIN_NEURONS`` neurons, else one range (it beats the general
+    engine on one thread too: no per-event dispatch, no touched-site bookkeeping).
 
-    Returns (part [P, nth+1] local range bounds, split_off [Q], n_split)."""
-    if backward or B != 1 or nth < 2 or tv_pops or src or masks_arr.shape[1]:
+    Returns (H ranges per population, part [P, H+1] local range bounds, split_off [Q],
+    n_split)."""
+    if backward or B != 1 or tv_pops or src or masks_arr.shape[1]:
         return None
     models = prog.pop_model
     if not np.all((models == M_CUBA) | (models == M_INPUT)):
@@ -190,16 +193,15 @@ def _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr):
     if not np.all(np.isin(prog.proj_kind, (K_CSR, K_DENSE))) or np.any(prog.proj_delay < 1):
         return None
     sizes = np.diff(prog.pop_off)
-    if int(sizes[models == M_CUBA].sum()) < SPLIT_MIN_NEURONS:
-        return None
-    h = np.arange(nth + 1)
-    cut = np.round(sizes[:, None] * h / nth / SPLIT_ALIGN).astype(np.int64) * SPLIT_ALIGN
+    H = nth if int(sizes[models == M_CUBA].sum()) >= SPLIT_MIN_NEURONS else 1
+    h = np.arange(H + 1)
+    cut = np.round(sizes[:, None] * h / H / SPLIT_ALIGN).astype(np.int64) * SPLIT_ALIGN
     part = np.minimum(sizes[:, None], cut)
     part[:, -1] = sizes
     n_pre = sizes[prog.proj_src]
-    rows = np.where(prog.proj_kind == K_CSR, n_pre * (nth + 1), 0)
+    rows = np.where(prog.proj_kind == K_CSR, n_pre * (H + 1), 0)
     split_off = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
-    return np.ascontiguousarray(part, np.int64), split_off, int(rows.sum())
+    return H, np.ascontiguousarray(part, np.int64), split_off, int(rows.sum())
 
 
 def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
@@ -267,15 +269,15 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
     plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
     t0 = time.perf_counter()
-    if plan is not None:      # one sample, all threads: neuron-parallel CubaLIF runner
-        part, split_off, n_split = plan
-        run_split(T, nth, rec_off, prog.pop_off, prog.pop_site, prog.pop_model, prog.pop_fp,
+    if plan is not None:      # one sample of a recurrent CubaLIF network: neuron ranges
+        H, part, split_off, n_split = plan
+        run_split(T, H, rec_off, prog.pop_off, prog.pop_site, prog.pop_model, prog.pop_fp,
                   prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
                   prog.in_ptr, prog.in_proj, prog.proj_kind, prog.proj_src, prog.proj_dst,
                   prog.proj_delay, prog.proj_port, prog.proj_woff, prog.proj_ioff, prog.proj_xoff,
                   prog.proj_boff, prog.proj_soff, prog.proj_moff, prog.weights, prog.indptr,
                   prog.indices, const, prog.n_buf, prog.max_ports, part, split_off, n_split,
-                  np.zeros(ctrl_size(nth), np.int64), counts, u_out, sent, rec)
+                  np.zeros(ctrl_size(H), np.int64), counts, u_out, sent, rec)
         nupd[0, :] = np.where(prog.pop_model == M_CUBA, np.diff(prog.pop_off) * T, 0)
     else:
         run_phase(T, backward, rec_off, n_chunks,

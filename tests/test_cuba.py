@@ -164,7 +164,8 @@ def test_v_init_bad_input():
 
 
 # ---------------------------------------------------------------------------------------
-# the neuron-parallel runner (kernels.cuba.run_split): one sample on all threads
+# the recurrent CubaLIF runner (kernels.cuba.run_split): one sample, a neuron range per
+# thread; compared with the general engine (its plan switched off) and the reference
 def _two_pop_net(seed):
     """E (200) and I (72) CubaLIF populations, CSR and dense projections with delays 1
     and 2, an analog input population feeding E through a dense map."""
@@ -210,31 +211,48 @@ def _unsorted_net():
     return net
 
 
+class SplitSpy(list):
+    """Ranges per call of run_split (split also for small networks); ``general()`` runs
+    the general engine instead."""
+
+    def __init__(self, monkeypatch):
+        from neurosim import engine
+        super().__init__()
+        self.engine, self.monkeypatch = engine, monkeypatch
+        self.plan = engine._split_plan
+        monkeypatch.setattr(engine, "SPLIT_MIN_NEURONS", 0)
+        real = engine.run_split
+
+        def spy(*a):
+            self.append(a[1])
+            return real(*a)
+        monkeypatch.setattr(engine, "run_split", spy)
+
+    def general(self, *args, **kw):
+        self.monkeypatch.setattr(self.engine, "_split_plan", lambda *a: None)
+        try:
+            return ns.run_forward(*args, **kw)
+        finally:
+            self.monkeypatch.setattr(self.engine, "_split_plan", self.plan)
+
+
 @pytest.fixture
 def split_spy(monkeypatch):
-    """Run the neuron-parallel path for small networks too, and count its calls."""
-    from neurosim import engine
     if kth.max_threads() < 2:
         pytest.skip("needs NUMBA_NUM_THREADS >= 2")
-    monkeypatch.setattr(engine, "SPLIT_MIN_NEURONS", 0)
-    calls = []
-    real = engine.run_split
-
-    def spy(*a):
-        calls.append(a[1])
-        return real(*a)
-    monkeypatch.setattr(engine, "run_split", spy)
-    return calls
+    return SplitSpy(monkeypatch)
 
 
-def _run_both(net, T, **kw):
-    """The serial run and the neuron-parallel one, the latter repeated (a race between
-    the threads would show as a run that differs from the others)."""
-    serial = ns.run_forward(net, T, batch=1, n_threads=1, record=True, **kw)
+def _run_both(spy, net, T, **kw):
+    """The general engine's run, the runner's on one and on two threads, the latter
+    repeated (a race between the threads would show as a run that differs)."""
+    general = spy.general(net, T, batch=1, n_threads=1, record=True, **kw)
+    one = ns.run_forward(net, T, batch=1, n_threads=1, record=True, **kw)
+    _assert_same_run(general, one)
     split = ns.run_forward(net, T, batch=1, n_threads=2, record=True, **kw)
     for _ in range(4):
         _assert_same_run(split, ns.run_forward(net, T, batch=1, n_threads=2, record=True, **kw))
-    return serial, split
+    return general, split
 
 
 def _assert_same_run(a, b):
@@ -261,9 +279,9 @@ def test_neuron_parallel_runner_is_bit_identical(split_spy, variant):
         kw = dict(fused={}, one_port=dict(ports=1), two_on_port0=dict(extra_e=True))[variant]
         net = cuba_net(300, 0.05, seed=4, **kw)
         v_init = {"P": _v0(rng, net, 1)}
-    serial, split = _run_both(net, 150, v_init=v_init, inputs=inputs)
-    assert split_spy == [2] * 5
-    _assert_same_run(serial, split)
+    general, split = _run_both(split_spy, net, 150, v_init=v_init, inputs=inputs)
+    assert split_spy == [1] + [2] * 5
+    _assert_same_run(general, split)
     assert sum(int(c.sum()) for c in split.counts.values()) > 100
     ref = reference.run_phase(net, 150, batch=1, v_init=v_init, inputs=inputs)
     _assert_phase_equal(split, ref, variant)
@@ -275,7 +293,7 @@ def test_neuron_parallel_runner_without_concurrent_threads(split_spy, monkeypatc
     from neurosim import engine
     net = cuba_net(300, 0.05, seed=4)
     v_init = {"P": _v0(np.random.default_rng(1), net, 1)}
-    serial = ns.run_forward(net, 60, batch=1, n_threads=1, v_init=v_init, record=True)
+    serial = split_spy.general(net, 60, batch=1, n_threads=1, v_init=v_init, record=True)
     monkeypatch.setattr(engine, "_threads", lambda n: 2)   # plan for 2, run Numba with 1
     kth.set_threads(1)
     try:
@@ -286,11 +304,16 @@ def test_neuron_parallel_runner_without_concurrent_threads(split_spy, monkeypatc
     _assert_same_run(serial, split)
 
 
-def test_neuron_parallel_runner_only_when_it_applies(split_spy):
+def test_neuron_parallel_runner_only_when_it_applies(split_spy, monkeypatch):
+    from neurosim import engine
     net = cuba_net(100, 0.1, seed=1)
+    ns.run_forward(net, 5, batch=1, n_threads=1)                       # one range
+    monkeypatch.setattr(engine, "SPLIT_MIN_NEURONS", 101)
+    ns.run_forward(net, 5, batch=1, n_threads=2)                       # too small to split
+    assert split_spy == [1, 1]
     ns.run_forward(net, 5, batch=2, n_threads=2)                       # two samples
-    ns.run_forward(net, 5, batch=1, n_threads=1)                       # one thread
     ns.run_forward(net, 5, batch=1, n_threads=2, masks={"E": np.ones((1, 100))})
+    ns.run_forward(net, 5, batch=1, currents={"P": np.ones((1, 5, 100))})  # time-varying
     net.add_population("L", 3, ns.LIF())                               # a LIF population
     ns.run_forward(net, 5, batch=1, n_threads=2)
-    assert split_spy == []
+    assert split_spy == [1, 1]
