@@ -60,7 +60,8 @@ def _advance(u, isyn, ref, crow, c0, trow, t0, use_tv, off, k0, k1, v_rest, v_th
             drive = i_e + I
             acc = v_rest + (u[o + k] - v_rest) * alpha_mem + drive * one_m
             x0 = buf[b0 + k]
-            buf[b0 + k] = 0.0
+            if x0 != 0.0:                # a masked store: clean cache lines stay clean
+                buf[b0 + k] = 0.0
             i0 = isyn[0, o + k]
             i0 = i0 + x0 if x0 != 0.0 else i0
             acc += i0 * p0
@@ -97,13 +98,15 @@ def _advance(u, isyn, ref, crow, c0, trow, t0, use_tv, off, k0, k1, v_rest, v_th
             drive = i_e + I
             acc = v_rest + (u[o + k] - v_rest) * alpha_mem + drive * one_m
             x0 = buf[b0 + k]
-            buf[b0 + k] = 0.0
+            if x0 != 0.0:                # a masked store: clean cache lines stay clean
+                buf[b0 + k] = 0.0
             i0 = isyn[0, o + k]
             i0 = i0 + x0 if x0 != 0.0 else i0
             acc += i0 * p0
             isyn[0, o + k] = i0 * a0
             x1 = buf[b1 + k]
-            buf[b1 + k] = 0.0
+            if x1 != 0.0:
+                buf[b1 + k] = 0.0
             i1 = isyn[1, o + k]
             i1 = i1 + x1 if x1 != 0.0 else i1
             acc += i1 * p1
@@ -153,7 +156,8 @@ def _advance_uniform(u, isyn, ref, dterm, off, k0, k1, v_rest, v_th, v_reset, al
         for k in range(np.uint64(k0), np.uint64(k1)):
             acc = v_rest + (u[o + k] - v_rest) * alpha_mem + dterm
             x0 = buf[b0 + k]
-            buf[b0 + k] = 0.0
+            if x0 != 0.0:                # a masked store: clean cache lines stay clean
+                buf[b0 + k] = 0.0
             i0 = isyn[0, o + k]
             i0 = i0 + x0 if x0 != 0.0 else i0
             acc += i0 * p0
@@ -182,13 +186,15 @@ def _advance_uniform(u, isyn, ref, dterm, off, k0, k1, v_rest, v_th, v_reset, al
         for k in range(np.uint64(k0), np.uint64(k1)):
             acc = v_rest + (u[o + k] - v_rest) * alpha_mem + dterm
             x0 = buf[b0 + k]
-            buf[b0 + k] = 0.0
+            if x0 != 0.0:                # a masked store: clean cache lines stay clean
+                buf[b0 + k] = 0.0
             i0 = isyn[0, o + k]
             i0 = i0 + x0 if x0 != 0.0 else i0
             acc += i0 * p0
             isyn[0, o + k] = i0 * a0
             x1 = buf[b1 + k]
-            buf[b1 + k] = 0.0
+            if x1 != 0.0:
+                buf[b1 + k] = 0.0
             i1 = isyn[1, o + k]
             i1 = i1 + x1 if x1 != 0.0 else i1
             acc += i1 * p1
@@ -232,16 +238,19 @@ def _gather(p, b, off, k0, k1, in_ptr, in_proj, proj_boff, proj_moff, proj_port,
         if proj_moff[q] >= 0:
             mo = np.uint64(proj_moff[q])
             for j in range(np.uint64(k0), np.uint64(k1)):
-                x = buf[bo + j] * masks[b, mo + j]
+                y = buf[bo + j]
+                x = y * masks[b, mo + j]
                 cur = isyn[k, o + j]
                 isyn[k, o + j] = cur + x if x != 0.0 else cur
-                buf[bo + j] = 0.0
+                if y != 0.0:
+                    buf[bo + j] = 0.0
         else:
             for j in range(np.uint64(k0), np.uint64(k1)):
                 x = buf[bo + j]
                 cur = isyn[k, o + j]
                 isyn[k, o + j] = cur + x if x != 0.0 else cur
-                buf[bo + j] = 0.0
+                if x != 0.0:
+                    buf[bo + j] = 0.0
 
 
 @numba.njit(**NJIT_NORT)
