@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
 from .neurons import _cuba_update
-from .sync import cpu_pause, fetch_add, load_acquire, os_yield, store_release
+from .sync import compare_swap, cpu_pause, fetch_add, load_acquire, os_yield, store_release
 
 #: receptor ports handled by the vectorised path.
 MAX_FAST_PORTS = 2
@@ -425,27 +425,28 @@ def cuba_block_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_m
 # thread, or a small network) it is simply a leaner loop than the general engine's: no
 # per-event dispatch over projection kinds, no touched-site bookkeeping (~10 % faster).
 #
-# Threads must run the prange iterations concurrently for the barrier to work.  The
-# first thread to arrive waits (bounded) for the others; if they do not come (a
-# threading layer that runs the iterations one after another), it runs every piece
-# alone and the late iterations return at once: no deadlock, same results.
+# Every stage of every piece is claimed with a compare-and-swap before it runs, so it
+# runs exactly once whoever runs it.  A thread that has waited long at the barrier for a
+# piece nobody has claimed runs it itself (its owner is not running: a busy machine, or a
+# threading layer that runs the prange iterations one after another): no deadlock, same
+# results, and no worse than one thread when the other cannot keep up.
 
-_ARRIVED = 0            # ctrl slots, 16 int64 (128 bytes) apart
-_MODE = 16              # 0 undecided, 1 parallel, 2 one thread runs all pieces
-_STEP = 32              # _STEP + 16*h: steps finished by thread h
+_ARRIVED = 0            # ctrl slots (int64), 16 apart (128 bytes): arrivals,
+_STOLEN = 16            # pieces run by another thread than their owner,
+_CLAIM = 32             # _CLAIM + 32*h: next step of piece h to be claimed,
+_DONE = 48              # _DONE + 32*h: steps of piece h finished
 #: a waiting thread spins (``pause``, ~50 ns) this many times, then yields the core at
-#: every check (the other thread is not running).  Yielding early costs a whole time
-#: slice whenever the machine is oversubscribed, so it is the last resort.
+#: every check (a thread it waits for is not running).
 _SPINS = 100_000
-#: the first thread gives up waiting for the others after this many further yields.
-_ARRIVE_YIELDS = 1000
+#: after this many spins, a thread waiting for an unclaimed piece runs it itself.
+_STEAL_SPINS = 2000
 K_DENSE, K_CSR = 0, 1   # engine projection kinds used here
 M_CUBA = 2
 
 
 def ctrl_size(H):
     """Length of the int64 control array of :func:`run_split` for ``H`` threads."""
-    return _STEP + 16 * H + 16
+    return _CLAIM + 32 * H + 16
 
 
 @numba.njit(**NJIT_NORT)
@@ -556,56 +557,78 @@ def _wait(spins):
 
 
 @numba.njit(**NJIT_NORT)
+def _piece(st, h, H, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth, pop_ring_off,
+           pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src, proj_dst, proj_delay,
+           proj_port, proj_woff, proj_ioff, proj_xoff, proj_boff, proj_soff, proj_moff, weights,
+           indptr, indices, const, tv, tv_off, masks, part, split_off, split, unsorted, u, ref,
+           isyn, buf, spk, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, counts, sent, rec,
+           rec_off):
+    """Stage ``st`` of piece ``h``: 0 finds the row cut points, st >= 1 is step st - 1."""
+    if st == 0:
+        _split_points(h, H, pop_off, part, proj_kind, proj_src, proj_dst, proj_ioff, proj_xoff,
+                      indptr, indices, split_off, split, unsorted)
+    else:
+        _split_step(st - 1, h, H, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
+                    pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
+                    proj_dst, proj_delay, proj_port, proj_woff, proj_ioff, proj_xoff, proj_boff,
+                    proj_soff, proj_moff, weights, indptr, indices, const, tv, tv_off, masks,
+                    part, split_off, split, unsorted, u, ref, isyn, buf, spk, ring_idx,
+                    ring_val, ring_site, ring_ch, ring_cnt, counts, sent, rec, rec_off)
+
+
+@numba.njit(**NJIT_NORT)
 def _split_worker(T, H, ctrl, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
                   pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
                   proj_dst, proj_delay, proj_port, proj_woff, proj_ioff, proj_xoff, proj_boff,
                   proj_soff, proj_moff, weights, indptr, indices, const, tv, tv_off, masks, part,
                   split_off, split, unsorted, u, ref, isyn, buf, spk, ring_idx, ring_val,
-                  ring_site, ring_ch, ring_cnt, counts, sent, rec, rec_off, u_out):
+                  ring_site, ring_ch, ring_cnt, counts, sent, rec, rec_off, adopted):
+    """One thread: stages 0 .. T of its own piece, claimed with a compare-and-swap on the
+    piece's next stage.  Before stage st it waits until every piece has finished stage
+    st - 1 (the barrier).  A piece still unclaimed after a while is run by the waiting
+    thread (its owner is not running: a busy machine, or a threading layer that runs the
+    iterations one after another); the thief keeps claiming it at once in the next stages
+    until the owner comes back and claims it first.  Every stage of every piece is run
+    exactly once, so the results do not depend on who runs what."""
     me = fetch_add(ctrl, _ARRIVED, 1)
-    if me == 0:
-        spins = 0
-        while load_acquire(ctrl, _ARRIVED) < H and spins < _SPINS + _ARRIVE_YIELDS:
-            _wait(spins)
-            spins += 1
-        mode = 1 if load_acquire(ctrl, _ARRIVED) >= H else 2
-        store_release(ctrl, _MODE, mode)
-    else:
-        mode = load_acquire(ctrl, _MODE)
-        spins = 0
-        while mode == 0:
-            _wait(spins)
-            spins += 1
-            mode = load_acquire(ctrl, _MODE)
-        if mode == 2 or me >= H:
-            return
-    h0 = me if mode == 1 else 0
-    h1 = me + 1 if mode == 1 else H
-    for h in range(h0, h1):
-        _split_points(h, H, pop_off, part, proj_kind, proj_src, proj_dst, proj_ioff, proj_xoff,
-                      indptr, indices, split_off, split, unsorted)
-    for t in range(T):
-        for h in range(h0, h1):
-            _split_step(t, h, H, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
-                        pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
-                        proj_dst, proj_delay, proj_port, proj_woff, proj_ioff, proj_xoff,
-                        proj_boff, proj_soff, proj_moff, weights, indptr, indices, const, tv,
-                        tv_off, masks, part, split_off, split, unsorted, u, ref, isyn, buf, spk,
-                        ring_idx, ring_val, ring_site, ring_ch, ring_cnt, counts, sent, rec,
-                        rec_off)
-        if mode == 1:           # barrier: step t done here; wait for the others
-            store_release(ctrl, _STEP + 16 * me, t + 1)
-            for o in range(H):
-                if o != me:
-                    spins = 0
-                    while load_acquire(ctrl, _STEP + 16 * o) < t + 1:
-                        _wait(spins)
-                        spins += 1
-    P = pop_off.shape[0] - 1
-    for h in range(h0, h1):
-        for p in range(P):
-            for k in range(part[p, h], part[p, h + 1]):
-                u_out[0, pop_off[p] + k] = u[pop_off[p] + k]
+    if me >= H:
+        return
+    for st in range(T + 2):            # stage T + 1: only the final barrier
+        for x in range(H):             # barrier: all pieces finished stage st - 1
+            spins = 0
+            while load_acquire(ctrl, _DONE + 32 * x) < st:
+                if spins >= _STEAL_SPINS and compare_swap(ctrl, _CLAIM + 32 * x, st - 1, st):
+                    _piece(st - 1, x, H, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
+                           pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind,
+                           proj_src, proj_dst, proj_delay, proj_port, proj_woff, proj_ioff,
+                           proj_xoff, proj_boff, proj_soff, proj_moff, weights, indptr, indices,
+                           const, tv, tv_off, masks, part, split_off, split, unsorted, u, ref,
+                           isyn, buf, spk, ring_idx, ring_val, ring_site, ring_ch, ring_cnt,
+                           counts, sent, rec, rec_off)
+                    store_release(ctrl, _DONE + 32 * x, st)
+                    fetch_add(ctrl, _STOLEN, 1)
+                    adopted[me * H + x] = 1
+                else:
+                    _wait(spins)
+                    spins += 1
+        if st > T:
+            break
+        for x in range(H):             # own piece, then adopted ones
+            if x != me and adopted[me * H + x] == 0:
+                continue
+            if compare_swap(ctrl, _CLAIM + 32 * x, st, st + 1):
+                _piece(st, x, H, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
+                       pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
+                       proj_dst, proj_delay, proj_port, proj_woff, proj_ioff, proj_xoff,
+                       proj_boff, proj_soff, proj_moff, weights, indptr, indices, const, tv,
+                       tv_off, masks, part, split_off, split, unsorted, u, ref, isyn, buf, spk,
+                       ring_idx, ring_val, ring_site, ring_ch, ring_cnt, counts, sent, rec,
+                       rec_off)
+                store_release(ctrl, _DONE + 32 * x, st + 1)
+                if x != me:
+                    fetch_add(ctrl, _STOLEN, 1)
+            elif x != me:
+                adopted[me * H + x] = 0          # its owner is back
 
 
 @numba.njit(**NJIT_PARALLEL)
@@ -619,8 +642,8 @@ def run_split(T, H, rec_off, pop_off, pop_site, pop_model, pop_fp, pop_ip, pop_s
 
     Same arrays and results as :func:`.engine.run_phase` for such a network (forward
     phase, batch 1, no masks, no time-varying currents); ``u_out`` holds the initial
-    potentials on entry.  ``ctrl``: zeros of length :func:`ctrl_size`.  Returns 1 when
-    the threads ran in parallel, 2 when one thread ran every piece."""
+    potentials on entry.  ``ctrl``: zeros of length :func:`ctrl_size`.  Returns how many
+    piece-steps a thread ran for another (0 when every thread kept up)."""
     P = pop_off.shape[0] - 1
     N = pop_off[P]
     Q = proj_kind.shape[0]
@@ -645,6 +668,7 @@ def run_split(T, H, rec_off, pop_off, pop_site, pop_model, pop_fp, pop_ip, pop_s
     tv = np.zeros((1, 1, 1), dt)
     tv_off = np.full(P, -1, np.int64)
     masks = np.zeros((1, 1), dt)
+    adopted = np.zeros(H * H, np.uint8)
     for c in numba.prange(H):
         _split_worker(T, H, ctrl, pop_off, pop_site, pop_fp, pop_ip, pop_syn, pop_depth,
                       pop_ring_off, pop_model, schedule, in_ptr, in_proj, proj_kind, proj_src,
@@ -652,5 +676,7 @@ def run_split(T, H, rec_off, pop_off, pop_site, pop_model, pop_fp, pop_ip, pop_s
                       proj_boff, proj_soff, proj_moff, weights, indptr, indices, const, tv,
                       tv_off, masks, part, split_off, split, unsorted, u, ref, isyn, buf, spk,
                       ring_idx, ring_val, ring_site, ring_ch, ring_cnt, counts, sent, rec,
-                      rec_off, u_out)
-    return ctrl[_MODE]
+                      rec_off, adopted)
+    for g in range(N):
+        u_out[0, g] = u[g]
+    return ctrl[_STOLEN]

@@ -83,3 +83,17 @@ def os_yield(typingctx):
         builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
         return context.get_dummy_value()
     return sig, codegen
+
+
+@intrinsic
+def compare_swap(typingctx, arr, i, expected, new):
+    """Atomically ``arr[i] = new`` if ``arr[i] == expected``; returns whether it did."""
+    sig = types.boolean(arr, i, types.int64, types.int64)
+
+    def codegen(context, builder, sig, args):
+        cmp = context.cast(builder, args[2], sig.args[2], types.int64)
+        val = context.cast(builder, args[3], sig.args[3], types.int64)
+        res = builder.cmpxchg(_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1]),
+                              cmp, val, "seq_cst", "seq_cst")
+        return builder.extract_value(res, 1)
+    return sig, codegen
