@@ -624,3 +624,23 @@ def test_regression_weights_beyond_the_dtype():
     with pytest.raises(ModelError, match=r"'W1' \(l0 -> l1\): init_scale / bias_value give weight "
                        r"values up to .*, beyond the largest float32"):
         model_from_dict(d, source="m.toml")
+
+
+@pytest.mark.parametrize("kind", ["run", "ckpt"])
+def test_regression_damaged_global_heap_does_not_hang(seeds, kind):
+    """A damaged byte run in a global heap collection (where h5py keeps str attributes; no
+    checksum) made the HDF5 library loop forever reading an attribute.  Reproduced here by
+    zeroing one heap object's index and size."""
+    import time
+    raw = bytearray(seeds[kind])
+    i = raw.find(b"GCOL")
+    assert i > 0
+    q = i + 16                  # the first object header
+    raw[q:q + 2] = b"\0\0"
+    raw[q + 8:q + 16] = bytes(8)
+    p = _tmpfile(f"gcol-{kind}.h5", bytes(raw))
+    t0 = time.perf_counter()
+    with pytest.raises(RunFileError, match=rf"global heap object at byte {q} has size 0 .*would "
+                       "loop on it"):
+        read_run(p) if kind == "run" else load_checkpoint(p)
+    assert time.perf_counter() - t0 < 2.0

@@ -433,12 +433,58 @@ class _Reader:
         return {k: h[k][()] for k in h}
 
 
+def _check_global_heaps(p):
+    """Walk every global heap collection of the file before HDF5 does.
+
+    Variable-length strings (h5py's ``str`` attributes) live in global heap collections
+    ("GCOL"), which carry no checksum.  A damaged collection whose object walk does not
+    advance (an object of size 0) sends the HDF5 library (2.0.0) into an endless loop
+    inside ``H5HG__cache_heap_deserialize``; tests/test_fuzz.py found such a file.  The
+    walk below follows the library's own (format spec III.E) and refuses what it would
+    loop on or read past; a valid file always passes."""
+    import mmap
+    with open(p, "rb") as fh:
+        try:
+            m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:                 # empty file: h5py reports it
+            return
+    with m:
+        base = m.find(b"\x89HDF\r\n\x1a\n")
+        if base < 0:
+            return
+        ver = m[base + 8]
+        lengths = m[base + 10] if ver >= 2 else m[base + 14] if len(m) > base + 14 else 0
+        if lengths != 8:                   # not written by neurosim's h5py: not checked
+            return
+        i = m.find(b"GCOL")
+        while i >= 0:
+            if i + 16 <= len(m) and m[i + 4] == 1:
+                size = int.from_bytes(m[i + 8:i + 16], "little")
+                end = i + size
+                if size < 16 or end > len(m):
+                    raise RunFileError(f"run file {str(p)!r} is damaged: global heap at byte "
+                                       f"{i} claims {size} bytes, the file has {len(m) - i}")
+                q = i + 16
+                while q + 16 <= end:
+                    idx = int.from_bytes(m[q:q + 2], "little")
+                    osize = int.from_bytes(m[q + 8:q + 16], "little")
+                    need = 16 + (osize + 7) // 8 * 8 if idx else osize
+                    if need == 0 or need > end - q:
+                        raise RunFileError(
+                            f"run file {str(p)!r} is damaged: global heap object at byte {q} "
+                            f"has size {osize} (the collection ends at byte {end}); the HDF5 "
+                            "library would loop on it, refusing to open the file")
+                    q += need
+            i = m.find(b"GCOL", i + 1)
+
+
 def _open(path):
     p = Path(path)
     if not p.exists():
         raise RunFileError(f"run file {str(p)!r} does not exist")
     if not p.is_file():
         raise RunFileError(f"run file {str(p)!r} is not a regular file")
+    _check_global_heaps(p)
     try:
         return h5py.File(p, "r")
     except OSError as e:
