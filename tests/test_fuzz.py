@@ -644,3 +644,19 @@ def test_regression_damaged_global_heap_does_not_hang(seeds, kind):
                        "loop on it"):
         read_run(p) if kind == "run" else load_checkpoint(p)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_regression_cifar_non_string_key():
+    """Deleting three bytes of a batch pickle gave a dict with a tuple key, returned by
+    load_pickle although its keys are documented to be strings."""
+    p = _tmpfile("tuplekey", mutate_bytes(_CIFAR_BATCH, [("del", 125, 1), ("del", 205, 2)]))
+    with pytest.raises(DataError, match="the pickled dict has a key of type tuple"):
+        C.load_pickle(p)
+
+
+def test_regression_event_npz_flagged_encrypted():
+    """One bit in a zip entry's flags made zipfile raise RuntimeError ('encrypted')."""
+    flags = _EV_NPZ.find(b"PK\x01\x02") + 8          # central directory: general purpose flags
+    p = _tmpfile("enc.npz", mutate_bytes(_EV_NPZ, [("set", flags, 1)]))
+    with pytest.raises(DataError, match=r"enc\.npz: (cannot read its arrays|not a readable)"):
+        E.load_events(p)

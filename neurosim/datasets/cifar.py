@@ -178,6 +178,9 @@ def load_pickle(path):
     for k, v in obj.items():
         if isinstance(k, bytes):
             k = k.decode("latin-1")
+        if not isinstance(k, str):      # e.g. a tuple key from a damaged file (fuzz finding)
+            raise DataError(f"{p}: the pickled dict has a key of type {type(k).__name__} "
+                            f"({k!r}); CIFAR files have string keys, the file is damaged")
         out[k] = v
     return out
 

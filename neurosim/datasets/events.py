@@ -34,7 +34,8 @@ FRAME_MODES = ("equal_count", "equal_time")
 #: what numpy and zipfile raise on damaged .npy / .npz bytes (found by tests/test_fuzz.py)
 _READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
                 IndexError, AttributeError, SyntaxError, tokenize.TokenError, MemoryError,
-                TypeError, UnicodeError, struct.error, OverflowError, NotImplementedError)
+                TypeError, UnicodeError, struct.error, OverflowError, NotImplementedError,
+                RuntimeError)   # zipfile: "File ... is encrypted, password required"
 
 
 def check_sensor_size(sensor_size):
