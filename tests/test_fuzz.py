@@ -660,3 +660,12 @@ def test_regression_event_npz_flagged_encrypted():
     p = _tmpfile("enc.npz", mutate_bytes(_EV_NPZ, [("set", flags, 1)]))
     with pytest.raises(DataError, match=r"enc\.npz: (cannot read its arrays|not a readable)"):
         E.load_events(p)
+
+
+@pytest.mark.parametrize("n", [0, 8, 11, 15])
+def test_regression_tiny_truncated_run_file(seeds, n):
+    """A run file cut right after the HDF5 signature made the global-heap walk index past
+    the end (IndexError)."""
+    p = _tmpfile("tiny.h5", seeds["run"][:n])
+    with pytest.raises(RunFileError):
+        read_run(p)

@@ -450,10 +450,9 @@ def _check_global_heaps(p):
             return
     with m:
         base = m.find(b"\x89HDF\r\n\x1a\n")
-        if base < 0:
+        if base < 0 or len(m) < base + 16:      # h5py reports those files itself
             return
-        ver = m[base + 8]
-        lengths = m[base + 10] if ver >= 2 else m[base + 14] if len(m) > base + 14 else 0
+        lengths = m[base + 10] if m[base + 8] >= 2 else m[base + 14]
         if lengths != 8:                   # not written by neurosim's h5py: not checked
             return
         i = m.find(b"GCOL")
