@@ -669,3 +669,16 @@ def test_regression_tiny_truncated_run_file(seeds, n):
     p = _tmpfile("tiny.h5", seeds["run"][:n])
     with pytest.raises(RunFileError):
         read_run(p)
+
+
+def test_regression_string_attribute_damage_is_detected(seeds):
+    """Attribute strings live in HDF5's global heap (no checksum): a damaged byte changed
+    the stored model name ('fsnn_mlp' -> '') or a digit of the JSON configuration without
+    any error.  Here: "lr": 0.1 becomes "lr": 0.7 in place."""
+    raw = bytearray(seeds["ckpt"])
+    i = raw.find(b'"lr": 0.1')
+    assert i > 0
+    raw[i + 8] = ord("7")
+    p = _tmpfile("lr.h5", bytes(raw))
+    with pytest.raises(RunFileError, match="attributes were damaged or changed after writing"):
+        load_checkpoint(p)

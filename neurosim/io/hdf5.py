@@ -16,6 +16,7 @@ replaced with ``force=True``.
 ``ValueError``) naming the file and the missing or wrong piece.
 """
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -309,6 +310,45 @@ def _write_header(f, network, seed, command):
     f.attrs["python_version"] = platform.python_version()
 
 
+#: root attribute holding a digest of every other attribute of the file (see _attrs_digest)
+ATTRS_DIGEST = "attrs_sha256"
+
+
+def _attrs_digest(f):
+    """SHA-256 over every attribute of every object (names and values), except the digest.
+
+    Datasets carry Fletcher-32 checksums and object headers their own checksums, but
+    h5py's ``str`` attributes live in HDF5's global heap, which has none: a damaged byte
+    there changed a stored model name or a number inside a JSON configuration without any
+    error (found by tests/test_fuzz.py).  The digest is stored as a fixed-length string in
+    the root object header, which is checksummed."""
+    h = hashlib.sha256()
+    names = [""]
+    f.visit(names.append)
+    for n in sorted(names):
+        obj = f[n] if n else f
+        for k in sorted(obj.attrs):
+            if n == "" and k == ATTRS_DIGEST:
+                continue
+            a = np.asarray(obj.attrs[k])
+            data = (repr(a.tolist()).encode() if a.dtype.kind == "O"
+                    else a.dtype.str.encode() + a.tobytes())
+            h.update(f"{n}\0{k}\0{len(data)}\0".encode())
+            h.update(data)
+    return h.hexdigest()
+
+
+def _verify_attrs(r):
+    """Compare the stored attribute digest (files without one are not checked)."""
+    stored = r.f.attrs.get(ATTRS_DIGEST)
+    if stored is None:
+        return
+    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    if stored != _attrs_digest(r.f):
+        r.fail("its attributes were damaged or changed after writing (attribute checksum "
+               "mismatch); the file cannot be trusted")
+
+
 def atomic_h5(path, fill, force=False):
     """Create the HDF5 file ``path`` atomically: ``fill(h5py.File)`` writes a temporary file
     in the same folder, which is flushed, fsynced and then renamed into place.  On any
@@ -323,6 +363,7 @@ def atomic_h5(path, fill, force=False):
     try:
         with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
             fill(f)
+            f.attrs[ATTRS_DIGEST] = np.bytes_(_attrs_digest(f).encode())
             _testhooks.pause("h5-fill")
             f.flush()
         _testhooks.pause("h5-rename")   # (commit fsyncs the file first)
@@ -676,6 +717,7 @@ def read_run(path):
             net = _read_network(r)
             fwd, stim, syn_f = _read_phase(r, net, "forward")
             bwd, bstim, syn_b = _read_phase(r, net, "backward")
+            _verify_attrs(r)
     except RunFileError:
         raise
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
@@ -696,7 +738,9 @@ def load_network(path):
     try:
         with f:
             _check_header(r)
-            return _read_network(r)
+            net = _read_network(r)
+            _verify_attrs(r)
+            return net
     except RunFileError:
         raise
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:

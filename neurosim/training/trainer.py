@@ -45,7 +45,7 @@ from .. import _validate as V
 from .. import datasets as D
 from ..io import atomic
 from ..io.hdf5 import (RunFileError, _dset, _Reader, _check_header, _open, _read_network,
-                       _write_header, _write_network, atomic_h5)
+                       _verify_attrs, _write_header, _write_network, atomic_h5)
 from ..models import load_model, read_model_file, resolve_model_path
 from ..network import Network
 from . import health
@@ -359,6 +359,7 @@ def load_checkpoint(path):
                 if isinstance(st[k], np.integer):
                     st[k] = int(st[k])
             _check_state(r, net, st)
+            _verify_attrs(r)
     except RunFileError:
         raise
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError,
