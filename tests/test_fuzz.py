@@ -10,7 +10,7 @@ right shapes -- or raise its documented error (a ``NeurosimError`` subclass: ``M
 (deadline 20 s per example) fails.
 
 The default suite runs a fixed, derandomised set of examples (well under a minute).  A long
-run: ``python -m pytest -m fuzz`` (2000 random examples per test, about an hour on 2 cores;
+run: ``python -m pytest -m fuzz`` (2000 random examples per test, a few minutes on 2 cores;
 ``NEUROSIM_FUZZ_EXAMPLES=<n>`` sets another count; failures are stored in ``.hypothesis/``
 and replayed first next time).
 """
