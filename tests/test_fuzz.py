@@ -14,6 +14,7 @@ run: ``python -m pytest -m fuzz`` (2000 random examples per test, a few minutes 
 ``NEUROSIM_FUZZ_EXAMPLES=<n>`` sets another count; failures are stored in ``.hypothesis/``
 and replayed first next time).
 """
+import atexit
 import gzip
 import io
 import os
@@ -65,6 +66,7 @@ def fuzz(examples):
 #: a small model budget while fuzzing, so that a mutated size fails fast (ModelError)
 FUZZ_MODEL_BYTES = 8 * 2 ** 20
 _TMP = Path(tempfile.mkdtemp(prefix="neurosim-fuzz-"))
+atexit.register(shutil.rmtree, _TMP, True)
 
 
 def _tmpfile(name, data):
