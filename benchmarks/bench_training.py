@@ -82,6 +82,39 @@ def peak_step_mb(fn):
     return (_rss_kb("VmHWM:") - before) / 1024.0
 
 
+def mem_probe(case, impl, threads, B, seed, T, T_b):
+    """Peak memory (MB) of one training step in a fresh process (see ``_probe``)."""
+    import subprocess
+    env = H.thread_env(threads, cache=True)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_training", "--probe",
+                          f"{case},{impl},{B},{seed},{T},{T_b}"], env=env, cwd=H.REPO_ROOT,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def _probe(spec):
+    case, impl, B, seed, T, T_b = spec.split(",")
+    B, seed, T, T_b = int(B), int(seed), int(T), int(T_b)
+    x, y, _ = load_inputs(B, seed)
+    net, cfg, model, masks, opt = _setup(case, B, seed, T=T, T_b=T_b)
+    _fixed_masks(masks)
+    if impl == "neurosim":
+        from neurosim.training.spide import spide_step
+        from neurosim.kernels import engine, spide  # noqa: F401  (kernels loaded before the baseline)
+        rng = np.random.default_rng(seed)
+        step = lambda: spide_step(model, x, y, cfg, rng, 0.0, opt)
+    else:
+        import torch
+        from .torch_spide import TorchSPIDE, masks_nchw
+        ts = TorchSPIDE(net, model.C, model.c, cfg, model.output)
+        xt, yt, mt = torch.tensor(x), torch.tensor(y), masks_nchw(net, masks)
+        step = lambda: ts.step(xt, yt, mt, 0.0)
+    print(json.dumps(dict(peak_mb=peak_step_mb(step))))
+
+
 def load_inputs(B, seed):
     """(x [B, 1, 28, 28] float32 normalised, y [B], description)."""
     from neurosim import datasets as D
@@ -202,8 +235,18 @@ def bench_case(case, threads, reps, seed, B=128, mem=True):
                   fwd_firing_rate_per_step=fwd_rate, bwd_firing_rate_per_step=bwd_rate)
     mem_ns = {}
     if mem:
-        mem_ns["T30_Tb100"] = peak_step_mb(lambda: spide_step(model, x, y, cfg, rng, 0.0, opt,
-                                                              n_threads=threads))
+        for impl in ("neurosim", "torch-dense"):
+            by = {f"T{T}_Tb{Tb}": mem_probe(case, impl, threads, B, seed, T, Tb)
+                  for T, Tb in ((cfg.T, cfg.T_b), (2 * cfg.T, 2 * cfg.T_b))}
+            if impl == "neurosim":
+                mem_ns = by
+            v = by[f"T{cfg.T}_Tb{cfg.T_b}"]
+            H.record(BENCH, case, impl, "peak_mem_mb", "MB", median=v, min=v, max=v, n_runs=1,
+                     threads=threads, batch=B, seed=seed,
+                     extra=dict(run_id=run_id, T=cfg.T, T_b=cfg.T_b, by_steps=by,
+                                definition="fresh process: peak resident set (VmHWM) during "
+                                           "the first training step minus the resident set "
+                                           "after loading model, data and libraries"))
     ns_extra = dict(common, events_per_sample=dict(forward=fwd_ev, backward_pos=bwd_pos,
                                                    backward_neg=bwd_neg),
                     neuron_updates_per_sample=dict(forward=float(res.fwd_updates.mean()),
@@ -244,23 +287,6 @@ def bench_case(case, threads, reps, seed, B=128, mem=True):
                         median_of_paired_ratios=float(np.median(ratios)),
                         identical_spike_counts_numpy=np_check["identical_spike_counts"],
                         loadavg=_loadavg()))
-    if mem:
-        _, cfg2, model2, masks2, opt2 = _setup(case, B, seed, T=2 * cfg.T, T_b=2 * cfg.T_b)
-        _fixed_masks(masks2)
-        spide_step(model2, x, y, cfg2, rng, 0.0, opt2, n_threads=threads)
-        mem_ns["T60_Tb200"] = peak_step_mb(lambda: spide_step(model2, x, y, cfg2, rng, 0.0, opt2,
-                                                              n_threads=threads))
-        _fixed_masks(masks)
-        mem_t = peak_step_mb(lambda: ts.step(xt, yt, mt, 0.0))
-        for impl, v in (("neurosim", mem_ns["T30_Tb100"]), ("torch-dense", mem_t)):
-            if v is None:
-                continue
-            H.record(BENCH, case, impl, "peak_mem_mb", "MB", median=v, min=v, max=v, n_runs=1,
-                     threads=threads, batch=B, seed=seed,
-                     extra=dict(run_id=run_id, T=cfg.T, T_b=cfg.T_b,
-                                by_steps=mem_ns if impl == "neurosim" else None,
-                                definition="growth of the peak resident set during one step "
-                                           "(VmHWM after - VmRSS before, clear_refs reset)"))
     print(f"[bench] {case} threads={threads}: neurosim {1e3 * med / B:.2f} ms/sample "
           f"(fwd {1e3 * ph[0] / B:.2f}, bwd {1e3 * ph[1] / B:.2f}, upd {1e3 * ph[2] / B:.2f}), "
           f"torch-dense {1e3 * tmed / B:.2f} ms/sample -> {tmed / med:.2f}x; numpy check "
@@ -294,7 +320,11 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-mem", action="store_true", help="skip the peak-memory measurements")
+    ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.probe:
+        _probe(args.probe)
+        return 0
     cases = [c for c in args.cases.split(",") if c]
     bad = [c for c in cases if c not in CASES]
     if bad:
