@@ -86,6 +86,7 @@ def mem_probe(case, impl, threads, B, seed, T, T_b):
     """Peak memory (MB) of one training step in a fresh process (see ``_probe``)."""
     import subprocess
     env = H.thread_env(threads, cache=True)
+    env.pop("NEUROSIM_NO_CACHE", None)       # kernels from the cache: no compiler memory
     out = subprocess.run([sys.executable, "-m", "benchmarks.bench_training", "--probe",
                           f"{case},{impl},{B},{seed},{T},{T_b}"], env=env, cwd=H.REPO_ROOT,
                          capture_output=True, text=True)
@@ -293,6 +294,26 @@ def bench_case(case, threads, reps, seed, B=128, mem=True):
           f"{np_check['identical_spike_counts']}; mem {mem_ns}", file=sys.stderr, flush=True)
 
 
+def record_memory(cases, threads_list, B=128, seed=0):
+    """Only the peak-memory records (``--memory-only``)."""
+    from neurosim.models import load_model
+    for threads in threads_list:
+        for case in cases:
+            from neurosim.training.trainer import config_for
+            cfg, _ = config_for(load_model(case, seed=seed), {})
+            for impl in ("neurosim", "torch-dense"):
+                by = {f"T{T}_Tb{Tb}": mem_probe(case, impl, threads, B, seed, T, Tb)
+                      for T, Tb in ((cfg.T, cfg.T_b), (2 * cfg.T, 2 * cfg.T_b))}
+                v = by[f"T{cfg.T}_Tb{cfg.T_b}"]
+                H.record(BENCH, case, impl, "peak_mem_mb", "MB", median=v, min=v, max=v,
+                         n_runs=1, threads=threads, batch=B, seed=seed,
+                         extra=dict(T=cfg.T, T_b=cfg.T_b, by_steps=by,
+                                    definition="fresh process: peak resident set (VmHWM) "
+                                               "during the first training step minus the "
+                                               "resident set after loading model, data and "
+                                               "libraries (Numba kernels from the cache)"))
+
+
 def record_scaling(run_id, cases):
     """speedup_2t_vs_1t for neurosim from this run's s_per_sample records."""
     recs = [r for r in H.load_records([H.RESULTS_DIR / f"{BENCH}.jsonl"])
@@ -321,6 +342,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-mem", action="store_true", help="skip the peak-memory measurements")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory records")
     args = ap.parse_args(argv)
     if args.probe:
         _probe(args.probe)
@@ -337,6 +359,9 @@ def main(argv=None):
     except ImportError:
         ap.error("this benchmark compares against PyTorch: pip install torch==2.13.0 "
                  "(benchmark-only dependency)")
+    if args.memory_only:
+        record_memory(cases, H.parse_threads(args.threads), B=args.batch, seed=args.seed)
+        return 0
     n = H.worker_threads()
     if n is not None:
         H.check_threads(n)
