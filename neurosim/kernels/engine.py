@@ -32,9 +32,8 @@ import numpy as np
 from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
 from .cuba import MAX_FAST_PORTS, _cuba_population
 from .neurons import _cuba_update, _lif_update, _ternary_update
-from .scatter import (conv_down_scatter, conv_down_scatter_group, conv_up_scatter,
-                      conv_up_scatter_group, csr_scatter, dense_scatter, pool_down_scatter,
-                      pool_down_scatter_group, pool_up_scatter, pool_up_scatter_group)
+from .scatter import (conv_down_scatter_group, conv_up_scatter_group, csr_scatter,
+                      dense_scatter, pool_down_scatter_group, pool_up_scatter_group)
 
 M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
 # nonzero-byte mask of a 64-bit word of int8 spikes (see _update_block)
@@ -130,24 +129,12 @@ def _deliver(q, b, ev_idx, ev_val, ev_site, ev_ch, e0, e1, backward,
             sent[b, soff + j] += 1
             val = 1.0
             weighted = False
-        if kind == K_DENSE:
+        if kind == K_DENSE:      # conv / pool kinds were delivered above, grouped by site
             dense_scatter(buf, boff, weights, woff, j, n_r, val, weighted)
             allflag[r] = 1
-        elif kind == K_CSR:
+        else:
             csr_scatter(buf, boff, weights, woff, indptr, proj_ioff[q], indices, proj_xoff[q], j,
                         val, weighted, do_mark, mark, tlist, tcount, r, so, pop_site[r])
-        elif kind == K_CONV_DOWN:
-            conv_down_scatter(buf, boff, weights, woff, geo, tab, ev_site[e], ev_ch[e], val,
-                              weighted, do_mark, mark, tlist, tcount, r, so)
-        elif kind == K_CONV_UP:
-            conv_up_scatter(buf, boff, weights, woff, geo, tab, ev_site[e], ev_ch[e], val,
-                            weighted, do_mark, mark, tlist, tcount, r, so)
-        elif kind == K_POOL_DOWN:
-            pool_down_scatter(buf, boff, weights[woff], geo, tab, ev_site[e], ev_ch[e], val,
-                              do_mark, mark, tlist, tcount, r, so)
-        else:
-            pool_up_scatter(buf, boff, weights[woff], geo, tab, ev_site[e], ev_ch[e], val,
-                            do_mark, mark, tlist, tcount, r, so)
 
 
 @numba.njit(**NJIT_NORT)
@@ -580,8 +567,7 @@ def _run_sample(b, T, backward, rec_off,
                                       by_value, cur, spk, ring_idx, ring_val, ring_site,
                                       ring_ch, base, rec, rec_off[p], counts, counts_neg, clist,
                                       ccount, so, keep)
-                    nupd[b, p] += (ns if (use_all and not busy) or dense_pop[p] or allflag[p]
-                                   else tcount[p]) * ssz
+                    nupd[b, p] += (ns if dense_pop[p] or allflag[p] else tcount[p]) * ssz
                 elif m == M_CUBA and pop_ip[p, 1] <= MAX_FAST_PORTS:   # vectorised (cuba.py)
                     rc = _cuba_population(p, t, b, off, pop_n[p], ssz, pop_fp, pop_ip, pop_syn,
                                           in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks,
@@ -744,6 +730,8 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
         mark = np.zeros(1, np.uint8)
         tlist = np.zeros(1, np.int64)
         tcount = np.zeros(1, np.int64)
+        gch = np.zeros(1, np.int64)          # one event per call of the grouped scatters
+        gval = np.zeros(1, out.dtype)
         for j in range(x.shape[1]):
             v = x[b, j]
             if v == 0.0:
@@ -755,15 +743,18 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
             elif kind == K_CSR:
                 csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, False,
                             mark, tlist, tcount, 0, 0, 1)
-            elif kind == K_CONV_DOWN:
-                conv_down_scatter(buf, 0, weights, 0, geo, tab, site, c, v, True, False,
-                                  mark, tlist, tcount, 0, 0)
-            elif kind == K_CONV_UP:
-                conv_up_scatter(buf, 0, weights, 0, geo, tab, site, c, v, True, False,
-                                mark, tlist, tcount, 0, 0)
             else:
-                pool_down_scatter(buf, 0, pool_w, geo, tab, site, c, v, False, mark, tlist,
-                                  tcount, 0, 0)
+                gch[0] = c
+                gval[0] = v
+                if kind == K_CONV_DOWN:
+                    conv_down_scatter_group(buf, 0, weights, 0, geo, tab, site, gch, gval, 1,
+                                            True, False, mark, tlist, tcount, 0, 0)
+                elif kind == K_CONV_UP:
+                    conv_up_scatter_group(buf, 0, weights, 0, geo, tab, site, gch, gval, 1,
+                                          True, False, mark, tlist, tcount, 0, 0)
+                else:
+                    pool_down_scatter_group(buf, 0, pool_w, geo, tab, site, gch, gval, 1, True,
+                                            False, mark, tlist, tcount, 0, 0)
         for i in range(n_out):
             out[b, i] += buf[i]
 

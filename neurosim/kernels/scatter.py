@@ -74,109 +74,6 @@ def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighte
 
 
 @numba.njit(**NJIT_NORT)
-def conv_down_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
-                      do_mark, mark, tlist, tcount, p, site_off):
-    """Conv-style scatter: receiver (oy, ox) with oy*stride - pad + ky = y, walking the
-    valid ky from (y+pad) % stride in steps of stride."""
-    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
-    kh, kw, st = geo[6], geo[7], geo[8]
-    ky = tab[site_s, 0]
-    oy = tab[site_s, 1]
-    kx0 = tab[site_s, 2]
-    ox0 = tab[site_s, 3]
-    while ky < kh and oy >= 0:
-        if oy < Hr:
-            kx = kx0
-            ox = ox0
-            while kx < kw and ox >= 0:
-                if ox < Wr:
-                    site = oy * Wr + ox
-                    _row_add(buf, boff + site * Cr, W, woff + ((ky * kw + kx) * Cs + c) * Cr, Cr,
-                             val, weighted)
-                    if do_mark:
-                        _mark(site, mark, tlist, tcount, p, site_off)
-                kx += st
-                ox -= 1
-        ky += st
-        oy -= 1
-
-
-@numba.njit(**NJIT_NORT)
-def conv_up_scatter(buf, boff, W, woff, geo, tab, site_s, c, val, weighted,
-                    do_mark, mark, tlist, tcount, p, site_off):
-    """Transposed-conv-style scatter: receiver (y*stride - pad + ky, x*stride - pad + kx)."""
-    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
-    kh, kw = geo[6], geo[7]
-    oy0 = tab[site_s, 0]
-    ox0 = tab[site_s, 1]
-    for ky in range(kh):
-        oy = oy0 + ky
-        if oy < 0:
-            continue
-        if oy >= Hr:
-            break
-        for kx in range(kw):
-            ox = ox0 + kx
-            if ox < 0:
-                continue
-            if ox >= Wr:
-                break
-            site = oy * Wr + ox
-            _row_add(buf, boff + site * Cr, W, woff + ((ky * kw + kx) * Cs + c) * Cr, Cr,
-                     val, weighted)
-            if do_mark:
-                _mark(site, mark, tlist, tcount, p, site_off)
-
-
-@numba.njit(**NJIT_NORT)
-def pool_down_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist, tcount, p,
-                      site_off):
-    """Average-pool forward: one add of ``val * w`` per pooling window containing the sender."""
-    C, Hr, Wr = geo[0], geo[4], geo[5]
-    k, st = geo[6], geo[8]
-    v = val * w
-    ky = tab[site_s, 0]
-    oy = tab[site_s, 1]
-    while ky < k and oy >= 0:
-        if oy < Hr:
-            kx = tab[site_s, 2]
-            ox = tab[site_s, 3]
-            while kx < k and ox >= 0:
-                if ox < Wr:
-                    site = oy * Wr + ox
-                    buf[boff + site * C + c] += v
-                    if do_mark:
-                        _mark(site, mark, tlist, tcount, p, site_off)
-                kx += st
-                ox -= 1
-        ky += st
-        oy -= 1
-
-
-@numba.njit(**NJIT_NORT)
-def pool_up_scatter(buf, boff, w, geo, tab, site_s, c, val, do_mark, mark, tlist, tcount, p,
-                    site_off):
-    """Average-pool transpose: window (oy, ox) sends ``val * w`` to each of its inputs."""
-    C, Hr, Wr = geo[0], geo[4], geo[5]
-    k = geo[6]
-    v = val * w
-    y0 = tab[site_s, 0]
-    x0 = tab[site_s, 1]
-    for ky in range(k):
-        y = y0 + ky
-        if y >= Hr:
-            break
-        for kx in range(k):
-            x = x0 + kx
-            if x >= Wr:
-                break
-            site = y * Wr + x
-            buf[boff + site * C + c] += v
-            if do_mark:
-                _mark(site, mark, tlist, tcount, p, site_off)
-
-
-@numba.njit(**NJIT_NORT)
 def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
     """buf[tb:tb+Cr] += Σ_i (gval[i] *) W[wbase + gch[i]*Cr : ... + Cr] for i < ng.
 
@@ -223,8 +120,10 @@ def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
 @numba.njit(**NJIT_NORT)
 def conv_down_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng, weighted,
                             do_mark, mark, tlist, tcount, p, site_off):
-    """:func:`conv_down_scatter` for ``ng`` events of one sender site (channels ``gch``,
-    values ``gval``): one offset walk, rows summed in registers (:func:`_rows_add`)."""
+    """Conv-style scatter of ``ng`` events of one sender site (channels ``gch``, values
+    ``gval``): receiver (oy, ox) with oy*stride - pad + ky = y, walking the valid ky from
+    (y+pad) % stride in steps of stride; one walk, rows summed in registers
+    (:func:`_rows_add`)."""
     Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
     kh, kw, st = geo[6], geo[7], geo[8]
     ky = tab[site_s, 0]
@@ -251,8 +150,8 @@ def conv_down_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng,
 @numba.njit(**NJIT_NORT)
 def conv_up_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng, weighted,
                           do_mark, mark, tlist, tcount, p, site_off):
-    """:func:`conv_up_scatter` for ``ng`` events of one sender site (see
-    :func:`conv_down_scatter_group`)."""
+    """Transposed-conv-style scatter of ``ng`` events of one sender site: receiver
+    (y*stride - pad + ky, x*stride - pad + kx) (see :func:`conv_down_scatter_group`)."""
     Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
     kh, kw = geo[6], geo[7]
     oy0 = tab[site_s, 0]
@@ -279,8 +178,9 @@ def conv_up_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng, w
 @numba.njit(**NJIT_NORT)
 def pool_down_scatter_group(buf, boff, w, geo, tab, site_s, gch, gval, ng, weighted, do_mark,
                             mark, tlist, tcount, p, site_off):
-    """:func:`pool_down_scatter` for ``ng`` events of one sender site (channels ``gch``):
-    one window walk and one mark per receiving site."""
+    """Average-pool forward for ``ng`` events of one sender site (channels ``gch``): one
+    add of ``val * w`` per pooling window containing the sender; one walk and one mark
+    per receiving site."""
     C, Hr, Wr = geo[0], geo[4], geo[5]
     k, st = geo[6], geo[8]
     ky = tab[site_s, 0]
@@ -310,7 +210,8 @@ def pool_down_scatter_group(buf, boff, w, geo, tab, site_s, gch, gval, ng, weigh
 @numba.njit(**NJIT_NORT)
 def pool_up_scatter_group(buf, boff, w, geo, tab, site_s, gch, gval, ng, weighted, do_mark,
                           mark, tlist, tcount, p, site_off):
-    """:func:`pool_up_scatter` for ``ng`` events of one sender site (channels ``gch``)."""
+    """Average-pool transpose for ``ng`` events of one sender site (channels ``gch``):
+    window (oy, ox) sends ``val * w`` to each of its inputs."""
     C, Hr, Wr = geo[0], geo[4], geo[5]
     k = geo[6]
     y0 = tab[site_s, 0]
