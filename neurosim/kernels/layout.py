@@ -1,0 +1,165 @@
+"""The compiled network as the kernels see it: codes, column meanings and named arrays.
+
+This module is the one place where the integer codes and matrix columns shared by the
+compiler (:func:`neurosim.network.compile_program`), the kernels and the dense twin in
+``tests/reference.py`` are defined.  A column means the same thing for every neuron
+model (unused columns are 0), so no kernel can read one model's parameter as another's.
+
+Kernels receive the compiled network and the run's arrays as the NamedTuples below
+(:class:`NetArrays`, :class:`RunArrays`, :class:`OutArrays`, :class:`Scratch`); Numba
+passes a NamedTuple of arrays as one argument, so a helper takes a handful of named
+bundles instead of dozens of positional arrays.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+# -- population model codes (``NetArrays.pop_model``) ------------------------------------
+#: analog input population (its projections are input maps: constant currents).
+M_INPUT = -1
+#: spike source (spike trains given per run).
+M_SOURCE = 0
+#: SPIDE IF/LIF neuron (:class:`neurosim.neurons.LIF`).
+M_LIF = 1
+#: current-based LIF with exponential synapses (:class:`neurosim.neurons.CubaLIF`).
+M_CUBA = 2
+#: ternary neuron couple of the backward phase (:class:`neurosim.neurons.Ternary`).
+M_TERNARY = 3
+MODEL_NAMES = {M_INPUT: "input", M_SOURCE: "source", M_LIF: "lif", M_CUBA: "cuba_lif",
+               M_TERNARY: "ternary"}
+
+# -- scatter kinds (``NetArrays.proj_kind``): what one event does in one direction -------
+#: dense matrix row ``W[j, :]`` (kernel layout [n_send, n_recv]).
+K_DENSE = 0
+#: CSR row of sender ``j`` (``indptr``, ``indices``, weights aligned with ``indices``).
+K_CSR = 1
+#: convolution walk (receiver ``o`` with ``o*stride - pad + k = sender``).
+K_CONV_DOWN = 2
+#: transposed-convolution walk (receiver ``sender*stride - pad + k``).
+K_CONV_UP = 3
+#: pooling window walk, one shared weight (``weights[woff]``).
+K_POOL_DOWN = 4
+#: pooling transpose walk, one shared weight.
+K_POOL_UP = 5
+KIND_NAMES = {K_DENSE: "dense", K_CSR: "csr", K_CONV_DOWN: "conv_down", K_CONV_UP: "conv_up",
+              K_POOL_DOWN: "pool_down", K_POOL_UP: "pool_up"}
+#: kinds whose events are grouped by sender site and walk a kernel-offset table.
+SPATIAL_KINDS = (K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP)
+
+# -- columns of ``pop_fp`` [P, N_FP] (the network's dtype) --------------------------------
+FP_VTH = 0      #: threshold θ (LIF, CubaLIF, ternary)
+FP_SUB = 1      #: subtraction Θ on a spike (LIF reset "subtract", ternary)
+FP_LEAK = 2     #: leak λ applied every step after the reset (LIF, ternary; 1 = none)
+FP_VRESET = 3   #: reset value (LIF reset "value", CubaLIF)
+FP_VREST = 4    #: resting potential (CubaLIF)
+FP_AMEM = 5     #: membrane propagator α_m = exp(-dt/τ_m) (CubaLIF)
+FP_IE = 6       #: constant external current i_e (CubaLIF)
+N_FP = 8
+
+# -- columns of ``pop_ip`` [P, N_IP] (int64) ----------------------------------------------
+IP_RESET = 0    #: LIF reset: 0 subtract, 1 to value
+IP_TREF = 1     #: refractory steps after a spike (LIF, CubaLIF)
+IP_NPORTS = 2   #: receptor ports (CubaLIF)
+IP_UNIFORM = 3  #: CubaLIF run hint: 1 when every neuron of the population has the same drive
+N_IP = 4
+
+# -- ``pop_syn`` [P, 2, MAX_PORTS]: CubaLIF per port (network dtype) -----------------------
+SYN_ALPHA = 0   #: α_k = exp(-dt/τ_syn[k])
+SYN_P = 1       #: p_k, the current-to-potential propagator
+MAX_PORTS = 4
+
+# -- columns of ``proj_geo`` [Q, N_GEO] (int64): sender and receiver geometry --------------
+G_CS, G_HS, G_WS, G_CR, G_HR, G_WR, G_KH, G_KW, G_STRIDE, G_PAD = range(10)
+N_GEO = 10
+
+
+class NetArrays(NamedTuple):
+    """One phase of a compiled network (:func:`neurosim.network.compile_program`).
+
+    Populations ``p < P`` own neurons ``pop_off[p]:pop_off[p+1]`` (flat, channel-last),
+    grouped in sites of ``pop_site[p]`` neurons; projections ``q < Q`` send from
+    ``proj_src[q]`` to ``proj_dst[q]`` in this phase's direction."""
+    pop_off: np.ndarray       # int64 [P+1] neuron offsets
+    pop_site: np.ndarray      # int64 [P] neurons per site (channels of a (C, H, W) shape)
+    pop_site_off: np.ndarray  # int64 [P+1] site offsets
+    pop_model: np.ndarray     # int64 [P] M_* code
+    pop_fp: np.ndarray        # dtype [P, N_FP] FP_* columns
+    pop_ip: np.ndarray        # int64 [P, N_IP] IP_* columns
+    pop_syn: np.ndarray       # dtype [P, 2, MAX_PORTS] SYN_* rows
+    pop_lam: np.ndarray       # float64 [P] leak of the weighted spike counts (1: none)
+    pop_depth: np.ndarray     # int64 [P] ring depth (max outgoing delay + 1)
+    pop_ring_off: np.ndarray  # int64 [P+1] ring offsets (depth * n)
+    schedule: np.ndarray      # int64 [P] population ids in update order
+    out_ptr: np.ndarray       # int64 [P+1] outgoing projections by sender
+    out_proj: np.ndarray      # int64
+    in_ptr: np.ndarray        # int64 [P+1] incoming projections by receiver
+    in_proj: np.ndarray       # int64
+    proj_kind: np.ndarray     # int64 [Q] K_* code
+    proj_src: np.ndarray      # int64 [Q]
+    proj_dst: np.ndarray      # int64 [Q]
+    proj_delay: np.ndarray    # int64 [Q]
+    proj_port: np.ndarray     # int64 [Q] CubaLIF receptor port
+    proj_geo: np.ndarray      # int64 [Q, N_GEO]
+    proj_woff: np.ndarray     # int64 [Q] offset into weights
+    proj_ioff: np.ndarray     # int64 [Q] offset into indptr (CSR)
+    proj_xoff: np.ndarray     # int64 [Q] offset into indices (CSR)
+    proj_boff: np.ndarray     # int64 [Q] offset into the per-sample input buffer
+    proj_soff: np.ndarray     # int64 [Q] offset into the sent-count arrays
+    proj_scale: np.ndarray    # dtype [Q] value of one event (backward: Θ_b / Θ of the sender)
+    proj_moff: np.ndarray     # int64 [Q] offset into the mask array, -1 if none
+    proj_toff: np.ndarray     # int64 [Q] first row of the projection's site table
+    tabs: np.ndarray          # int64 [R, 4] per sender site start of the offset walk
+    weights: np.ndarray       # dtype, flat, kernel layout
+    indptr: np.ndarray        # int64
+    indices: np.ndarray       # uint32
+
+
+class RunArrays(NamedTuple):
+    """What drives one phase of a batch (read-only for the kernels)."""
+    const: np.ndarray         # dtype [B, N] constant current per neuron
+    tv: np.ndarray            # dtype [B, T or 0, n_tv] time-varying current
+    tv_off: np.ndarray        # int64 [P] column of the population in tv, -1 if none
+    src_idx: np.ndarray       # int32 [B, E] source spikes (neuron), by (population, step)
+    src_ptr: np.ndarray       # int64 [B, P, T+1] event ranges of src_idx
+    masks: np.ndarray         # dtype [B, n_mask] per-projection scale (dropout)
+    gate: np.ndarray          # uint8 [B, N or 0] backward: senders allowed to transmit
+    rec_off: np.ndarray       # int64 [P] column in OutArrays.rec, -1 if not recorded
+
+
+class OutArrays(NamedTuple):
+    """What one phase produces (written by the kernels)."""
+    counts: np.ndarray        # int32 [B, N] spikes (backward: +1 spikes)
+    counts_neg: np.ndarray    # int32 [B, N] backward -1 spikes
+    u_out: np.ndarray         # dtype [B, N] initial potentials in, final ones out
+    wcount: np.ndarray        # float64 [B, N or 0] Σ_t λ^(T-1-t) s(t)
+    sent: np.ndarray          # int64 [B, n_sent] events per sender and projection (+1)
+    sent_neg: np.ndarray      # int64 [B, n_sent] backward -1 events
+    nupd: np.ndarray          # int64 [B, P] neuron updates
+    rec: np.ndarray           # int8 [B, T, n_rec] spike trains
+
+
+class Scratch(NamedTuple):
+    """Per-thread working memory of one sample (allocated by the kernel, reused)."""
+    u: np.ndarray             # dtype [N] potentials
+    ref: np.ndarray           # int32 [N] refractory steps left
+    isyn: np.ndarray          # dtype [MAX_PORTS, N or 0] CubaLIF currents
+    buf: np.ndarray           # dtype [n_buf] per-projection input buffers
+    last: np.ndarray          # int64 [NS] last step a site was updated (-1: never)
+    mark: np.ndarray          # uint8 [NS] site is in its population's touched list
+    tlist: np.ndarray         # int64 [NS + P] touched sites (one slack slot per population)
+    tcount: np.ndarray        # int64 [P]
+    allflag: np.ndarray       # uint8 [P] a dense projection hit the population
+    clist: np.ndarray         # int64 [NS] sites left above threshold (carry)
+    ccount: np.ndarray        # int64 [P]
+    klist: np.ndarray         # int64 [NS] sites with a constant current
+    kcount: np.ndarray        # int64 [P]
+    ring_idx: np.ndarray      # int32 [R] spikes: neuron within the population
+    ring_val: np.ndarray      # int8 [R] spike value (+1 / -1)
+    ring_site: np.ndarray     # int32 [R] site of the neuron
+    ring_ch: np.ndarray       # int32 [R] channel of the neuron within its site
+    ring_cnt: np.ndarray      # int64 [P, depth] spikes per ring slot
+    dense_pop: np.ndarray     # uint8 [P] population updated densely every step
+    cur: np.ndarray           # dtype [max n] block update: input current
+    spk: np.ndarray           # int8 [max n] block update: spike values
+    gch: np.ndarray           # int64 [max n] one sender site's event channels
+    gval: np.ndarray          # dtype [max n] one sender site's event values
