@@ -13,7 +13,8 @@ import numpy as np
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
-from .kernels.cuba import MAX_FAST_PORTS, ctrl_size, run_split
+from .kernels import layout as L
+from .kernels.cuba import MAX_FAST_PORTS, run_split
 from .kernels.engine import apply_map, pack_events, run_phase
 from .network import (K_CSR, K_DENSE, M_CUBA, M_INPUT, Network, _kernel_weights, compile_program,
                       kernel_table)
@@ -188,7 +189,7 @@ def _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr):
     models = prog.pop_model
     if not np.all((models == M_CUBA) | (models == M_INPUT)):
         return None
-    if np.any(prog.pop_ip[models == M_CUBA, 1] > MAX_FAST_PORTS):
+    if np.any(prog.pop_ip[models == M_CUBA, L.IP_NPORTS] > MAX_FAST_PORTS):
         return None
     if not np.all(np.isin(prog.proj_kind, (K_CSR, K_DENSE))) or np.any(prog.proj_delay < 1):
         return None
@@ -245,11 +246,11 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     for i in range(P):    # hint to the CubaLIF kernel: one constant drive for the population
         a, b_ = prog.pop_off[i], prog.pop_off[i + 1]
         if prog.pop_model[i] == M_CUBA and tv_off[i] < 0 and b_ > a:
-            prog.pop_fp[i, 5] = float(np.all(const[:, a:b_] == const[:, a:a + 1]))
+            prog.pop_ip[i, L.IP_UNIFORM] = int(np.all(const[:, a:b_] == const[:, a:a + 1]))
     u_out = np.zeros((B, N), dtype)           # initial potentials in, final ones out
     for i in range(P):
         if prog.pop_model[i] == M_CUBA:
-            u_out[:, prog.pop_off[i]:prog.pop_off[i + 1]] = prog.pop_fp[i, 0]    # v_rest
+            u_out[:, prog.pop_off[i]:prog.pop_off[i + 1]] = prog.pop_fp[i, L.FP_VREST]
     for name, v in (v_init or {}).items():
         i = prog.pop_names.index(name)
         u_out[:, prog.pop_off[i]:prog.pop_off[i + 1]] = v
@@ -268,28 +269,18 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
             n_rec += int(prog.pop_off[i + 1] - prog.pop_off[i])
     rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
     plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
+    run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src_idx=src_idx, src_ptr=src_ptr,
+                      masks=masks_arr, gate=gate, rec_off=rec_off)
+    res = L.OutArrays(counts=counts, counts_neg=counts_neg, u_out=u_out, wcount=wcount,
+                      sent=sent, sent_neg=sent_neg, nupd=nupd, rec=rec)
     t0 = time.perf_counter()
     if plan is not None:      # one sample of a recurrent CubaLIF network: neuron ranges
         H, part, split_off, n_split = plan
-        run_split(T, H, rec_off, prog.pop_off, prog.pop_site, prog.pop_model, prog.pop_fp,
-                  prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
-                  prog.in_ptr, prog.in_proj, prog.proj_kind, prog.proj_src, prog.proj_dst,
-                  prog.proj_delay, prog.proj_port, prog.proj_woff, prog.proj_ioff, prog.proj_xoff,
-                  prog.proj_boff, prog.proj_soff, prog.proj_moff, prog.weights, prog.indptr,
-                  prog.indices, const, prog.n_buf, prog.max_ports, part, split_off, n_split,
-                  np.zeros(ctrl_size(H), np.int64), counts, u_out, sent, rec)
+        run_split(T, H, prog.n_buf, prog.max_ports, prog.arrays, run, res, part, split_off,
+                  n_split)
         nupd[0, :] = np.where(prog.pop_model == M_CUBA, np.diff(prog.pop_off) * T, 0)
     else:
-        run_phase(T, backward, rec_off, n_chunks,
-              prog.pop_off, prog.pop_site, prog.pop_site_off, prog.pop_model, prog.pop_fp,
-                  prog.pop_ip, prog.pop_syn, prog.pop_depth, prog.pop_ring_off, prog.schedule,
-                  prog.out_ptr, prog.out_proj, prog.in_ptr, prog.in_proj, prog.proj_kind,
-                  prog.proj_dst, prog.proj_delay, prog.proj_port, prog.proj_geo, prog.proj_woff,
-                  prog.proj_ioff, prog.proj_xoff, prog.proj_boff, prog.proj_soff,
-                  prog.proj_scale, prog.proj_moff, prog.proj_toff, prog.tabs, prog.weights,
-                  prog.indptr, prog.indices, const, tv, tv_off, src_idx, src_ptr, masks_arr,
-                  gate, prog.n_buf, prog.max_ports, counts, counts_neg, u_out, wcount, sent,
-                  sent_neg, nupd, rec)
+        run_phase(T, backward, n_chunks, prog.n_buf, prog.max_ports, prog.arrays, run, res)
     wall = time.perf_counter() - t0
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
                neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={})

@@ -32,10 +32,10 @@ from . import config
 from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Projection, Sparse
 from .neurons import LIF, CubaLIF, Ternary
 
-# model codes shared with the kernels
-M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
-# scatter kinds shared with the kernels
-K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = range(6)
+from .kernels import layout as L
+# codes shared with the kernels (defined once, in neurosim.kernels.layout)
+from .kernels.layout import (K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE, K_POOL_DOWN,  # noqa: F401
+                             K_POOL_UP, M_CUBA, M_INPUT, M_LIF, M_SOURCE, M_TERNARY)
 
 
 class Population:
@@ -213,45 +213,22 @@ class Network:
 
 
 class Program(NamedTuple):
-    """Flat-array form of one phase of a network, as the engine kernel takes it."""
+    """One phase of a network compiled for the kernels: the arrays (:attr:`arrays`, a
+    :class:`neurosim.kernels.layout.NetArrays`), the names behind the indices and the
+    sizes of the run's buffers."""
     pop_names: list
     proj_names: list
-    pop_off: np.ndarray      # [P+1] neuron offsets
-    pop_site: np.ndarray     # [P] site size
-    pop_site_off: np.ndarray  # [P+1] site offsets
-    pop_model: np.ndarray    # [P]
-    pop_fp: np.ndarray       # [P, 8] float params
-    pop_ip: np.ndarray       # [P, 4] int params
-    pop_syn: np.ndarray      # [P, 2, 4] cuba alpha_syn, p_syn
-    pop_depth: np.ndarray    # [P] ring depth (max outgoing delay + 1)
-    pop_ring_off: np.ndarray  # [P+1] ring offsets (depth * n)
-    schedule: np.ndarray     # [P] population ids in update order
-    out_ptr: np.ndarray      # [P+1] outgoing projections (by sender)
-    out_proj: np.ndarray
-    in_ptr: np.ndarray       # [P+1] incoming projections (by receiver)
-    in_proj: np.ndarray
-    proj_kind: np.ndarray    # [Q]
-    proj_src: np.ndarray     # [Q] sending population
-    proj_dst: np.ndarray     # [Q] receiving population
-    proj_delay: np.ndarray
-    proj_port: np.ndarray
-    proj_geo: np.ndarray     # [Q, 10] Cs, Hs, Ws, Cr, Hr, Wr, kh, kw, stride, pad
-    proj_woff: np.ndarray    # [Q] offset into weights
-    proj_ioff: np.ndarray    # [Q] offset into indptr (CSR)
-    proj_xoff: np.ndarray    # [Q] offset into indices (CSR)
-    proj_boff: np.ndarray    # [Q] offset into the per-sample input buffer
-    proj_soff: np.ndarray    # [Q] offset into sent-count arrays (by sender neuron)
-    proj_scale: np.ndarray   # [Q] value of one event (backward: Θ_b/Θ of the sender)
-    proj_moff: np.ndarray    # [Q] offset into the mask array, -1 if none
-    proj_toff: np.ndarray    # [Q] first row of the projection's site table in ``tabs``
-    tabs: np.ndarray         # [R, 4] per sender site start of the offset walk (conv / pool)
-    weights: np.ndarray      # flat weights in kernel layout
-    indptr: np.ndarray
-    indices: np.ndarray
+    arrays: L.NetArrays
     n_buf: int
     n_sent: int
     n_mask: int
     max_ports: int
+
+    def __getattr__(self, name):      # prog.pop_off is prog.arrays.pop_off
+        try:
+            return getattr(self.arrays, name)
+        except AttributeError:
+            raise AttributeError(f"Program has no attribute {name!r}") from None
 
 
 def site_table(down, shape_s, stride, pad):
@@ -330,9 +307,10 @@ def compile_program(net, backward=False, masks=()):
     site = np.array([p.site_size for p in pops], np.int64)
     pop_site_off = np.concatenate([[0], np.cumsum(sizes // site)]).astype(np.int64)
     model = np.zeros(P, np.int64)
-    fp = np.zeros((P, 8), np.float64)
-    ipar = np.zeros((P, 4), np.int64)
-    syn = np.zeros((P, 2, 4), np.float64)
+    fp = np.zeros((P, L.N_FP), dtype)
+    ipar = np.zeros((P, L.N_IP), np.int64)
+    syn = np.zeros((P, 2, L.MAX_PORTS), dtype)
+    lam = np.ones(P, np.float64)
     max_ports = 1
     for i, p in enumerate(pops):
         nr = p.neuron
@@ -340,20 +318,11 @@ def compile_program(net, backward=False, masks=()):
             model[i] = M_INPUT
         elif nr == "source":
             model[i] = M_SOURCE
-        elif backward:
-            model[i] = M_TERNARY
-            fp[i, :3] = p.ternary.v_th, p.ternary.subtract, p.ternary.leak
-        elif isinstance(nr, LIF):
-            model[i] = M_LIF
-            fp[i, :4] = nr.v_th, nr.subtract, nr.leak, nr.v_reset
-            ipar[i, :2] = nr.reset_code, nr.t_ref
         else:
-            model[i] = M_CUBA
-            fp[i, :5] = nr.v_rest, nr.v_th, nr.v_reset, nr.alpha_mem, nr.i_e
-            ipar[i, :2] = nr.ref_steps, nr.n_ports
-            syn[i, 0, :nr.n_ports] = nr.alpha_syn
-            syn[i, 1, :nr.n_ports] = nr.p_syn
-            max_ports = max(max_ports, nr.n_ports)
+            params = p.ternary if backward else nr
+            model[i] = params.pack(fp[i], ipar[i], syn[i])
+            lam[i] = getattr(params, "leak", 1.0)
+            max_ports = max(max_ports, getattr(params, "n_ports", 1))
     Q = len(projs)
     kind = np.zeros(Q, np.int64)
     src = np.zeros(Q, np.int64)
@@ -364,7 +333,7 @@ def compile_program(net, backward=False, masks=()):
     woff, ioff, xoff, boff, soff, moff, toff = (np.zeros(Q, np.int64) for _ in range(7))
     tl = []
     nt = 0
-    scale = np.ones(Q, np.float64)
+    scale = np.ones(Q, dtype)
     wl, il, xl = [], [], []
     nw = ni = nx = nb = ns = nm = 0
     for q, pr in enumerate(projs):
@@ -373,7 +342,7 @@ def compile_program(net, backward=False, masks=()):
         kind[q], src[q], dst[q], delay[q], port[q], geo[q] = k, a, b, pr.delay, pr.port, g
         if backward:
             sp = pops[a]
-            scale[q] = sp.ternary.subtract / sp.neuron.subtract
+            scale[q] = sp.ternary.subtract / sp.neuron.subtract    # float64, rounded once
         if k in (K_POOL_DOWN, K_POOL_UP):
             w = np.array([pr.weight_value])  # one shared weight, 1/k^2
         tab = kernel_table(k, g)
@@ -410,14 +379,14 @@ def compile_program(net, backward=False, masks=()):
     in_ptr, in_proj = adjacency(dst)
     # concatenate casts while copying: no second copy of the (possibly large) synapse arrays
     cat = lambda l, dt: np.concatenate(l, dtype=dt, casting="unsafe") if l else np.zeros(0, dt)
-    return Program(
-        pop_names=[p.name for p in pops], proj_names=[q.name for q in projs],
+    arrays = L.NetArrays(
         pop_off=pop_off, pop_site=site, pop_site_off=pop_site_off, pop_model=model, pop_fp=fp,
-        pop_ip=ipar, pop_syn=syn, pop_depth=depth, pop_ring_off=ring_off,
+        pop_ip=ipar, pop_syn=syn, pop_lam=lam, pop_depth=depth, pop_ring_off=ring_off,
         schedule=np.array(order, np.int64), out_ptr=out_ptr, out_proj=out_proj, in_ptr=in_ptr,
         in_proj=in_proj, proj_kind=kind, proj_src=src, proj_dst=dst, proj_delay=delay,
         proj_port=port, proj_geo=geo, proj_woff=woff, proj_ioff=ioff, proj_xoff=xoff,
         proj_boff=boff, proj_soff=soff, proj_scale=scale, proj_moff=moff, proj_toff=toff,
         tabs=np.ascontiguousarray(np.concatenate(tl)) if tl else np.zeros((0, 4), np.int64),
-        weights=cat(wl, dtype), indptr=cat(il, np.int64), indices=cat(xl, config.INDEX_DTYPE),
-        n_buf=nb, n_sent=ns, n_mask=nm, max_ports=max_ports)
+        weights=cat(wl, dtype), indptr=cat(il, np.int64), indices=cat(xl, config.INDEX_DTYPE))
+    return Program(pop_names=[p.name for p in pops], proj_names=[q.name for q in projs],
+                   arrays=arrays, n_buf=nb, n_sent=ns, n_mask=nm, max_ports=max_ports)

@@ -9,7 +9,6 @@ avg-pool), and every population is updated densely at every step.
 Public twins (same names and signatures as the kernels):
 
 * :func:`lif_step`, :func:`ternary_step`, :func:`cuba_step` (``neurosim/kernels/neurons.py``),
-  :func:`cuba_block_step` (``neurosim/kernels/cuba.py``),
 * :func:`csr_propagate`, :func:`dense_propagate`, :func:`conv_propagate`
   (``neurosim/kernels/scatter.py``), :func:`apply_map` (``neurosim/kernels/engine.py``),
 * :func:`run_phase` with a *network-level* signature (the kernel's flat-array one is an
@@ -19,17 +18,19 @@ Public twins (same names and signatures as the kernels):
 Neuron order: ``(n,)`` populations 0..n-1; ``(C, H, W)`` populations channel-last,
 flat index ``(y*W + x)*C + c``.
 
-Floating point: the engine adds in event order, this reference in matmul order, so the
-two agree bit-for-bit only when all sums are exact (dyadic values of small magnitude in
-float64).  The per-neuron update arithmetic itself (including the CubaLIF propagator)
-follows the documented formulas operation by operation and is evaluated in float64.
+Floating point: :func:`run_phase` follows the arithmetic documented in
+``docs/hdf5-schema.md`` (not the kernels' code): currents summed in float64 and rounded
+once, events summed in event order in the network's dtype, every neuron operation in
+that dtype.  It therefore agrees with the engine bit-for-bit in float32 and float64 with
+arbitrary (non-dyadic) values.  The one-step propagation twins (``*_propagate``,
+``apply_map``) still use matrix products: compare them on exact (dyadic) data.
 """
 import numpy as np
 
 from neurosim.connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
 
-# scatter kind codes of ``apply_map`` (neurosim.network: K_DENSE .. K_POOL_UP)
-K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = range(6)
+# scatter kind codes of ``apply_map`` (defined once, in neurosim.kernels.layout)
+from neurosim.kernels.layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE, K_POOL_DOWN  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,19 +182,23 @@ def count_synops(S, spike_idx):
 
 
 # ---------------------------------------------------------------------------------------
-# neuron twins (same signatures as neurosim.kernels.neurons; in place)
+# neuron twins (same signatures as neurosim.kernels.neurons; in place).  Every operation
+# is evaluated in the dtype of the state array ``v`` / ``w`` (scalars are cast to it),
+# operation by operation as documented in docs/hdf5-schema.md.
 def lif_step(v, ref, current, v_th, sub, leak, reset_code, v_reset, t_ref, spikes):
     """SPIDE LIF step of every neuron: if refractory, count down and ignore the input;
     else u += I, spike if u >= v_th, reset (subtract / value), start refractoriness;
     then u *= leak.  Returns the number of spikes."""
-    u = v.astype(np.float64)
+    dt = v.dtype.type
+    u = v.copy()
     r = ref.astype(np.int64)
     hold = r > 0
-    u = np.where(hold, u, u + np.asarray(current, np.float64))
-    s = ~hold & (u >= v_th)
-    u = np.where(s, (u - sub) if reset_code == 0 else v_reset, u)
+    u = np.where(hold, u, u + np.asarray(current, v.dtype))
+    s = ~hold & (u >= dt(v_th))
+    u = np.where(s, (u - dt(sub)) if reset_code == 0 else dt(v_reset), u).astype(v.dtype)
     r = np.where(hold, r - 1, np.where(s, t_ref, r))
-    u = u * leak
+    if leak != 1:
+        u = u * dt(leak)
     v[:] = u
     ref[:] = r
     spikes[:] = s
@@ -203,45 +208,40 @@ def lif_step(v, ref, current, v_th, sub, leak, reset_code, v_reset, t_ref, spike
 def ternary_step(w, current, v_th, sub, leak, q):
     """Ternary couple step: w += I; q = +1 if w >= v_th, -1 if w <= -v_th; w -= sub*q;
     w *= leak.  Returns the number of nonzero spikes."""
-    x = w.astype(np.float64) + np.asarray(current, np.float64)
-    qq = np.where(x >= v_th, 1, np.where(x <= -v_th, -1, 0))
-    x = np.where(qq > 0, x - sub, np.where(qq < 0, x + sub, x))
-    x = x * leak
+    dt = w.dtype.type
+    x = w + np.asarray(current, w.dtype)
+    qq = np.where(x >= dt(v_th), 1, np.where(x <= -dt(v_th), -1, 0))
+    x = np.where(qq > 0, x - dt(sub), np.where(qq < 0, x + dt(sub), x)).astype(w.dtype)
+    if leak != 1:
+        x = x * dt(leak)
     w[:] = x
     q[:] = qq
     return int((qq != 0).sum())
 
 
-def cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, alpha_syn,
+def cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, d_mem, alpha_syn,
               p_syn, i_e, t_ref, spikes):
-    """CubaLIF step: events (ports x n) jump i_syn; exact propagator over one step
-    v' = v_rest + (v - v_rest) α_m + (i_e + const)(1 - α_m) + Σ_k p_k i_k,  i_k' = α_k i_k;
-    a refractory neuron is held at v_reset and counts down; v' >= v_th spikes, resets
-    to v_reset and starts t_ref steps.  Returns the number of spikes."""
-    i_syn[...] = i_syn + events
-    isyn = i_syn.astype(np.float64)
-    vv = v.astype(np.float64)
-    drive = i_e + np.asarray(const, np.float64)
-    acc = v_rest + (vv - v_rest) * alpha_mem + drive * (1.0 - alpha_mem)
+    """CubaLIF step: events (ports x n) jump i_syn where nonzero; exact propagator over
+    one step v' = v_rest + (v - v_rest) α_m + (i_e + const) d_m + Σ_k p_k i_k (summed in
+    port order), i_k' = α_k i_k, with d_m = 1 - α_m; a refractory neuron is held at
+    v_reset and counts down; v' >= v_th spikes, resets to v_reset and starts t_ref steps.
+    Returns the number of spikes."""
+    dt = v.dtype.type
+    ev = np.asarray(events, v.dtype)
+    isyn = np.where(ev != 0, i_syn + ev, i_syn).astype(v.dtype)
+    acc = dt(v_rest) + (v - dt(v_rest)) * dt(alpha_mem) + \
+        (dt(i_e) + np.asarray(const, v.dtype)) * dt(d_mem)
     for k in range(i_syn.shape[0]):
-        acc = acc + isyn[k] * p_syn[k]
-        isyn[k] = isyn[k] * alpha_syn[k]
+        acc = acc + isyn[k] * dt(p_syn[k])
+        isyn[k] = isyn[k] * dt(alpha_syn[k])
     i_syn[...] = isyn
     r = ref.astype(np.int64)
     hold = r > 0
-    s = ~hold & (acc >= v_th)
-    v[:] = np.where(hold | s, v_reset, acc)
+    s = ~hold & (acc >= dt(v_th))
+    v[:] = np.where(hold | s, dt(v_reset), acc)
     ref[:] = np.where(hold, r - 1, np.where(s, t_ref, r))
     spikes[:] = s
     return int(s.sum())
-
-
-def cuba_block_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, alpha_syn,
-                    p_syn, i_e, t_ref, spikes):
-    """Twin of ``kernels.cuba.cuba_block_step`` (the vectorised CubaLIF update): the same
-    step as :func:`cuba_step`."""
-    return cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, alpha_syn,
-                     p_syn, i_e, t_ref, spikes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,9 +312,52 @@ def _get(obj, key):
     return obj[key] if isinstance(obj, dict) else getattr(obj, key)
 
 
+def _layers(pr, dtype, backward=False):
+    """The projection as dense matrices [n_sender, n_receiver], one per synapse
+    occurrence: a CSR pair joined by two synapses contributes to two layers, in storage
+    order (the engine adds the synapses of a row one by one)."""
+    if not isinstance(pr, Sparse):
+        M = dense_matrix(pr)
+        return [(M.T if backward else M).astype(dtype)]
+    layers = []
+    for j in range(pr.n_pre):
+        seen = {}
+        for s in range(int(pr.indptr[j]), int(pr.indptr[j + 1])):
+            i = int(pr.indices[s])
+            k = seen.get(i, 0)
+            seen[i] = k + 1
+            if k == len(layers):
+                layers.append(np.zeros((pr.n_pre, pr.n_post)))
+            layers[k][j, i] = pr.weight[s]
+    return [(M.T if backward else M).astype(dtype) for M in layers] or \
+        [np.zeros((pr.n_post, pr.n_pre) if backward else (pr.n_pre, pr.n_post), dtype)]
+
+
+def _event_sum(layers, senders, vals, n_recv, dtype):
+    """Σ over the events of one sample, in increasing sender index, of val × row, each
+    addition rounded in ``dtype`` (the engine's event order).  ``vals`` None: unweighted."""
+    x = np.zeros(n_recv, dtype)
+    for e, j in enumerate(senders):
+        for M in layers:
+            x = x + (M[j] if vals is None else vals[e] * M[j])
+    return x
+
+
+def _map_sum(pr, x):
+    """Input map of analog x [R, n_pre] -> [R, n_post] in float64, each nonzero input's
+    row added in turn (increasing pre index), as neurosim computes input currents."""
+    layers = _layers(pr, np.float64)
+    out = np.zeros((x.shape[0], pr.n_post))
+    for r in range(x.shape[0]):
+        for j in np.flatnonzero(x[r]):
+            for M in layers:
+                out[r] = out[r] + x[r, j] * M[j]
+    return out
+
+
 def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=None,
               masks=None, grad=None, gate=None, forward=None, batch=None, v_init=None):
-    """Dense clock-driven simulation of one phase of ``net`` (float64).
+    """Dense clock-driven simulation of one phase of ``net``, in the network's dtype.
 
     Forward: ``inputs`` (analog, per "input" population, [B, n] or [B, T, n], CHW also
     accepted), ``spikes`` (per "source" population, [B, T, n]), ``currents`` (per spiking
@@ -324,6 +367,10 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
     its masks the default masks), ``gate`` (per population, bool [B, n]).
     ``v_init``: initial potential per CubaLIF population ([n] or [B, n]; default v_rest).
 
+    Arithmetic (docs/hdf5-schema.md): constant and time-varying currents are summed in
+    float64 and rounded once to the dtype; events are summed per projection in event
+    order in the dtype; the neuron update is evaluated in the dtype.
+
     Returns a dict: ``steps``, ``batch``, ``spikes`` {pop: int8 [B, T, n]}, ``counts``
     (forward spikes / backward +1 spikes), ``counts_neg``, ``v_final``, ``input_sum``
     (Σ_t I(t), all input including steps spent refractory), ``input_wsum``
@@ -332,6 +379,8 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
     """
     T = int(steps)
     pops = net.populations
+    dt = np.dtype(net.dtype)
+    dts = dt.type
     inputs, spikes, currents = dict(inputs or {}), dict(spikes or {}), dict(currents or {})
     grad, gate = dict(grad or {}), dict(gate or {})
     if masks is None:
@@ -348,26 +397,28 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
     B = sizes[0] if sizes else 1
     masks = {k: np.broadcast_to(np.asarray(m, np.float64), (B, net.projections[k].n_post))
              for k, m in masks.items()}
+    masks_dt = {k: m.astype(dt) for k, m in masks.items()}
 
     if backward:
         projs = [pr for pr in net.projections.values()
                  if pops[pr.pre].spiking and pops[pr.post].spiking]
     else:
         projs = [pr for pr in net.projections.values() if pops[pr.pre].kind != "input"]
-    Wd = {pr.name: dense_matrix(pr) for pr in projs}
+    layers = {pr.name: _layers(pr, dt, backward) for pr in projs}
     sender = {pr.name: (pr.post if backward else pr.pre) for pr in projs}
     receiver = {pr.name: (pr.pre if backward else pr.post) for pr in projs}
     incoming = {name: [pr for pr in projs if receiver[pr.name] == name] for name in pops}
 
-    # constant (and time-varying) currents per spiking population
-    cur = {name: np.zeros((B, T, p.n)) for name, p in pops.items() if p.spiking}
+    # constant and time-varying currents per spiking population (float64 sums)
+    const = {name: np.zeros((B, p.n)) for name, p in pops.items() if p.spiking}
+    tvc = {}
     if not backward:
         for pr in net.projections.values():
             if pr.bias is not None:
                 b = np.broadcast_to(bias_per_neuron(pr), (B, pr.n_post))
                 if pr.name in masks:
                     b = b * masks[pr.name]
-                cur[pr.post] += b[:, None, :]
+                const[pr.post] = const[pr.post] + b
         for name, x in inputs.items():
             pop = pops[name]
             assert pop.kind == "input"
@@ -377,10 +428,16 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
             for pr in net.projections.values():
                 if pr.pre != name:
                     continue
-                y = xf @ dense_matrix(pr)                       # [B, n_post] or [B, T, n_post]
-                if pr.name in masks:
-                    y = y * (masks[pr.name][:, None, :] if tv else masks[pr.name])
-                cur[pr.post] += y if tv else y[:, None, :]
+                if tv:
+                    y = _map_sum(pr, xf.reshape(B * T, -1)).reshape(B, T, -1)
+                    if pr.name in masks:
+                        y = y * masks[pr.name][:, None, :]
+                    tvc[pr.post] = tvc.get(pr.post, 0) + y
+                else:
+                    y = _map_sum(pr, xf)
+                    if pr.name in masks:
+                        y = y * masks[pr.name]
+                    const[pr.post] = const[pr.post] + y
         for name, c in currents.items():
             c = np.asarray(c, np.float64)
             pop = pops[name]
@@ -388,13 +445,16 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
                 c = np.broadcast_to(c, (B,) + c.shape)
             tv = c.ndim in (3, 5)
             cf = to_flat(c, pop.shape, 2 if tv else 1)
-            cur[name] += cf if tv else cf[:, None, :]
+            if tv:
+                tvc[name] = tvc.get(name, 0) + cf
+            else:
+                const[name] = const[name] + cf
     else:
         for name, g in grad.items():
             g = np.asarray(g, np.float64)
             if g.ndim == 1:
                 g = np.broadcast_to(g, (B,) + g.shape)
-            cur[name] += to_flat(g, pops[name].shape, 1)[:, None, :]
+            const[name] = to_flat(g, pops[name].shape, 1)
         f_steps = _get(forward, "steps") if forward is not None else None
         for name, p in pops.items():
             if not p.spiking:
@@ -404,19 +464,22 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
             else:
                 gate[name] = forward_mask(np.asarray(_get(forward, "counts")[name]), f_steps)
 
+    const = {k: v.astype(dt) for k, v in const.items()}
+    tvc = {k: v.astype(dt) for k, v in tvc.items()}
+
     # state
     train = {name: np.zeros((B, T, p.n), np.int8) for name, p in pops.items()}
     u, ref, isyn = {}, {}, {}
     for name, p in pops.items():
         if not p.spiking:
             continue
-        if p.kind == "cuba_lif":
-            u[name] = np.full((B, p.n), p.neuron.v_rest)
+        if p.kind == "cuba_lif" and not backward:
+            u[name] = np.full((B, p.n), p.neuron.v_rest, dt)
             if v_init is not None and name in v_init:
                 u[name][:] = np.asarray(v_init[name], np.float64)
-            isyn[name] = np.zeros((p.neuron.n_ports, B, p.n))
+            isyn[name] = np.zeros((p.neuron.n_ports, B, p.n), dt)
         else:
-            u[name] = np.zeros((B, p.n))
+            u[name] = np.zeros((B, p.n), dt)
         ref[name] = np.zeros((B, p.n), np.int64)
     sent = {pr.name: np.zeros((B, pops[sender[pr.name]].n), np.int64) for pr in projs}
     sent_neg = {pr.name: np.zeros((B, pops[sender[pr.name]].n), np.int64) for pr in projs}
@@ -440,7 +503,9 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
                 if not backward and name in spikes:
                     train[name][:, t] = to_flat(spikes[name], p.shape, 2)[:, t] != 0
                 continue
-            I = cur[name][:, t].copy()
+            I = const[name].copy()
+            if name in tvc:
+                I = I + tvc[name][:, t]
             cuba = p.kind == "cuba_lif" and not backward
             for pr in incoming[name]:
                 snd = sender[pr.name]
@@ -449,24 +514,30 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
                     continue
                 if d == 0:
                     assert pos[snd] < pos[name], "delay-0 sender must update earlier"
-                s = train[snd][:, t - d].astype(np.float64)
+                s = train[snd][:, t - d]
+                x = np.zeros((B, p.n), dt)
                 if backward:
-                    val = s * (pops[snd].ternary.subtract / pops[snd].neuron.subtract)
-                    val = val * gate[snd]
-                    if pr.name in masks:
-                        val = val * masks[pr.name]
-                    x = val @ Wd[pr.name].T
-                    live = val != 0
-                    sent[pr.name] += live & (s > 0)
-                    sent_neg[pr.name] += live & (s < 0)
+                    scale = dts(pops[snd].ternary.subtract / pops[snd].neuron.subtract)
+                    for b in range(B):
+                        js = np.flatnonzero((s[b] != 0) & gate[snd][b])
+                        vals = np.where(s[b, js] > 0, scale, -scale).astype(dt)
+                        if pr.name in masks:
+                            vals = vals * masks_dt[pr.name][b, js]
+                        live = vals != 0
+                        js, vals = js[live], vals[live]
+                        x[b] = _event_sum(layers[pr.name], js, vals, p.n, dt)
+                        sent[pr.name][b, js[s[b, js] > 0]] += 1
+                        sent_neg[pr.name][b, js[s[b, js] < 0]] += 1
                 else:
-                    x = s @ Wd[pr.name]
+                    for b in range(B):
+                        js = np.flatnonzero(s[b])
+                        x[b] = _event_sum(layers[pr.name], js, None, p.n, dt)
+                        sent[pr.name][b, js] += 1
                     if pr.name in masks:
-                        x = x * masks[pr.name]
-                    sent[pr.name] += s.astype(np.int64)
+                        x = x * masks_dt[pr.name]
                 if cuba:
                     k = pr.port
-                    isyn[name][k] = isyn[name][k] + x
+                    isyn[name][k] = np.where(x != 0, isyn[name][k] + x, isyn[name][k])
                 else:
                     I = I + x
             in_sum[name] += I
@@ -479,12 +550,13 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
                 train[name][:, t] = q
             elif cuba:
                 nr = p.neuron
+                a_m = dts(nr.alpha_mem)
                 s = np.zeros((B, p.n), bool)
                 for b in range(B):
                     ib = isyn[name][:, b].copy()
                     cuba_step(u[name][b], ib, ref[name][b], np.zeros_like(ib), I[b], nr.v_rest,
-                              nr.v_th, nr.v_reset, nr.alpha_mem, nr.alpha_syn, nr.p_syn, nr.i_e,
-                              nr.ref_steps, s[b])
+                              nr.v_th, nr.v_reset, a_m, dts(1) - a_m, np.array(nr.alpha_syn),
+                              np.array(nr.p_syn), nr.i_e, nr.ref_steps, s[b])
                     isyn[name][:, b] = ib
                 train[name][:, t] = s
             else:

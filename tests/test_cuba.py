@@ -20,42 +20,6 @@ from neurosim.kernels import neurons as kn
 from test_engine_reference import _assert_phase_equal
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("tau_syn", [(5.0,), (2.0, 10.0), (2.0, 5.0, 10.0)])
-@pytest.mark.parametrize("n", [1, 7, 130])
-def test_cuba_block_step_matches_kernel_and_twin(n, tau_syn, dtype):
-    """Bit-identical to the per-neuron kernel; within eps of the float64 twin."""
-    nr = ns.CubaLIF(v_rest=-0.1, v_th=1.0, v_reset=-0.2, tau_mem=10.0, tau_syn=tau_syn, t_ref=2.0,
-                    i_e=0.3)
-    rng = np.random.default_rng(n + len(tau_syn))
-    P = nr.n_ports
-    v = rng.uniform(-0.2, 1.0, n).astype(dtype)
-    isyn = rng.normal(0, 0.5, (P, n)).astype(dtype)
-    ref = rng.integers(0, 3, n).astype(np.int32)
-    v1, isyn1, ref1 = v.copy(), isyn.copy(), ref.copy()
-    v2, isyn2, ref2 = v.copy(), isyn.copy(), ref.copy()
-    const = rng.normal(0, 0.2, n).astype(dtype)
-    a_syn, p_syn = np.array(nr.alpha_syn), np.array(nr.p_syn)
-    args = (nr.v_rest, nr.v_th, nr.v_reset, nr.alpha_mem, a_syn, p_syn, nr.i_e, nr.ref_steps)
-    total = 0
-    for _ in range(12):
-        ev = (rng.normal(0.5, 1.0, (P, n)) * (rng.random((P, n)) < 0.3)).astype(dtype)
-        s, s1, s2 = (np.zeros(n, np.bool_) for _ in range(3))
-        c = kc.cuba_block_step(v, isyn, ref, ev, const, *args, s)
-        c1 = kn.cuba_step(v1, isyn1, ref1, ev, const, *args, s1)
-        c2 = reference.cuba_block_step(v2, isyn2, ref2, ev, const, *args, s2)
-        np.testing.assert_array_equal(s, s1)
-        np.testing.assert_array_equal(s, s2)
-        assert c == c1 == c2 == s.sum()
-        np.testing.assert_array_equal(v, v1)
-        np.testing.assert_array_equal(isyn, isyn1)
-        np.testing.assert_array_equal(ref, ref1)
-        np.testing.assert_array_equal(ref, ref2)
-        assert_close(v, v2, dtype, np.abs(v2) + np.abs(isyn2).sum(0) + 2.0)
-        total += c
-    assert total > 0 or n == 1
-
-
 def _dyadic_weights(rng, n, scale):
     return np.round(rng.normal(0.0, scale, n) / GRID) * GRID
 

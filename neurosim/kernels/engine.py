@@ -1,8 +1,9 @@
 """The event-driven engine: one phase (forward or backward) for a batch of samples.
 
 Samples are independent; ``run_phase`` splits the batch into chunks processed in
-parallel (``numba.prange``), each chunk owning its scratch memory, so no two threads
-ever write the same location.
+parallel (``numba.prange``), each chunk owning its scratch memory (:class:`.Scratch`), so
+no two threads ever write the same location.  The compiled network, the run's drive and
+its outputs arrive as the named bundles of :mod:`.layout`.
 
 Per sample and step ``t`` (schedule: integrate -> threshold -> reset -> leak -> propagate):
 
@@ -15,11 +16,15 @@ Per sample and step ``t`` (schedule: integrate -> threshold -> reset -> leak -> 
    b. appends its spikes to its ring buffer (slot ``t % depth``),
    c. delivers them at once through its delay-0 projections.
 
-Incoming events are accumulated per projection in an input buffer; the neuron update
-reads and clears it (times the projection's per-sample mask, if any).  A site that was
-not touched keeps its state; for a leaky neuron the missed leak steps are applied when the
-site is next touched, as repeated multiplications so that the result is bit-identical
-to a dense update at every step.
+Incoming events are accumulated per projection in an input buffer, in event order (the
+sender's spikes in increasing neuron index, each synapse of a CSR row in storage order),
+one rounding in the network's dtype per event and receiver.  The neuron update reads and
+clears the buffers: ``I = constant (+ time-varying)``, then ``I += buffer (× mask)`` for
+each incoming projection in declaration order.  A site that was not touched keeps its
+state; for a leaky neuron the missed leak steps are applied when the site is next
+touched, as repeated multiplications in the dtype (:func:`.neurons.leak_steps`), so that
+the result is bit-identical to a dense update at every step.  All neuron arithmetic is in
+:mod:`.neurons`.
 
 Counting: ``sent[j]`` counts the events delivered by sender neuron ``j`` through each
 projection (forward: spikes; backward: ``sent`` counts +1 events, ``sent_neg`` -1 events).
@@ -30,12 +35,14 @@ import numba
 import numpy as np
 
 from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
-from .cuba import MAX_FAST_PORTS, _cuba_population
-from .neurons import _cuba_update, _lif_update, _ternary_update
+from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
+from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, K_CONV_DOWN,
+                     K_CONV_UP, K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT, M_LIF, M_SOURCE,
+                     M_TERNARY, Scratch)
+from .neurons import leak, leak_steps, lif_fire, lif_update, ternary_fire, ternary_update
 from .scatter import (conv_down_scatter_group, conv_up_scatter_group, csr_scatter,
                       dense_scatter, pool_down_scatter_group, pool_up_scatter_group)
 
-M_INPUT, M_SOURCE, M_LIF, M_CUBA, M_TERNARY = -1, 0, 1, 2, 3
 # nonzero-byte mask of a 64-bit word of int8 spikes (see _update_block)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _HIGH1 = np.uint64(0x8080808080808080)
@@ -46,274 +53,284 @@ _LANES = np.array([[i for i in range(8) if m >> i & 1] + [0] * (8 - bin(m).count
 #: a touched population with at least 1/DENSE_SHARE of its sites touched is updated as one
 #: block (no per-site overhead); results and counts are unchanged.
 DENSE_SHARE = 4
-K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP = 0, 1, 2, 3, 4, 5
 
 
 @numba.njit(**NJIT_NORT)
-def _deliver(q, b, ev_idx, ev_val, ev_site, ev_ch, e0, e1, backward,
-             proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff, proj_boff,
-             proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off, pop_site_off, pop_site,
-             pop_n, weights, indptr, indices, masks,
-             buf, mark, tlist, tcount, allflag, dense_pop, sent, sent_neg, gch, gval):
-    """Deliver events ev_idx[e0:e1] (values ev_val) of projection q's sender.
+def _scatter_site(kind, net, q, buf, boff, woff, site, gch, gval, ng, weighted, do_mark, sc,
+                  r, so):
+    """One sender site's ``ng`` events (channels ``gch``, values ``gval``) through a
+    spatial projection (conv, conv-transpose, pool; :mod:`.scatter`)."""
+    geo = net.proj_geo[q]
+    tab = net.tabs[net.proj_toff[q]:]
+    if kind == K_CONV_DOWN:
+        conv_down_scatter_group(buf, boff, net.weights, woff, geo, tab, site, gch, gval, ng,
+                                weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
+    elif kind == K_CONV_UP:
+        conv_up_scatter_group(buf, boff, net.weights, woff, geo, tab, site, gch, gval, ng,
+                              weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
+    elif kind == K_POOL_DOWN:
+        pool_down_scatter_group(buf, boff, net.weights[woff], geo, tab, site, gch, gval, ng,
+                                weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
+    else:
+        pool_up_scatter_group(buf, boff, net.weights[woff], geo, tab, site, gch, gval, ng,
+                              weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
 
-    Conv and conv-transpose events of one sender site (consecutive in the event list:
-    spikes are collected site by site) are delivered together (``gch``/``gval`` scratch)."""
-    kind = proj_kind[q]
-    r = proj_dst[q]
-    boff = proj_boff[q]
-    woff = proj_woff[q]
-    soff = proj_soff[q]
-    moff = proj_moff[q]
-    scale = proj_scale[q]
-    so = pop_site_off[r]
-    n_r = pop_n[r]
-    geo = proj_geo[q]
-    tab = tabs[proj_toff[q]:]
-    do_mark = dense_pop[r] == 0
+
+@numba.njit(**NJIT_NORT)
+def _deliver(q, b, e0, e1, backward, net, run, out, sc):
+    """Deliver the ring events ``e0:e1`` of projection q's sender.
+
+    Backward events carry ``±scale`` (× the sender-side mask); forward events are
+    unweighted.  Conv and pool events of one sender site (consecutive in the event list:
+    spikes are collected site by site) are delivered together (``gch``/``gval``)."""
+    kind = net.proj_kind[q]
+    r = net.proj_dst[q]
+    boff = net.proj_boff[q]
+    woff = net.proj_woff[q]
+    soff = net.proj_soff[q]
+    moff = net.proj_moff[q]
+    scale = net.proj_scale[q]
+    so = net.pop_site_off[r]
+    do_mark = sc.dense_pop[r] == 0
+    sent = out.sent
+    sent_neg = out.sent_neg
+    ev_idx = sc.ring_idx
+    ev_val = sc.ring_val
     if kind >= K_CONV_DOWN:      # conv, conv-transpose, pool: grouped by sender site
+        gch = sc.gch
+        gval = sc.gval
         e = e0
         while e < e1:
-            site = ev_site[e]
+            site = sc.ring_site[e]
             ng = 0
-            while e < e1 and ev_site[e] == site:
+            while e < e1 and sc.ring_site[e] == site:
                 j = np.int64(ev_idx[e])
                 if backward:
                     sign = ev_val[e]
-                    val = sign * scale
+                    val = scale if sign > 0 else -scale
                     if moff >= 0:
-                        val = val * masks[b, moff + j]
-                    if val != 0.0:
+                        val = val * run.masks[b, moff + j]
+                    if val != 0:
                         if sign > 0:
                             sent[b, soff + j] += 1
                         else:
                             sent_neg[b, soff + j] += 1
-                        gch[ng] = ev_ch[e]
+                        gch[ng] = sc.ring_ch[e]
                         gval[ng] = val
                         ng += 1
                 else:
                     sent[b, soff + j] += 1
-                    gch[ng] = ev_ch[e]
+                    gch[ng] = sc.ring_ch[e]
                     ng += 1
                 e += 1
-            if ng == 0:
-                continue
-            if kind == K_CONV_DOWN:
-                conv_down_scatter_group(buf, boff, weights, woff, geo, tab, site, gch, gval, ng,
-                                        backward, do_mark, mark, tlist, tcount, r, so)
-            elif kind == K_CONV_UP:
-                conv_up_scatter_group(buf, boff, weights, woff, geo, tab, site, gch, gval, ng,
-                                      backward, do_mark, mark, tlist, tcount, r, so)
-            elif kind == K_POOL_DOWN:
-                pool_down_scatter_group(buf, boff, weights[woff], geo, tab, site, gch, gval, ng,
-                                        backward, do_mark, mark, tlist, tcount, r, so)
-            else:
-                pool_up_scatter_group(buf, boff, weights[woff], geo, tab, site, gch, gval, ng,
-                                      backward, do_mark, mark, tlist, tcount, r, so)
+            if ng > 0:
+                _scatter_site(kind, net, q, sc.buf, boff, woff, site, gch, gval, ng, backward,
+                              do_mark, sc, r, so)
         return
+    n_r = net.pop_off[r + 1] - net.pop_off[r]
     for e in range(e0, e1):
         j = np.int64(ev_idx[e])
+        val = scale
         if backward:
             sign = ev_val[e]
-            val = sign * scale
+            if sign < 0:
+                val = -scale
             if moff >= 0:
-                val = val * masks[b, moff + j]
-                if val == 0.0:
+                val = val * run.masks[b, moff + j]
+                if val == 0:
                     continue
             if sign > 0:
                 sent[b, soff + j] += 1
             else:
                 sent_neg[b, soff + j] += 1
-            weighted = True
         else:
             sent[b, soff + j] += 1
-            val = 1.0
-            weighted = False
         if kind == K_DENSE:      # conv / pool kinds were delivered above, grouped by site
-            dense_scatter(buf, boff, weights, woff, j, n_r, val, weighted)
-            allflag[r] = 1
+            dense_scatter(sc.buf, boff, net.weights, woff, j, n_r, val, backward)
+            sc.allflag[r] = 1
         else:
-            csr_scatter(buf, boff, weights, woff, indptr, proj_ioff[q], indices, proj_xoff[q], j,
-                        val, weighted, do_mark, mark, tlist, tcount, r, so, pop_site[r])
+            csr_scatter(sc.buf, boff, net.weights, woff, net.indptr, net.proj_ioff[q],
+                        net.indices, net.proj_xoff[q], j, val, backward, do_mark, sc.mark,
+                        sc.tlist, sc.tcount, r, so, net.pop_site[r])
 
 
 @numba.njit(**NJIT_NORT)
-def _update_site(p, site, t, b, model, fp, ip, syn, off, ssz, in_ptr, in_proj, proj_boff,
-                 proj_moff, proj_port, masks, const, tv, tv_off, u, ref, isyn, wcount, last,
-                 buf, has_leak, ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, record,
-                 counts, counts_neg):
-    """Update the ``ssz`` neurons of one site; returns (n_spikes_appended, carry)."""
+def _gather_site(p, g0, j0, ssz, t, b, model, net, run, sc, cur):
+    """Input current of the ``ssz`` neurons of one site into ``cur[0:ssz]``: constant, then
+    time-varying, then each incoming projection's buffer (× its mask, forward only) in
+    declaration order; the buffers are cleared.  CubaLIF: the buffers go to the receptor
+    currents instead (``cur`` holds the constant part only)."""
+    tvo = run.tv_off[p]
+    for k in range(ssz):
+        I = run.const[b, g0 + k]
+        if tvo >= 0:
+            I = I + run.tv[b, t, tvo + j0 + k]
+        cur[k] = I
+    for a in range(net.in_ptr[p], net.in_ptr[p + 1]):
+        q = net.in_proj[a]
+        bo = net.proj_boff[q] + j0
+        mo = net.proj_moff[q]
+        for k in range(ssz):
+            x = sc.buf[bo + k]
+            if x != 0:
+                if mo >= 0 and model != M_TERNARY:
+                    x = x * run.masks[b, mo + j0 + k]
+                if model == M_CUBA:
+                    port = net.proj_port[q]
+                    sc.isyn[port, g0 + k] = sc.isyn[port, g0 + k] + x
+                else:
+                    cur[k] = cur[k] + x
+                sc.buf[bo + k] = 0
+
+
+@numba.njit(**NJIT_NORT)
+def _push(sc, base, rc, jl, val, site, ch):
+    """Append one spike to the ring at ``base``; returns the new ring count."""
+    sc.ring_idx[base + rc] = jl
+    sc.ring_val[base + rc] = val
+    sc.ring_site[base + rc] = site
+    sc.ring_ch[base + rc] = ch
+    return rc + 1
+
+
+@numba.njit(**NJIT_NORT)
+def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, rc, rec_off):
+    """Update the neurons of one site (any model, refractoriness included); returns
+    (ring count, carry: some neuron is left at/above threshold or refractory)."""
     carry = False
-    g0 = off + site * ssz
-    leak = fp[p, 2]
+    ssz = net.pop_site[p]
+    off = net.pop_off[p]
+    j0 = site * ssz
+    g0 = off + j0
+    fp = net.pop_fp
+    lam = fp[p, FP_LEAK]
+    v_th = fp[p, FP_VTH]
     gap = t - last[site] - 1 if last[site] >= 0 else 0
     last[site] = t
+    cur = sc.cur
+    _gather_site(p, g0, j0, ssz, t, b, model, net, run, sc, cur)
+    if model == M_CUBA:
+        for k in range(ssz):
+            if cuba_site(p, g0 + k, cur[k], net, sc):
+                rc = _push(sc, base, rc, j0 + k, 1, site, k)
+                out.counts[b, g0 + k] += 1
+                if rec_off >= 0:
+                    out.rec[b, t, rec_off + j0 + k] = 1
+        return rc, carry
+    wc = out.wcount.shape[1] > 0 and has_leak
     for k in range(ssz):
         g = g0 + k
-        jl = site * ssz + k
-        I = const[b, g]
-        if tv_off[p] >= 0:
-            I += tv[b, t, tv_off[p] + jl]
-        if model == M_CUBA:
-            for a in range(in_ptr[p], in_ptr[p + 1]):
-                q = in_proj[a]
-                x = buf[proj_boff[q] + jl]
-                if x != 0.0:
-                    if proj_moff[q] >= 0:
-                        x = x * masks[b, proj_moff[q] + jl]
-                    isyn[proj_port[q], g] += x
-                    buf[proj_boff[q] + jl] = 0.0
-            s = _cuba_update(u, isyn, ref, g, fp[p, 4] + I, fp[p, 0], fp[p, 1], fp[p, 2],
-                             fp[p, 3], syn[p, 0], syn[p, 1], ip[p, 0])
-            if s:
-                ring_idx[ring_base + rc] = jl
-                ring_val[ring_base + rc] = 1
-                ring_site[ring_base + rc] = site
-                ring_ch[ring_base + rc] = k
-                rc += 1
-                counts[b, g] += 1
-                if record >= 0:
-                    rec[b, t, record + jl] = 1
-            continue
-        for a in range(in_ptr[p], in_ptr[p + 1]):
-            q = in_proj[a]
-            x = buf[proj_boff[q] + jl]
-            if x != 0.0:
-                if proj_moff[q] >= 0 and model != M_TERNARY:
-                    x = x * masks[b, proj_moff[q] + jl]
-                I += x
-                buf[proj_boff[q] + jl] = 0.0
-        v = u[g]
+        v = sc.u[g]
         if has_leak and gap > 0:
-            for _ in range(gap):
-                v = v * leak
-            if wcount.shape[1] > 0:
-                wc = wcount[b, g]
-                for _ in range(gap):
-                    wc = wc * leak
-                wcount[b, g] = wc
+            v = leak_steps(v, lam, gap)
+            if wc:
+                out.wcount[b, g] = leak_steps(out.wcount[b, g], net.pop_lam[p], gap)
         if model == M_LIF:
-            v, r, s = _lif_update(v, ref[g], I, fp[p, 0], fp[p, 1], leak, ip[p, 0], fp[p, 3], ip[p, 1])
-            ref[g] = r
-            u[g] = v
-            if has_leak and wcount.shape[1] > 0:
-                wcount[b, g] = wcount[b, g] * leak + s
-            if s:
-                ring_idx[ring_base + rc] = jl
-                ring_val[ring_base + rc] = 1
-                ring_site[ring_base + rc] = site
-                ring_ch[ring_base + rc] = k
-                rc += 1
-                counts[b, g] += 1
-                if record >= 0:
-                    rec[b, t, record + jl] = 1
-            if v >= fp[p, 0] or r > 0:
+            v, r, s = lif_update(v, sc.ref[g], cur[k], v_th, fp[p, FP_SUB], lam,
+                                 net.pop_ip[p, IP_RESET] == 1, fp[p, FP_VRESET],
+                                 net.pop_ip[p, IP_TREF])
+            sc.ref[g] = r
+            qv = np.int8(s)
+            if v >= v_th or r > 0:
                 carry = True
         else:  # ternary
-            v, qv = _ternary_update(v, I, fp[p, 0], fp[p, 1], leak)
-            u[g] = v
-            if has_leak and wcount.shape[1] > 0:
-                wcount[b, g] = wcount[b, g] * leak + qv
-            if qv != 0:
-                if qv > 0:
-                    counts[b, g] += 1
-                else:
-                    counts_neg[b, g] += 1
-                if record >= 0:
-                    rec[b, t, record + jl] = qv
-                ring_idx[ring_base + rc] = jl
-                ring_val[ring_base + rc] = qv
-                ring_site[ring_base + rc] = site
-                ring_ch[ring_base + rc] = k
-                rc += 1
-            if v >= fp[p, 0] or v <= -fp[p, 0]:
+            v, qv = ternary_update(v, cur[k], v_th, fp[p, FP_SUB], lam)
+            if v >= v_th or v <= -v_th:
                 carry = True
+        sc.u[g] = v
+        if wc:
+            out.wcount[b, g] = out.wcount[b, g] * net.pop_lam[p] + qv
+        if qv != 0:
+            if qv > 0:
+                out.counts[b, g] += 1
+            else:
+                out.counts_neg[b, g] += 1
+            if rec_off >= 0:
+                out.rec[b, t, rec_off + j0 + k] = qv
+            rc = _push(sc, base, rc, j0 + k, qv, site, k)
     return rc, carry
 
 
 @numba.njit(**NJIT_NORT)
-def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                  masks, const, tv, tv_off, u, wcount, last, buf, has_leak, by_value, cur, spk,
-                  ring_idx, ring_val, ring_site, ring_ch, ring_base, rc, rec, rec_off, counts,
-                  counts_neg, clist, ccount, so, keep_carry):
+def _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_value, base,
+                  rc, rec_off, keep_carry):
     """Update the contiguous sites [s0, s1) of an LIF (no refractoriness) or ternary
     population in separate loops over its neurons, so that the arithmetic vectorises:
     gather inputs; integrate, threshold, reset, leak; collect spikes and carries.
-    Same arithmetic, in the same order, as :func:`_update_site`.  Returns the ring count."""
+    Same functions (:mod:`.neurons`), in the same order, as :func:`_update_site`.
+    Returns the ring count."""
+    ssz = net.pop_site[p]
+    off = net.pop_off[p]
+    so = net.pop_site_off[p]
     j0 = s0 * ssz
     g0 = off + j0
     n = np.uint64((s1 - s0) * ssz)
-    v_th = fp[p, 0]
-    sub = fp[p, 1]
-    leak = fp[p, 2]
-    v_reset = fp[p, 3]
+    fp = net.pop_fp
+    v_th = fp[p, FP_VTH]
+    sub = fp[p, FP_SUB]
+    lam = fp[p, FP_LEAK]
+    v_reset = fp[p, FP_VRESET]
     ternary = model == M_TERNARY
-    crow = const[b]
+    cur = sc.cur
+    spk = sc.spk
+    u = sc.u
+    buf = sc.buf
+    masks = run.masks
+    crow = run.const[b]
     c0 = np.uint64(g0)
     for k in range(n):
         cur[k] = crow[c0 + k]
-    if tv_off[p] >= 0:
+    if run.tv_off[p] >= 0:
+        trow = run.tv[b, t]
+        t0 = np.uint64(run.tv_off[p] + j0)
         for k in range(n):
-            cur[k] += tv[b, t, tv_off[p] + j0 + k]
-    for a in range(in_ptr[p], in_ptr[p + 1]):
-        q = in_proj[a]
-        bo = np.uint64(proj_boff[q] + j0)
-        if proj_moff[q] >= 0 and not ternary:
-            mo = np.uint64(proj_moff[q] + j0)
+            cur[k] = cur[k] + trow[t0 + k]
+    for a in range(net.in_ptr[p], net.in_ptr[p + 1]):
+        q = net.in_proj[a]
+        bo = np.uint64(net.proj_boff[q] + j0)
+        if net.proj_moff[q] >= 0 and not ternary:
+            mo = np.uint64(net.proj_moff[q] + j0)
             for k in range(n):
-                cur[k] += buf[bo + k] * masks[b, mo + k]
-                buf[bo + k] = 0.0
+                cur[k] = cur[k] + buf[bo + k] * masks[b, mo + k]
+                buf[bo + k] = 0
         else:
             for k in range(n):
-                cur[k] += buf[bo + k]
-                buf[bo + k] = 0.0
+                cur[k] = cur[k] + buf[bo + k]
+                buf[bo + k] = 0
     ug = np.uint64(g0)
-    for s in range(s0, s1):
-        if not has_leak:          # `last` only serves the lazy leak
-            break
-        gap = t - last[s] - 1 if last[s] >= 0 else 0
-        last[s] = t
-        if gap > 0:
-            for k in range(s * ssz, (s + 1) * ssz):
-                v = u[off + k]
-                for _ in range(gap):
-                    v = v * leak
-                u[off + k] = v
-                if wcount.shape[1] > 0:
-                    wc = wcount[b, off + k]
-                    for _ in range(gap):
-                        wc = wc * leak
-                    wcount[b, off + k] = wc
+    wc = out.wcount.shape[1] > 0 and has_leak
+    wrow = out.wcount[b]
+    if has_leak:                 # `last` only serves the lazy leak
+        for s in range(s0, s1):
+            gap = t - last[s] - 1 if last[s] >= 0 else 0
+            last[s] = t
+            if gap > 0:
+                for k in range(s * ssz, (s + 1) * ssz):
+                    u[off + k] = leak_steps(u[off + k], lam, gap)
+                    if wc:
+                        wrow[off + k] = leak_steps(wrow[off + k], net.pop_lam[p], gap)
     nz = 0                       # spikes of this block
     nc = 0                       # neurons left at/above threshold (carry)
     if ternary:
         for k in range(n):
-            v = u[ug + k] + cur[k]
-            qv = np.int8(v >= v_th) - np.int8(v <= -v_th)
-            v = v - sub * qv
-            if leak != 1.0:
-                v = v * leak
+            v, qv = ternary_fire(u[ug + k], cur[k], v_th, sub)
+            v = leak(v, lam)
             u[ug + k] = v
             spk[k] = qv
             nz += qv != 0
             nc += (v >= v_th) | (v <= -v_th)
     else:
         for k in range(n):
-            v = u[ug + k] + cur[k]
-            f = v >= v_th
-            if by_value:
-                v = v_reset if f else v
-            else:
-                v = v - sub * f
-            if leak != 1.0:
-                v = v * leak
+            v, f = lif_fire(u[ug + k], cur[k], v_th, sub, by_value, v_reset)
+            v = leak(v, lam)
             u[ug + k] = v
             spk[k] = f
             nz += f
             nc += v >= v_th
-    if has_leak and wcount.shape[1] > 0:
+    if wc:
+        lw = net.pop_lam[p]
         for k in range(n):
-            wcount[b, ug + k] = wcount[b, ug + k] * leak + spk[k]
+            wrow[ug + k] = wrow[ug + k] * lw + spk[k]
     if nz == 0:
         pass
     elif ssz == 1 or nz * 8 < np.int64(n) or rec_off >= 0:
@@ -335,29 +352,24 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                     else:
                         s = k // ssz
                         c = k - s * ssz
-                    ring_idx[ring_base + rc] = k
-                    ring_val[ring_base + rc] = qv
-                    ring_site[ring_base + rc] = s
-                    ring_ch[ring_base + rc] = c
-                    rc += 1
+                    rc = _push(sc, base, rc, k, qv, s, c)
                     if qv > 0:
-                        counts[b, off + k] += 1
+                        out.counts[b, off + k] += 1
                     else:
-                        counts_neg[b, off + k] += 1
+                        out.counts_neg[b, off + k] += 1
                     if rec_off >= 0:
-                        rec[b, t, rec_off + k] = qv
+                        out.rec[b, t, rec_off + k] = qv
     else:
-        # many spikes (forward of busy layers): branch-free compaction (the ring slots
-        # past the last spike are scratch), counts as one vectorised add per sign
-        cpos = counts[b]
-        cneg = counts_neg[b]
+        # many spikes (forward of busy layers): counts as one vectorised add per sign, then
+        # eight neurons per 64-bit word: a bit mask of the nonzero bytes, then only its
+        # set bits (lane tables), tracking (site, channel) without division
+        cpos = out.counts[b]
+        cneg = out.counts_neg[b]
         cb = np.uint64(off + j0)
         for kk in range(n):
             qv = spk[kk]
             cpos[cb + kk] += qv > 0
             cneg[cb + kk] += qv < 0
-        # eight neurons per 64-bit word: a bit mask of the nonzero bytes, then only its
-        # set bits (lane tables), tracking (site, channel) without division
         nw = n // np.uint64(8)
         words = spk[:nw * np.uint64(8)].view(np.uint64)
         s = s0
@@ -374,11 +386,8 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                     while c >= ssz:
                         c -= ssz
                         ss += 1
-                    ring_idx[ring_base + rc] = ss * ssz + c
-                    ring_val[ring_base + rc] = spk[wi * np.uint64(8) + np.uint64(lane)]
-                    ring_site[ring_base + rc] = ss
-                    ring_ch[ring_base + rc] = c
-                    rc += 1
+                    rc = _push(sc, base, rc, ss * ssz + c, spk[wi * np.uint64(8) + np.uint64(lane)],
+                               ss, c)
             c0 += 8
             while c0 >= ssz:
                 c0 -= ssz
@@ -387,11 +396,7 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
             qv = spk[kk]
             if qv != 0:
                 k = j0 + np.int64(kk)
-                ring_idx[ring_base + rc] = k
-                ring_val[ring_base + rc] = qv
-                ring_site[ring_base + rc] = k // ssz
-                ring_ch[ring_base + rc] = k - (k // ssz) * ssz
-                rc += 1
+                rc = _push(sc, base, rc, k, qv, k // ssz, k - (k // ssz) * ssz)
     if keep_carry and nc > 0:    # densely updated populations need no carry list
         for s in range(s0, s1):
             carry = False
@@ -400,67 +405,113 @@ def _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_bo
                 if v >= v_th or (ternary and v <= -v_th):
                     carry = True
             if carry:
-                clist[so + ccount[p]] = s
-                ccount[p] += 1
+                sc.clist[so + sc.ccount[p]] = s
+                sc.ccount[p] += 1
     return rc
 
 
 @numba.njit(**NJIT_NORT)
-def _update_fast(model, p, use_all, ns, tlist, tl0, n_list, mark, t, b, fp, off, ssz, in_ptr,
-                 in_proj, proj_boff, proj_moff, masks, const, tv, tv_off, u, wcount, last, buf,
-                 has_leak, by_value, cur, spk, ring_idx, ring_val, ring_site, ring_ch, ring_base,
-                 rec, rec_off, counts, counts_neg, clist, ccount, so, keep_carry):
+def _update_fast(model, p, use_all, ns, t, b, net, run, out, sc, last, has_leak, by_value,
+                 base, rec_off, keep_carry):
     """All sites of population p at once (one vectorised block), or each touched site;
     clears the marks.  One call per population and step.  Returns the ring count."""
+    so = net.pop_site_off[p]
     rc = 0
-    n_iter = 1 if use_all else n_list
+    n_iter = 1 if use_all else sc.tcount[p]
     for a in range(n_iter):
         if use_all:
             s0 = 0
             s1 = ns
         else:
-            s0 = tlist[tl0 + a]
+            s0 = sc.tlist[so + p + a]
             s1 = s0 + 1
         kc = keep_carry or not use_all
         # one call site, so that LLVM inlines the block update
-        rc = _update_block(model, p, s0, s1, t, b, fp, off, ssz, in_ptr, in_proj, proj_boff,
-                           proj_moff, masks, const, tv, tv_off, u, wcount, last, buf, has_leak,
-                           by_value, cur, spk, ring_idx, ring_val, ring_site, ring_ch, ring_base,
-                           rc, rec, rec_off, counts, counts_neg, clist, ccount, so, kc)
+        rc = _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_value,
+                           base, rc, rec_off, kc)
         for s in range(s0, s1):
-            mark[so + s] = 0
+            sc.mark[so + s] = 0
     return rc
 
 
+@numba.njit(**NJIT_NORT)
+def _sort_sites(a, lo, n):
+    """Sort ``a[lo:lo+n]`` in place, ascending (insertion sort for short runs, heapsort
+    otherwise: no allocation, O(n log n)).  Touched sites are updated in increasing
+    order so that their spikes are delivered in increasing neuron index, the documented
+    event order that fixes every floating-point sum."""
+    sorted_ = True
+    for i in range(lo + 1, lo + n):
+        if a[i] < a[i - 1]:
+            sorted_ = False
+            break
+    if sorted_:
+        return
+    if n <= 16:
+        for i in range(lo + 1, lo + n):
+            x = a[i]
+            j = i - 1
+            while j >= lo and a[j] > x:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = x
+        return
+    for start in range(n // 2 - 1, -1, -1):      # heapify (max-heap)
+        _sift(a, lo, start, n)
+    for end in range(n - 1, 0, -1):
+        x = a[lo]
+        a[lo] = a[lo + end]
+        a[lo + end] = x
+        _sift(a, lo, 0, end)
+
+
+@numba.njit(**NJIT_NORT)
+def _sift(a, lo, root, n):
+    while True:
+        c = 2 * root + 1
+        if c >= n:
+            return
+        if c + 1 < n and a[lo + c + 1] > a[lo + c]:
+            c += 1
+        if a[lo + root] >= a[lo + c]:
+            return
+        x = a[lo + root]
+        a[lo + root] = a[lo + c]
+        a[lo + c] = x
+        root = c
+
+
 @numba.njit(**NJIT)
-def _run_sample(b, T, backward, rec_off,
-                pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
-                pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
-                proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
-                proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs,
-                weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
-                counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec,
-                u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount,
-                klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop,
-                cur, spk, gch, gval):
-    P = pop_off.shape[0] - 1
-    pop_n = pop_off[1:] - pop_off[:-1]
-    n_sites_tot = pop_site_off[P]
+def _run_sample(b, T, backward, net, run, out, sc):
+    P = net.pop_off.shape[0] - 1
+    pop_off = net.pop_off
+    pop_site_off = net.pop_site_off
+    pop_model = net.pop_model
+    rec_off = run.rec_off
+    mark = sc.mark
+    tlist = sc.tlist
+    tcount = sc.tcount
+    ccount = sc.ccount
+    kcount = sc.kcount
+    clist = sc.clist
+    klist = sc.klist
+    allflag = sc.allflag
+    dense_pop = sc.dense_pop
     # -- initial state
     for p in range(P):
         for g in range(pop_off[p], pop_off[p + 1]):
-            u[g] = u_out[b, g]      # initial potentials, set by the caller (engine._alloc_run)
-            ref[g] = 0
+            sc.u[g] = out.u_out[b, g]   # initial potentials, set by the caller (engine._alloc_run)
+            sc.ref[g] = 0
         tcount[p] = 0
         ccount[p] = 0
         kcount[p] = 0
         allflag[p] = 0
-        for d in range(pop_depth[p]):
-            ring_cnt[p, d] = 0
-    isyn[:, :] = 0.0
-    buf[:] = 0.0
-    for s in range(n_sites_tot):
-        last[s] = -1
+        for d in range(net.pop_depth[p]):
+            sc.ring_cnt[p, d] = 0
+    sc.isyn[:, :] = 0
+    sc.buf[:] = 0
+    for s in range(pop_site_off[P]):
+        sc.last[s] = -1
         mark[s] = 0
     # -- sites carrying a constant current (seeded every step); dense populations
     for p in range(P):
@@ -468,15 +519,15 @@ def _run_sample(b, T, backward, rec_off,
         dense_pop[p] = 0
         if m == M_INPUT or m == M_SOURCE:
             continue
-        ssz = pop_site[p]
+        ssz = net.pop_site[p]
         so = pop_site_off[p]
         ns = pop_site_off[p + 1] - so
-        if m == M_CUBA or tv_off[p] >= 0:
+        if m == M_CUBA or run.tv_off[p] >= 0:
             dense_pop[p] = 1
             continue
         for s in range(ns):
             for k in range(ssz):
-                if const[b, pop_off[p] + s * ssz + k] != 0.0:
+                if run.const[b, pop_off[p] + s * ssz + k] != 0:
                     klist[so + kcount[p]] = s
                     kcount[p] += 1
                     break
@@ -504,216 +555,164 @@ def _run_sample(b, T, backward, rec_off,
             ccount[p] = 0
         # 2. delayed deliveries
         for p in range(P):
-            for a in range(out_ptr[p], out_ptr[p + 1]):
-                q = out_proj[a]
-                d = proj_delay[q]
+            for a in range(net.out_ptr[p], net.out_ptr[p + 1]):
+                q = net.out_proj[a]
+                d = net.proj_delay[q]
                 if d == 0 or t - d < 0:
                     continue
-                slot = (t - d) % pop_depth[p]
-                if ring_cnt[p, slot] == 0:
+                slot = (t - d) % net.pop_depth[p]
+                if sc.ring_cnt[p, slot] == 0:
                     continue
-                base = pop_ring_off[p] + slot * pop_n[p]
-                _deliver(q, b, ring_idx, ring_val, ring_site, ring_ch, base,
-                         base + ring_cnt[p, slot], backward,
-                         proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
-                         proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off,
-                         pop_site_off, pop_site, pop_n, weights, indptr, indices, masks, buf,
-                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg, gch, gval)
+                base = net.pop_ring_off[p] + slot * (pop_off[p + 1] - pop_off[p])
+                _deliver(q, b, base, base + sc.ring_cnt[p, slot], backward, net, run, out, sc)
         # 3. populations in schedule order
         for si in range(P):
-            p = schedule[si]
+            p = net.schedule[si]
             m = pop_model[p]
             if m == M_INPUT:
                 continue
-            slot = t % pop_depth[p]
-            base = pop_ring_off[p] + slot * pop_n[p]
+            n_p = pop_off[p + 1] - pop_off[p]
+            slot = t % net.pop_depth[p]
+            base = net.pop_ring_off[p] + slot * n_p
             rc = 0
             if m == M_SOURCE:
-                e0 = src_ptr[b, p, t]
-                e1 = src_ptr[b, p, t + 1]
-                for e in range(e0, e1):
-                    jl = src_idx[b, e]
-                    ring_idx[base + rc] = jl
-                    ring_val[base + rc] = 1
-                    if pop_site[p] == 1:
-                        ring_site[base + rc] = jl
-                        ring_ch[base + rc] = 0
+                ssz = net.pop_site[p]
+                for e in range(run.src_ptr[b, p, t], run.src_ptr[b, p, t + 1]):
+                    jl = run.src_idx[b, e]
+                    if ssz == 1:
+                        rc = _push(sc, base, rc, jl, 1, jl, 0)
                     else:
-                        ring_site[base + rc] = jl // pop_site[p]
-                        ring_ch[base + rc] = jl - (jl // pop_site[p]) * pop_site[p]
-                    rc += 1
-                    counts[b, pop_off[p] + jl] += 1
+                        rc = _push(sc, base, rc, jl, 1, jl // ssz, jl - (jl // ssz) * ssz)
+                    out.counts[b, pop_off[p] + jl] += 1
                     if rec_off[p] >= 0:
-                        rec[b, t, rec_off[p] + jl] = 1
+                        out.rec[b, t, rec_off[p] + jl] = 1
             else:
-                ssz = pop_site[p]
+                ssz = net.pop_site[p]
                 so = pop_site_off[p]
-                off = pop_off[p]
-                has_leak = pop_fp[p, 2] != 1.0 and m != M_CUBA
-                lastp = last[so:pop_site_off[p + 1]]
-                fast = (m == M_LIF and pop_ip[p, 1] == 0) or m == M_TERNARY
+                ns = pop_site_off[p + 1] - so
+                has_leak = net.pop_fp[p, FP_LEAK] != 1 and m != M_CUBA
+                lastp = sc.last[so:pop_site_off[p + 1]]
+                fast = (m == M_LIF and net.pop_ip[p, IP_TREF] == 0) or m == M_TERNARY
+                if tcount[p] > 1 and not (dense_pop[p] or allflag[p]) and \
+                        not (fast and tcount[p] * DENSE_SHARE >= ns):
+                    _sort_sites(tlist, so + p, tcount[p])     # spikes in index order
                 if fast:
-                    ns = pop_site_off[p + 1] - so
                     # many touched sites: update them all in one vectorised block (same
                     # result: an untouched site has no input and is below threshold), but
                     # count only the touched ones (what an event-driven update costs)
                     busy = tcount[p] * DENSE_SHARE >= ns
                     use_all = dense_pop[p] == 1 or allflag[p] == 1 or busy
-                    by_value = pop_ip[p, 0] == 1
-                    keep = dense_pop[p] == 0
-                    rc = _update_fast(m, p, use_all, ns, tlist, so + p, tcount[p], mark, t, b,
-                                      pop_fp, off, ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                                      masks, const, tv, tv_off, u, wcount, lastp, buf, has_leak,
-                                      by_value, cur, spk, ring_idx, ring_val, ring_site,
-                                      ring_ch, base, rec, rec_off[p], counts, counts_neg, clist,
-                                      ccount, so, keep)
-                    nupd[b, p] += (ns if dense_pop[p] or allflag[p] else tcount[p]) * ssz
-                elif m == M_CUBA and pop_ip[p, 1] <= MAX_FAST_PORTS:   # vectorised (cuba.py)
-                    rc = _cuba_population(p, t, b, off, pop_n[p], ssz, pop_fp, pop_ip, pop_syn,
-                                          in_ptr, in_proj, proj_boff, proj_moff, proj_port, masks,
-                                          const, tv, tv_off, u, ref, isyn, buf, spk, ring_idx,
-                                          ring_val, ring_site, ring_ch, base, rec, rec_off[p],
-                                          counts)
-                    nupd[b, p] += pop_n[p]
-                elif dense_pop[p] or allflag[p]:
-                    ns = pop_site_off[p + 1] - so
-                    for s in range(ns):
-                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
-                                                 ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                                                 proj_port, masks, const, tv, tv_off, u, ref,
-                                                 isyn, wcount, lastp, buf, has_leak, ring_idx,
-                                                 ring_val, ring_site, ring_ch, base,
-                                                 rc, rec, rec_off[p], counts, counts_neg)
+                    by_value = net.pop_ip[p, IP_RESET] == 1
+                    rc = _update_fast(m, p, use_all, ns, t, b, net, run, out, sc, lastp,
+                                      has_leak, by_value, base, rec_off[p], dense_pop[p] == 0)
+                    out.nupd[b, p] += (ns if dense_pop[p] or allflag[p] else tcount[p]) * ssz
+                elif m == M_CUBA and net.pop_ip[p, IP_NPORTS] <= MAX_FAST_PORTS:  # vectorised (cuba.py)
+                    rc = cuba_population(p, t, b, 0, n_p, base, net, run, out, sc, sc.spk)
+                    out.nupd[b, p] += n_p
+                else:
+                    every = dense_pop[p] or allflag[p]
+                    n_iter = ns if every else tcount[p]
+                    for a in range(n_iter):
+                        s = a if every else tlist[so + p + a]
+                        rc, carry = _update_site(p, s, t, b, m, net, run, out, sc, lastp,
+                                                 has_leak, base, rc, rec_off[p])
                         mark[so + s] = 0
                         if carry and not dense_pop[p]:
                             clist[so + ccount[p]] = s
                             ccount[p] += 1
-                    nupd[b, p] += ns * ssz
-                else:
-                    for a in range(tcount[p]):
-                        s = tlist[so + p + a]
-                        rc, carry = _update_site(p, s, t, b, m, pop_fp, pop_ip, pop_syn, off,
-                                                 ssz, in_ptr, in_proj, proj_boff, proj_moff,
-                                                 proj_port, masks, const, tv, tv_off, u, ref,
-                                                 isyn, wcount, lastp, buf, has_leak, ring_idx,
-                                                 ring_val, ring_site, ring_ch, base,
-                                                 rc, rec, rec_off[p], counts, counts_neg)
-                        mark[so + s] = 0
-                        if carry:
-                            clist[so + ccount[p]] = s
-                            ccount[p] += 1
-                    nupd[b, p] += tcount[p] * ssz
+                    out.nupd[b, p] += n_iter * ssz
                 tcount[p] = 0
                 allflag[p] = 0
                 if backward:
                     # only gated senders (0 < forward rate < 1) transmit
                     w = 0
                     for e in range(rc):
-                        jl = ring_idx[base + e]
-                        if gate[b, off + jl]:
-                            ring_idx[base + w] = jl
-                            ring_val[base + w] = ring_val[base + e]
-                            ring_site[base + w] = ring_site[base + e]
-                            ring_ch[base + w] = ring_ch[base + e]
-                            w += 1
+                        jl = sc.ring_idx[base + e]
+                        if run.gate[b, pop_off[p] + jl]:
+                            w = _push(sc, base, w, jl, sc.ring_val[base + e],
+                                      sc.ring_site[base + e], sc.ring_ch[base + e])
                     rc = w
-            ring_cnt[p, slot] = rc
+            sc.ring_cnt[p, slot] = rc
             # 3c. same-step delivery
-            for a in range(out_ptr[p], out_ptr[p + 1]):
-                q = out_proj[a]
-                if proj_delay[q] != 0 or rc == 0:
-                    continue
-                _deliver(q, b, ring_idx, ring_val, ring_site, ring_ch, base, base + rc,
-                         backward, proj_kind, proj_dst, proj_geo, proj_woff, proj_ioff, proj_xoff,
-                         proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs, pop_off,
-                         pop_site_off, pop_site, pop_n, weights, indptr, indices, masks, buf,
-                         mark, tlist, tcount, allflag, dense_pop, sent, sent_neg, gch, gval)
+            if rc == 0:
+                continue
+            for a in range(net.out_ptr[p], net.out_ptr[p + 1]):
+                q = net.out_proj[a]
+                if net.proj_delay[q] == 0:
+                    _deliver(q, b, base, base + rc, backward, net, run, out, sc)
     # -- final state: apply the leak of steps a site was not touched
     for p in range(P):
         m = pop_model[p]
-        ssz = pop_site[p]
+        ssz = net.pop_site[p]
         so = pop_site_off[p]
-        leak = pop_fp[p, 2]
-        lk = (m == M_LIF or m == M_TERNARY) and leak != 1.0
+        lam = net.pop_fp[p, FP_LEAK]
+        lk = (m == M_LIF or m == M_TERNARY) and lam != 1
+        wc = out.wcount.shape[1] > 0
         for s in range(pop_site_off[p + 1] - so):
-            gap = T - 1 - last[so + s] if last[so + s] >= 0 else 0
+            gap = T - 1 - sc.last[so + s] if sc.last[so + s] >= 0 else 0
             for k in range(ssz):
                 g = pop_off[p] + s * ssz + k
-                v = u[g]
+                v = sc.u[g]
                 if lk:
-                    for _ in range(gap):
-                        v = v * leak
-                    if wcount.shape[1] > 0:
-                        wc = wcount[b, g]
-                        for _ in range(gap):
-                            wc = wc * leak
-                        wcount[b, g] = wc
-                u_out[b, g] = v
+                    v = leak_steps(v, lam, gap)
+                    if wc:
+                        out.wcount[b, g] = leak_steps(out.wcount[b, g], net.pop_lam[p], gap)
+                out.u_out[b, g] = v
 
 
 @numba.njit(**NJIT_PARALLEL)
-def run_phase(T, backward, rec_off, n_chunks,
-              pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
-              pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
-              proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff, proj_ioff,
-              proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff, proj_toff, tabs,
-              weights, indptr, indices, const, tv, tv_off, src_idx, src_ptr, masks, gate,
-              n_buf, max_ports, counts, counts_neg, u_out, wcount, sent, sent_neg, nupd, rec):
+def run_phase(T, backward, n_chunks, n_buf, max_ports, net, run, out):
     """Run T steps of one phase for every sample of the batch (parallel over chunks).
 
-    ``u_out`` [B, N] holds the initial potentials on entry and the final ones on exit."""
-    B = const.shape[0]
-    P = pop_off.shape[0] - 1
-    N = pop_off[P]
-    NS = pop_site_off[P]
-    dt = weights.dtype
+    ``net``, ``run``, ``out``: :class:`.layout.NetArrays`, :class:`.layout.RunArrays`,
+    :class:`.layout.OutArrays`.  ``out.u_out`` [B, N] holds the initial potentials on
+    entry and the final ones on exit."""
+    B = run.const.shape[0]
+    P = net.pop_off.shape[0] - 1
+    N = net.pop_off[P]
+    NS = net.pop_site_off[P]
+    dt = net.weights.dtype
+    has_cuba = False
+    maxd = 1
+    max_n = 1
+    for p in range(P):
+        if net.pop_model[p] == M_CUBA:
+            has_cuba = True
+        maxd = max(maxd, net.pop_depth[p])
+        max_n = max(max_n, net.pop_off[p + 1] - net.pop_off[p])
+    R = net.pop_ring_off[P]
     for c in numba.prange(n_chunks):
+        # positional (Numba cannot build a NamedTuple from many computed keywords)
         u = np.zeros(N, dt)
         ref = np.zeros(N, np.int32)
-        has_cuba = False
-        for p in range(P):
-            if pop_model[p] == M_CUBA:
-                has_cuba = True
         isyn = np.zeros((max_ports, N if has_cuba else 0), dt)
         buf = np.zeros(n_buf, dt)
         last = np.empty(NS, np.int64)
         mark = np.zeros(NS, np.uint8)
         tlist = np.zeros(NS + P, np.int64)
-        clist = np.zeros(NS, np.int64)
-        klist = np.zeros(NS, np.int64)
         tcount = np.zeros(P, np.int64)
-        ccount = np.zeros(P, np.int64)
-        kcount = np.zeros(P, np.int64)
         allflag = np.zeros(P, np.uint8)
-        dense_pop = np.zeros(P, np.uint8)
-        ring_idx = np.zeros(pop_ring_off[P], np.int32)
-        ring_val = np.zeros(pop_ring_off[P], np.int8)
-        ring_site = np.zeros(pop_ring_off[P], np.int32)
-        ring_ch = np.zeros(pop_ring_off[P], np.int32)
-        maxd = 1
-        for p in range(P):
-            maxd = max(maxd, pop_depth[p])
+        clist = np.zeros(NS, np.int64)
+        ccount = np.zeros(P, np.int64)
+        klist = np.zeros(NS, np.int64)
+        kcount = np.zeros(P, np.int64)
+        ring_idx = np.zeros(R, np.int32)
+        ring_val = np.zeros(R, np.int8)
+        ring_site = np.zeros(R, np.int32)
+        ring_ch = np.zeros(R, np.int32)
         ring_cnt = np.zeros((P, maxd), np.int64)
-        max_ssz = 1
-        for p in range(P):
-            max_ssz = max(max_ssz, pop_off[p + 1] - pop_off[p])
-        cur = np.zeros(max_ssz, dt)
-        spk = np.zeros(max_ssz, np.int8)
-        gch = np.zeros(max_ssz, np.int64)     # one sender site's events (grouped delivery)
-        gval = np.zeros(max_ssz, dt)
+        dense_pop = np.zeros(P, np.uint8)
+        cur = np.zeros(max_n, dt)
+        spk = np.zeros(max_n, np.int8)
+        gch = np.zeros(max_n, np.int64)
+        gval = np.zeros(max_n, dt)
+        sc = Scratch(u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount, klist,
+                     kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop, cur, spk,
+                     gch, gval)
         b0 = c * B // n_chunks
         b1 = (c + 1) * B // n_chunks
         for b in range(b0, b1):
-            _run_sample(b, T, backward, rec_off,
-                        pop_off, pop_site, pop_site_off, pop_model, pop_fp, pop_ip, pop_syn,
-                        pop_depth, pop_ring_off, schedule, out_ptr, out_proj, in_ptr, in_proj,
-                        proj_kind, proj_dst, proj_delay, proj_port, proj_geo, proj_woff,
-                        proj_ioff, proj_xoff, proj_boff, proj_soff, proj_scale, proj_moff,
-                        proj_toff, tabs, weights, indptr, indices, const, tv, tv_off, src_idx,
-                        src_ptr, masks, gate, counts, counts_neg, u_out, wcount, sent, sent_neg,
-                        nupd, rec, u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist,
-                        ccount, klist, kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt,
-                        dense_pop, cur, spk, gch, gval)
+            _run_sample(b, T, backward, net, run, out, sc)
 
 
 @numba.njit(**NJIT_PARALLEL)

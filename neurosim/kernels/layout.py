@@ -54,6 +54,7 @@ FP_VRESET = 3   #: reset value (LIF reset "value", CubaLIF)
 FP_VREST = 4    #: resting potential (CubaLIF)
 FP_AMEM = 5     #: membrane propagator α_m = exp(-dt/τ_m) (CubaLIF)
 FP_IE = 6       #: constant external current i_e (CubaLIF)
+FP_DMEM = 7     #: 1 - α_m, computed in the dtype (CubaLIF)
 N_FP = 8
 
 # -- columns of ``pop_ip`` [P, N_IP] (int64) ----------------------------------------------

@@ -1,73 +1,139 @@
-"""Per-neuron updates (inlined into the engine) and dense one-step kernels."""
+"""The neuron arithmetic: one scalar function per model and operation.
+
+Every path of the engine that updates a neuron — a touched site, a vectorised block, a
+refractory neuron, the lazy catch-up of an untouched site, the final state, the
+neuron-parallel CubaLIF runner and the dense one-step kernels below — calls these
+functions, so each model's arithmetic is written exactly once.  They are small and
+compiled into their callers (LLVM inlines them, and the block loops still vectorise:
+the branches are selects).
+
+Types: every argument is a scalar of the network's dtype (potentials, currents and the
+parameters of :mod:`.layout`'s ``pop_fp`` are all stored in it), so every operation is
+rounded in that dtype — float32 networks never compute an intermediate in float64.
+Python float literals are kept out of the arithmetic for the same reason (Numba would
+promote a float32 operand to float64).
+
+Units: dimensionless potentials; one call is one step ``dt``.
+"""
 import numba
+import numpy as np
 
-from ..config import NJIT
+from ..config import NJIT, NJIT_NORT
 
 
-@numba.njit(**NJIT)
-def _lif_update(u, ref, I, v_th, sub, leak, reset_code, v_reset, t_ref):
-    """One SPIDE LIF step of one neuron: returns (u, ref, spiked)."""
+# -- SPIDE IF / LIF (neurosim.neurons.LIF) -----------------------------------------------
+@numba.njit(**NJIT_NORT)
+def lif_fire(u, I, v_th, sub, by_value, v_reset):
+    """Integrate, threshold (inclusive) and reset: ``u += I``; spike when ``u >= v_th``,
+    then ``u -= sub`` (``by_value`` False) or ``u = v_reset``.  Returns (u, spiked).
+    The leak is applied by the caller (:func:`leak`), after the reset."""
+    u = u + I
+    f = u >= v_th
+    if by_value:
+        u = v_reset if f else u
+    else:
+        u = u - sub if f else u
+    return u, f
+
+
+@numba.njit(**NJIT_NORT)
+def leak(u, lam):
+    """``u * λ`` (λ = 1: no leak, no operation)."""
+    return u * lam if lam != 1 else u
+
+
+@numba.njit(**NJIT_NORT)
+def leak_steps(u, lam, n):
+    """``n`` steps of leak without input: ``n`` multiplications in the dtype, so that a
+    site left untouched is bit-identical to one leaked at every step."""
+    if lam != 1:
+        for _ in range(n):
+            u = u * lam
+    return u
+
+
+@numba.njit(**NJIT_NORT)
+def lif_update(u, ref, I, v_th, sub, lam, by_value, v_reset, t_ref):
+    """One LIF step with refractoriness: a refractory neuron (``ref > 0``) ignores its
+    input and counts down; otherwise :func:`lif_fire`, and a spike sets ``ref = t_ref``.
+    Then the leak.  Returns (u, ref, spiked)."""
     s = False
     if ref > 0:
         ref -= 1
     else:
-        u = u + I
-        if u >= v_th:
-            s = True
-            if reset_code == 0:
-                u = u - sub
-            else:
-                u = v_reset
+        u, s = lif_fire(u, I, v_th, sub, by_value, v_reset)
+        if s:
             ref = t_ref
-    if leak != 1.0:
-        u = u * leak
-    return u, ref, s
+    return leak(u, lam), ref, s
 
 
-@numba.njit(**NJIT)
-def _ternary_update(w, I, v_th, sub, leak):
-    """One ternary-couple step of one neuron: returns (w, q)."""
+# -- ternary neuron couple (neurosim.neurons.Ternary) ------------------------------------
+@numba.njit(**NJIT_NORT)
+def ternary_fire(w, I, v_th, sub):
+    """``w += I``; ``q = +1`` if ``w >= v_th``, ``-1`` if ``w <= -v_th``, else 0;
+    ``w -= sub * q``.  Returns (w, q) with q an int8.  Leak by the caller."""
     w = w + I
-    q = 0
-    if w >= v_th:
-        q = 1
-        w = w - sub
-    elif w <= -v_th:
-        q = -1
-        w = w + sub
-    if leak != 1.0:
-        w = w * leak
+    up = w >= v_th
+    dn = w <= -v_th
+    q = np.int8(up) - np.int8(dn)
+    w = w - sub if up else (w + sub if dn else w)
     return w, q
 
 
+@numba.njit(**NJIT_NORT)
+def ternary_update(w, I, v_th, sub, lam):
+    """One ternary-couple step: :func:`ternary_fire`, then the leak.  Returns (w, q)."""
+    w, q = ternary_fire(w, I, v_th, sub)
+    return leak(w, lam), q
+
+
+# -- current-based LIF (neurosim.neurons.CubaLIF) ----------------------------------------
+@numba.njit(**NJIT_NORT)
+def cuba_drive(i_e, I, d_m):
+    """Drive term of one step: ``(i_e + I) * (1 - α_m)`` (``d_m`` = 1 - α_m, stored)."""
+    return (i_e + I) * d_m
+
+
+@numba.njit(**NJIT_NORT)
+def cuba_membrane(v, dterm, v_rest, a_m):
+    """Exact membrane step before the synaptic terms: ``v_rest + (v - v_rest) α_m + dterm``."""
+    return v_rest + (v - v_rest) * a_m + dterm
+
+
+@numba.njit(**NJIT_NORT)
+def cuba_jump(i, x):
+    """Arriving events ``x`` (summed weights) jump a receptor current, where nonzero."""
+    return i + x if x != 0 else i
+
+
+@numba.njit(**NJIT_NORT)
+def cuba_port(acc, i, a, p):
+    """One receptor port after its jump: the potential gains ``p_k i_k``, the current
+    decays by ``α_k``.  Returns (acc, i)."""
+    return acc + i * p, i * a
+
+
+@numba.njit(**NJIT_NORT)
+def cuba_fire(acc, r, v_th, v_reset, t_ref):
+    """Refractoriness, threshold and reset: a refractory neuron is held at ``v_reset``
+    and counts down; else a spike when ``acc >= v_th`` (``v = v_reset``, ``r = t_ref``).
+    Returns (v, r, spiked).  Branch-free (selects) so that loops vectorise."""
+    hold = r > 0
+    f = (not hold) and acc >= v_th
+    v = v_reset if (hold or f) else acc
+    r = (r - 1) if hold else (t_ref if f else r)
+    return v, r, f
+
+
+# -- dense one-step kernels (a whole population, in place) -------------------------------
 @numba.njit(**NJIT)
-def _cuba_update(v, i_syn, ref, j, drive, v_rest, v_th, v_reset, alpha_mem, alpha_syn, p_syn, t_ref):
-    """One exact-integration step of CubaLIF neuron j (events already added to i_syn).
-
-    ``drive`` is the constant current (i_e plus any per-neuron constant).  Returns spiked."""
-    vj = v[j]
-    acc = v_rest + (vj - v_rest) * alpha_mem + drive * (1.0 - alpha_mem)
-    for k in range(i_syn.shape[0]):
-        acc += i_syn[k, j] * p_syn[k]
-        i_syn[k, j] = i_syn[k, j] * alpha_syn[k]
-    if ref[j] > 0:
-        ref[j] -= 1
-        v[j] = v_reset
-        return False
-    if acc >= v_th:
-        v[j] = v_reset
-        ref[j] = t_ref
-        return True
-    v[j] = acc
-    return False
-
-
-@numba.njit(**NJIT)
-def lif_step(v, ref, current, v_th, sub, leak, reset_code, v_reset, t_ref, spikes):
-    """Dense LIF step over all neurons (in place); returns the number of spikes."""
+def lif_step(v, ref, current, v_th, sub, leak_, reset_code, v_reset, t_ref, spikes):
+    """Dense LIF step over all neurons (in place); returns the number of spikes.
+    Scalars are cast to ``v``'s dtype by the caller (:func:`neurosim.neurons.lif.step`)."""
     n = 0
     for j in range(v.shape[0]):
-        u, r, s = _lif_update(v[j], ref[j], current[j], v_th, sub, leak, reset_code, v_reset, t_ref)
+        u, r, s = lif_update(v[j], ref[j], current[j], v_th, sub, leak_, reset_code == 1,
+                             v_reset, t_ref)
         v[j] = u
         ref[j] = r
         spikes[j] = s
@@ -76,11 +142,11 @@ def lif_step(v, ref, current, v_th, sub, leak, reset_code, v_reset, t_ref, spike
 
 
 @numba.njit(**NJIT)
-def ternary_step(w, current, v_th, sub, leak, q):
+def ternary_step(w, current, v_th, sub, leak_, q):
     """Dense ternary step over all couples (in place); returns the number of nonzero spikes."""
     n = 0
     for j in range(w.shape[0]):
-        wj, qj = _ternary_update(w[j], current[j], v_th, sub, leak)
+        wj, qj = ternary_update(w[j], current[j], v_th, sub, leak_)
         w[j] = wj
         q[j] = qj
         n += qj != 0
@@ -88,15 +154,17 @@ def ternary_step(w, current, v_th, sub, leak, q):
 
 
 @numba.njit(**NJIT)
-def cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, alpha_syn,
+def cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, d_mem, alpha_syn,
               p_syn, i_e, t_ref, spikes):
-    """Dense CubaLIF step: ``events`` (ports × n) jump i_syn first; returns #spikes."""
+    """Dense CubaLIF step: ``events`` (ports × n) jump i_syn (where nonzero), then the
+    exact step of every neuron; returns the number of spikes."""
     n = 0
     for j in range(v.shape[0]):
+        acc = cuba_membrane(v[j], cuba_drive(i_e, const[j], d_mem), v_rest, alpha_mem)
         for k in range(i_syn.shape[0]):
-            i_syn[k, j] += events[k, j]
-        s = _cuba_update(v, i_syn, ref, j, i_e + const[j], v_rest, v_th, v_reset, alpha_mem,
-                         alpha_syn, p_syn, t_ref)
+            acc, i_syn[k, j] = cuba_port(acc, cuba_jump(i_syn[k, j], events[k, j]), alpha_syn[k],
+                                         p_syn[k])
+        v[j], ref[j], s = cuba_fire(acc, ref[j], v_th, v_reset, t_ref)
         spikes[j] = s
         n += s
     return n

@@ -75,13 +75,13 @@ def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighte
 
 @numba.njit(**NJIT_NORT)
 def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
-    """buf[tb:tb+Cr] += Σ_i (gval[i] *) W[wbase + gch[i]*Cr : ... + Cr] for i < ng.
+    """buf[tb:tb+Cr] += (gval[i] *) W[wbase + gch[i]*Cr : ... + Cr], for i = 0 .. ng-1 in turn.
 
     The rows of events from one sender site (same kernel offset, different channels) are
-    summed four at a time in registers before one add to ``buf``: a quarter of the buffer
-    loads and stores, and one offset walk per site instead of one per event.  The sum is
-    ``buf + ((r0 + r1) + (r2 + r3))``, a fixed order (deterministic, exact for the dyadic
-    weights of the tests)."""
+    added four at a time in registers before one store to ``buf``: a quarter of the
+    buffer loads and stores, and one offset walk per site instead of one per event.  The
+    additions stay in event order, ``(((buf + r0) + r1) + r2) + r3``, each rounded in the
+    dtype: exactly what adding the events one by one gives."""
     t = np.uint64(tb)
     n = np.uint64(Cr)
     i = 0
@@ -93,7 +93,8 @@ def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
             d = np.uint64(wbase + gch[i + 3] * Cr)
             va, vb, vc, vd = gval[i], gval[i + 1], gval[i + 2], gval[i + 3]
             for k in range(n):
-                buf[t + k] += (va * W[a + k] + vb * W[b + k]) + (vc * W[c + k] + vd * W[d + k])
+                buf[t + k] = (((buf[t + k] + va * W[a + k]) + vb * W[b + k]) + vc * W[c + k]) \
+                    + vd * W[d + k]
             i += 4
         while i < ng:
             a = np.uint64(wbase + gch[i] * Cr)
@@ -108,7 +109,7 @@ def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
             c = np.uint64(wbase + gch[i + 2] * Cr)
             d = np.uint64(wbase + gch[i + 3] * Cr)
             for k in range(n):
-                buf[t + k] += (W[a + k] + W[b + k]) + (W[c + k] + W[d + k])
+                buf[t + k] = (((buf[t + k] + W[a + k]) + W[b + k]) + W[c + k]) + W[d + k]
             i += 4
         while i < ng:
             a = np.uint64(wbase + gch[i] * Cr)

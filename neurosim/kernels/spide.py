@@ -14,8 +14,7 @@ import numba
 import numpy as np
 
 from ..config import NJIT, NJIT_PARALLEL
-
-K_DENSE, K_CSR, K_CONV_DOWN, K_CONV_UP = 0, 1, 2, 3
+from .layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE
 
 
 @numba.njit(**NJIT)

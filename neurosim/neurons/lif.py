@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _validate as V
+from ..kernels import layout as L
 
 #: reset-mode codes shared with the kernels.
 RESET_SUBTRACT = 0
@@ -104,6 +105,15 @@ class LIF:
     @property
     def reset_code(self):
         return _RESETS[self.reset]
+
+    def pack(self, fp, ip, syn):
+        """Write the kernel parameters (columns of :mod:`neurosim.kernels.layout`) into
+        one population's rows: ``fp`` (the network's dtype: every value is rounded to it
+        once, here), ``ip`` (int64), ``syn`` (unused)."""
+        fp[L.FP_VTH], fp[L.FP_SUB], fp[L.FP_LEAK], fp[L.FP_VRESET] = (
+            self.v_th, self.subtract, self.leak, self.v_reset)
+        ip[L.IP_RESET], ip[L.IP_TREF] = self.reset_code, self.t_ref
+        return L.M_LIF
 
     def to_dict(self):
         return dict(model="lif", v_th=self.v_th, subtract=self.subtract, leak=self.leak,
@@ -191,6 +201,21 @@ class CubaLIF:
     def n_ports(self):
         return len(self.tau_syn)
 
+    def pack(self, fp, ip, syn):
+        """Write the kernel parameters into one population's rows (see :meth:`LIF.pack`):
+        the propagators α_m, α_k, p_k are computed in float64 and rounded once to the
+        network's dtype; ``1 - α_m`` is then computed in that dtype."""
+        one = fp.dtype.type(1)
+        fp[L.FP_VTH], fp[L.FP_VRESET], fp[L.FP_VREST], fp[L.FP_IE] = (
+            self.v_th, self.v_reset, self.v_rest, self.i_e)
+        fp[L.FP_AMEM] = self.alpha_mem
+        fp[L.FP_DMEM] = one - fp[L.FP_AMEM]
+        fp[L.FP_LEAK] = 1.0          # no lazy leak: CubaLIF populations update every step
+        ip[L.IP_TREF], ip[L.IP_NPORTS] = self.ref_steps, self.n_ports
+        syn[L.SYN_ALPHA, :self.n_ports] = self.alpha_syn
+        syn[L.SYN_P, :self.n_ports] = self.p_syn
+        return L.M_CUBA
+
     def to_dict(self):
         return dict(model="cuba_lif", v_rest=self.v_rest, v_th=self.v_th, v_reset=self.v_reset,
                     tau_mem=self.tau_mem, tau_syn=list(self.tau_syn), t_ref=self.t_ref,
@@ -229,18 +254,23 @@ def step(state, current, params):
     events arriving on each port this step.  The state arrays are updated in place.
     """
     from ..kernels.neurons import cuba_step, lif_step
+    if not isinstance(params, (LIF, CubaLIF)):
+        raise TypeError(f"params must be LIF or CubaLIF, got {type(params).__name__}")
+    fp = np.zeros(L.N_FP, state.v.dtype)      # the parameters as the engine holds them
+    ip = np.zeros(L.N_IP, np.int64)
+    syn = np.zeros((2, L.MAX_PORTS), state.v.dtype)
+    params.pack(fp, ip, syn)
+    spikes = np.zeros(state.v.shape, np.bool_)
     if isinstance(params, LIF):
         cur = V.check_array(current, "current", shape=state.v.shape, dtype=state.v.dtype)
-        spikes = np.zeros(state.v.shape, np.bool_)
-        lif_step(state.v, state.ref, cur, params.v_th, params.subtract, params.leak,
-                 params.reset_code, params.v_reset, params.t_ref, spikes)
+        lif_step(state.v, state.ref, cur, fp[L.FP_VTH], fp[L.FP_SUB], fp[L.FP_LEAK],
+                 ip[L.IP_RESET], fp[L.FP_VRESET], ip[L.IP_TREF], spikes)
         return spikes, state
-    if isinstance(params, CubaLIF):
-        cur = V.check_array(current, "current", shape=state.i_syn.shape, dtype=state.v.dtype)
-        spikes = np.zeros(state.v.shape, np.bool_)
-        cuba_step(state.v, state.i_syn, state.ref, cur, np.zeros_like(state.v),
-                  params.v_rest, params.v_th, params.v_reset, params.alpha_mem,
-                  np.array(params.alpha_syn), np.array(params.p_syn), params.i_e,
-                  params.ref_steps, spikes)
-        return spikes, state
+    cur = V.check_array(current, "current", shape=state.i_syn.shape, dtype=state.v.dtype)
+    n = params.n_ports
+    cuba_step(state.v, state.i_syn, state.ref, cur, np.zeros_like(state.v), fp[L.FP_VREST],
+              fp[L.FP_VTH], fp[L.FP_VRESET], fp[L.FP_AMEM], fp[L.FP_DMEM],
+              syn[L.SYN_ALPHA, :n].copy(), syn[L.SYN_P, :n].copy(), fp[L.FP_IE], ip[L.IP_TREF],
+              spikes)
+    return spikes, state
     raise TypeError(f"params must be LIF or CubaLIF, got {type(params).__name__}")

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _validate as V
+from ..kernels import layout as L
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Ternary:
         object.__setattr__(self, "subtract", V.check_real(sub, "Ternary.subtract", positive=True))
         object.__setattr__(self, "leak", V.check_real(self.leak, "Ternary.leak", positive=True, high=1.0))
 
+    def pack(self, fp, ip, syn):
+        """Write the kernel parameters into one population's rows of the backward phase
+        (columns of :mod:`neurosim.kernels.layout`; ``fp`` in the network's dtype)."""
+        fp[L.FP_VTH], fp[L.FP_SUB], fp[L.FP_LEAK] = self.v_th, self.subtract, self.leak
+        return L.M_TERNARY
+
     def to_dict(self):
         return dict(model="ternary", v_th=self.v_th, subtract=self.subtract, leak=self.leak)
 
@@ -70,5 +77,6 @@ def step(state, current, params):
     from ..kernels.neurons import ternary_step
     cur = V.check_array(current, "current", shape=state.w.shape, dtype=state.w.dtype)
     q = np.zeros(state.w.shape, np.int8)
-    ternary_step(state.w, cur, params.v_th, params.subtract, params.leak, q)
+    dt = state.w.dtype.type
+    ternary_step(state.w, cur, dt(params.v_th), dt(params.subtract), dt(params.leak), q)
     return q, state
