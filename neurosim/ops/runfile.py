@@ -12,8 +12,9 @@ history of op counts summed over the network, not per layer.  For those,
 the stored network on the first ``n_samples`` training samples with the training step's
 own code (:func:`neurosim.training.spide.spide_phases`: same loss, gate, κ, dropout masks
 drawn from the stored seed, no CIFAR augmentation; the model comes from
-:func:`neurosim.training.checkpoint.restore`); the table says so and also quotes the stored last-epoch totals, and the
-energy estimate prices those stored totals (all training samples of the last epoch).
+:func:`neurosim.training.checkpoint.restore`); the table says so and also quotes the
+stored last-epoch totals, and the energy estimate prices those stored totals (all
+training samples of the last epoch).
 Recomputing rather than storing keeps the training file format unchanged and also
 yields the spike trains and per-synapse counts that the figures need.
 """
