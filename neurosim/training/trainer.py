@@ -48,7 +48,8 @@ from ..models import load_model, read_model_file, resolve_model_path
 from ..network import Network
 from . import health
 from .checkpoint import HISTORY, OPS, load_checkpoint, restore, save_checkpoint  # noqa: F401
-from .spide import SGD, SPIDEConfig, build_model, learning_rate, spide_step  # noqa: F401
+from .spide import (SGD, SPIDEConfig, build_model, learning_rate, spide_phases,  # noqa: F401
+                    spide_step)
 
 #: the model ``neurosim train`` uses when none is given
 DEFAULT_MODEL = "fsnn_mlp"
@@ -203,8 +204,8 @@ def evaluate(model, cfg, x, y, batch_size=200, n_threads=None, stop=None):
     for i in range(0, len(x), batch_size):
         if stop is not None and stop():
             raise _EvalStopped()
-        r = spide_step(model, x[i:i + batch_size], y[i:i + batch_size], cfg, None, 0.0, None,
-                       train=False, n_threads=n_threads)
+        r = spide_phases(model, x[i:i + batch_size], y[i:i + batch_size], cfg, None,
+                         train=False, n_threads=n_threads)
         correct += r.correct
         loss += r.loss * r.batch
         n += r.batch
