@@ -492,20 +492,35 @@ def test_simulate_run_table_is_read_from_the_stored_counts(sim_run):
     assert totals["weight_update"]["synaptic_operations"] * 3 == sum(int(v.sum()) for v in upd.values())
 
 
-def test_training_run_table_recomputes_a_training_step(train_run):
-    """The recomputed pass equals what spide_step counts on the same batch and masks."""
+@pytest.fixture(scope="module")
+def train_run_dropout(tmp_path_factory):
+    """A training run with dropout masks and a spiking output (Spikemax, backward gate)."""
+    from neurosim.training.trainer import train
+    out = tmp_path_factory.mktemp("train") / "td.h5"
+    train("fsnn_mlp_spiking", "digits", out=out, max_train=64, max_test=32,
+          overrides={"epochs": 1, "T": 8, "T_b": 12, "dropout": {"W1": 0.3, "F": 0.2}},
+          handle_signals=False)
+    return out
+
+
+def _first_digits(n):
     from neurosim import datasets as D
-    from neurosim.training.spide import SGD, SPIDEConfig, spide_step
-    from neurosim.training.trainer import _normalised, build_model, load_checkpoint
-    tab = ops.read_ops(train_run, n_samples=20)
+    from neurosim.training.trainer import _normalised
+    xtr, ytr, _, _ = _normalised(D.load("digits"))
+    return xtr[:n].reshape(n, -1), ytr[:n]
+
+
+@pytest.mark.parametrize("run", ["train_run", "train_run_dropout"])
+def test_training_run_table_recomputes_a_training_step(run, request):
+    """The recomputed pass equals what spide_step counts on the same batch and masks."""
+    from neurosim.training.checkpoint import restore
+    from neurosim.training.spide import SGD, spide_step
+    path = request.getfixturevalue(run)
+    tab = ops.read_ops(path, n_samples=20)
     assert tab.source["kind"] == "training" and tab.samples == 20
     assert "recomputed" in tab.source["basis"] and tab.source["history"]["fwd_synops"] > 0
-    net, st = load_checkpoint(train_run)
-    cfg = SPIDEConfig.from_dict(st["config"])
-    model = build_model(net, cfg, st["meta"], int(st["classes"]))
-    model.C, model.c = (np.array(a, np.float64) for a in st["readout"])
-    xtr, ytr, _, _ = _normalised(D.load("digits"))
-    x, y = xtr[:20].reshape(20, -1), ytr[:20]
+    net, model, cfg, st = restore(path)
+    x, y = _first_digits(20)
     r = spide_step(model, x, y, cfg, np.random.default_rng(cfg.seed), 0.0,
                    SGD(cfg.momentum, cfg.weight_decay))
     t = tab.phase_totals()
@@ -519,6 +534,58 @@ def test_training_run_table_recomputes_a_training_step(train_run):
     c = tab.energy_counts()
     assert c["training"]["forward"]["synaptic_operations"] == st["history"]["fwd_synops"][-1]
     assert c["inference"]["forward"]["synaptic_operations"] == st["history"]["test_fwd_synops"][-1]
+
+
+@pytest.mark.parametrize("run", ["train_run", "train_run_dropout"])
+def test_training_run_data_equal_a_direct_simulation(run, request):
+    """Independent oracle of the recomputed step: run_forward / run_backward called directly
+    on the restored network with the dropout masks of the stored seed, the loss's gradient
+    and gate, and update_ops from the spiking post errors."""
+    from neurosim.ops.runfile import load_run_data
+    from neurosim.training.checkpoint import restore
+    from neurosim.training.spide import dropout_masks, output_loss, post_errors
+    path = request.getfixturevalue(run)
+    data = load_run_data(path, n_samples=20, record=True)
+    net, model, cfg, st = restore(path)
+    x, y = _first_digits(20)
+    masks = dropout_masks(model, cfg, 20, np.random.default_rng(cfg.seed))
+    assert bool(masks) == (run == "train_run_dropout")
+    fwd = ns.run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=True)
+    _, dlda, _ = output_loss(model, cfg, fwd, y)
+    n_out = net.populations[model.output].n
+    gate = None if model.readout else {model.output: np.ones((20, n_out), bool)}
+    bwd = ns.run_backward(net, fwd, {model.output: cfg.kappa * dlda}, cfg.T_b, gate=gate,
+                          record=True)
+    assert set(data.gate) == set(gate or {})
+    for name in fwd.counts:
+        np.testing.assert_array_equal(data.forward.counts[name], fwd.counts[name], err_msg=name)
+        np.testing.assert_array_equal(data.forward.spikes[name], fwd.spikes[name], err_msg=name)
+        np.testing.assert_array_equal(data.backward.counts[name], bwd.counts[name], err_msg=name)
+        np.testing.assert_array_equal(data.backward.counts_neg[name], bwd.counts_neg[name],
+                                      err_msg=name)
+    for name in masks:
+        np.testing.assert_array_equal(data.forward.masks[name], masks[name], err_msg=name)
+    want = ops.update_ops(fwd, bwd, inputs={model.input: x},
+                          delta=post_errors(model, fwd, bwd), masked=not cfg.spide_quirks)
+    assert set(data.update_ops) == set(want)
+    for name, v in want.items():
+        np.testing.assert_array_equal(data.update_ops[name], v, err_msg=name)
+
+
+def test_restore_rebuilds_the_trained_weights_and_readout(train_run):
+    """One checkpoint restore: the network's weights and readout as stored, a path and
+    a load_checkpoint pair give the same model."""
+    from neurosim.training.checkpoint import load_checkpoint, restore
+    net, model, cfg, st = restore(train_run)
+    net2, st2 = load_checkpoint(train_run)
+    _, model2, cfg2, _ = restore((net2, st2))
+    assert cfg.to_dict() == cfg2.to_dict() == st["config"]
+    np.testing.assert_array_equal(model.C, st["readout"][0])
+    np.testing.assert_array_equal(model.c, st["readout"][1])
+    for name, pr in net.projections.items():
+        if pr.has_weights:
+            np.testing.assert_array_equal(pr.weight, net2.projections[name].weight)
+            np.testing.assert_array_equal(model2.net.projections[name].weight, pr.weight)
 
 
 def _copy(src, dst):

@@ -101,3 +101,24 @@ def test_cli_milestones_reach_the_config_and_bad_ones_are_usage_errors(tmp_path)
     bad = CliRunner().invoke(main, ["train", "--milestones", "0,x", "--out", str(tmp_path / "b.h5")])
     assert bad.exit_code == 2 and "--milestones" in bad.output and "'0,x'" in bad.output
     assert not (tmp_path / "b.h5").exists()
+
+
+def test_restore_gives_the_trained_network_under_a_norm_cap(tmp_path):
+    """checkpoint.restore re-applies the cap to the stored raw weights: the restored network
+    has exactly the weights training ended with (those stored in /network), and resume,
+    eval and ops all restore through it."""
+    from neurosim.io import load_network
+    from neurosim.training.checkpoint import restore
+    from neurosim.training.trainer import evaluate_run
+    out = tmp_path / "cap.h5"
+    s = train("fsnn_mlp", "digits", out=out, max_train=32, max_test=16, handle_signals=False,
+              overrides=dict(epochs=1, T=5, T_b=8, norm_cap={"B": 0.5}))
+    net, model, cfg, st = restore(out)
+    assert cfg.norm_cap == {"B": 0.5} and set(model.raw) == {"B"}
+    raw = model.raw["B"]
+    assert np.sqrt(np.sum(raw.astype(np.float64) ** 2)) > 0.5      # the cap is active
+    stored = load_network(out)
+    for name, pr in net.projections.items():
+        if pr.has_weights:
+            np.testing.assert_array_equal(pr.weight, stored.projections[name].weight, name)
+    assert evaluate_run(out, max_test=16)["accuracy"] == s["test_accuracy"]

@@ -68,18 +68,19 @@ def _dset(g, name, a):
 
 
 def _json(x):
-    return json.dumps(x, sort_keys=True, default=_json_default)
+    return json.dumps(x, sort_keys=True, default=json_default)
 
 
-def _json_default(o):
+def json_default(o):
+    """``default=`` of :func:`json.dumps` for every JSON neurosim writes (run-file
+    attributes, ``neurosim ops --json``): numpy integers and floats as numbers, arrays as
+    lists, anything else as its ``str``."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
         return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
     return str(o)
 
 
@@ -699,6 +700,42 @@ def _read_phase(r, net, phase):
     return res, stim, syn
 
 
+@contextlib.contextmanager
+def open_run_file(path, *, verify=True, name_errors=False):
+    """Open a run file for reading; yields a reader (``r.f`` the h5py file; ``r.group``,
+    ``r.data``, ``r.attr``, ``r.arrays`` fetch or fail, ``r.fail`` raises).
+
+    The file must exist and be HDF5 of this format and schema version (checked before the
+    body runs); with ``verify`` the attribute digest (:data:`ATTRS_DIGEST`) is compared
+    after the body has read everything.  HDF5 and decoding errors inside the body become
+    :class:`RunFileError` "corrupt or truncated" (``name_errors``: with the exception's
+    type, e.g. ``OSError: ...``).  Used by :func:`read_run`, :func:`load_network` and the
+    training checkpoints (:mod:`neurosim.training.checkpoint`)."""
+    f = _open(path)
+    r = _Reader(path, f)
+    caught = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError)
+    try:
+        with f:
+            _check_header(r)
+            yield r
+            if verify:
+                _verify_attrs(r)
+    except RunFileError:
+        raise
+    except caught + ((AttributeError,) if name_errors else ()) as e:
+        why = f"{type(e).__name__}: {e}" if name_errors else str(e)
+        raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {why}") from e
+
+
+#: public names of the building blocks for files that extend this schema (a training run
+#: file is a run file plus ``/training``, :mod:`neurosim.training.checkpoint`): the same
+#: root header, ``/network`` group and checksummed datasets as :func:`write_run`.
+write_header = _write_header
+write_network = _write_network
+write_dataset = _dset
+read_network = _read_network
+
+
 def read_run(path):
     """Read and validate a run file; returns a :class:`Run`.
 
@@ -708,20 +745,11 @@ def read_run(path):
         The file does not exist, is not HDF5, is truncated or corrupt, has another
         ``format`` or ``schema_version``, or lacks a required group, dataset or attribute.
     """
-    f = _open(path)
-    r = _Reader(path, f)
-    try:
-        with f:
-            _check_header(r)
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            net = _read_network(r)
-            fwd, stim, syn_f = _read_phase(r, net, "forward")
-            bwd, bstim, syn_b = _read_phase(r, net, "backward")
-            _verify_attrs(r)
-    except RunFileError:
-        raise
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
-        raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {e}") from e
+    with open_run_file(path) as r:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in r.f.attrs.items()}
+        net = _read_network(r)
+        fwd, stim, syn_f = _read_phase(r, net, "forward")
+        bwd, bstim, syn_b = _read_phase(r, net, "backward")
     fwd.masks = dict(stim["masks"])
     if bwd is not None:
         bwd.masks = fwd.masks
@@ -733,15 +761,5 @@ def read_run(path):
 
 def load_network(path):
     """The :class:`~neurosim.Network` stored in a run file (validated like :func:`read_run`)."""
-    f = _open(path)
-    r = _Reader(path, f)
-    try:
-        with f:
-            _check_header(r)
-            net = _read_network(r)
-            _verify_attrs(r)
-            return net
-    except RunFileError:
-        raise
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
-        raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {e}") from e
+    with open_run_file(path) as r:
+        return _read_network(r)

@@ -20,8 +20,6 @@
 matplotlib is optional (extras ``plot`` / ``test``); it is imported here only, and a
 missing installation raises :class:`PlotError` saying how to install it.
 """
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ import numpy as np
 from .. import _validate as V
 from .. import counting
 from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d
+from ..io.atomic import atomic_open
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, table_from_data
 
 _PHASE_STYLE = (("input_encoding", "input encoding (MAC)", "#7f7f7f"),
@@ -55,17 +54,10 @@ def _figure(**kw):
 
 
 def _save(fig, path):
-    """Write the PNG atomically (temporary file in the same folder, then rename)."""
+    """Write the PNG atomically (:func:`neurosim.io.atomic.atomic_open`; replaces ``path``)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb", force=True) as fh:
+        fig.savefig(fh, format="png", dpi=110)
     return path
 
 

@@ -9,10 +9,12 @@ forward/backward pair.
 ``neurosim train`` run files store the network after the last epoch and the per-epoch
 history of op counts summed over the network, not per layer.  For those,
 :func:`load_run_data` **recomputes** one forward + backward pass (no weight update) of
-the stored network on the first ``n_samples`` training samples, exactly as a training
-step does it (same loss, gate, κ, dropout masks drawn from the stored seed, no CIFAR
-augmentation); the table says so and also quotes the stored last-epoch totals, and the
-energy estimate prices those stored totals (all training samples of the last epoch).
+the stored network on the first ``n_samples`` training samples with the training step's
+own code (:func:`neurosim.training.spide.spide_phases`: same loss, gate, κ, dropout masks
+drawn from the stored seed, no CIFAR augmentation; the model comes from
+:func:`neurosim.training.checkpoint.restore`); the table says so and also quotes the
+stored last-epoch totals, and the energy estimate prices those stored totals (all
+training samples of the last epoch).
 Recomputing rather than storing keeps the training file format unchanged and also
 yields the spike trains and per-synapse counts that the figures need.
 """
@@ -22,8 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _validate as V
-from ..engine import run_backward, run_forward
-from ..io.hdf5 import RunFileError, _check_header, _open, _Reader, read_run
+from ..io.hdf5 import open_run_file, read_run
 from .table import OpsTable, phase_sums, update_ops
 
 #: default number of training samples a training run's table is recomputed on.
@@ -50,10 +51,8 @@ class RunData(NamedTuple):
 
 def run_kind(path):
     """``"simulate"`` or ``"training"``; RunFileError for anything else."""
-    f = _open(path)
-    r = _Reader(path, f)
-    with f:
-        _check_header(r)
+    with open_run_file(path, verify=False) as r:
+        f = r.f
         if str(_attr(f, "kind", "")) == "training" or "training" in f:
             return "training"
         if "forward" not in f:
@@ -69,10 +68,8 @@ def _attr(obj, key, default=None):
 
 def _check_training_file(path):
     """Fail with a RunFileError naming the first missing piece of a training run file."""
-    f = _open(path)
-    r = _Reader(path, f)
-    with f:
-        _check_header(r)
+    with open_run_file(path, verify=False) as r:
+        f = r.f
         r.group(f, "network")
         g = r.group(f, "training")
         for key in ("config", "model", "dataset", "epoch", "classes"):
@@ -90,16 +87,24 @@ def _check_training_file(path):
 def _history_totals(st, net, cfg):
     h = st["history"]
     last = {k: float(h[k][-1]) for k in HISTORY_KEYS if k != "epoch"}
+    return last, history_energy_counts(last, net, cfg.T, cfg.T_b)
+
+
+def history_energy_counts(last, net, T, T_b):
+    """The op counts :func:`neurosim.ops.energy.estimate` prices, from a training run's
+    last-epoch history ``last`` (history key -> mean per sample): training (forward,
+    input encoding, backward, weight update) and inference (test set: forward, input
+    encoding)."""
     n_spiking = sum(p.n for p in net.spiking_populations)
-    fwd_steps = n_spiking * cfg.T
-    counts = {
+    fwd_steps = n_spiking * T
+    return {
         "training": dict(
             forward=dict(synaptic_operations=last["fwd_synops"], neuron_updates=last["fwd_updates"],
                          dense_neuron_updates=float(fwd_steps)),
             input_encoding_macs=last["encoding_macs"],
             backward=dict(synaptic_operations=last["bwd_synops_pos"] + last["bwd_synops_neg"],
                           neuron_updates=last["bwd_updates"],
-                          dense_neuron_updates=float(n_spiking * cfg.T_b)),
+                          dense_neuron_updates=float(n_spiking * T_b)),
             weight_update_macs=last["update_macs"]),
         "inference": dict(
             forward=dict(synaptic_operations=last["test_fwd_synops"],
@@ -107,51 +112,23 @@ def _history_totals(st, net, cfg):
                          dense_neuron_updates=float(fwd_steps)),
             input_encoding_macs=last["test_encoding_macs"]),
     }
-    return last, counts
 
 
 def _training_data(path, n_samples, record, data_dir, n_threads):
-    from .. import datasets as D
-    from ..training.spide import SPIDEConfig, dropout_masks, output_loss
-    from ..training.spide import post_errors as spide_post_errors
-    from ..training.trainer import _normalised, build_model, load_checkpoint
+    from ..training.checkpoint import restore
+    from ..training.spide import spide_phases
+    from ..training.trainer import load_data, model_input
     _check_training_file(path)
-    try:
-        net, st = load_checkpoint(path)
-        cfg = SPIDEConfig.from_dict(st["config"])
-    except RunFileError:
-        raise
-    except (KeyError, ValueError, TypeError, OSError) as e:
-        raise RunFileError(f"run file {str(path)!r}: the stored training state is invalid: {e}") from e
-    model = build_model(net, cfg, st["meta"], int(st["classes"]))
-    model.raw = {k: np.array(v) for k, v in st["raw"].items()}
-    model.apply_norm_cap(cfg.norm_cap)
-    if st["readout"] is not None:
-        model.C, model.c = (np.array(a, np.float64) for a in st["readout"])
+    net, model, cfg, st = restore(path)
     ds_name = st["dataset"]
-    ds = D.load(ds_name, data_dir) if ds_name != "digits" else D.load("digits")
-    xtr, ytr, _, _ = _normalised(ds)
+    _, xtr, ytr, _, _ = load_data(ds_name, data_dir)
     n = V.check_int(n_samples, "n_samples", low=1)
-    x, y = xtr[:n], ytr[:n]
-    in_shape = net.populations[model.input].shape
-    if x.ndim == 4 and len(in_shape) == 1:
-        x = x.reshape(len(x), -1)
+    x, y = model_input(net, model.input, xtr[:n]), ytr[:n]
     B = len(x)
-    # one training step without the parameter update (as neurosim.training.spide.spide_step)
-    rng = np.random.default_rng(cfg.seed)
-    masks = dropout_masks(model, cfg, B, rng)
-    rec = True if record else ([model.output] if cfg.loss == "spikemax-sliding" else False)
-    fwd = run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=rec,
-                      n_threads=n_threads)
-    _, dlda, _ = output_loss(model, cfg, fwd, y)
-    gate = None
-    if not model.readout:
-        gate = {model.output: np.ones_like(fwd.counts[model.output], dtype=bool)}
-    bwd = run_backward(net, fwd, {model.output: cfg.kappa * dlda}, cfg.T_b, gate=gate,
-                       record=bool(record), n_threads=n_threads)
+    # one training step without the parameter update, dropout masks from the stored seed
+    step = spide_phases(model, x, y, cfg, np.random.default_rng(cfg.seed), record=record,
+                        n_threads=n_threads, check=False)
     inputs = {model.input: x}
-    ups = update_ops(fwd, bwd, inputs=inputs, delta=spide_post_errors(model, fwd, bwd),
-                     masked=not cfg.spide_quirks)
     last, counts = _history_totals(st, net, cfg)
     source = dict(file=str(path), kind="training", model=st["model"], dataset=ds_name,
                   epoch=int(st["epoch"]), T=cfg.T, T_b=cfg.T_b, kappa=cfg.kappa,
@@ -161,7 +138,8 @@ def _training_data(path, n_samples, record, data_dir, n_threads):
                   history=last, energy_counts=counts,
                   energy_basis=("stored history: means over all training samples of the last "
                                 "epoch (training) and over the test set (inference)"))
-    return RunData("training", Path(path), net, fwd, bwd, inputs, gate or {}, ups, None, source)
+    return RunData("training", Path(path), net, step.forward, step.backward, inputs,
+                   step.gate or {}, step.update_ops, None, source)
 
 
 def load_run_data(path, *, n_samples=DEFAULT_SAMPLES, record=False, data_dir=None,

@@ -41,9 +41,31 @@ from pathlib import Path
 import numpy as np
 
 from .. import _validate as V
-from ..connectivity import Dense, Sparse
 from ..engine import run_forward
+from ..io.atomic import atomic_write_text
 from ..neurons import LIF
+
+
+# TODO(lead): replace by the neuron model's own dense step
+def lif_dense_step(v, cur, neuron, dtype):
+    """One clock-driven step of a LIF population, in place on ``v`` [B, n]: integrate
+    ``cur``, threshold, reset (subtract Θ or set ``v_reset``), leak; returns the spikes
+    (bool [B, n]).  ``v`` and ``cur`` must have ``dtype``; every operation stays in it
+    (the constants are cast to ``dtype`` first), as in the engine (``docs/engine.md``).
+    No refractoriness."""
+    dt = np.dtype(dtype).type
+    if v.dtype != dt or cur.dtype != dt:
+        raise TypeError(f"lif_dense_step needs {np.dtype(dt).name} potentials and currents, "
+                        f"got {v.dtype} and {cur.dtype}; convert with .astype")
+    v += cur
+    s = v >= dt(neuron.v_th)
+    if neuron.reset == "subtract":
+        np.subtract(v, dt(neuron.subtract), out=v, where=s)
+    else:
+        v[s] = dt(neuron.v_reset)
+    if neuron.leak != 1.0:
+        v *= dt(neuron.leak)
+    return s
 
 #: parameters the sweep can vary, with their type.
 SWEEPABLE = {"T": int, "T_b": int, "v_th": float, "kappa": float, "dropout": float}
@@ -73,7 +95,7 @@ def dense_forward(net, steps, inputs):
     T = V.check_int(steps, "steps", low=1)
     dt = net.dtype
     for pr in net.projections.values():
-        if not isinstance(pr, (Dense, Sparse)):
+        if not callable(getattr(pr, "to_dense", None)):
             raise SweepError(f"dense_forward supports dense and sparse projections; "
                              f"{pr.name!r} is {pr.kind}")
     for p in net.populations.values():
@@ -83,6 +105,8 @@ def dense_forward(net, steps, inputs):
             raise SweepError(f"dense_forward supports LIF populations without refractoriness; "
                              f"{p.name!r} is {p.neuron!r}")
     B = None
+    # the constant drive (input maps, biases) in float64, cast to the network's dtype once,
+    # as the engine does with its stimulus
     const = {}
     for name, x in inputs.items():
         x = np.asarray(x, np.float64)
@@ -110,7 +134,6 @@ def dense_forward(net, steps, inputs):
     for t in range(T):
         now = {}
         for n in order:
-            neuron = net.populations[n].neuron
             cur = c[n].copy()
             for pr in incoming.get(n, ()):
                 if pr.delay == 0:
@@ -120,15 +143,7 @@ def dense_forward(net, steps, inputs):
                 else:
                     continue
                 cur += s @ W[pr.name]
-            v = u[n]
-            v += cur
-            s = v >= neuron.v_th
-            if neuron.reset == "subtract":
-                v -= dt(neuron.subtract) * s
-            else:
-                v[s] = dt(neuron.v_reset)
-            if neuron.leak != 1.0:
-                v *= dt(neuron.leak)
+            s = lif_dense_step(u[n], cur, net.populations[n].neuron, dt)
             sf = s.astype(dt)
             now[n] = sf
             hist[n].append(sf)
@@ -196,26 +211,16 @@ def _record(prov, case, impl, metric, unit, values, *, threads, batch, params, s
 
 
 def append_records(path, records):
-    """Append JSON lines to ``path`` atomically (the file is rewritten under a temporary
-    name in its folder and renamed; an interrupted write leaves the old file)."""
+    """Append JSON lines to ``path`` atomically (the file is rewritten through
+    :func:`neurosim.io.atomic.atomic_write_text`; an interrupted write leaves the old
+    file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"
     text = old + "".join(json.dumps(r, default=_jsonable) + "\n" for r in records)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, text, force=True)
 
 
 def _jsonable(o):
@@ -400,9 +405,10 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
     command : str, optional
         The command line that started the sweep (stored in every record's ``extra``).
     """
-    from .. import datasets as D
-    from ..training.trainer import _normalised, load_checkpoint, train
+    from ..training.checkpoint import load_checkpoint
+    from ..training.trainer import load_data, model_input, train
     from .energy import estimate
+    from .runfile import history_energy_counts
     say = report or (lambda msg: None)
     params = _check_params(DEFAULT_PARAMS if params is None else params)
     epochs = V.check_int(epochs, "epochs", low=1)
@@ -434,13 +440,12 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
             h = {k: v[-1] for k, v in st["history"].items()}
             ds_name = st["dataset"]
             if x_test is None:
-                ds = D.load(ds_name, data_dir) if ds_name != "digits" else D.load("digits")
-                _, _, xte, _ = _normalised(ds)
+                _, _, _, xte, _ = load_data(ds_name, data_dir)
                 if max_test:
                     xte = xte[:max_test]
                 x_test = xte
             inp = next(p for p in tnet.populations.values() if p.kind == "input")
-            x = x_test.reshape(len(x_test), -1) if x_test.ndim == 4 and len(inp.shape) == 1 else x_test
+            x = model_input(tnet, inp.name, x_test)
             T = int(st["config"]["T"])
             fwd = run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
             event = lambda: run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
@@ -465,21 +470,7 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
             train_ops = (h["fwd_synops"] + h["bwd_synops_pos"] + h["bwd_synops_neg"]
                          + h["encoding_macs"] + h["update_macs"])
             activity = h["test_fwd_synops"] / (T * d_syn) if d_syn else None
-            counts_tr = dict(
-                training=dict(
-                    forward=dict(synaptic_operations=h["fwd_synops"], neuron_updates=h["fwd_updates"],
-                                 dense_neuron_updates=sum(p.n for p in tnet.spiking_populations) * T),
-                    input_encoding_macs=h["encoding_macs"],
-                    backward=dict(synaptic_operations=h["bwd_synops_pos"] + h["bwd_synops_neg"],
-                                  neuron_updates=h["bwd_updates"],
-                                  dense_neuron_updates=sum(p.n for p in tnet.spiking_populations)
-                                  * int(st["config"]["T_b"])),
-                    weight_update_macs=h["update_macs"]),
-                inference=dict(
-                    forward=dict(synaptic_operations=h["test_fwd_synops"],
-                                 neuron_updates=h["test_fwd_updates"],
-                                 dense_neuron_updates=sum(p.n for p in tnet.spiking_populations) * T),
-                    input_encoding_macs=h["test_encoding_macs"]))
+            counts_tr = history_energy_counts(h, tnet, T, int(st["config"]["T_b"]))
             en = estimate(counts_tr, tnet, T)
             pt = dict(params=dict(point), accuracy=float(h["test_accuracy"]),
                       train_ops=float(train_ops), inference_ops=float(inf_ops),

@@ -35,6 +35,7 @@ import numpy as np
 from .. import _validate as V
 from .. import counting
 from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, chw_to_flat
+from ..io.hdf5 import json_default
 
 #: projection phases, in table order.
 PROJECTION_PHASES = ("input_encoding", "forward", "backward", "backward_pos", "backward_neg",
@@ -446,7 +447,7 @@ class OpsTable:
         return d
 
     def to_json(self, energy=None):
-        return json.dumps(self.to_dict(energy), indent=2, default=_jsonable)
+        return json.dumps(self.to_dict(energy), indent=2, default=json_default)
 
     def to_csv(self, energy=None):
         """CSV text: one line per projection row, population row and phase total."""
@@ -486,16 +487,6 @@ def _csv_value(v):
     if isinstance(v, float):
         return repr(v)
     return v
-
-
-def _jsonable(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def table_from_phases(forward, backward=None, *, inputs=None, update=True, gate=None,

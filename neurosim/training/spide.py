@@ -218,6 +218,16 @@ class SPIDEModel:
             pr.weight = V_ * _cap_factor(V_, R)
 
 
+def build_model(net, cfg, meta, classes):
+    """The :class:`SPIDEModel` of ``net`` under ``cfg``: a readout exactly for the
+    cross-entropy loss, the output population from the model file's ``[training]`` entries
+    ``meta`` (``output``), the norm caps applied to the current weights."""
+    readout = cfg.loss == "ce"
+    model = SPIDEModel(net, classes, output=meta.get("output"), readout=readout, seed=cfg.seed)
+    model.apply_norm_cap(cfg.norm_cap)
+    return model
+
+
 def _cap_factor(V_, R):
     n = float(np.sqrt(np.sum(V_ * V_)))
     return 1.0 if n <= R else R / n
@@ -315,25 +325,51 @@ def output_loss(model, cfg, fwd, y):
     return r, r.grad, losses.predict(counts)
 
 
-def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, check=True):
-    """One SPIDE training step on a batch (x [B, ...] analog input, y [B] labels).
+def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=None,
+                 check=True):
+    """Everything of one SPIDE step on a batch except the parameter update.
 
-    Returns a :class:`StepResult` with the loss, the predictions and the op counts per
-    phase and per sample (forward / backward synaptic events, neuron updates, spikes,
-    input-encoding MACs, weight-update MACs), and wall times ``fwd_s`` (forward phase),
-    ``bwd_s`` (backward phase), ``update_s`` (loss bookkeeping, local gradients and the
-    optimizer step) and ``wall_s`` (all).
+    Forward phase (dropout masks drawn from ``rng``), loss, and with ``train`` the backward
+    phase and the local gradients (:func:`local_gradients`, plus the readout's and the norm
+    caps' terms).  The model is not changed.  :func:`spide_step` is this plus
+    :func:`apply_update`; ``neurosim ops`` recomputes a stored run's step with it
+    (:mod:`neurosim.ops.runfile`).
 
-    With ``check`` (default) a training step verifies that potentials, gradients and the
-    updated parameters are finite and raises
-    :class:`~neurosim.training.health.NumericalError` naming the first that is not
-    (:mod:`neurosim.training.health`)."""
+    Parameters
+    ----------
+    model : SPIDEModel
+    x, y : array
+        Analog input [B, ...] and labels [B].
+    cfg : SPIDEConfig
+    rng : numpy Generator
+        Draws the dropout masks (unused without ``train``).
+    train : bool
+        False: forward phase and loss only (evaluation; no dropout).
+    record : bool
+        Record the spike trains of every population in both phases (the forward phase of a
+        ``spikemax-sliding`` loss records its output population anyway).
+    check : bool
+        Raise :class:`~neurosim.training.health.NumericalError` on the first non-finite
+        potential, loss or gradient.
+
+    Returns
+    -------
+    StepResult
+        ``loss``, ``pred``, ``correct``, ``batch``; the op counts per phase and sample
+        (``fwd_synops``, ``fwd_updates``, ``fwd_spikes``, ``encoding_macs``,
+        ``bwd_synops_pos``, ``bwd_synops_neg``, ``bwd_updates``, ``bwd_spikes``,
+        ``update_macs``, all int64 [B]); ``forward`` and ``backward`` (PhaseResults),
+        ``masks`` (dropout masks), ``gate`` (backward gate, None: the default),
+        ``grads`` (parameter name -> gradient, None without ``train``), ``update_ops``
+        (projection -> weight-update MACs int64 [B]); wall times ``fwd_s``, ``bwd_s``,
+        ``update_s`` (so far: the local gradients) and ``wall_s``.
+    """
     net = model.net
     B = x.shape[0]
     t0 = time.perf_counter()
     masks = dropout_masks(model, cfg, B, rng) if train else {}
-    record = [model.output] if cfg.loss == "spikemax-sliding" else False
-    fwd = run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=record,
+    rec = True if record else ([model.output] if cfg.loss == "spikemax-sliding" else False)
+    fwd = run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=rec,
                       n_threads=n_threads)
     t_fwd = time.perf_counter()
     lres, dlda, pred = output_loss(model, cfg, fwd, y)
@@ -345,6 +381,7 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
                      bwd_synops_pos=np.zeros(B, np.int64), bwd_synops_neg=np.zeros(B, np.int64),
                      bwd_updates=np.zeros(B, np.int64), bwd_spikes=np.zeros(B, np.int64),
                      update_macs=np.zeros(B, np.int64), forward=fwd, backward=None,
+                     masks=masks, gate=None, grads=None, update_ops={},
                      fwd_s=t_fwd - t0, bwd_s=0.0, update_s=0.0)
     if not train:
         res.wall_s = time.perf_counter() - t0
@@ -354,12 +391,12 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
                             "forward-phase potential of population", _HINT)
         health.check_finite({"loss": np.asarray(lres.loss), "dL/da": dlda}, "value", _HINT)
     g = cfg.kappa * dlda
-    gate = None
     if not model.readout:
         # spiking output: straight-through gate on the output layer (see post_errors)
-        gate = {model.output: np.ones_like(fwd.counts[model.output], dtype=bool)}
+        res.gate = {model.output: np.ones_like(fwd.counts[model.output], dtype=bool)}
     t_bwd = time.perf_counter()
-    bwd = run_backward(net, fwd, {model.output: g}, cfg.T_b, gate=gate, n_threads=n_threads)
+    bwd = run_backward(net, fwd, {model.output: g}, cfg.T_b, gate=res.gate, record=bool(record),
+                       n_threads=n_threads)
     res.backward = bwd
     t_upd = time.perf_counter()
     res.bwd_s = t_upd - t_bwd
@@ -370,29 +407,60 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
                              np.zeros(B, np.int64))
     res.bwd_updates = sum((d["neuron_updates"] for d in tot["populations"].values()), np.zeros(B, np.int64))
     res.bwd_spikes = sum((d["spikes"] for d in tot["populations"].values()), np.zeros(B, np.int64))
-    grads, upd_ops = local_gradients(model, cfg, x, fwd, bwd, masks)
+    grads, upd_ops = local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=res.update_ops)
     res.update_macs = upd_ops
-    params = model.parameters()
     if model.readout:
         grads["readout.weight"] = lres.grad_C
         grads["readout.bias"] = lres.grad_c
     for name, R in cfg.norm_cap.items():
         key = f"{name}.weight"
         grads[key] = _cap_grad(model.raw[name], R, grads[key])
+    res.grads = grads
     if check:
         health.check_finite({p.name: bwd.v_final[p.name] for p in net.spiking_populations
                              if p.name in bwd.v_final},
                             "backward-phase potential of population", _HINT)
         health.check_finite(grads, "gradient", _HINT)
-    decay_scale = 1.0 / cfg.kappa if cfg.spide_quirks else 1.0
-    opt.step(params, grads, lr, decay_scale)
-    model.apply_norm_cap(cfg.norm_cap)
-    if check:
-        health.check_finite(model.parameters(), "updated parameter", _HINT,
-                            dtype=net.dtype)
     t_end = time.perf_counter()
     res.update_s = t_end - t_upd
     res.wall_s = t_end - t0
+    return res
+
+
+def apply_update(model, cfg, grads, lr, opt, *, check=True):
+    """The parameter update of a SPIDE step: ``opt`` (:class:`SGD`) applies ``grads`` (from
+    :func:`spide_phases`) at learning rate ``lr``, then the norm caps are re-applied.  With
+    ``check`` the updated parameters must be finite (in the network's dtype)."""
+    decay_scale = 1.0 / cfg.kappa if cfg.spide_quirks else 1.0
+    opt.step(model.parameters(), grads, lr, decay_scale)
+    model.apply_norm_cap(cfg.norm_cap)
+    if check:
+        health.check_finite(model.parameters(), "updated parameter", _HINT,
+                            dtype=model.net.dtype)
+
+
+def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, check=True):
+    """One SPIDE training step on a batch (x [B, ...] analog input, y [B] labels):
+    :func:`spide_phases` then, with ``train``, :func:`apply_update`.
+
+    Returns the :class:`StepResult` of :func:`spide_phases` (loss, predictions, op counts
+    per phase and per sample: forward / backward synaptic events, neuron updates, spikes,
+    input-encoding MACs, weight-update MACs), with wall times ``fwd_s`` (forward phase),
+    ``bwd_s`` (backward phase), ``update_s`` (loss bookkeeping, local gradients and the
+    optimizer step) and ``wall_s`` (all).
+
+    With ``check`` (default) a training step verifies that potentials, gradients and the
+    updated parameters are finite and raises
+    :class:`~neurosim.training.health.NumericalError` naming the first that is not
+    (:mod:`neurosim.training.health`)."""
+    res = spide_phases(model, x, y, cfg, rng, train=train, n_threads=n_threads, check=check)
+    if not train:
+        return res
+    t0 = time.perf_counter()
+    apply_update(model, cfg, res.grads, lr, opt, check=check)
+    dt = time.perf_counter() - t0
+    res.update_s += dt
+    res.wall_s += dt
     return res
 
 
@@ -412,9 +480,11 @@ def post_errors(model, fwd, bwd):
     return out
 
 
-def local_gradients(model, cfg, x, fwd, bwd, masks):
+def local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=None):
     """Gradients (dict ``proj.weight`` / ``proj.bias`` -> array) of every projection into
-    a spiking population, divided by κ; and the weight-update MACs per sample."""
+    a spiking population, divided by κ; and the weight-update MACs per sample (int64 [B],
+    summed over projections).  ``ops_out`` (a dict), if given, receives them per projection
+    (projection -> int64 [B])."""
     net = model.net
     delta = post_errors(model, fwd, bwd)
     x_flat = np.asarray(x, np.float64)
@@ -437,6 +507,8 @@ def local_gradients(model, cfg, x, fwd, bwd, masks):
             d = d * masks[name]
         g, o = projection_grads(pr, a_pre, d)
         ops += o
+        if ops_out is not None:
+            ops_out[name] = o
         for k, v in g.items():
             grads[f"{name}.{k}"] = v / cfg.kappa
     return grads, ops

@@ -5,7 +5,9 @@ evaluates on the test set after every epoch, and writes a training run file afte
 epoch.  The file holds the network with its current weights (the run-file schema's
 ``/network``), and ``/training``: the configuration, the readout, the optimizer's momentum
 buffers, the random generator's state, the epoch/iteration counters and the per-epoch
-history of metrics and operation counts (``docs/training.md``).
+history of metrics and operation counts (``docs/training.md``; written, read and restored
+by :mod:`neurosim.training.checkpoint`, whose ``save_checkpoint`` / ``load_checkpoint`` are
+re-exported here).
 
 Reliability (``docs/reliability.md``):
 
@@ -30,34 +32,27 @@ Reliability (``docs/reliability.md``):
 """
 import contextlib
 import hashlib
-import json
 import signal
 import threading
 import time
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .. import _testhooks
 from .. import _validate as V
 from .. import datasets as D
 from ..io import atomic
-from ..io.hdf5 import (RunFileError, _dset, _Reader, _check_header, _open, _read_network,
-                       _verify_attrs, _write_header, _write_network, atomic_h5)
 from ..models import load_model, read_model_file, resolve_model_path
 from ..network import Network
 from . import health
-from .spide import SGD, SPIDEConfig, SPIDEModel, learning_rate, spide_step
+from .checkpoint import HISTORY, OPS, load_checkpoint, restore, save_checkpoint  # noqa: F401
+from .spide import (SGD, SPIDEConfig, build_model, learning_rate, spide_phases,  # noqa: F401
+                    spide_step)
 
 #: the model ``neurosim train`` uses when none is given
 DEFAULT_MODEL = "fsnn_mlp"
-#: per-epoch history keys; op counts are means per sample.
-OPS = ("fwd_synops", "fwd_updates", "fwd_spikes", "encoding_macs", "bwd_synops_pos",
-       "bwd_synops_neg", "bwd_updates", "bwd_spikes", "update_macs")
-HISTORY = ("epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "test_loss",
-           "wall_s") + OPS + tuple("test_" + k for k in OPS[:4])
 TRAINING_KEYS = {f.name for f in SPIDEConfig.__dataclass_fields__.values()} | {
     "readout", "dataset", "output"}
 
@@ -99,6 +94,21 @@ def _normalised(ds):
     else:
         f = lambda x: x if x.dtype != np.uint8 else D.normalize(x, D.CIFAR_MEAN, D.CIFAR_STD)
     return f(ds.x_train), ds.y_train, f(ds.x_test), ds.y_test
+
+
+def load_data(name, data_dir=None):
+    """(data set, x_train, y_train, x_test, y_test): data set ``name`` (from ``data_dir``;
+    the bundled digits need none), normalised as SPIDE does (:func:`_normalised`)."""
+    ds = D.load(name, data_dir) if name != "digits" else D.load("digits")
+    return (ds,) + _normalised(ds)
+
+
+def model_input(net, population, x):
+    """``x`` [B, ...] as input population ``population`` of ``net`` takes it: images
+    [B, C, H, W] flattened for a flat (1-D) population, otherwise unchanged."""
+    if np.ndim(x) == 4 and len(net.populations[population].shape) == 1:
+        return x.reshape(len(x), -1)
+    return x
 
 
 def _check_meta(net, meta, where):
@@ -149,13 +159,6 @@ def config_for(net, overrides):
     return cfg, meta
 
 
-def build_model(net, cfg, meta, classes):
-    readout = cfg.loss == "ce"
-    model = SPIDEModel(net, classes, output=meta.get("output"), readout=readout, seed=cfg.seed)
-    model.apply_norm_cap(cfg.norm_cap)
-    return model
-
-
 def _check_data_fits(model, model_name, ds_name, x, y, classes):
     """The data set's images and labels fit the model's input population and classes."""
     shape = model.net.populations[model.input].shape
@@ -201,8 +204,8 @@ def evaluate(model, cfg, x, y, batch_size=200, n_threads=None, stop=None):
     for i in range(0, len(x), batch_size):
         if stop is not None and stop():
             raise _EvalStopped()
-        r = spide_step(model, x[i:i + batch_size], y[i:i + batch_size], cfg, None, 0.0, None,
-                       train=False, n_threads=n_threads)
+        r = spide_phases(model, x[i:i + batch_size], y[i:i + batch_size], cfg, None,
+                         train=False, n_threads=n_threads)
         correct += r.correct
         loss += r.loss * r.batch
         n += r.batch
@@ -210,163 +213,6 @@ def evaluate(model, cfg, x, y, batch_size=200, n_threads=None, stop=None):
             ops[k] += int(np.sum(getattr(r, k)))
     return dict(accuracy=correct / max(n, 1), loss=loss / max(n, 1),
                 **{k: v / max(n, 1) for k, v in ops.items()})
-
-
-# ======================================================================================
-# checkpoints
-# ======================================================================================
-def save_checkpoint(path, model, cfg, state, force=True, partial=None):
-    """Write the training run file (network + /training) atomically.
-
-    ``partial`` (a dict) makes it a mid-epoch checkpoint: ``/training/progress`` holds the
-    epoch's batch order ``perm``, the next batch ``batch`` and the epoch's running sums."""
-    def fill(f):
-        _write_header(f, model.net, cfg.seed, state.get("command"))
-        f.attrs["kind"] = "training"
-        _write_network(f, model.net)
-        g = f.create_group("training")
-        g.attrs["config"] = json.dumps(cfg.to_dict())
-        for k in ("model", "dataset", "epoch", "iteration", "finished", "wall_s", "classes"):
-            g.attrs[k] = state[k]
-        g.attrs["rng"] = json.dumps(state["rng"])
-        g.attrs["meta"] = json.dumps(state.get("meta", {}))
-        g.attrs["data"] = json.dumps(state.get("data", {}))
-        # every array through _dset: chunked with a Fletcher-32 checksum, so that a
-        # corrupted byte is detected when reading instead of resuming with a wrong number
-        if model.readout:
-            _dset(g, "readout_weight", model.C)
-            _dset(g, "readout_bias", model.c)
-        raw = g.create_group("raw")
-        for name, v in model.raw.items():
-            _dset(raw, name, v)
-        opt = g.create_group("optimizer")
-        for name, v in state["optimizer"].items():
-            _dset(opt, name, v)
-        h = g.create_group("history")
-        for k, v in state["history"].items():
-            _dset(h, k, np.asarray(v, np.float64))
-        if partial is not None:
-            pg = g.create_group("progress")
-            _dset(pg, "perm", np.asarray(partial["perm"], np.int64))
-            pg.attrs["state"] = json.dumps({k: v for k, v in partial.items() if k != "perm"})
-    return atomic_h5(path, fill, force=force)
-
-
-def _parameter_shapes(net, readout_shapes):
-    out = {}
-    for name, pr in net.projections.items():
-        if pr.has_weights:
-            out[f"{name}.weight"] = tuple(pr.weight.shape)
-        if pr.bias is not None:
-            out[f"{name}.bias"] = tuple(pr.bias.shape)
-    if readout_shapes is not None:
-        out["readout.weight"], out["readout.bias"] = readout_shapes
-    return out
-
-
-def _check_state(r, net, st):
-    """Consistency of a training checkpoint's /training (never silently resume wrongly)."""
-    try:
-        cfg = SPIDEConfig.from_dict(st["config"])
-    except (V.NeurosimError, TypeError, AttributeError) as e:
-        r.fail(f"/training config is invalid: {e}")
-    for k in ("epoch", "iteration", "classes"):
-        v = st.get(k)
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
-            r.fail(f"/training attribute {k!r} must be a non-negative integer, got {v!r}")
-    if st["epoch"] > cfg.epochs:
-        r.fail(f"/training epoch {st['epoch']} exceeds the configured {cfg.epochs} epochs")
-    ro = st["readout"]
-    if (cfg.loss == "ce") != (ro is not None):
-        r.fail("/training/readout_weight and readout_bias must be present exactly when the "
-               f"loss is 'ce' (loss is {cfg.loss!r})")
-    if ro is not None:
-        C, c = ro
-        if C.ndim != 2 or c.shape != (C.shape[0],) or C.shape[0] != st["classes"]:
-            r.fail(f"/training readout has shapes {C.shape} / {c.shape}, expected "
-                   f"({st['classes']}, n) / ({st['classes']},)")
-    shapes = _parameter_shapes(net, None if ro is None else (ro[0].shape, ro[1].shape))
-    for name, buf in st["optimizer"].items():
-        if name not in shapes or tuple(buf.shape) != shapes[name]:
-            r.fail(f"/training/optimizer/{name} does not match a parameter of the network "
-                   f"(shape {tuple(buf.shape)}; parameters: {shapes})")
-    if cfg.momentum and st["iteration"] > 0 and set(st["optimizer"]) != set(shapes):
-        r.fail(f"/training/optimizer holds momentum buffers for {sorted(st['optimizer'])}, "
-               f"expected one per parameter: {sorted(shapes)}")
-    if set(st["raw"]) != set(cfg.norm_cap):
-        r.fail(f"/training/raw holds {sorted(st['raw'])}, expected the norm-capped "
-               f"projections {sorted(cfg.norm_cap)}")
-    for name, v in st["raw"].items():
-        if f"{name}.weight" not in shapes or tuple(v.shape) != shapes[f"{name}.weight"]:
-            r.fail(f"/training/raw/{name} does not match the weight of projection {name!r}")
-    missing = sorted(set(HISTORY) - set(st["history"]))
-    if missing:
-        r.fail(f"/training/history lacks {missing}")
-    for k, v in st["history"].items():
-        if len(v) != st["epoch"]:
-            r.fail(f"/training/history/{k} has {len(v)} values, expected one per completed "
-                   f"epoch ({st['epoch']})")
-    try:
-        np.random.default_rng(0).bit_generator.state = st["rng"]
-    except (TypeError, ValueError, KeyError) as e:
-        r.fail(f"/training attribute 'rng' is not a random generator state: {e}")
-    p = st.get("progress")
-    if p is not None:
-        need = {"batch", "n_batches", "loss_sum", "correct", "n", "sums", "wall_s", "activity"}
-        if not isinstance(p, dict) or need - set(p):
-            r.fail(f"/training/progress is incomplete (needs {sorted(need)})")
-        perm = p["perm"]
-        if perm.ndim != 1 or not 0 <= p["batch"] <= p["n_batches"] or \
-                sorted(perm.tolist()) != list(range(perm.size)):
-            r.fail("/training/progress is inconsistent (perm must be a permutation and "
-                   "0 <= batch <= n_batches)")
-    return cfg
-
-
-def load_checkpoint(path):
-    """(network, training dict) from a training run file; :class:`RunFileError` if not one
-    (missing, not HDF5, truncated, another kind of run file, or an inconsistent state)."""
-    f = _open(path)
-    r = _Reader(path, f)
-    try:
-        with f:
-            _check_header(r)
-            if "training" not in f:
-                kind = f.attrs.get("kind", b"")
-                kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-                r.fail("has no /training group: it is not a training run file (written by "
-                       "`neurosim simulate`?); `neurosim eval` and `--resume` need a file "
-                       "written by `neurosim train`" if kind != "training" else
-                       "missing group /training")
-            net = _read_network(r)
-            g = r.group(f, "training")
-            st = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
-            for k in ("config", "rng", "model", "dataset", "epoch", "iteration", "classes"):
-                if k not in st:
-                    r.fail(f"missing attribute {k!r} of /training")
-            for k in ("config", "rng", "meta", "data"):
-                st[k] = r.attr(g, k, "json") if k in st else {}
-            st["readout"] = ((r.data(g, "readout_weight"), r.data(g, "readout_bias"))
-                             if "readout_weight" in g or "readout_bias" in g else None)
-            st["raw"] = r.arrays(g, "raw")
-            st["optimizer"] = r.arrays(g, "optimizer")
-            st["history"] = {k: list(v) for k, v in r.arrays(g, "history").items()}
-            st["progress"] = None
-            if "progress" in g:
-                pg = r.group(g, "progress")
-                st["progress"] = dict(r.attr(pg, "state", "json"), perm=r.data(pg, "perm"))
-            for k in ("epoch", "iteration", "classes"):
-                if isinstance(st[k], np.integer):
-                    st[k] = int(st[k])
-            _check_state(r, net, st)
-            _verify_attrs(r)
-    except RunFileError:
-        raise
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError,
-            AttributeError) as e:
-        raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: "
-                           f"{type(e).__name__}: {e}") from e
-    return net, st
 
 
 # ======================================================================================
@@ -505,8 +351,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
             raise IsADirectoryError(f"--out {str(out)!r} is a directory; give the run file")
         if not out.exists():
             raise TrainingError(f"--resume: {str(out)!r} does not exist; start without --resume")
-        net, st = load_checkpoint(out)
-        cfg = SPIDEConfig.from_dict(st["config"])
+        net, model_obj, cfg, st = restore(out)
         _check_resume(out, st, cfg, model, dataset, seed, overrides, max_train, max_test)
         if "epochs" in overrides:
             cfg.epochs = V.check_int(overrides["epochs"], "epochs", low=0)
@@ -538,8 +383,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     atomic.check_writable(out)
     for p in atomic.remove_stale_temps(out):
         say(f"removed {p.name}, a temporary file left by an interrupted write")
-    ds = D.load(ds_name, data_dir) if ds_name != "digits" else D.load("digits")
-    xtr, ytr, xte, yte = _normalised(ds)
+    ds, xtr, ytr, xte, yte = load_data(ds_name, data_dir)
     if max_train:
         xtr, ytr = xtr[:max_train], ytr[:max_train]
     if max_test:
@@ -552,19 +396,18 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                             f"run in {str(out)!r} was trained on ({len(xtr)} training samples "
                             f"now, {st['data'].get('n_train')} then); resume with the same "
                             "--data-dir and files")
-    classes = int(meta.get("readout", {}).get("classes", ds.n_classes)) if isinstance(
-        meta.get("readout"), dict) else ds.n_classes
-    model_obj = build_model(net, cfg, meta, classes)
+    if resume:
+        classes = int(st["classes"])
+    else:
+        classes = int(meta.get("readout", {}).get("classes", ds.n_classes)) if isinstance(
+            meta.get("readout"), dict) else ds.n_classes
+        model_obj = build_model(net, cfg, meta, classes)
     _check_data_fits(model_obj, model_name, ds_name, xtr, np.concatenate([ytr, yte]), classes)
     opt = SGD(cfg.momentum, cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     history = {k: [] for k in HISTORY}
     epoch0, it, partial = 0, 0, None
     if resume:
-        model_obj.raw = {k: np.array(v) for k, v in st["raw"].items()}
-        if st["readout"] is not None:
-            model_obj.C, model_obj.c = (np.array(a, np.float64) for a in st["readout"])
-        model_obj.apply_norm_cap(cfg.norm_cap)
         opt.load_state(st["optimizer"])
         rng.bit_generator.state = st["rng"]
         history.update({k: list(v) for k, v in st["history"].items()})
@@ -575,8 +418,6 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                                 f"{len(xtr)}")
     state = dict(model=model_name, dataset=ds_name, classes=classes, meta=meta, data=data,
                  command=command or "", finished=False)
-    in_shape = net.populations[model_obj.input].shape
-    flat_input = len(in_shape) == 1
     monitor = health.ActivityMonitor([p.name for p in net.spiking_populations])
     saved = {"what": None, "t": time.perf_counter()}   # last checkpoint of this run
 
@@ -651,9 +492,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
 
             for bi in range(bi0, len(batches)):
                 idx = batches[bi]
-                xb = xtr[idx]
-                if xb.ndim == 4 and flat_input:
-                    xb = xb.reshape(len(idx), -1)
+                xb = model_input(net, model_obj.input, xtr[idx])
                 if ds_name in ("cifar10", "cifar100"):
                     xb = D.normalize(D.augment_cifar(ds.x_train[idx], rng), D.CIFAR_MEAN, D.CIFAR_STD)
                 lr = learning_rate(cfg, epoch, it)
@@ -681,7 +520,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                     save(epoch, snapshot(bi + 1))
                     if stop():
                         raise interrupted(stop, epoch, bi + 1, len(batches))
-            xe = xte.reshape(len(xte), -1) if xte.ndim == 4 and flat_input else xte
+            xe = model_input(net, model_obj.input, xte)
             try:
                 ev = evaluate(model_obj, cfg, xe, yte, n_threads=n_threads, stop=stop)
             except _EvalStopped:
@@ -725,20 +564,13 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
 
 def evaluate_run(path, dataset=None, *, data_dir=None, max_test=None, n_threads=None):
     """Test accuracy and forward op counts of a training run file."""
-    net, st = load_checkpoint(path)
-    cfg = SPIDEConfig.from_dict(st["config"])
+    net, model, cfg, st = restore(path)
     ds_name = dataset or st["dataset"]
-    ds = D.load(ds_name, data_dir) if ds_name != "digits" else D.load("digits")
-    _, _, xte, yte = _normalised(ds)
+    _, _, _, xte, yte = load_data(ds_name, data_dir)
     if max_test:
         xte, yte = xte[:max_test], yte[:max_test]
-    model = build_model(net, cfg, st["meta"], int(st["classes"]))
     _check_data_fits(model, st["model"], ds_name, xte, yte, int(st["classes"]))
-    model.raw = {k: np.array(v) for k, v in st["raw"].items()}
-    if st["readout"] is not None:
-        model.C, model.c = (np.array(a, np.float64) for a in st["readout"])
-    if xte.ndim == 4 and len(net.populations[model.input].shape) == 1:
-        xte = xte.reshape(len(xte), -1)
+    xte = model_input(net, model.input, xte)
     d = evaluate(model, cfg, xte, yte, n_threads=n_threads)
     d.update(dataset=ds_name, n_test=int(len(xte)), epoch=int(st["epoch"]))
     return d
