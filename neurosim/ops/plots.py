@@ -143,7 +143,9 @@ def _int_ticks(ax, shape, most=16):
 
 def plot_kernel_counts(data, name, out):
     pr = data.network.projections[name]
-    phases = [("forward", data.forward)] + ([("backward", data.backward)] if data.backward else [])
+    # a projection out of a source population has no backward phase
+    phases = [(ph, res) for ph, res in (("forward", data.forward), ("backward", data.backward))
+              if res is not None and name in res.sent]
     maps = []
     for phase, res in phases:
         kw = counting.per_kernel_weight(res, name)
