@@ -1,12 +1,12 @@
 """neurosim: an event-driven neuromorphic simulator with SPIDE training and exact op counts."""
 __version__ = "0.1.0"
 
-from .connectivity import (AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, chw_to_flat,
-                           flat_to_chw)
+from .connectivity import (AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, SumPool2d,
+                           chw_to_flat, flat_to_chw)
 from .engine import PhaseResult, run_backward, run_forward
 from .network import Network, Population
 from .neurons import LIF, CubaLIF, Ternary
 
-__all__ = ["AvgPool2d", "Conv2d", "ConvTranspose2d", "Dense", "Sparse", "chw_to_flat",
+__all__ = ["AvgPool2d", "Conv2d", "ConvTranspose2d", "Dense", "Sparse", "SumPool2d", "chw_to_flat",
            "flat_to_chw", "PhaseResult", "run_backward", "run_forward", "Network", "Population",
            "LIF", "CubaLIF", "Ternary", "__version__"]

@@ -12,14 +12,16 @@ follows exactly, because an event delivered by neuron ``j`` traverses every syna
   ``Σ_i sent[i] · in_degree[i]``.
 
 Synapse layouts.  Dense: ``[n_pre, n_post]``.  Sparse: aligned with the CSR ``indices``
-(length nnz).  Conv2d / ConvTranspose2d / AvgPool2d: no synapse list exists; counts are
-given per ``(pre neuron, kernel offset)`` — shape ``[n_pre, kh*kw]``, summed over the
-receiving channels — and per kernel weight (the weight's own shape; pooling: ``[kh, kw]``).
+(length nnz).  Conv2d / ConvTranspose2d / AvgPool2d / SumPool2d: no synapse list exists;
+counts are given per ``(pre neuron, kernel offset)`` — shape ``[n_pre, kh*kw]``, summed
+over the receiving channels — and per kernel weight (the weight's own shape; pooling:
+``[kh, kw]``).  Each kind computes its own layouts
+(:meth:`neurosim.connectivity.Projection.synapse_counts`, ``kernel_weight_counts``).
 """
 import numpy as np
 
 from . import _validate as V
-from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, offset_targets
+from .connectivity import offset_targets
 
 
 def conv_targets(pr):
@@ -34,18 +36,7 @@ def out_degree(pr):
 
 def in_degree(pr):
     """Synapses arriving at each post neuron (int64 [n_post])."""
-    if isinstance(pr, (Dense, Sparse)):
-        return pr.in_degree()
-    tg = conv_targets(pr)
-    Cr, Ho, Wo = pr.post_shape
-    if isinstance(pr, AvgPool2d):
-        C = pr.pre_shape[0]
-        ch = np.arange(pr.n_pre) % C
-        rows, cols = np.nonzero(tg >= 0)
-        post = tg[rows, cols] * C + ch[rows]
-        return np.bincount(post, minlength=pr.n_post).astype(np.int64)
-    per_site = np.bincount(tg[tg >= 0], minlength=Ho * Wo).astype(np.int64)
-    return np.repeat(per_site, Cr)
+    return pr.in_degree()
 
 
 def _sent(result, name):
@@ -80,28 +71,11 @@ def per_synapse(result, name):
 
 
 def _fwd_layout(pr, sent):
-    if isinstance(pr, Dense):
-        return np.broadcast_to(sent[:, None], (pr.n_pre, pr.n_post)).copy()
-    if isinstance(pr, Sparse):
-        return sent[pr.pre_index()]
-    tg = conv_targets(pr)
-    per = np.where(tg >= 0, sent[:, None], 0)
-    return per * (1 if isinstance(pr, AvgPool2d) else pr.post_shape[0])
+    return pr.synapse_counts(sent, backward=False)
 
 
 def _bwd_layout(pr, sent_post):
-    if isinstance(pr, Dense):
-        return np.broadcast_to(sent_post[None, :], (pr.n_pre, pr.n_post)).copy()
-    if isinstance(pr, Sparse):
-        return sent_post[pr.indices.astype(np.int64)]
-    tg = conv_targets(pr)
-    if isinstance(pr, AvgPool2d):
-        C = pr.pre_shape[0]
-        ch = (np.arange(pr.n_pre) % C)[:, None]
-        return np.where(tg >= 0, sent_post[np.maximum(tg, 0) * C + ch], 0)
-    Cr = pr.post_shape[0]
-    site_sum = sent_post.reshape(-1, Cr).sum(1)
-    return np.where(tg >= 0, site_sum[np.maximum(tg, 0)], 0)
+    return pr.synapse_counts(sent_post, backward=True)
 
 
 def per_kernel_weight(result, name):
@@ -111,42 +85,13 @@ def per_kernel_weight(result, name):
     (the same for every co); backward: +1/-1 events of the post neurons at the receiving
     positions, per output channel."""
     pr = result.network.projections[name]
-    if not isinstance(pr, (Conv2d, ConvTranspose2d, AvgPool2d)):
+    if not pr.spatial:
         raise V.NeurosimError(f"per_kernel_weight needs a conv or pool projection; {name!r} is {pr.kind}")
     s, sn = _sent(result, name)
-    tg = conv_targets(pr)
-    Cs = pr.pre_shape[0]
-    kh, kw = pr.kernel_shape
-    ch = np.arange(pr.n_pre) % Cs
-    valid = tg >= 0
-
-    def fwd(sent):
-        per = np.where(valid, sent[:, None], 0)                       # [n_pre, K]
-        by_ch = np.zeros((Cs, kh * kw), np.int64)
-        np.add.at(by_ch, ch, per)
-        if isinstance(pr, AvgPool2d):
-            return by_ch.sum(0).reshape(kh, kw)
-        Cr = pr.post_shape[0]
-        full = np.broadcast_to(by_ch.reshape(1, Cs, kh, kw), (Cr, Cs, kh, kw))
-        return full.copy() if isinstance(pr, Conv2d) else full.transpose(1, 0, 2, 3).copy()
-
-    def bwd(sent_post):
-        if isinstance(pr, AvgPool2d):
-            C = Cs
-            v = np.where(valid, sent_post[np.maximum(tg, 0) * C + ch[:, None]], 0)
-            return v.sum(0).reshape(kh, kw)
-        Cr = pr.post_shape[0]
-        sp = sent_post.reshape(-1, Cr)                                # [sites, Cr]
-        out = np.zeros((Cs, kh * kw, Cr), np.int64)
-        for o in range(kh * kw):
-            m = valid[:, o]
-            np.add.at(out[:, o, :], ch[m], sp[tg[m, o]])
-        out = out.reshape(Cs, kh, kw, Cr)
-        return (out.transpose(3, 0, 1, 2) if isinstance(pr, Conv2d) else out.transpose(0, 3, 1, 2)).copy()
-
     if result.phase == "forward":
-        return {"count": fwd(s.sum(0))}
-    return {"count_pos": bwd(s.sum(0)), "count_neg": bwd(sn.sum(0))}
+        return {"count": pr.kernel_weight_counts(s.sum(0))}
+    return {"count_pos": pr.kernel_weight_counts(s.sum(0), backward=True),
+            "count_neg": pr.kernel_weight_counts(sn.sum(0), backward=True)}
 
 
 def totals(result):

@@ -16,8 +16,7 @@ from .kernels import threads as _th
 from .kernels import layout as L
 from .kernels.cuba import MAX_FAST_PORTS, run_split
 from .kernels.engine import apply_map, pack_events, run_phase
-from .network import (K_CSR, K_DENSE, M_CUBA, M_INPUT, Network, _kernel_weights, compile_program,
-                      kernel_table)
+from .network import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT, Network, compile_program
 
 
 class PhaseResult:
@@ -149,10 +148,10 @@ def _batch_of(arrays, batch):
 
 def _map_current(pr, x, dtype):
     """Apply the input map ``pr`` to analog x [B, n_pre] -> [B, n_post] (+ no bias)."""
-    k, w, ip, ix, geo = _kernel_weights(pr, backward=False)
-    pool_w = float(getattr(pr, "weight_value", 0.0))
+    k, w, ip, ix, geo, tab = pr.kernel_layout(backward=False)
+    pool_w = float(w[0]) if k == K_POOL_DOWN else 0.0     # pooling: one shared weight
     out = np.zeros((x.shape[0], pr.n_post), dtype)
-    apply_map(k, geo, kernel_table(k, geo), w.astype(dtype), ip, ix, pool_w,
+    apply_map(k, geo, tab, w.astype(dtype), ip, ix, pool_w,
               np.ascontiguousarray(x, dtype), out)
     ops = (x != 0).astype(np.int64) @ pr.out_degree()
     return out, ops

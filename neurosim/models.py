@@ -48,7 +48,7 @@ import numpy as np
 import neurosim
 from . import _validate as V
 from . import config
-from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
+from .connectivity import PROJECTION_KINDS, Conv2d, ConvTranspose2d, Dense, Sparse
 from .network import Network
 from .neurons import LIF, CubaLIF, Ternary
 
@@ -76,6 +76,7 @@ _PROJ_KINDS = {
     "conv2d": _WEIGHTED | {"kernel", "stride", "padding"},
     "conv_transpose2d": _WEIGHTED | {"kernel", "stride", "padding", "output_padding"},
     "avgpool2d": {"kernel", "stride"},
+    "sumpool2d": {"kernel", "stride"},
 }
 INITS = ("kaiming_normal", "uniform_unit_norm", "normal", "constant", "zeros")
 
@@ -415,14 +416,14 @@ def _projection(ctx, net, i, t, used, seed):
             w = _init_weight(ctx, where, kind, init, scale, (Cin, Cout, kh, kw), rng)
             pr = _wrap(ctx, where, ConvTranspose2d, w, pre_shape=P.shape, stride=stride,
                        padding=padding, output_padding=op, bias=bias, **common)
-    else:  # avgpool2d
+    else:  # avgpool2d, sumpool2d
         need_chw("pre", P)
         need_chw("post", Q)
         if "kernel" not in t:
             _fail(ctx, f"{where} is missing the required key 'kernel'")
         k = _get_int(ctx, t, "kernel", where, None, low=1)
         stride = _get_int(ctx, t, "stride", where, k, low=1)
-        pr = _wrap(ctx, where, AvgPool2d, k, pre_shape=P.shape, stride=stride, **common)
+        pr = _wrap(ctx, where, PROJECTION_KINDS[kind], k, pre_shape=P.shape, stride=stride, **common)
     big = float(np.finfo(net.dtype).max)
     for what, a in list(pr.weight_arrays().items()) + [("bias", pr.bias)]:
         if a is not None and a.size and float(np.max(np.abs(a))) > big:

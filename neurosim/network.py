@@ -29,7 +29,8 @@ import numpy as np
 
 from . import _validate as V
 from . import config
-from .connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Projection, Sparse
+from .connectivity import Projection, site_table  # noqa: F401  (site_table: re-exported)
+from .connectivity import kernel_table as _kernel_table
 from .neurons import LIF, CubaLIF, Ternary
 
 from .kernels import layout as L
@@ -126,7 +127,7 @@ class Network:
         if not isinstance(projection, Projection):
             raise TypeError(f"projection {name!r} must be a Projection, got {type(projection).__name__}")
         P, Q = self.populations[pre], self.populations[post]
-        spatial = isinstance(projection, (Conv2d, ConvTranspose2d, AvgPool2d))
+        spatial = projection.spatial
         for role, pop, shp in (("pre", P, projection.pre_shape), ("post", Q, projection.post_shape)):
             if spatial and tuple(shp) != pop.shape:
                 raise V.NeurosimError(
@@ -231,57 +232,15 @@ class Program(NamedTuple):
             raise AttributeError(f"Program has no attribute {name!r}") from None
 
 
-def site_table(down, shape_s, stride, pad):
-    """Per sender site ``y*W + x``, the start of the kernel-offset walk, int64 [H*W, 4].
-
-    down (conv / pool forward, conv-transpose backward): ``((y+pad) % stride,
-    (y+pad) // stride, (x+pad) % stride, (x+pad) // stride)``; up (transposed direction):
-    ``(y*stride - pad, x*stride - pad, 0, 0)``.  Precomputing it keeps integer divisions
-    out of the per-event loop."""
-    _, H, W = shape_s
-    y = np.repeat(np.arange(H), W)
-    x = np.tile(np.arange(W), H)
-    t = np.zeros((H * W, 4), np.int64)
-    if down:
-        t[:, 0], t[:, 1] = (y + pad) % stride, (y + pad) // stride
-        t[:, 2], t[:, 3] = (x + pad) % stride, (x + pad) // stride
-    else:
-        t[:, 0], t[:, 1] = y * stride - pad, x * stride - pad
-    return t
-
-
 def kernel_table(kind, geo):
-    """The site table of a projection in one direction (empty for dense / CSR)."""
-    if kind in (K_DENSE, K_CSR):
-        return np.zeros((0, 4), np.int64)
-    return site_table(kind in (K_CONV_DOWN, K_POOL_DOWN), geo[0:3], int(geo[8]), int(geo[9]))
+    """The site table of a projection in one direction (empty for dense / CSR); see
+    :func:`neurosim.connectivity.kernel_table`."""
+    return _kernel_table(kind, geo)
 
 
 def _kernel_weights(pr, backward):
     """(kind code, flat weights, indptr, indices, geometry) of one projection and phase."""
-    geo = np.zeros(10, np.int64)
-    ip = np.zeros(0, np.int64)
-    ix = np.zeros(0, config.INDEX_DTYPE)
-    if isinstance(pr, Dense):
-        return K_DENSE, (pr.weight.T if backward else pr.weight).ravel(), ip, ix, geo
-    if isinstance(pr, Sparse):
-        if backward:
-            indptrT, indicesT, perm = pr.transpose()
-            return K_CSR, pr.weight[perm], indptrT, indicesT, geo
-        return K_CSR, pr.weight, pr.indptr, pr.indices, geo
-    src, dst = (pr.post_shape, pr.pre_shape) if backward else (pr.pre_shape, pr.post_shape)
-    geo[0:3], geo[3:6] = src, dst
-    if isinstance(pr, AvgPool2d):
-        geo[6:10] = pr.kernel, pr.kernel, pr.stride, 0
-        return (K_POOL_UP if backward else K_POOL_DOWN), np.zeros(0), ip, ix, geo
-    kh, kw = pr.kernel_shape
-    geo[6:10] = kh, kw, pr.stride, pr.padding
-    wf, wb = pr.kernel_weights()
-    if isinstance(pr, Conv2d):
-        return (K_CONV_UP if backward else K_CONV_DOWN), (wb if backward else wf).ravel(), ip, ix, geo
-    if isinstance(pr, ConvTranspose2d):
-        return (K_CONV_DOWN if backward else K_CONV_UP), (wb if backward else wf).ravel(), ip, ix, geo
-    raise TypeError(f"unknown projection type {type(pr).__name__}")  # pragma: no cover
+    return pr.kernel_layout(backward)[:5]
 
 
 def compile_program(net, backward=False, masks=()):
@@ -337,15 +296,12 @@ def compile_program(net, backward=False, masks=()):
     wl, il, xl = [], [], []
     nw = ni = nx = nb = ns = nm = 0
     for q, pr in enumerate(projs):
-        k, w, ip_, ix_, g = _kernel_weights(pr, backward)
+        k, w, ip_, ix_, g, tab = pr.kernel_layout(backward)
         a, b = (pid[pr.post], pid[pr.pre]) if backward else (pid[pr.pre], pid[pr.post])
         kind[q], src[q], dst[q], delay[q], port[q], geo[q] = k, a, b, pr.delay, pr.port, g
         if backward:
             sp = pops[a]
             scale[q] = sp.ternary.subtract / sp.neuron.subtract    # float64, rounded once
-        if k in (K_POOL_DOWN, K_POOL_UP):
-            w = np.array([pr.weight_value])  # one shared weight, 1/k^2
-        tab = kernel_table(k, g)
         toff[q], nt = nt, nt + tab.shape[0]
         tl.append(tab)
         woff[q], nw = nw, nw + w.size

@@ -27,7 +27,7 @@ arbitrary (non-dyadic) values.  The one-step propagation twins (``*_propagate``,
 """
 import numpy as np
 
-from neurosim.connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
+from neurosim.connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, SumPool2d
 
 # scatter kind codes of ``apply_map`` (defined once, in neurosim.kernels.layout)
 from neurosim.kernels.layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE, K_POOL_DOWN  # noqa: E402
@@ -146,6 +146,8 @@ def dense_matrix(pr, structure=False):
                                       pr.padding, structure)
     if isinstance(pr, AvgPool2d):
         return _pool_matrix(pr.kernel, pr.stride, pr.pre_shape, pr.post_shape, None, structure)
+    if isinstance(pr, SumPool2d):         # every window input with weight 1
+        return _pool_matrix(pr.kernel, pr.stride, pr.pre_shape, pr.post_shape, 1.0, structure)
     raise TypeError(f"unknown projection {type(pr).__name__}")
 
 

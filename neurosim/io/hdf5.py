@@ -32,7 +32,7 @@ import neurosim
 from .. import _testhooks
 from .. import _validate as V
 from .. import counting
-from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse
+from ..connectivity import PROJECTION_KINDS
 from ..engine import PhaseResult, run_backward, run_forward
 from ..network import Network
 from ..neurons import LIF, CubaLIF, Ternary
@@ -90,13 +90,6 @@ def _check_name(name, what):
                               "contain '/' nor start with '.'")
 
 
-def _geometry(pr):
-    geo = pr.params()
-    if isinstance(pr, AvgPool2d):
-        geo["weight_value"] = pr.weight_value
-    return geo
-
-
 def _write_network(f, net):
     g = f.create_group("network")
     sched = net.schedule()
@@ -124,6 +117,7 @@ def _write_network(f, net):
     gq = g.create_group("projections")
     for i, pr in enumerate(net.projections.values()):
         _check_name(pr.name, "projection")
+        geometry, arrays = pr.to_stored()
         h = gq.create_group(pr.name)
         h.attrs["index"] = i
         h.attrs["kind"] = pr.kind
@@ -131,17 +125,12 @@ def _write_network(f, net):
         h.attrs["post"] = pr.post
         h.attrs["delay"] = pr.delay
         h.attrs["port"] = pr.port
-        h.attrs["geometry"] = _json(_geometry(pr))
+        h.attrs["geometry"] = _json(geometry)
         h.attrs["input_map"] = net.populations[pr.pre].kind == "input"
         h.attrs["n_synapses"] = pr.n_synapses
         h.attrs["dense_macs"] = pr.dense_macs
-        if pr.has_weights:
-            _dset(h, "weight", pr.weight)
-        if pr.bias is not None:
-            _dset(h, "bias", pr.bias)
-        if isinstance(pr, Sparse):
-            _dset(h, "indptr", pr.indptr.astype(np.int64))
-            _dset(h, "indices", pr.indices.astype(np.int32))
+        for k, a in arrays.items():
+            _dset(h, k, a)
 
 
 def _write_arrays(g, name, arrays, net, kind):
@@ -220,7 +209,7 @@ def _write_phase(f, res, stimulus):
             _dset(h, "synaptic_operations_neg", ev[1])
         for k, a in counting.per_synapse(res, name).items():
             _dset(h, k, a)
-        if isinstance(pr, (Conv2d, ConvTranspose2d, AvgPool2d)):
+        if pr.spatial:
             for k, a in counting.per_kernel_weight(res, name).items():
                 _dset(h, "count_per_kernel_weight" + k[len("count"):], a)
 
@@ -574,28 +563,17 @@ def _neuron(r, h, d):
 
 def _projection(r, h):
     kind = r.attr(h, "kind")
+    cls = PROJECTION_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        r.fail(f"{h.name}: unknown projection kind {kind!r}; known: "
+               f"{', '.join(PROJECTION_KINDS)}")
     geo = r.attr(h, "geometry", "json")
     delay, port = int(r.attr(h, "delay")), int(r.attr(h, "port"))
+    arrays = {k: r.data(h, k) for k in cls.stored_arrays}
     bias = r.data(h, "bias", required=False)
-    common = dict(delay=delay, port=port)
-    pre_shape = tuple(geo["pre_shape"])
-    if kind == "dense":
-        return Dense(r.data(h, "weight"), pre_shape=pre_shape, post_shape=tuple(geo["post_shape"]),
-                     bias=bias, **common)
-    if kind == "sparse":
-        return Sparse(r.data(h, "indptr"), r.data(h, "indices"), r.data(h, "weight"),
-                      pre_shape=pre_shape, post_shape=tuple(geo["post_shape"]), bias=bias, **common)
-    if kind == "conv2d":
-        return Conv2d(r.data(h, "weight"), pre_shape=pre_shape, stride=geo["stride"],
-                      padding=geo["padding"], bias=bias, **common)
-    if kind == "conv_transpose2d":
-        return ConvTranspose2d(r.data(h, "weight"), pre_shape=pre_shape, stride=geo["stride"],
-                               padding=geo["padding"], output_padding=geo["output_padding"],
-                               bias=bias, **common)
-    if kind == "avgpool2d":
-        return AvgPool2d(geo["kernel"], pre_shape=pre_shape, stride=geo["stride"], **common)
-    r.fail(f"{h.name}: unknown projection kind {kind!r}; known: dense, sparse, conv2d, "
-           "conv_transpose2d, avgpool2d")
+    if bias is not None:
+        arrays["bias"] = bias
+    return cls.from_stored(geo, arrays, delay=delay, port=port)
 
 
 def _read_network(r):

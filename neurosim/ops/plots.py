@@ -26,8 +26,11 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
+<<<<<<< HEAD
 from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d
 from ..io.atomic import atomic_open
+=======
+>>>>>>> proj
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, table_from_data
 
 _PHASE_STYLE = (("input_encoding", "input encoding (MAC)", "#7f7f7f"),
@@ -124,11 +127,7 @@ def plot_firing_rates(data, out):
 
 def _kernel_layouts(pr, per_kw):
     """(offset map [kh, kw], channel map [C_recv, C_send]) of a per-kernel-weight array."""
-    if isinstance(pr, AvgPool2d):
-        return per_kw, None
-    if isinstance(pr, Conv2d):                     # [C_out, C_in, kh, kw]
-        return per_kw.sum((0, 1)), per_kw.sum((2, 3))
-    return per_kw.sum((0, 1)), per_kw.sum((2, 3)).T  # ConvTranspose2d: [C_in, C_out, kh, kw]
+    return pr.kernel_count_maps(per_kw)
 
 
 def _int_ticks(ax, shape, most=16):
@@ -140,13 +139,17 @@ def _int_ticks(ax, shape, most=16):
 
 def plot_kernel_counts(data, name, out):
     pr = data.network.projections[name]
-    phases = [("forward", data.forward)] + ([("backward", data.backward)] if data.backward else [])
-    ncol = 1 if isinstance(pr, AvgPool2d) else 2
-    fig = _figure(figsize=(4.8 * ncol + 0.5, 3.9 * len(phases)), layout="constrained")
-    for i, (phase, res) in enumerate(phases):
+    # a projection out of a source population has no backward phase
+    phases = [(ph, res) for ph, res in (("forward", data.forward), ("backward", data.backward))
+              if res is not None and name in res.sent]
+    maps = []
+    for phase, res in phases:
         kw = counting.per_kernel_weight(res, name)
         per = sum(np.asarray(v, np.float64) for v in kw.values()) / res.batch
-        off, chan = _kernel_layouts(pr, per)
+        maps.append((phase, _kernel_layouts(pr, per)))
+    ncol = 1 if maps[0][1][1] is None else 2
+    fig = _figure(figsize=(4.8 * ncol + 0.5, 3.9 * len(phases)), layout="constrained")
+    for i, (phase, (off, chan)) in enumerate(maps):
         what = "events" if phase == "forward" else "+1 and -1 events"
         ax = fig.add_subplot(len(phases), ncol, i * ncol + 1)
         im = ax.imshow(off, cmap="viridis", origin="upper")
@@ -229,7 +232,7 @@ def plot_run(run, out_dir, *, n_samples=DEFAULT_SAMPLES, data_dir=None, n_thread
     written.append(plot_ops_by_phase(data, table, out_dir / "ops_by_phase.png"))
     written.append(plot_firing_rates(data, out_dir / "firing_rates.png"))
     convs = [n for n, pr in data.network.projections.items()
-             if isinstance(pr, (Conv2d, ConvTranspose2d, AvgPool2d)) and n in data.forward.sent]
+             if pr.spatial and n in data.forward.sent]
     for name in convs:
         written.append(plot_kernel_counts(data, name, out_dir / f"kernel_counts_{name}.png"))
     if not convs:

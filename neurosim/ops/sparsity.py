@@ -95,7 +95,7 @@ def dense_forward(net, steps, inputs):
     T = V.check_int(steps, "steps", low=1)
     dt = net.dtype
     for pr in net.projections.values():
-        if not callable(getattr(pr, "to_dense", None)):
+        if pr.spatial:
             raise SweepError(f"dense_forward supports dense and sparse projections; "
                              f"{pr.name!r} is {pr.kind}")
     for p in net.populations.values():

@@ -12,7 +12,7 @@ sparse                        ``[nnz]``, aligned with ``indices`` (synapse ``s``
                               pre neuron ``j`` with ``indptr[j] <= s < indptr[j+1]`` to post
                               ``indices[s]``)
 conv2d, conv_transpose2d,     ``[n_pre, kh*kw]`` per (pre neuron in neurosim order, kernel
-avgpool2d                     offset ``ky*kw + kx``), summed over the receiving channels; and
+avgpool2d, sumpool2d          offset ``ky*kw + kx``), summed over the receiving channels; and
                               ``count_per_kernel_weight`` (``_pos``/``_neg``) with the
                               weight's own shape (pool: ``[k, k]``)
 ============================  =================================================================
@@ -27,20 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import counting
-from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Sparse
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data
 from .table import OpsError
-
-_LAYOUT = {
-    "dense": "[n_pre, n_post], like weight",
-    "sparse": "[nnz], aligned with the CSR indices (synapse order of indptr/indices)",
-    "conv2d": "[n_pre, kh*kw] per (pre neuron, kernel offset ky*kw+kx), summed over receiving "
-              "channels; per kernel weight: [C_out, C_in, kh, kw]",
-    "conv_transpose2d": "[n_pre, kh*kw] per (pre neuron, kernel offset ky*kw+kx), summed over "
-                        "receiving channels; per kernel weight: [C_in, C_out, kh, kw]",
-    "avgpool2d": "[n_pre, k*k] per (pre neuron, kernel offset); per kernel weight: [k, k]",
-}
-
 
 class SynapseCounts(NamedTuple):
     """Per-synapse counts of one projection and phase (see the module docstring)."""
@@ -82,14 +70,12 @@ def synapse_counts(run, projection, phase="forward", *, n_samples=DEFAULT_SAMPLE
         if projection not in res.sent:
             raise OpsError(f"the {phase} phase has no counts for projection {projection!r}")
         counts = dict(counting.per_synapse(res, projection))
-        if isinstance(pr, (Conv2d, ConvTranspose2d, AvgPool2d)):
+        if pr.spatial:
             for k, a in counting.per_kernel_weight(res, projection).items():
                 counts["count_per_kernel_weight" + k[len("count"):]] = a
-    sparse = isinstance(pr, Sparse)
-    return SynapseCounts(projection, pr.kind, phase, int(res.batch), _LAYOUT[pr.kind], counts,
-                         pr.weight if pr.has_weights else None,
-                         pr.indptr if sparse else None, pr.indices if sparse else None,
-                         pr.pre_index() if sparse else None)
+    indptr, indices, pre_index = pr.synapse_csr() or (None, None, None)
+    return SynapseCounts(projection, pr.kind, phase, int(res.batch), pr.count_layout, counts,
+                         pr.weight if pr.has_weights else None, indptr, indices, pre_index)
 
 
 __all__ = ["SynapseCounts", "synapse_counts"]

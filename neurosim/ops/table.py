@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
-from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, chw_to_flat
+from ..connectivity import chw_to_flat
 from ..io.hdf5 import json_default
 
 #: projection phases, in table order.
@@ -61,64 +61,18 @@ class OpsError(V.NeurosimError):
 # ======================================================================================
 # degrees on nonzero weights
 # ======================================================================================
-def _nonzero(w, dtype):
-    """Nonzero in the compute dtype (a float64 weight that underflows to 0 carries nothing)."""
-    return np.asarray(w).astype(dtype) != 0
-
-
-def _conv_nz(pr, dtype):
-    """int64 [C_sender, kh*kw, C_receiver]: is weight (sender channel, offset, receiver
-    channel) nonzero?  (Conv2d and ConvTranspose2d.)"""
-    kh, kw = pr.kernel_shape
-    nz = _nonzero(pr.weight, dtype)
-    if isinstance(pr, Conv2d):            # (C_out, C_in, kh, kw)
-        nz = nz.transpose(1, 2, 3, 0)
-    else:                                 # ConvTranspose2d: (C_in, C_out, kh, kw)
-        nz = nz.transpose(0, 2, 3, 1)
-    Cs = pr.pre_shape[0]
-    return nz.reshape(Cs, kh * kw, -1).astype(np.int64)
-
-
 def nonzero_out_degree(pr, dtype=np.float64):
     """Synapses with a nonzero weight leaving each pre neuron (int64 [n_pre]).
 
     Dense: nonzero entries of each row of ``W``; sparse: of each CSR row; conv: over the
-    valid kernel offsets and the receiving channels; pooling: the out-degree (its weight
-    1/k² is never 0)."""
-    if isinstance(pr, Dense):
-        return _nonzero(pr.weight, dtype).sum(1).astype(np.int64)
-    if isinstance(pr, Sparse):
-        keep = _nonzero(pr.weight, dtype)
-        return np.bincount(pr.pre_index()[keep], minlength=pr.n_pre).astype(np.int64)
-    if isinstance(pr, AvgPool2d):
-        return pr.out_degree()
-    tg = counting.conv_targets(pr)
-    nz = _conv_nz(pr, dtype).sum(2)                                  # [Cs, K]
-    ch = np.arange(pr.n_pre) % pr.pre_shape[0]
-    return np.where(tg >= 0, nz[ch], 0).sum(1).astype(np.int64)
+    valid kernel offsets and the receiving channels; pooling: the out-degree (its shared
+    weight is never 0).  Each kind computes it (``pr.nonzero_out_degree``)."""
+    return pr.nonzero_out_degree(dtype)
 
 
 def nonzero_in_degree(pr, dtype=np.float64):
     """Synapses with a nonzero weight arriving at each post neuron (int64 [n_post])."""
-    if isinstance(pr, Dense):
-        return _nonzero(pr.weight, dtype).sum(0).astype(np.int64)
-    if isinstance(pr, Sparse):
-        keep = _nonzero(pr.weight, dtype)
-        return np.bincount(pr.indices.astype(np.int64)[keep], minlength=pr.n_post).astype(np.int64)
-    if isinstance(pr, AvgPool2d):
-        return counting.in_degree(pr)
-    # A receiving site gets at most one sender position per kernel offset; cover[site, o]
-    # says whether it gets one.  Then in-degree = cover @ (nonzero weights summed over the
-    # sender channels, per offset and receiving channel).
-    tg = counting.conv_targets(pr)
-    Cs = pr.pre_shape[0]
-    Cr, Ho, Wo = pr.post_shape
-    first = tg[::Cs]                                                  # channel-0 senders
-    rows, offs = np.nonzero(first >= 0)
-    cover = np.zeros((Ho * Wo, tg.shape[1]), np.int64)
-    cover[first[rows, offs], offs] = 1
-    per = cover @ _conv_nz(pr, dtype).sum(0)                          # [sites, Cr]
-    return per.reshape(-1).astype(np.int64)
+    return pr.nonzero_in_degree(dtype)
 
 
 # ======================================================================================

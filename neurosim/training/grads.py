@@ -13,10 +13,8 @@ Only nonzero pre rates are visited (:func:`neurosim.kernels.spide.weight_grad`).
 import numpy as np
 
 from .. import _validate as V
-from ..connectivity import Conv2d, ConvTranspose2d, Dense, Sparse
 from ..kernels import threads as _th
 from ..kernels.spide import weight_grad
-from ..network import _kernel_weights, kernel_table
 
 
 def projection_grads(pr, a_pre, d_post):
@@ -27,29 +25,13 @@ def projection_grads(pr, a_pre, d_post):
     out = {}
     ops = np.zeros(B, np.int64)
     if pr.has_weights:
-        k, w, ip, ix, geo = _kernel_weights(pr, backward=False)
+        k, w, ip, ix, geo, tab = pr.kernel_layout(backward=False)
         G = np.zeros(w.size, np.float64)
         n_chunks = max(1, min(B, _th.get_threads()))
-        weight_grad(k, geo, kernel_table(k, geo), ip, ix.astype(np.uint32), a, d, w.size,
-                    n_chunks, G, ops)
-        out["weight"] = _to_user_layout(pr, G)
+        weight_grad(k, geo, tab, ip, ix.astype(np.uint32), a, d, w.size, n_chunks, G, ops)
+        out.update(pr.grad_to_user(G))
     if pr.bias is not None:
         s = d.sum(0)
         out["bias"] = s.reshape(-1, pr.post_shape[0]).sum(0) if len(pr.post_shape) == 3 else s
         ops += (d != 0).sum(1)
     return out, ops
-
-
-def _to_user_layout(pr, G):
-    if isinstance(pr, Dense):
-        return G.reshape(pr.n_pre, pr.n_post)
-    if isinstance(pr, Sparse):
-        return G
-    kh, kw = pr.kernel_shape
-    Cs, Cr = pr.pre_shape[0], pr.post_shape[0]
-    g = G.reshape(kh, kw, Cs, Cr)
-    if isinstance(pr, Conv2d):           # user (C_out, C_in, kh, kw)
-        return np.ascontiguousarray(g.transpose(3, 2, 0, 1))
-    if isinstance(pr, ConvTranspose2d):  # user (C_in, C_out, kh, kw)
-        return np.ascontiguousarray(g.transpose(2, 3, 0, 1))
-    raise TypeError(f"no weights in {type(pr).__name__}")  # pragma: no cover
