@@ -657,7 +657,10 @@ def test_cli_ops_table_json_csv(sim_run):
     d = json.loads(r.output)
     assert d["energy"]["profile"]["name"] == "loihi" and d["energy"]["estimate"] is True
     fwd = [x for x in d["projections"] if x["phase"] == "forward"]
-    assert fwd and all(x["synaptic_operations_total"] >= 0 for x in fwd)
+    want = {r["layer"]: r["synaptic_operations_total"]
+            for r in ops.read_ops(sim_run).projection_rows() if r["phase"] == "forward"}
+    assert {x["layer"]: x["synaptic_operations_total"] for x in fwd} == want
+    assert set(want) == {"pool", "fb"} and min(want.values()) > 0
     r = runner.invoke(main, ["ops", str(sim_run), "--csv", "--no-energy"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO(r.output)))
