@@ -11,6 +11,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pytest
 
@@ -19,6 +20,24 @@ sys.path.insert(0, os.path.dirname(__file__))       # make ``import reference`` 
 import neurosim as ns                                 # noqa: E402
 from neurosim import config                           # noqa: E402
 from neurosim.connectivity import check_csr           # noqa: E402
+
+#: True under ``NUMBA_DISABLE_JIT=1`` (the coverage run, docs/testing.md): every kernel
+#: then runs as plain Python, except what cannot run outside Numba (see :func:`needs_jit`).
+JIT_DISABLED = bool(numba.config.DISABLE_JIT)
+
+
+def needs_jit(reason):
+    """Mark a test that cannot run with ``NUMBA_DISABLE_JIT=1``; ``reason`` names the kernel
+    code that needs compiling.  Skipped (with the reason) in the coverage run only."""
+    return pytest.mark.skipif(JIT_DISABLED, reason=f"needs Numba JIT (NUMBA_DISABLE_JIT=1): {reason}")
+
+
+#: the neuron-parallel CubaLIF runner (one sample of a recurrent CubaLIF network with delays
+#: >= 1, no masks and no time-varying current) synchronises its threads with LLVM intrinsics.
+NEEDS_JIT_SPLIT = needs_jit(
+    "kernels.cuba.run_split -> _split_worker calls the @intrinsic atomics of kernels/sync.py "
+    "(fetch_add, load_acquire, compare_swap, store_release, cpu_pause, os_yield), which "
+    "raise NotImplementedError outside compiled code")
 
 GRID = 2.0 ** -6          # weight / bias / grad grid
 XGRID = 2.0 ** -4         # analog input grid

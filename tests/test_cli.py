@@ -89,7 +89,16 @@ def test_simulate_digits_forward_and_backward(runner, tmp_path):
     assert run.attrs["seed"] == 3
     assert run.attrs["command"].startswith("neurosim simulate --model fsnn_mlp")
     assert run.forward.batch == 5 and run.forward.steps == 20 and run.backward.steps == 10
-    assert run.forward.spikes is not None and run.backward.spikes is not None
+    # --record: the stored spike trains add up to the stored per-neuron counts (forward
+    # 0/1 spikes; backward +1 / -1 events of the ternary couples), and are not all silent
+    for k in ("l0", "l1"):
+        f_tr = np.asarray(run.forward.spikes[k])
+        b_tr = np.asarray(run.backward.spikes[k]).astype(np.int64)
+        assert f_tr.shape == (5, 20, run.network.populations[k].n) and b_tr.shape[:2] == (5, 10)
+        np.testing.assert_array_equal((f_tr != 0).sum(1), run.forward.counts[k])
+        np.testing.assert_array_equal((b_tr == 1).sum(1), run.backward.counts[k])
+        np.testing.assert_array_equal((b_tr == -1).sum(1), run.backward.counts_neg[k])
+        assert run.forward.counts[k].sum() > 0
     x, _ = ns.data.load_digits("test", n=5)
     np.testing.assert_array_equal(run.inputs["x"], x)
     g = np.random.default_rng(3).normal(0.0, 0.5, size=(5, 64))

@@ -96,17 +96,107 @@ def test_totals_and_rates():
     assert tot["populations"]["s"]["firing_rate"].tolist() == [2 / 8]
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_in_degree_matches_dense_structure(seed):
-    rng = np.random.default_rng(seed)
-    for pr in (ns.Conv2d(rng.normal(size=(3, 2, 3, 3)), pre_shape=(2, 7, 6), stride=2, padding=1),
-               ns.ConvTranspose2d(rng.normal(size=(2, 3, 3, 3)), pre_shape=(2, 4, 5), stride=2,
-                                  padding=1, output_padding=1),
-               ns.AvgPool2d(2, pre_shape=(2, 6, 4))):
-        tg = C.conv_targets(pr)
-        # rebuild the synapse list from targets and compare degrees
-        n_syn = (tg >= 0).sum() * (1 if isinstance(pr, ns.AvgPool2d) else pr.post_shape[0])
-        assert C.in_degree(pr).sum() == n_syn == C.out_degree(pr).sum()
+def _flat(c, y, x, shape):
+    """Flat index of channel c at (y, x) of a (C, H, W) population: (y*W + x)*C + c."""
+    C, H, W = shape
+    return (y * W + x) * C + c
+
+
+def _plain_synapses(kind, pre_shape, k, stride, padding=0, output_padding=0, c_out=None):
+    """Every synapse (pre, post, ky, kx) of a conv / transposed conv / average pool, from
+    the PyTorch definitions written out as loops (no neurosim code), and the post shape.
+
+    Conv2d:          out[co, oy, ox] += w[co, ci, ky, kx] * in[ci, oy*s - p + ky, ox*s - p + kx]
+    ConvTranspose2d: out[co, y*s - p + ky, x*s - p + kx] += w[ci, co, ky, kx] * in[ci, y, x]
+    AvgPool2d:       out[c, oy, ox] = mean_{ky, kx} in[c, oy*s + ky, ox*s + kx]"""
+    C, H, W = pre_shape
+    syn = []
+    if kind == "convT":
+        Ho = (H - 1) * stride - 2 * padding + k + output_padding
+        Wo = (W - 1) * stride - 2 * padding + k + output_padding
+        post_shape = (c_out, Ho, Wo)
+        for ci in range(C):
+            for y in range(H):
+                for x in range(W):
+                    for ky in range(k):
+                        for kx in range(k):
+                            oy, ox = y * stride - padding + ky, x * stride - padding + kx
+                            if 0 <= oy < Ho and 0 <= ox < Wo:
+                                for co in range(c_out):
+                                    syn.append((_flat(ci, y, x, pre_shape),
+                                                _flat(co, oy, ox, post_shape), ky, kx))
+        return syn, post_shape
+    Ho = (H + 2 * padding - k) // stride + 1
+    Wo = (W + 2 * padding - k) // stride + 1
+    post_shape = (C if kind == "pool" else c_out, Ho, Wo)
+    for oy in range(Ho):
+        for ox in range(Wo):
+            for ky in range(k):
+                for kx in range(k):
+                    y, x = oy * stride - padding + ky, ox * stride - padding + kx
+                    if not (0 <= y < H and 0 <= x < W):
+                        continue
+                    for ci in range(C):
+                        for co in ([ci] if kind == "pool" else range(c_out)):
+                            syn.append((_flat(ci, y, x, pre_shape),
+                                        _flat(co, oy, ox, post_shape), ky, kx))
+    return syn, post_shape
+
+
+_GEOMETRIES = [
+    # (kind, pre_shape, kernel, stride, padding, output_padding, receiving channels)
+    ("conv", (2, 7, 6), 3, 2, 1, 0, 3),
+    ("conv", (1, 5, 5), 2, 1, 0, 0, 2),
+    ("conv", (3, 4, 6), 3, 1, 2, 0, 1),
+    ("convT", (2, 4, 5), 3, 2, 1, 1, 3),
+    ("convT", (1, 3, 3), 2, 1, 0, 0, 2),
+    ("convT", (2, 3, 4), 3, 2, 1, 0, 2),           # padding > output_padding: clipped bottom/right
+    ("pool", (2, 6, 4), 2, 2, 0, 0, None),
+    ("pool", (1, 5, 5), 2, 1, 0, 0, None),
+]
+
+
+def _build(kind, pre_shape, k, stride, padding, output_padding, c_out, rng):
+    C = pre_shape[0]
+    if kind == "conv":
+        return ns.Conv2d(rng.normal(size=(c_out, C, k, k)), pre_shape=pre_shape, stride=stride,
+                         padding=padding)
+    if kind == "convT":
+        return ns.ConvTranspose2d(rng.normal(size=(C, c_out, k, k)), pre_shape=pre_shape,
+                                  stride=stride, padding=padding, output_padding=output_padding)
+    return ns.AvgPool2d(k, pre_shape=pre_shape, stride=stride)
+
+
+@pytest.mark.parametrize("geo", _GEOMETRIES, ids=lambda g: f"{g[0]}{g[1]}k{g[2]}s{g[3]}p{g[4]}")
+def test_degrees_and_events_equal_a_recount_over_a_plain_synapse_list(geo):
+    """In/out degrees and forward event counts of conv-type projections against a synapse
+    list enumerated from the PyTorch definitions, and per-synapse counts recounted from
+    random spike trains by a loop over that list (exact integers)."""
+    kind, pre_shape, k, stride, padding, output_padding, c_out = geo
+    rng = np.random.default_rng(sum(map(ord, repr(geo))))
+    pr = _build(kind, pre_shape, k, stride, padding, output_padding, c_out, rng)
+    syn, post_shape = _plain_synapses(kind, pre_shape, k, stride, padding, output_padding, c_out)
+    assert tuple(pr.post_shape) == post_shape
+    n_pre, n_post = int(np.prod(pre_shape)), int(np.prod(post_shape))
+    out_deg, in_deg = np.zeros(n_pre, np.int64), np.zeros(n_post, np.int64)
+    for j, i, _, _ in syn:
+        out_deg[j] += 1
+        in_deg[i] += 1
+    np.testing.assert_array_equal(C.out_degree(pr), out_deg)
+    np.testing.assert_array_equal(C.in_degree(pr), in_deg)
+    # forward: every spike of pre j crosses each of j's synapses once
+    T, B = 5, 2
+    spikes = rng.random((B, T, n_pre)) < 0.3
+    net = _source_net(pr, pre_shape, post_shape)
+    r = ns.run_forward(net, T, spikes={"s": spikes}, batch=B)
+    n_spk = spikes.sum(1)                                           # [B, n_pre]
+    events = np.zeros(B, np.int64)
+    per = np.zeros((n_pre, k * k), np.int64)                        # summed over the batch
+    for j, _, ky, kx in syn:
+        events += n_spk[:, j]
+        per[j, ky * k + kx] += n_spk[:, j].sum()
+    np.testing.assert_array_equal(C.synaptic_events(r, "p"), events)
+    np.testing.assert_array_equal(C.per_synapse(r, "p")["count"], per)
 
 
 def test_record_subset_equals_full_record():

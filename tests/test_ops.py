@@ -465,7 +465,7 @@ def sim_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("sim")
     r = CliRunner().invoke(main, ["simulate", "--model", "test_conv", "--input", "digits",
                                   "--n-samples", "3", "--steps", "12", "--backward-steps", "15",
-                                  "--grad", "random", "--out", str(d / "conv.h5")])
+                                  "--grad", "random", "--record", "--out", str(d / "conv.h5")])
     assert r.exit_code == 0, r.output
     return d / "conv.h5"
 
@@ -479,17 +479,104 @@ def train_run(tmp_path_factory):
     return out
 
 
-def test_simulate_run_table_is_read_from_the_stored_counts(sim_run):
-    run = read_run(sim_run)
+def _synapse_list(f, name):
+    """(pre, post) int64 arrays, one entry per synapse of projection ``name``, enumerated
+    from the run file's connectivity and the PyTorch definitions in docs/hdf5-schema.md
+    (loops; no neurosim code)."""
+    h = f["network/projections"][name]
+    kind = h.attrs["kind"]
+    geo = json.loads(h.attrs["geometry"])
+    n_pre, n_post = int(np.prod(geo["pre_shape"])), int(np.prod(geo["post_shape"]))
+    if kind == "dense":
+        pre, post = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
+        return pre.ravel(), post.ravel()
+    if kind == "sparse":
+        indptr, indices = h["indptr"][()], h["indices"][()]
+        return np.repeat(np.arange(n_pre), np.diff(indptr)), indices.astype(np.int64)
+    C, H, W = geo["pre_shape"]
+    Cr, Ho, Wo = geo["post_shape"]
+    kh, kw = (geo["kernel"],) * 2 if kind == "avgpool2d" else geo["kernel"]
+    pre, post = [], []
+    for y in range(H):
+        for x in range(W):
+            for c in range(C):
+                for ky in range(kh):
+                    for kx in range(kw):
+                        ok, (oy, ox) = _valid(kind, geo, y, x, ky, kx)
+                        if not ok:
+                            continue
+                        for co in ([c] if kind == "avgpool2d" else range(Cr)):
+                            pre.append((y * W + x) * C + c)
+                            post.append((oy * Wo + ox) * Cr + co)
+    return np.array(pre, np.int64), np.array(post, np.int64)
+
+
+def test_simulate_run_table_equals_a_recount_from_the_files_spike_trains(sim_run):
+    """Every synaptic-operation and weight-update count of the table, recounted from the
+    run file's spike trains, inputs and connectivity by code written from the schema."""
     tab = ops.read_ops(sim_run)
     assert tab.source["kind"] == "simulate" and tab.samples == 3
-    for name, s in run.forward.sent.items():
-        want = int(s.sum(0) @ run.network.projections[name].out_degree())
-        assert _row(tab, name, "forward")["synaptic_operations_total"] == want
-    totals = tab.phase_totals()
-    assert set(totals) >= {"input_encoding", "forward", "backward", "weight_update"}
-    upd = ops.update_ops(run.forward, run.backward, inputs=run.inputs)
-    assert totals["weight_update"]["synaptic_operations"] * 3 == sum(int(v.sum()) for v in upd.values())
+    with h5py.File(sim_run, "r") as f:
+        T, Tb = int(f["forward"].attrs["steps"]), int(f["backward"].attrs["steps"])
+        B = int(f["forward"].attrs["batch"])
+        assert (T, Tb, B) == (12, 15, 3)
+        pops = {p: f[f"network/populations/{p}"].attrs for p in json.loads(f["network"].attrs["populations"])}
+        ft = {p: _trains(f[f"forward/populations/{p}"], B, T, int(a["n"]))
+              for p, a in pops.items() if a["kind"] != "input"}
+        bt = {p: _trains(f[f"backward/populations/{p}"], B, Tb, int(a["n"]))
+              for p, a in pops.items() if a["kind"] not in ("input", "source")}
+        assert all(v is not None and np.abs(v).sum() > 0 for v in list(ft.values()) + list(bt.values()))
+        # SPIDE's post error δ = m β / Θ is nonzero where the gate m is open and the
+        # backward rate β ∝ Σ_t λ^(T_b-1-t) q(t) is nonzero (and, per projection, the mask)
+        err_nz = {}
+        for p, q in bt.items():
+            lam = json.loads(pops[p]["ternary"])["leak"]
+            beta = (q * lam ** np.arange(Tb - 1, -1, -1)[None, :, None]).sum(1)
+            gate = f[f"backward/gate/{p}"][()] if f"backward/gate/{p}" in f else None
+            if gate is None:
+                c = ft[p].sum(1)
+                gate = (c >= 1) & (c <= T - 1)
+            err_nz[p] = gate & (beta != 0)
+        want = {"input_encoding": 0, "forward": 0, "backward_pos": 0, "backward_neg": 0,
+                "weight_update": 0}
+        updated = set()
+        for name in json.loads(f["network"].attrs["projections"]):
+            h = f["network/projections"][name]
+            pre_pop, post_pop = h.attrs["pre"], h.attrs["post"]
+            pre, post = _synapse_list(f, name)
+            assert pre.size == h.attrs["n_synapses"]
+            if h.attrs["input_map"]:
+                x = f[f"forward/inputs/{pre_pop}"][()]
+                assert x.shape == (B, int(pops[pre_pop]["n"]))          # one frame per sample
+                n = int(((x[:, pre]) != 0).sum())                      # nonzero input x fan-out
+                assert _row(tab, name, "input_encoding")["synaptic_operations_total"] == n
+                want["input_encoding"] += n
+                pre_nz = x != 0
+            else:
+                rc = _recount(f, name, ft, bt, T, Tb, B)
+                for phase, key, arr in (("forward", "forward", rc["forward"]["count"]),
+                                        ("backward_pos", "backward", rc["backward"]["count_pos"]),
+                                        ("backward_neg", "backward", rc["backward"]["count_neg"])):
+                    n = int(arr.sum())
+                    assert _row(tab, name, phase)["synaptic_operations_total"] == n, (name, phase)
+                    want[phase] += n
+                pre_nz = ft[pre_pop].sum(1) != 0                       # forward rate a != 0
+            if "weight" not in h and "bias" not in h:
+                continue
+            mask = f[f"forward/masks/{name}"][()] if f"forward/masks/{name}" in f else 1.0
+            d_nz = err_nz[post_pop] & (mask != 0)
+            # one MAC per synapse and sample where both factors are nonzero, one per bias term
+            n = int((pre_nz[:, pre] & d_nz[:, post]).sum()) if "weight" in h else 0
+            n += int(d_nz.sum()) if "bias" in h else 0
+            assert _row(tab, name, "weight_update")["synaptic_operations_total"] == n, name
+            want["weight_update"] += n
+            updated.add(name)
+    assert updated == {"enc", "fb"}
+    assert want["forward"] > 0 and want["backward_pos"] > 0 and want["weight_update"] > 0
+    totals = tab.phase_totals()                                         # per sample
+    for phase in ("input_encoding", "forward", "weight_update"):
+        assert totals[phase]["synaptic_operations"] * B == want[phase], phase
+    assert totals["backward"]["synaptic_operations"] * B == want["backward_pos"] + want["backward_neg"]
 
 
 @pytest.fixture(scope="module")
@@ -637,7 +724,10 @@ def test_cli_ops_table_json_csv(sim_run):
     d = json.loads(r.output)
     assert d["energy"]["profile"]["name"] == "loihi" and d["energy"]["estimate"] is True
     fwd = [x for x in d["projections"] if x["phase"] == "forward"]
-    assert fwd and all(x["synaptic_operations_total"] >= 0 for x in fwd)
+    want = {r["layer"]: r["synaptic_operations_total"]
+            for r in ops.read_ops(sim_run).projection_rows() if r["phase"] == "forward"}
+    assert {x["layer"]: x["synaptic_operations_total"] for x in fwd} == want
+    assert set(want) == {"pool", "fb"} and min(want.values()) > 0
     r = runner.invoke(main, ["ops", str(sim_run), "--csv", "--no-energy"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO(r.output)))

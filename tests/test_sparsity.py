@@ -95,7 +95,9 @@ def test_tiny_sweep_end_to_end(tmp_path):
                 base={"T": 6, "T_b": 8}, epochs=1, max_train=48, max_test=24, reps=1, out=out)
     assert len(r["points"]) == 4
     for p in r["points"]:
-        assert 0 <= p["accuracy"] <= 1 and p["inference_ops"] > 0 and p["train_ops"] > 0
+        n_right = p["accuracy"] * 24                     # max_test=24 digits
+        assert abs(n_right - round(n_right)) < 1e-9 and 0 <= n_right <= 24, p["accuracy"]
+        assert p["inference_ops"] > 0 and p["train_ops"] > 0
         assert p["event_s"] > 0 and p["dense_s"] > 0 and p["identical_spike_counts"] > 0.9
     assert [p["params"]["T"] for p in r["points"]] == [6, 4, 6, 6]
     assert r["points"][2]["params"]["v_th"] == 2.0
