@@ -26,11 +26,7 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
-<<<<<<< HEAD
-from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d
 from ..io.atomic import atomic_open
-=======
->>>>>>> proj
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, table_from_data
 
 _PHASE_STYLE = (("input_encoding", "input encoding (MAC)", "#7f7f7f"),
