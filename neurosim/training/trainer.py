@@ -452,7 +452,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     Parameters
     ----------
     model : str or Network, optional
-        Model name or path (``models/*.toml``); default :data:`DEFAULT_MODEL`; or a
+        Model name (``neurosim/data/models/*.toml``) or path; default :data:`DEFAULT_MODEL`; or a
         :class:`~neurosim.Network` built in code (with ``metadata`` as :func:`load_model`
         sets it; trained in place).  With ``resume`` the run file holds the network; a
         model given then must be the stored one.
