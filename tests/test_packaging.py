@@ -1,6 +1,6 @@
 """A built wheel works like the source tree: named models, energy profiles, the CLI.
 
-The wheel is built from this checkout (``pip wheel --no-deps``), installed without its
+The wheel is built from a clean copy of this checkout (``pip wheel --no-deps``), installed without its
 dependencies into a fresh virtualenv in a temporary folder, and run from another
 temporary folder.  The dependencies (numpy, numba, ...) are not installed again: a
 ``.pth`` file in the new virtualenv appends the folders the test's own interpreter loads
@@ -46,9 +46,13 @@ def _run(argv, **kw):
 def installed(tmp_path_factory):
     """(python, neurosim script, env, cwd) of a fresh virtualenv holding the built wheel."""
     tmp = tmp_path_factory.mktemp("packaging")
+    src = tmp / "src"          # a clean copy: no stale build/ of an earlier build can leak in
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+        ".hypothesis", "runs", "*.h5"))
     wheels = tmp / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels),
-          str(ROOT)])
+          str(src)])
     (wheel,) = wheels.glob("neurosim-*.whl")
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
