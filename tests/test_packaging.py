@@ -135,5 +135,5 @@ def test_installed_copy_trains_one_jitted_epoch(installed):
     res = _run([str(installed["script"])] + TRAIN, env=env, cwd=installed["cwd"])
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["epochs"] == 1 and summary["n_train"] == 16
-    assert list(cache.glob("*.nbi")), f"no Numba index files in {cache}"
+    assert list(cache.rglob("*.nbi")), f"no Numba index files in {cache}"
     assert Path(_run(show, env=env, cwd=installed["cwd"]).stdout.strip()) == cache
