@@ -58,15 +58,89 @@ def _errors(debug):
                              + ("" if debug else " (run with --debug for the traceback)")) from e
 
 
-def _command_line(ctx):
-    """The invocation, rebuilt from the parsed options (stored in the run file)."""
-    args = ["neurosim", ctx.info_name]
-    for k, v in ctx.params.items():
-        if v is None or v is False or k == "debug":
+def _text(v):
+    """An option value as the text that parses back to it (floats: shortest round trip)."""
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _command_line(ctx, unparse=None, skip=("debug",)):
+    """The invocation as a valid command line, rebuilt from the parsed options.
+
+    Stored as the ``command`` attribute of every run file (and with the sparsity
+    records).  Every option with a value is written under its own long name, defaults
+    included (``--seed 0``; those given come first, as typed), so the line re-runs the same
+    computation even if a default changes; ``shlex.join`` quotes it for a POSIX shell.  Flags appear when set; ``--force``
+    only when it was given, so that pasting a recorded command never overwrites a file
+    unasked.  ``unparse`` maps a parameter name to a function returning its arguments
+    (values a callback transformed); parameters in ``skip`` are left out."""
+    unparse = unparse or {}
+    names, c = [], ctx
+    while c.parent is not None:
+        names.insert(0, c.info_name)
+        c = c.parent
+    args = ["neurosim"] + names
+    params = {p.name: p for p in ctx.command.params}
+    for name, v in ctx.params.items():          # click's order: the options given first
+        param = params.get(name)
+        if param is None or name in skip:
             continue
-        opt = "--" + k.rstrip("_").replace("_", "-")
-        args += [opt] if v is True else [opt, str(v)]
+        if name in unparse:
+            args += unparse[name](v)
+            continue
+        if isinstance(param, click.Argument):
+            args += [_text(x) for x in v] if param.multiple else [_text(v)]
+            continue
+        opt = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if getattr(param, "is_flag", False):
+            if v is True:
+                args.append(opt)
+        elif v is None:
+            continue
+        elif param.multiple:
+            for x in v:
+                args += [opt, _text(x)]
+        else:
+            args += [opt, _text(v)]
     return shlex.join(args)
+
+
+def _milestones_text(v):
+    return [] if v is None else ["--milestones", ",".join(str(e) for e in v)]
+
+
+def _stored_command(path):
+    """The ``command`` attribute of an existing run file, or None."""
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            c = f.attrs.get("command")
+    except Exception:                      # the trainer reports what is wrong with the file
+        return None
+    c = c.decode() if isinstance(c, bytes) else c
+    return c if isinstance(c, str) and c else None
+
+
+def _resumed_command(ctx):
+    """The command recorded for a resumed training run: the stored run's own command (a
+    from-scratch run that gives the same file: resuming is bit-identical) with this
+    invocation's ``--epochs``; this invocation's line when the stored one cannot be
+    parsed (an API run, or a file of an older neurosim)."""
+    own = _command_line(ctx, unparse={"milestones": _milestones_text})
+    stored = _stored_command(ctx.params["out"])
+    try:
+        argv = shlex.split(stored or "")
+    except ValueError:
+        return own
+    if argv[:2] != ["neurosim", "train"]:
+        return own
+    try:
+        with ctx.command.make_context("train", argv[2:], parent=ctx.parent) as c:
+            c.params["out"] = ctx.params["out"]          # the file's name now
+            if ctx.params["epochs"] is not None:
+                c.params["epochs"] = ctx.params["epochs"]
+            return _command_line(c, unparse={"milestones": _milestones_text})
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        return own
 
 
 def _milestones(text):
@@ -212,6 +286,8 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
     overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
                      milestones=milestones, loss=loss, spide_quirks=spide_quirks)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
+    command = (_resumed_command(ctx) if resume else
+               _command_line(ctx, unparse={"milestones": _milestones_text}))
     if resume:   # defaults must not count as a request to change the stored run
         given = lambda n: ctx.get_parameter_source(n) != ParameterSource.DEFAULT
         model, seed = (model if given("model") else None), (seed if given("seed") else None)
@@ -222,7 +298,7 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
             s = run(model, dataset, data_dir=data_dir, out=out, overrides=overrides,
                     resume=resume, force=force, seed=seed, max_train=max_train,
                     max_test=max_test, report=report, progress=_progress_printer(),
-                    n_threads=threads, command=_command_line(ctx),
+                    n_threads=threads, command=command,
                     checkpoint_every=checkpoint_every)
     except TrainingInterrupted as e:
         click.echo(f"\n[neurosim] {e}", err=True)

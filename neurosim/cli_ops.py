@@ -88,20 +88,14 @@ def _parse_values(ctx, param, values):
 
 def _sweep_command(ctx, no_record):
     """The invocation rebuilt from the parsed options (stored with the records)."""
-    import shlex
-    args = ["neurosim", "bench", "sparsity"]
-    for k, v in ctx.params.items():
-        if k in ("debug", "as_json") or v is None or v is False or v == {} or (k == "out" and no_record):
-            continue
-        if k in ("params", "base"):
-            for n, vals in v.items():
-                args += ["--param" if k == "params" else "--base",
-                         f"{n}=" + ",".join(f"{y:g}" for y in vals)]
-        elif v is True:
-            args.append("--" + k.replace("_", "-"))
-        else:
-            args += ["--plot" if k == "plot_dir" else "--" + k.replace("_", "-"), str(v)]
-    return shlex.join(args)
+    from .cli import _command_line, _text
+
+    def values(opt):
+        return lambda v: [a for n, xs in v.items()
+                          for a in (opt, f"{n}=" + ",".join(_text(x) for x in xs))]
+    skip = ("debug", "as_json") + (("out",) if no_record else ())
+    return _command_line(ctx, unparse={"params": values("--param"), "base": values("--base")},
+                         skip=skip)
 
 
 @bench.command()

@@ -9,7 +9,12 @@ overrides (read once, at import):
     and comparable bit-for-bit with the dense reference).
 ``NEUROSIM_NO_CACHE=1``
     disable Numba's on-disk compilation cache (on by default so that a second
-    process does not pay compile time again).
+    process does not pay compile time again).  The cache is keyed by a hash of every
+    kernel source, this file, the options below and the numba / numpy versions
+    (:data:`neurosim.kernels.CACHE_KEY`), so editing any kernel or option invalidates
+    it: there is no need to turn it off after an edit.  Where it lives
+    (``neurosim/kernels/__pycache__/nb-<key>``, ``$NUMBA_CACHE_DIR/neurosim-<key>`` or
+    ``~/.cache/neurosim/numba-<key>``) is described in :mod:`neurosim.kernels`.
 ``NEUROSIM_MAX_MODEL_MB=<MiB>``
     the largest model a model file may describe (:data:`MAX_MODEL_BYTES`).
 """

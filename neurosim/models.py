@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 
-import neurosim
 from . import _validate as V
 from . import config
 from .connectivity import PROJECTION_KINDS, Conv2d, ConvTranspose2d, Dense, Sparse
@@ -85,12 +84,24 @@ class ModelError(V.NeurosimError):
     """A model file or model dict is malformed (a ``ValueError``)."""
 
 
+#: the model files shipped with neurosim (package data: in the wheel, the sdist and an
+#: editable install alike; see ``models/README.md`` and ``docs/decisions.md``).
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+
 def models_dir():
-    """The directory of named models: ``$NEUROSIM_MODELS`` or the repository's ``models/``."""
+    """The directory of named models.
+
+    Returns
+    -------
+    Path
+        ``$NEUROSIM_MODELS`` if set (and not empty), else :data:`SHIPPED_MODELS_DIR`
+        (``neurosim/data/models/`` inside the installed package).
+    """
     env = os.environ.get("NEUROSIM_MODELS")
     if env:
         return Path(env)
-    return Path(neurosim.__file__).resolve().parents[1] / "models"
+    return SHIPPED_MODELS_DIR
 
 
 def list_models():
@@ -107,7 +118,12 @@ def resolve_model_path(path_or_name):
     p = Path(s)
     if p.suffix == ".toml" or os.sep in s or (os.altsep and os.altsep in s) or p.exists():
         if not p.exists():
-            raise ModelError(f"model file {s!r} does not exist")
+            hint = ""
+            if p.suffix == ".toml" and p.parent.name == "models" and \
+                    (models_dir() / p.name).is_file():
+                hint = (f"; the named model {p.stem!r} is shipped with neurosim: give its name "
+                        f"(--model {p.stem}) or the file {str(models_dir() / p.name)!r}")
+            raise ModelError(f"model file {s!r} does not exist{hint}")
         if not p.is_file():
             raise ModelError(f"model file {s!r} is not a regular file")
         return p

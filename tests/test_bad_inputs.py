@@ -117,7 +117,7 @@ model("training-dropout-unknown", "dropout on a projection that does not exist",
 model("training-classes", "readout with 5 classes, data with 10",
       sub(FSNN, "classes = 10", "classes = 5"), "train")
 simple("model-missing-file", "model file that does not exist", ["info", "--model", "nope.toml"])
-simple("model-unknown-name", "model name that is not in `models/`",
+simple("model-unknown-name", "model name that is not a shipped model",
        ["info", "--model", "fsnn_mpl"], mask=r"(?<=known names: )\[.*?\]|(?<=\(in ).*?(?=; set)")
 
 

@@ -10,7 +10,7 @@ import neurosim as ns
 import neurosim.simulate as S
 from neurosim.cli import main
 from neurosim.io import read_run
-from neurosim.models import list_models, load_model
+from neurosim.models import list_models, load_model, models_dir
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_info_json(runner, name):
 
 
 def test_info_model_file_path_and_run_file(runner, tmp_path):
-    path = os.path.join(os.path.dirname(ns.__file__), os.pardir, "models", "test_conv.toml")
+    path = str(models_dir() / "test_conv.toml")
     res = runner.invoke(main, ["info", "--model", path])
     assert res.exit_code == 0 and "conv_transpose2d" in res.stdout
     r = _sim(runner, tmp_path, "--model", "test_conv", "--input", "digits", "--steps", "3",

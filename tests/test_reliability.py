@@ -23,16 +23,16 @@ import pytest
 
 from neurosim.io import RunFileError, atomic
 from neurosim.io import hdf5 as H
+from neurosim.models import models_dir
 from neurosim.training import health
 from neurosim.training.trainer import (CheckpointError, TrainingError, TrainingInterrupted,
                                        load_checkpoint, train)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--epochs", "3", "--max-train", "96", "--max-test", "32", "--tf", "5", "--tb", "10",
         "--batch-size", "16", "--seed", "2"]
 N_BATCHES = 6
 
-MODEL = open(os.path.join(ROOT, "models", "fsnn_mlp.toml")).read().replace(
+MODEL = (models_dir() / "fsnn_mlp.toml").read_text().replace(
     "milestones = [20, 27]", "milestones = [2]\ndropout = { F = 0.2, W1 = 0.1 }\n"
                              "norm_cap = { B = 0.5 }")
 
@@ -298,7 +298,7 @@ def test_nan_before_the_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-RUNAWAY = open(os.path.join(ROOT, "models", "fsnn_mlp.toml")).read().replace('bias = true\ninit = "kaiming_normal"\n\n[[projections]]\nname = "W1"',
+RUNAWAY = (models_dir() / "fsnn_mlp.toml").read_text().replace('bias = true\ninit = "kaiming_normal"\n\n[[projections]]\nname = "W1"',
                         'bias = true\nbias_value = 50.0\ninit = "zeros"\n\n[[projections]]\n'
                         'name = "W1"', 1)
 

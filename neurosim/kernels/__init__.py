@@ -2,4 +2,128 @@
 
 Kernels take arrays and scalars (never classes, dicts or files), update preallocated
 outputs in place and return small integers.  Options come from :mod:`neurosim.config`.
+
+Compilation cache.  Numba decides whether a cached function is stale from its own source
+file only, so an edit of ``scatter.py`` would leave the cached ``engine.run_phase``
+(which inlines the scatters) in use.  Importing this package therefore computes
+:data:`CACHE_KEY`, a hash over every ``*.py`` file of this folder, ``config.py``, the
+kernel options and the numba / numpy versions, and imports every kernel module with
+Numba's cache pointed at a folder named by that key (:data:`CACHE_DIR`):
+
+1. ``$NUMBA_CACHE_DIR/neurosim-<key>`` if ``NUMBA_CACHE_DIR`` is set;
+2. else ``neurosim/kernels/__pycache__/nb-<key>`` if writable (a checkout or a virtualenv);
+3. else ``$XDG_CACHE_HOME/neurosim/numba-<key>`` (``~/.cache`` by default).
+
+Any change of a kernel or of the options selects a new, empty folder: nothing stale is
+ever loaded.  Folders of other keys in the same place are deleted once there are more
+than :data:`KEEP_OLD` of them and they were last used more than a day ago.
+``NEUROSIM_NO_CACHE=1`` turns caching off (:data:`CACHE_DIR` is then None).  Numba's
+global setting is restored after the imports, so other code's caching is unaffected.
 """
+import hashlib
+import importlib
+import os
+import pkgutil
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy
+
+from .. import config
+
+#: folders of other cache keys kept (besides the current one) in the cache's parent folder.
+KEEP_OLD = 3
+_MAX_IDLE_S = 86400.0
+_HERE = Path(__file__).resolve().parent
+
+
+def cache_key():
+    """The key of this version of the kernels.
+
+    Returns
+    -------
+    str
+        16 hex digits of a sha256 over the names and bytes of ``neurosim/kernels/*.py``
+        and ``neurosim/config.py``, the Numba options of :mod:`neurosim.config` and the
+        numba and numpy versions.
+    """
+    h = hashlib.sha256()
+    for p in sorted(_HERE.glob("*.py")) + [_HERE.parent / "config.py"]:
+        data = p.read_bytes()
+        h.update(f"{p.parent.name}/{p.name}:{len(data)}:".encode())
+        h.update(data)
+    opts = {k: sorted(getattr(config, k).items()) for k in ("NJIT", "NJIT_NORT", "NJIT_PARALLEL")}
+    h.update(repr((opts, numba.__version__, numpy.__version__)).encode())
+    return h.hexdigest()[:16]
+
+
+def _writable(path):
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _candidates(key):
+    user = numba.config.CACHE_DIR
+    if user:
+        return [Path(user) / f"neurosim-{key}"]
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return [_HERE / "__pycache__" / f"nb-{key}", Path(home) / "neurosim" / f"numba-{key}"]
+
+
+def _prune(current):
+    """Delete the folders of other keys beyond the :data:`KEEP_OLD` most recently used."""
+    prefix = current.name[:-16]
+    pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{16}")
+    try:
+        os.utime(current)                                  # marks the folder as used
+        others = [p for p in current.parent.iterdir()
+                  if p != current and pattern.fullmatch(p.name) and p.is_dir()]
+        others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    now = time.time()
+    for p in others[KEEP_OLD:]:
+        try:
+            if now - p.stat().st_mtime > _MAX_IDLE_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _choose_cache_dir(key):
+    if not config.CACHE:
+        return None
+    for path in _candidates(key):
+        if _writable(path):
+            _prune(path)
+            return path
+    return None            # nowhere to write: Numba's own locators decide (unkeyed)
+
+
+#: key of this version of the kernels (see the module docstring).
+CACHE_KEY = cache_key()
+#: the folder Numba caches the kernels in (a Path), or None (caching off or impossible).
+CACHE_DIR = _choose_cache_dir(CACHE_KEY)
+
+
+def _import_kernels():
+    """Import every kernel module with Numba's cache at :data:`CACHE_DIR`."""
+    saved = numba.config.CACHE_DIR
+    if CACHE_DIR is not None:
+        numba.config.CACHE_DIR = str(CACHE_DIR)   # read by @njit(cache=True) at decoration
+    try:
+        for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            importlib.import_module(f"{__name__}.{m.name}")
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
+_import_kernels()

@@ -298,7 +298,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     Parameters
     ----------
     model : str or Network, optional
-        Model name or path (``models/*.toml``); default :data:`DEFAULT_MODEL`; or a
+        Model name (``neurosim/data/models/*.toml``) or path; default :data:`DEFAULT_MODEL`; or a
         :class:`~neurosim.Network` built in code (with ``metadata`` as :func:`load_model`
         sets it; trained in place).  With ``resume`` the run file holds the network; a
         model given then must be the stored one.
@@ -359,7 +359,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                 raise TrainingError(f"--resume: --epochs {cfg.epochs} is fewer than the "
                                     f"{st['epoch']} epochs already done in {str(out)!r}")
         meta = st["meta"]
-        net.metadata = {"name": st["model"]}
+        net.metadata = net.metadata or {"name": st["model"]}   # keep the stored model spec
         model_name, ds_name = st["model"], st["dataset"]
         data = st.get("data") or {}
         max_train, max_test = data.get("max_train", max_train), data.get("max_test", max_test)
