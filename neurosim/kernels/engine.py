@@ -37,11 +37,10 @@ import numpy as np
 from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
 from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
 from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, K_CONV_DOWN,
-                     K_CONV_UP, K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT, M_LIF, M_SOURCE,
+                     K_CONV_UP, K_CSR, K_DENSE, K_POOL_UP, G_KH, G_KW, M_CUBA, M_INPUT, M_LIF, M_SOURCE,
                      M_TERNARY, Scratch)
 from .neurons import leak, leak_steps, lif_fire, lif_update, ternary_fire, ternary_update
-from .scatter import (conv_down_scatter_group, conv_up_scatter_group, csr_scatter,
-                      dense_scatter, pool_down_scatter_group, pool_up_scatter_group)
+from .scatter import conv_scatter_group, csr_scatter, dense_scatter, pool_scatter_group
 
 # nonzero-byte mask of a 64-bit word of int8 spikes (see _update_block)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
@@ -62,18 +61,14 @@ def _scatter_site(kind, net, q, buf, boff, woff, site, gch, gval, ng, weighted, 
     spatial projection (conv, conv-transpose, pool; :mod:`.scatter`)."""
     geo = net.proj_geo[q]
     tab = net.tabs[net.proj_toff[q]:]
-    if kind == K_CONV_DOWN:
-        conv_down_scatter_group(buf, boff, net.weights, woff, geo, tab, site, gch, gval, ng,
-                                weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
-    elif kind == K_CONV_UP:
-        conv_up_scatter_group(buf, boff, net.weights, woff, geo, tab, site, gch, gval, ng,
-                              weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
-    elif kind == K_POOL_DOWN:
-        pool_down_scatter_group(buf, boff, net.weights[woff], geo, tab, site, gch, gval, ng,
-                                weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
+    if kind == K_CONV_DOWN or kind == K_CONV_UP:
+        conv_scatter_group(buf, boff, net.weights, woff, geo, tab, kind == K_CONV_UP, site, gch,
+                           gval, ng, weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so,
+                           sc.wsite, sc.woffs)
     else:
-        pool_up_scatter_group(buf, boff, net.weights[woff], geo, tab, site, gch, gval, ng,
-                              weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
+        pool_scatter_group(buf, boff, net.weights[woff], geo, tab, kind == K_POOL_UP, site, gch,
+                           gval, ng, weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so,
+                           sc.wsite, sc.woffs)
 
 
 @numba.njit(**NJIT_NORT)
@@ -435,6 +430,17 @@ def _update_fast(model, p, use_all, ns, t, b, net, run, out, sc, last, has_leak,
 
 
 @numba.njit(**NJIT_NORT)
+def _seed(lst, n, so, p, mark, tlist, tcount):
+    """Append the sites ``lst[so:so+n]`` not yet marked to population p's touched list."""
+    for a in range(n):
+        s = lst[so + a]
+        if mark[so + s] == 0:
+            mark[so + s] = 1
+            tlist[so + p + tcount[p]] = s
+            tcount[p] += 1
+
+
+@numba.njit(**NJIT_NORT)
 def _sort_sites(a, lo, n):
     """Sort ``a[lo:lo+n]`` in place, ascending (insertion sort for short runs, heapsort
     otherwise: no allocation, O(n log n)).  Touched sites are updated in increasing
@@ -540,18 +546,8 @@ def _run_sample(b, T, backward, net, run, out, sc):
             if dense_pop[p] or pop_model[p] <= M_SOURCE:
                 continue
             so = pop_site_off[p]
-            for a in range(kcount[p]):
-                s = klist[so + a]
-                if mark[so + s] == 0:
-                    mark[so + s] = 1
-                    tlist[so + p + tcount[p]] = s
-                    tcount[p] += 1
-            for a in range(ccount[p]):
-                s = clist[so + a]
-                if mark[so + s] == 0:
-                    mark[so + s] = 1
-                    tlist[so + p + tcount[p]] = s
-                    tcount[p] += 1
+            _seed(klist, kcount[p], so, p, mark, tlist, tcount)
+            _seed(clist, ccount[p], so, p, mark, tlist, tcount)
             ccount[p] = 0
         # 2. delayed deliveries
         for p in range(P):
@@ -681,6 +677,9 @@ def run_phase(T, backward, n_chunks, n_buf, max_ports, net, run, out):
         maxd = max(maxd, net.pop_depth[p])
         max_n = max(max_n, net.pop_off[p + 1] - net.pop_off[p])
     R = net.pop_ring_off[P]
+    max_k = 1
+    for q in range(net.proj_geo.shape[0]):
+        max_k = max(max_k, net.proj_geo[q, G_KH] * net.proj_geo[q, G_KW])
     for c in numba.prange(n_chunks):
         # positional (Numba cannot build a NamedTuple from many computed keywords)
         u = np.zeros(N, dt)
@@ -706,9 +705,11 @@ def run_phase(T, backward, n_chunks, n_buf, max_ports, net, run, out):
         spk = np.zeros(max_n, np.int8)
         gch = np.zeros(max_n, np.int64)
         gval = np.zeros(max_n, dt)
+        wsite = np.zeros(max_k, np.int64)
+        woffs = np.zeros(max_k, np.int64)
         sc = Scratch(u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount, klist,
                      kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop, cur, spk,
-                     gch, gval)
+                     gch, gval, wsite, woffs)
         b0 = c * B // n_chunks
         b1 = (c + 1) * B // n_chunks
         for b in range(b0, b1):
@@ -724,6 +725,7 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
     B = x.shape[0]
     n_out = out.shape[1]
     Cs = geo[0] if geo[0] > 0 else 1
+    nk = max(1, geo[G_KH] * geo[G_KW])
     for b in numba.prange(B):
         buf = np.zeros(n_out, out.dtype)
         mark = np.zeros(1, np.uint8)
@@ -731,29 +733,26 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
         tcount = np.zeros(1, np.int64)
         gch = np.zeros(1, np.int64)          # one event per call of the grouped scatters
         gval = np.zeros(1, out.dtype)
+        sites = np.zeros(nk, np.int64)
+        offs = np.zeros(nk, np.int64)
         for j in range(x.shape[1]):
             v = x[b, j]
-            if v == 0.0:
+            if v == 0:
                 continue
             site = j // Cs
-            c = j - site * Cs
+            gch[0] = j - site * Cs
+            gval[0] = v
             if kind == K_DENSE:
                 dense_scatter(buf, 0, weights, 0, j, n_out, v, True)
             elif kind == K_CSR:
                 csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, False,
                             mark, tlist, tcount, 0, 0, 1)
+            elif kind == K_CONV_DOWN or kind == K_CONV_UP:
+                conv_scatter_group(buf, 0, weights, 0, geo, tab, kind == K_CONV_UP, site, gch,
+                                   gval, 1, True, False, mark, tlist, tcount, 0, 0, sites, offs)
             else:
-                gch[0] = c
-                gval[0] = v
-                if kind == K_CONV_DOWN:
-                    conv_down_scatter_group(buf, 0, weights, 0, geo, tab, site, gch, gval, 1,
-                                            True, False, mark, tlist, tcount, 0, 0)
-                elif kind == K_CONV_UP:
-                    conv_up_scatter_group(buf, 0, weights, 0, geo, tab, site, gch, gval, 1,
-                                          True, False, mark, tlist, tcount, 0, 0)
-                else:
-                    pool_down_scatter_group(buf, 0, pool_w, geo, tab, site, gch, gval, 1, True,
-                                            False, mark, tlist, tcount, 0, 0)
+                pool_scatter_group(buf, 0, pool_w, geo, tab, kind == K_POOL_UP, site, gch, gval,
+                                   1, True, False, mark, tlist, tcount, 0, 0, sites, offs)
         for i in range(n_out):
             out[b, i] += buf[i]
 

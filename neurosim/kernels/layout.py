@@ -164,3 +164,5 @@ class Scratch(NamedTuple):
     spk: np.ndarray           # int8 [max n] block update: spike values
     gch: np.ndarray           # int64 [max n] one sender site's event channels
     gval: np.ndarray          # dtype [max n] one sender site's event values
+    wsite: np.ndarray         # int64 [max kh*kw] receiver sites of one offset walk
+    woffs: np.ndarray         # int64 [max kh*kw] kernel offsets of one offset walk

@@ -9,15 +9,14 @@ Geometry ``geo`` = (Cs, Hs, Ws, Cr, Hr, Wr, kh, kw, stride, pad) of sender and r
 neurons are channel-last: ``(c, y, x) -> (y*W + x)*C + c``.  Conv weights are laid out
 ``(kh, kw, C_sender, C_receiver)`` so the innermost loop runs over receiver channels.
 Spatial events arrive already split into sender site ``s = y*Ws + x`` and channel ``c``;
-``tab`` holds per sender site the precomputed start of the offset walk (no integer
-division per event: a 64-bit division costs more than a 64-channel SIMD row add):
-down (conv / pool): ``((y+pad) % st, (y+pad) // st, (x+pad) % st, (x+pad) // st)``;
-up (transposed): ``(y*st - pad, x*st - pad, 0, 0)``.
+the receiving sites and kernel offsets come from the one offset walk of :mod:`.walk`.
 """
 import numba
 import numpy as np
 
 from ..config import NJIT, NJIT_NORT
+from .layout import G_CR, G_CS, G_KH, G_KW, G_PAD, G_STRIDE, G_WS
+from .walk import down_walk, up_walk
 
 
 @numba.njit(**NJIT_NORT)
@@ -119,122 +118,40 @@ def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
 
 
 @numba.njit(**NJIT_NORT)
-def conv_down_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng, weighted,
-                            do_mark, mark, tlist, tcount, p, site_off):
-    """Conv-style scatter of ``ng`` events of one sender site (channels ``gch``, values
-    ``gval``): receiver (oy, ox) with oy*stride - pad + ky = y, walking the valid ky from
-    (y+pad) % stride in steps of stride; one walk, rows summed in registers
-    (:func:`_rows_add`)."""
-    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
-    kh, kw, st = geo[6], geo[7], geo[8]
-    ky = tab[site_s, 0]
-    oy = tab[site_s, 1]
-    kx0 = tab[site_s, 2]
-    ox0 = tab[site_s, 3]
-    while ky < kh and oy >= 0:
-        if oy < Hr:
-            kx = kx0
-            ox = ox0
-            while kx < kw and ox >= 0:
-                if ox < Wr:
-                    site = oy * Wr + ox
-                    _rows_add(buf, boff + site * Cr, W, woff + (ky * kw + kx) * Cs * Cr, Cr,
-                              gch, gval, ng, weighted)
-                    if do_mark:
-                        _mark(site, mark, tlist, tcount, p, site_off)
-                kx += st
-                ox -= 1
-        ky += st
-        oy -= 1
+def conv_scatter_group(buf, boff, W, woff, geo, tab, up, site_s, gch, gval, ng, weighted,
+                       do_mark, mark, tlist, tcount, p, site_off, sites, offs):
+    """Conv (``up`` False) or transposed-conv (``up`` True) scatter of ``ng`` events of
+    one sender site (channels ``gch``, values ``gval``): one walk (:mod:`.walk`), then per
+    receiving site the rows of the events summed in registers (:func:`_rows_add`)."""
+    Cs, Cr = geo[G_CS], geo[G_CR]
+    n = up_walk(geo, tab, site_s, sites, offs) if up else down_walk(geo, tab, site_s, sites, offs)
+    for i in range(n):
+        site = sites[i]
+        _rows_add(buf, boff + site * Cr, W, woff + offs[i] * Cs * Cr, Cr, gch, gval, ng, weighted)
+        if do_mark:
+            _mark(site, mark, tlist, tcount, p, site_off)
 
 
 @numba.njit(**NJIT_NORT)
-def conv_up_scatter_group(buf, boff, W, woff, geo, tab, site_s, gch, gval, ng, weighted,
-                          do_mark, mark, tlist, tcount, p, site_off):
-    """Transposed-conv-style scatter of ``ng`` events of one sender site: receiver
-    (y*stride - pad + ky, x*stride - pad + kx) (see :func:`conv_down_scatter_group`)."""
-    Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
-    kh, kw = geo[6], geo[7]
-    oy0 = tab[site_s, 0]
-    ox0 = tab[site_s, 1]
-    for ky in range(kh):
-        oy = oy0 + ky
-        if oy < 0:
-            continue
-        if oy >= Hr:
-            break
-        for kx in range(kw):
-            ox = ox0 + kx
-            if ox < 0:
-                continue
-            if ox >= Wr:
-                break
-            site = oy * Wr + ox
-            _rows_add(buf, boff + site * Cr, W, woff + (ky * kw + kx) * Cs * Cr, Cr,
-                      gch, gval, ng, weighted)
-            if do_mark:
-                _mark(site, mark, tlist, tcount, p, site_off)
-
-
-@numba.njit(**NJIT_NORT)
-def pool_down_scatter_group(buf, boff, w, geo, tab, site_s, gch, gval, ng, weighted, do_mark,
-                            mark, tlist, tcount, p, site_off):
-    """Average-pool forward for ``ng`` events of one sender site (channels ``gch``): one
-    add of ``val * w`` per pooling window containing the sender; one walk and one mark
-    per receiving site."""
-    C, Hr, Wr = geo[0], geo[4], geo[5]
-    k, st = geo[6], geo[8]
-    ky = tab[site_s, 0]
-    oy = tab[site_s, 1]
-    while ky < k and oy >= 0:
-        if oy < Hr:
-            kx = tab[site_s, 2]
-            ox = tab[site_s, 3]
-            while kx < k and ox >= 0:
-                if ox < Wr:
-                    site = oy * Wr + ox
-                    base = boff + site * C
-                    if weighted:
-                        for i in range(ng):
-                            buf[base + gch[i]] += gval[i] * w
-                    else:
-                        for i in range(ng):
-                            buf[base + gch[i]] += w
-                    if do_mark:
-                        _mark(site, mark, tlist, tcount, p, site_off)
-                kx += st
-                ox -= 1
-        ky += st
-        oy -= 1
-
-
-@numba.njit(**NJIT_NORT)
-def pool_up_scatter_group(buf, boff, w, geo, tab, site_s, gch, gval, ng, weighted, do_mark,
-                          mark, tlist, tcount, p, site_off):
-    """Average-pool transpose for ``ng`` events of one sender site (channels ``gch``):
-    window (oy, ox) sends ``val * w`` to each of its inputs."""
-    C, Hr, Wr = geo[0], geo[4], geo[5]
-    k = geo[6]
-    y0 = tab[site_s, 0]
-    x0 = tab[site_s, 1]
-    for ky in range(k):
-        y = y0 + ky
-        if y >= Hr:
-            break
-        for kx in range(k):
-            x = x0 + kx
-            if x >= Wr:
-                break
-            site = y * Wr + x
-            base = boff + site * C
-            if weighted:
-                for i in range(ng):
-                    buf[base + gch[i]] += gval[i] * w
-            else:
-                for i in range(ng):
-                    buf[base + gch[i]] += w
-            if do_mark:
-                _mark(site, mark, tlist, tcount, p, site_off)
+def pool_scatter_group(buf, boff, w, geo, tab, up, site_s, gch, gval, ng, weighted, do_mark,
+                       mark, tlist, tcount, p, site_off, sites, offs):
+    """Pooling forward (``up`` False: one add of ``val * w`` per window containing the
+    sender) or transpose (``up`` True: window sends ``val * w`` to each of its inputs) for
+    ``ng`` events of one sender site (channels ``gch``); one walk and one mark per
+    receiving site."""
+    C = geo[G_CS]
+    n = up_walk(geo, tab, site_s, sites, offs) if up else down_walk(geo, tab, site_s, sites, offs)
+    for i in range(n):
+        site = sites[i]
+        base = boff + site * C
+        if weighted:
+            for e in range(ng):
+                buf[base + gch[e]] += gval[e] * w
+        else:
+            for e in range(ng):
+                buf[base + gch[e]] += w
+        if do_mark:
+            _mark(site, mark, tlist, tcount, p, site_off)
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,16 +192,16 @@ def conv_propagate(spike_idx, wf, geo, out):
     """Channel-contiguous conv scatter of a list of spikes (pre in channel-last order).
 
     ``wf`` is the flat (kh, kw, C_in, C_out) weight; ``out`` the flat channel-last post
-    potentials.  Returns the number of synaptic events.
-
-    Receiver (oy, ox) gets offset (ky, kx) when ``oy*st + ky = y + pad`` (same in x): the
-    valid offsets are walked by stepping ky by ``st`` from ``(y + pad) % st`` while oy
-    steps down by one, so each event costs a few integer divisions instead of two per
-    offset.  The row add uses unsigned offsets (no wrap-around checks), so LLVM
-    vectorises it; together ~5x faster than a division-per-offset loop on a 5x5 kernel."""
-    Cs, Ws, Cr, Hr, Wr = geo[0], geo[2], geo[3], geo[4], geo[5]
-    kh, kw, st, pad = geo[6], geo[7], geo[8], geo[9]
+    potentials.  Returns the number of synaptic events.  The walk start of each event is
+    computed here (a few integer divisions per event; the engine precomputes it per site)
+    and the walk is :func:`.walk.down_walk`; the row add uses unsigned offsets (no
+    wrap-around checks), so LLVM vectorises it."""
+    Cs, Ws, Cr = geo[G_CS], geo[G_WS], geo[G_CR]
+    st, pad = geo[G_STRIDE], geo[G_PAD]
     ncr = np.uint64(Cr)
+    tab = np.zeros((1, 4), np.int64)
+    sites = np.zeros(geo[G_KH] * geo[G_KW], np.int64)
+    offs = np.zeros(geo[G_KH] * geo[G_KW], np.int64)
     n = 0
     for e in range(spike_idx.shape[0]):
         j = spike_idx[e]
@@ -292,23 +209,15 @@ def conv_propagate(spike_idx, wf, geo, out):
         pos = j // Cs
         y = pos // Ws
         x = pos - y * Ws
-        kx0 = (x + pad) % st
-        ox0 = (x + pad) // st
-        ky = (y + pad) % st
-        oy = (y + pad) // st
-        while ky < kh and oy >= 0:
-            if oy < Hr:
-                kx = kx0
-                ox = ox0
-                while kx < kw and ox >= 0:
-                    if ox < Wr:
-                        tb = np.uint64((oy * Wr + ox) * Cr)
-                        wb = np.uint64(((ky * kw + kx) * Cs + c) * Cr)
-                        for co in range(ncr):
-                            out[tb + co] += wf[wb + co]
-                        n += Cr
-                    kx += st
-                    ox -= 1
-            ky += st
-            oy -= 1
+        tab[0, 0] = (y + pad) % st
+        tab[0, 1] = (y + pad) // st
+        tab[0, 2] = (x + pad) % st
+        tab[0, 3] = (x + pad) // st
+        m = down_walk(geo, tab, 0, sites, offs)
+        for i in range(m):
+            tb = np.uint64(sites[i] * Cr)
+            wb = np.uint64((offs[i] * Cs + c) * Cr)
+            for co in range(ncr):
+                out[tb + co] += wf[wb + co]
+        n += m * Cr
     return n

@@ -4,8 +4,8 @@ pre rate is nonzero, in each projection's kernel weight layout.
 For sample ``b``, pre neuron ``j`` with rate ``a[b, j] != 0`` and post error ``d[b, :]``:
 dense ``G[j, :] += a d``; CSR ``G[s] += a d[post(s)]`` for the synapses of ``j``;
 conv (down walk) and conv-transpose (up walk) add ``a * d[site, :]`` to the kernel row
-``G[(ky*kw + kx)*C_pre + c, :]`` of every valid offset — the same walk as the forward
-scatter, with the roles of weights and buffer swapped.
+``G[(ky*kw + kx)*C_pre + c, :]`` of every valid offset — the same walk
+(:mod:`.walk`) as the forward scatter, with the roles of weights and buffer swapped.
 
 ``ops[b]`` counts the multiply-accumulates whose two factors are both nonzero (the work an
 event-driven learning engine must do), independent of how this kernel batches them.
@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import NJIT, NJIT_PARALLEL
 from .layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE
+from .walk import down_walk, up_walk
 
 
 @numba.njit(**NJIT)
@@ -36,7 +37,7 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
     n_pre = a.shape[1]
     n_post = d.shape[1]
     Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
-    kh, kw, st = geo[6], geo[7], geo[8]
+    kh, kw = geo[6], geo[7]
     parts = np.zeros((n_chunks, n_w), np.float64)
     for ch in numba.prange(n_chunks):
         G = parts[ch]
@@ -44,6 +45,8 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
             nz_site = np.zeros(Hr * Wr, np.int64)
         else:
             nz_site = np.zeros(0, np.int64)
+        sites = np.zeros(max(1, kh * kw), np.int64)       # one offset walk (kernels/walk.py)
+        offs = np.zeros(max(1, kh * kw), np.int64)
         for b in range(ch * B // n_chunks, (ch + 1) * B // n_chunks):
             db = d[b]
             nnz_d = 0
@@ -75,37 +78,14 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
                     site_s = j // Cs
                     c = j - site_s * Cs
                     if kind == K_CONV_DOWN:
-                        ky = tab[site_s, 0]
-                        oy = tab[site_s, 1]
-                        while ky < kh and oy >= 0:
-                            if oy < Hr:
-                                kx = tab[site_s, 2]
-                                ox = tab[site_s, 3]
-                                while kx < kw and ox >= 0:
-                                    if ox < Wr:
-                                        site = oy * Wr + ox
-                                        if nz_site[site] > 0:
-                                            _acc_row(G, ((ky * kw + kx) * Cs + c) * Cr, db,
-                                                     site * Cr, Cr, aj)
-                                            nops += nz_site[site]
-                                    kx += st
-                                    ox -= 1
-                            ky += st
-                            oy -= 1
+                        n = down_walk(geo, tab, site_s, sites, offs)
                     else:
-                        for ky in range(kh):
-                            oy = tab[site_s, 0] + ky
-                            if oy < 0 or oy >= Hr:
-                                continue
-                            for kx in range(kw):
-                                ox = tab[site_s, 1] + kx
-                                if ox < 0 or ox >= Wr:
-                                    continue
-                                site = oy * Wr + ox
-                                if nz_site[site] > 0:
-                                    _acc_row(G, ((ky * kw + kx) * Cs + c) * Cr, db, site * Cr,
-                                             Cr, aj)
-                                    nops += nz_site[site]
+                        n = up_walk(geo, tab, site_s, sites, offs)
+                    for e in range(n):
+                        site = sites[e]
+                        if nz_site[site] > 0:
+                            _acc_row(G, (offs[e] * Cs + c) * Cr, db, site * Cr, Cr, aj)
+                            nops += nz_site[site]
             ops[b] = nops
     for ch in range(n_chunks):
         for i in range(n_w):
