@@ -44,28 +44,24 @@ from .. import _validate as V
 from ..engine import run_forward
 from ..io.atomic import atomic_write_text
 from ..neurons import LIF
+from ..neurons.lif import LIFState
+from ..neurons.lif import step as lif_model_step
 
 
-# TODO(lead): replace by the neuron model's own dense step
 def lif_dense_step(v, cur, neuron, dtype):
-    """One clock-driven step of a LIF population, in place on ``v`` [B, n]: integrate
-    ``cur``, threshold, reset (subtract Θ or set ``v_reset``), leak; returns the spikes
-    (bool [B, n]).  ``v`` and ``cur`` must have ``dtype``; every operation stays in it
-    (the constants are cast to ``dtype`` first), as in the engine (``docs/engine.md``).
-    No refractoriness."""
+    """One clock-driven step of a LIF population, in place on ``v`` [B, n]: the model's
+    own dense step (:func:`neurosim.neurons.lif.step`, the engine's arithmetic in
+    ``dtype``) over the whole batch at once; returns the spikes (bool [B, n]).  ``v`` and
+    ``cur`` must have ``dtype``.  No refractoriness (the sweep's models have none)."""
     dt = np.dtype(dtype).type
     if v.dtype != dt or cur.dtype != dt:
         raise TypeError(f"lif_dense_step needs {np.dtype(dt).name} potentials and currents, "
                         f"got {v.dtype} and {cur.dtype}; convert with .astype")
-    v += cur
-    s = v >= dt(neuron.v_th)
-    if neuron.reset == "subtract":
-        np.subtract(v, dt(neuron.subtract), out=v, where=s)
-    else:
-        v[s] = dt(neuron.v_reset)
-    if neuron.leak != 1.0:
-        v *= dt(neuron.leak)
-    return s
+    flat = v.reshape(-1)                     # a view: v is updated in place
+    state = LIFState(flat, np.zeros(flat.shape, np.int32))
+    s, _ = lif_model_step(state, np.ascontiguousarray(cur).reshape(-1), neuron)
+    return s.reshape(v.shape)
+
 
 #: parameters the sweep can vary, with their type.
 SWEEPABLE = {"T": int, "T_b": int, "v_th": float, "kappa": float, "dropout": float}
