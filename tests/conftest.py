@@ -32,13 +32,6 @@ def needs_jit(reason):
     return pytest.mark.skipif(JIT_DISABLED, reason=f"needs Numba JIT (NUMBA_DISABLE_JIT=1): {reason}")
 
 
-#: the neuron-parallel CubaLIF runner (one sample of a recurrent CubaLIF network with delays
-#: >= 1, no masks and no time-varying current) synchronises its threads with LLVM intrinsics.
-NEEDS_JIT_SPLIT = needs_jit(
-    "kernels.cuba.run_split -> _split_worker calls the @intrinsic atomics of kernels/sync.py "
-    "(fetch_add, load_acquire, compare_swap, store_release, cpu_pause, os_yield), which "
-    "raise NotImplementedError outside compiled code")
-
 GRID = 2.0 ** -6          # weight / bias / grad grid
 XGRID = 2.0 ** -4         # analog input grid
 MASK_VALUES = ((0.0, 2.0), (0.0, 1.25), (0.0, 1.0, 2.0))   # dropout scale sets (p=.5, p=.2, mixed)

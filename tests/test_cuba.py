@@ -12,7 +12,7 @@ import pytest
 
 import neurosim as ns
 import reference
-from conftest import GRID, NEEDS_JIT_SPLIT, assert_close, random_case
+from conftest import GRID, assert_close, random_case
 from neurosim._validate import NeurosimError
 from neurosim.kernels import cuba as kc
 from neurosim.kernels import threads as kth
@@ -103,7 +103,6 @@ def test_v_init_on_random_cuba_networks(seed):
     _assert_phase_equal(fwd, ref, case)
 
 
-@NEEDS_JIT_SPLIT
 def test_v_init_default_is_v_rest_and_lif_starts_at_zero():
     net = cuba_net(20, 0.0, seed=0)
     r0 = ns.run_forward(net, 5, batch=1)
@@ -230,7 +229,6 @@ def _assert_same_run(a, b):
         np.testing.assert_array_equal(a.sent[q], b.sent[q], err_msg=q)
 
 
-@NEEDS_JIT_SPLIT
 @pytest.mark.parametrize("variant", ["fused", "one_port", "two_on_port0", "unsorted_rows",
                                      "two_populations"])
 def test_neuron_parallel_runner_is_bit_identical(split_spy, variant):
@@ -253,7 +251,6 @@ def test_neuron_parallel_runner_is_bit_identical(split_spy, variant):
     _assert_phase_equal(split, ref, variant)
 
 
-@NEEDS_JIT_SPLIT
 def test_neuron_parallel_runner_without_concurrent_threads(split_spy, monkeypatch):
     """If the threading layer runs the iterations one after another, one thread runs every
     piece (no deadlock) and the results do not change."""
@@ -271,7 +268,6 @@ def test_neuron_parallel_runner_without_concurrent_threads(split_spy, monkeypatc
     _assert_same_run(serial, split)
 
 
-@NEEDS_JIT_SPLIT
 def test_neuron_parallel_runner_only_when_it_applies(split_spy, monkeypatch):
     from neurosim import engine
     net = cuba_net(100, 0.1, seed=1)
