@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 SPIKING = ("lif", "cuba_lif")
-OPT = {"map_rw": False, "bias_r": False, "mask_r": True}
+OPT = {"map_rw": False, "bias_r": False, "mask_r": False}
 
 
 def _attr_str(v):
