@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 SPIKING = ("lif", "cuba_lif")
-OPT = {"map_rw": False, "bias_r": False, "mask_r": False}
+OPT = {"map_rw": False, "bias_r": False, "mask_r": False, "cuba_check": "new"}
 
 
 def _attr_str(v):
@@ -207,9 +207,11 @@ class Projection:
                 self.bias = bvals
 
     # ---- forward -------------------------------------------------------------------
-    def deliver(self, acc, senders):
+    def deliver(self, acc, senders, hit=None):
         """acc (D) += events of ``senders`` (increasing index), each addition rounded in D."""
         for j in senders:
+            if hit is not None:
+                hit[self.rows[j][0]] = True
             posts, w, _, uniq = self.rows[j]
             if uniq:
                 acc[posts] = acc[posts] + w
@@ -232,10 +234,12 @@ class Projection:
         return out
 
     # ---- backward ------------------------------------------------------------------
-    def deliver_back(self, acc, senders, values):
+    def deliver_back(self, acc, senders, values, hit=None):
         """acc (D) += v * w per event, senders = forward post indices (increasing)."""
         for i, v in zip(senders, values):
             recv, w, uniq = self.brows[i]
+            if hit is not None:
+                hit[recv] = True
             prod = v * w  # D * D -> D
             if uniq:
                 acc[recv] = acc[recv] + prod
@@ -387,6 +391,7 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
     one = D.type(1)
     sim = [p for p in names if pops[p]["kind"] in ("source",) + SPIKING]
     counts = {p: np.zeros((B, pops[p]["n"]), dtype=np.int32) for p in sim}
+    nupd = {p: np.zeros(B, dtype=np.int64) for p in sim}
     vfinal = {p: np.zeros((B, pops[p]["n"]), dtype=D) for p in sim}
     wcounts = {p: np.zeros((B, pops[p]["n"]), dtype=np.float64) for p in sim}
     trains = {p: [] for p in sim}
@@ -479,6 +484,7 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                                 i_e=D.type(nr["i_e"]),
                                 n_ref=int(round(float(nr["t_ref"]) / dt)))
         acc = {q: np.zeros(projs[q].n_post, dtype=D) for q in ev}
+        hit = {q: np.zeros(projs[q].n_post, dtype=bool) for q in ev}
         hist = {p: [] for p in sim}
 
         for t in range(T):
@@ -487,7 +493,7 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                 if t - P.delay >= 0:
                     s = hist[P.pre][t - P.delay]
                     idx = np.flatnonzero(s)
-                    P.deliver(acc[q], idx)
+                    P.deliver(acc[q], idx, hit[q])
                     sent[q][b, idx] += 1
             for p in schedule:
                 kind = pops[p]["kind"]
@@ -501,7 +507,10 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                     I = c[p].copy()
                     if tv[p] is not None:
                         I = I + tv[p][t]
+                    touched = (c[p] != 0) | (tv[p] is not None) | (st["ref"] > 0)
                     for q in incoming[p]:
+                        touched |= hit[q]
+                        hit[q][:] = False
                         if q in masks:
                             I = I + acc[q] * rmask[q][b]
                         else:
@@ -525,7 +534,9 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                     I = c[p].copy()
                     if tv[p] is not None:
                         I = I + tv[p][t]
+                    touched = np.ones(pops[p]["n"], dtype=bool)
                     for q in incoming[p]:
+                        hit[q][:] = False
                         a_ = acc[q]
                         if q in masks:
                             a_ = a_ * rmask[q][b]
@@ -540,7 +551,8 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                         st["i"][k_] = st["i"][k_] * st["a_k"][k_]
                     ref = st["ref"]
                     refr = ref > 0
-                    spk = (~refr) & (v >= st["v_th"])
+                    vchk = a if OPT.get("cuba_check") == "new" else v
+                    spk = (~refr) & (vchk >= st["v_th"])
                     rest = (~refr) & (~spk)
                     newv = v.copy()
                     newv[refr] = st["v_reset"]
@@ -550,6 +562,8 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                     newv[rest] = a[rest]
                     st["v"] = newv
                 hist[p].append(spk)
+                if kind != "source":
+                    nupd[p][b] += int(touched.sum())
                 counts[p][b] += spk.astype(np.int32)
                 idx = np.flatnonzero(spk)
                 if len(idx):
@@ -557,7 +571,7 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                 if kind == "lif":
                     wcounts[p][b] = wcounts[p][b] * state[p]["leak64"] + spk
                 for q in out0[p]:
-                    projs[q].deliver(acc[q], idx)
+                    projs[q].deliver(acc[q], idx, hit[q])
                     sent[q][b, idx] += 1
         for p in sim:
             if pops[p]["kind"] == "lif":
@@ -567,7 +581,8 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
 
     res_p = {}
     for p in sim:
-        d = {"counts": counts[p], "v_final": vfinal[p], "spikes": _spike_table(trains[p])}
+        d = {"counts": counts[p], "v_final": vfinal[p], "spikes": _spike_table(trains[p]),
+             "neuron_updates": nupd[p]}
         if pops[p]["kind"] == "lif" and float(pops[p]["neuron"]["leak"]) != 1.0:
             d["weighted_counts"] = wcounts[p]
         res_p[p] = d
