@@ -15,6 +15,11 @@ rounding rules and summation order:
 * every neuron operation is one numpy operation on ``D`` arrays (no promotion: every
   scalar is cast to ``D`` first).
 
+``neuron_updates`` is returned too but is only a guess (a LIF neuron counts as updated
+at a step when it has a nonzero constant current, a time-varying current, an arriving
+event or is refractory; CubaLIF every step): the document does not define it, the guess
+fits dense/sparse networks but not pooled populations, and ``compare`` ignores it.
+
 ``resimulate(path)`` returns a dict ``{"forward": ..., "backward": ...}`` (the latter
 ``None`` when the file has no ``/backward``), each with ``populations`` and
 ``projections`` dicts that use the dataset names of the schema.
@@ -29,6 +34,15 @@ import h5py
 import numpy as np
 
 SPIKING = ("lif", "cuba_lif")
+
+# Readings of the document where it was ambiguous or (before the doc fixes on branch
+# `resim`) contradicted by the files; the defaults are the readings that reproduce every
+# run file exactly.  tests/test_resim_schema.py::test_literal_readings_disagree shows
+# that each alternative fails.
+#   map_rw / bias_r / mask_r: round the input-map weights / biases / masks to D before
+#       the float64 constant-current sum (no: the stored float64 values are used);
+#   cuba_check: CubaLIF threshold test on the new integrated value "new" (yes) or on the
+#       potential of the previous step "old".
 OPT = {"map_rw": False, "bias_r": False, "mask_r": False, "cuba_check": "new"}
 
 
@@ -250,7 +264,6 @@ class Projection:
     # ---- counts --------------------------------------------------------------------
     def per_synapse(self, sent_sum):
         """Per-synapse counts (layout of the schema) from sent summed over the batch."""
-        k = self.kind
         per_syn = sent_sum[self.syn_pre]  # count of each synapse (pre-ordered)
         return self._layout(per_syn)
 
@@ -378,7 +391,7 @@ def _spike_table(rec):
         extra = [np.concatenate([r[3] for r in rec])] if len(rec[0]) > 3 else []
     else:
         s = t = n = np.zeros(0, dtype=np.int64)
-        extra = [np.zeros(0, dtype=np.int64)] if False else []
+        extra = []
     o = np.lexsort((n, t, s))
     out = {"sample": s[o].astype(np.int32), "step": t[o].astype(np.int32),
            "neuron": n[o].astype(np.int32)}
