@@ -301,6 +301,10 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
                                f"the graph; nodes: {sorted(nodes)}")
         succ[a].append(b)
     pops = [n for n, (t, _) in nodes.items() if t == "Input" or t in NEURON_TYPES]
+    # HDF5 lists nodes alphabetically; to_nir records neurosim's declaration order
+    order = json.loads(gmeta["order"]) if "order" in gmeta else []
+    rank = {n: i for i, n in enumerate(order)}
+    pops.sort(key=lambda n: (rank.get(n, len(rank)), nodes[n][0] != "Input"))
     if not any(nodes[n][0] in NEURON_TYPES for n in pops):
         raise NIRError("the NIR graph has no neuron node; neurosim needs at least one of "
                        f"{', '.join(NEURON_TYPES)}")
@@ -411,6 +415,7 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
             outputs[dst] = pop_of[dst]
     # delay-0 cycles: each back edge of a depth-first search gets delay 1 (sorted names)
     _cut_cycles(net, projections)
+    projections.sort(key=lambda t: rank.get(t[0], len(rank)))
     for pname, pre, post, proj in projections:
         net.add_projection(pname, pre, post, proj)
     net.metadata["nir"] = dict(dt=dt, threshold=threshold, input_kind=input_kind,
@@ -868,7 +873,8 @@ def to_nir(net, *, dt=DEFAULT_DT):
                       stacklevel=2)
     g = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False,
                      metadata=dict(neurosim_dtype=dtype.name, neurosim_name=net.name,
-                                   neurosim_dt=dt))
+                                   neurosim_dt=dt, neurosim_order=json.dumps(
+                                       list(net.populations) + list(net.projections))))
     return g
 
 
