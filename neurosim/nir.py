@@ -40,7 +40,8 @@ keeps θ as is.
 Export (:func:`to_nir`) inverts these formulas.  What NIR cannot say is written as an
 approximation with a :class:`NIRApproximationWarning` and kept exactly in each node's
 ``metadata`` (keys ``neurosim_*``), which :func:`from_nir` honours when the NIR
-parameters still agree with it, so neurosim -> NIR -> neurosim is exact.
+parameters still agree with it (and ``threshold="strict"``), so neurosim -> NIR ->
+neurosim is exact.
 
 The ``nir`` package is imported lazily: ``import neurosim`` works without it.
 """
@@ -541,7 +542,7 @@ def _neuron(name, t, node, dt, dtype, threshold, how):
         if isinstance(e, NIRError):
             raise
         raise NIRError(f"NIR node {name!r} ({t}) cannot be mapped: {e}") from e
-    hinted = _hinted(name, meta, mapped)
+    hinted = _hinted(name, meta, mapped) if threshold == "strict" else None
     if hinted is not None:
         g0 = float(meta.get("gain", np.nan))
         if np.allclose(gain, g0, rtol=1e-6, atol=0):
