@@ -183,17 +183,20 @@ def main():
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Run file to write (HDF5, written atomically).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Time step of a .nir model, in the file's time unit (NIR: seconds); "
+                   "default 0.001 (1 ms).  See docs/nir.md.")
 @_debug
 @click.pass_context
 def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record, seed, threads,
-             out, force, debug):
+             out, force, dt, debug):
     """Simulate a model on an input and write a run file."""
     from .simulate import format_summary, simulate as run
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
     with _errors(debug):
         sim = run(model, input_, steps, n_samples=n_samples, backward_steps=backward_steps,
                   grad=grad, record=record, seed=seed, n_threads=threads, out=out, force=force,
-                  command=_command_line(ctx), report=report)
+                  command=_command_line(ctx), report=report, dt=dt)
     click.echo(format_summary(sim))
 
 
@@ -203,13 +206,15 @@ def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record,
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the weight initialisation (affects sparse synapse counts).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Time step of a .nir model (NIR: seconds); default 0.001.")
 @_debug
-def info(model, seed, as_json, debug):
+def info(model, seed, as_json, dt, debug):
     """Describe a model: populations, projections, synapses, MACs and parameters."""
     from .models import format_model_info, list_models, model_info
     from .simulate import open_model
     with _errors(debug):
-        d = model_info(open_model(model, seed))
+        d = model_info(open_model(model, seed, dt=dt))
         d["known_models"] = list_models()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -357,3 +362,29 @@ main.add_command(bench)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.command(name="export-nir")
+@click.option("--model", metavar="FILE|NAME", help="Model file (.toml) or model name.")
+@click.option("--run", "run_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run file (.h5): its network with the stored (trained) weights.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="NIR file to write (written atomically).")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+              show_default=True, metavar="SECONDS", help="Time step the NIR time constants "
+                                                          "are computed for (NIR: seconds).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the weight initialisation (--model).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@_debug
+def export_nir(model, run_file, out, dt, seed, force, debug):
+    """Export a model or a run file's network to NIR (docs/nir.md: what is approximate)."""
+    import warnings
+    from .nir import NIRApproximationWarning, export_nir as run
+    with _errors(debug), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NIRApproximationWarning)
+        path = run(model=model, run=run_file, out=out, dt=dt, seed=seed, force=force)
+    for w in caught:
+        if issubclass(w.category, NIRApproximationWarning):
+            click.echo(f"[neurosim] warning: {w.message}", err=True)
+    click.echo(f"wrote {path}")

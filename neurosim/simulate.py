@@ -203,13 +203,17 @@ def resolve_grad(net, grad, batch, seed):
     return out
 
 
-def open_model(model, seed=0):
-    """A Network from a Network, a model file or name, or a run file (``.h5``)."""
+def open_model(model, seed=0, dt=None):
+    """A Network from a Network, a model file or name, a run file (``.h5``) or a NIR file
+    (``.nir``, imported at time step ``dt``; default 1e-3, see :func:`neurosim.nir.from_nir`)."""
     if isinstance(model, Network):
         return model
     s = os.fspath(model)
     if s.endswith((".h5", ".hdf5")):
         return load_network(s)
+    if s.endswith(".nir"):
+        from .nir import DEFAULT_DT, from_nir
+        return from_nir(s, dt=DEFAULT_DT if dt is None else dt)
     return load_model(s, seed=seed)
 
 
@@ -227,7 +231,7 @@ def check_output(out, force):
 
 def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=None,
              record=False, seed=0, n_threads=None, out=None, force=False, command=None,
-             report=None):
+             report=None, dt=None):
     """Run a model's forward (and optionally backward) phase and write a run file.
 
     Parameters
@@ -259,6 +263,8 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         Stored as the run file's ``command`` attribute.
     report : callable, optional
         ``report(message)`` receives progress lines (phase started / finished, elapsed).
+    dt : float, optional
+        Time step of a ``.nir`` model, in the file's time unit (seconds); default 1e-3.
 
     Returns
     -------
@@ -284,7 +290,7 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
                              "available (NUMBA_NUM_THREADS)")
     if out is not None:
         out = check_output(out, force)
-    net = open_model(model, seed)
+    net = open_model(model, seed, dt=dt)
     if backward_steps is not None:
         cuba = [p.name for p in net.spiking_populations if p.kind == "cuba_lif"]
         if cuba:
