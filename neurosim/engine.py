@@ -399,33 +399,36 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         b = pr.bias_per_neuron()
         if b is not None:
             add_const(pr.post, b[None, :] * masks[pr.name] if pr.name in masks else b[None, :])
-    # input maps
+    # input maps, in projection declaration order (a fixed order for the float64 sums:
+    # docs/hdf5-schema.md, "Arithmetic")
+    flat = {}
     for name, x in inputs.items():
         pop = net.populations[name]
         x = np.asarray(x)
         if x.ndim in (2, 4):  # [B, n] or [B, C, H, W]: constant over time
-            xf = _as_flat(x, pop, f"inputs[{name!r}]", ("B",))
-            for pr in net.projections.values():
-                if pr.pre != name:
-                    continue
-                cur, ops = _map_current(pr, xf, np.float64)
-                if pr.name in masks:
-                    cur = cur * masks[pr.name]
-                add_const(pr.post, cur)
-                input_ops[pr.name] = ops
+            flat[name] = (_as_flat(x, pop, f"inputs[{name!r}]", ("B",)), False)
         else:
             xf = _as_flat(x, pop, f"inputs[{name!r}]", ("B", "T"))
             if xf.shape[1] != T:
                 raise V.NeurosimError(f"inputs[{name!r}] has {xf.shape[1]} steps, the run has {T}")
-            for pr in net.projections.values():
-                if pr.pre != name:
-                    continue
-                cur, ops = _map_current(pr, xf.reshape(B * T, -1), np.float64)
-                cur = cur.reshape(B, T, -1)
-                if pr.name in masks:
-                    cur = cur * masks[pr.name][:, None, :]
-                add_tv(pr.post, cur)
-                input_ops[pr.name] = ops.reshape(B, T).sum(1)
+            flat[name] = (xf, True)
+    for pr in net.projections.values():
+        if pr.pre not in flat:
+            continue
+        xf, per_step = flat[pr.pre]
+        if not per_step:
+            cur, ops = _map_current(pr, xf, np.float64)
+            if pr.name in masks:
+                cur = cur * masks[pr.name]
+            add_const(pr.post, cur)
+            input_ops[pr.name] = ops
+        else:
+            cur, ops = _map_current(pr, xf.reshape(B * T, -1), np.float64)
+            cur = cur.reshape(B, T, -1)
+            if pr.name in masks:
+                cur = cur * masks[pr.name][:, None, :]
+            add_tv(pr.post, cur)
+            input_ops[pr.name] = ops.reshape(B, T).sum(1)
     for name, c in currents.items():
         pop = net.populations[name]
         c = np.asarray(c, np.float64)

@@ -421,25 +421,27 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
                 if pr.name in masks:
                     b = b * masks[pr.name]
                 const[pr.post] = const[pr.post] + b
+        flat = {}
         for name, x in inputs.items():
             pop = pops[name]
             assert pop.kind == "input"
             x = np.asarray(x, np.float64)
             tv = x.ndim in (3, 5)
-            xf = to_flat(x, pop.shape, 2 if tv else 1)
-            for pr in net.projections.values():
-                if pr.pre != name:
-                    continue
-                if tv:
-                    y = _map_sum(pr, xf.reshape(B * T, -1)).reshape(B, T, -1)
-                    if pr.name in masks:
-                        y = y * masks[pr.name][:, None, :]
-                    tvc[pr.post] = tvc.get(pr.post, 0) + y
-                else:
-                    y = _map_sum(pr, xf)
-                    if pr.name in masks:
-                        y = y * masks[pr.name]
-                    const[pr.post] = const[pr.post] + y
+            flat[name] = (to_flat(x, pop.shape, 2 if tv else 1), tv)
+        for pr in net.projections.values():          # maps in declaration order
+            if pr.pre not in flat:
+                continue
+            xf, tv = flat[pr.pre]
+            if tv:
+                y = _map_sum(pr, xf.reshape(B * T, -1)).reshape(B, T, -1)
+                if pr.name in masks:
+                    y = y * masks[pr.name][:, None, :]
+                tvc[pr.post] = tvc.get(pr.post, 0) + y
+            else:
+                y = _map_sum(pr, xf)
+                if pr.name in masks:
+                    y = y * masks[pr.name]
+                const[pr.post] = const[pr.post] + y
         for name, c in currents.items():
             c = np.asarray(c, np.float64)
             pop = pops[name]

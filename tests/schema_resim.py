@@ -344,7 +344,7 @@ def resimulate(path):
         B = int(fg.attrs["batch"])
         inputs = {}
         if "inputs" in fg:
-            for k in fg["inputs"]:  # HDF5 iteration order (see the doc-gap notes)
+            for k in fg["inputs"]:
                 inputs[k] = _to_flat(fg["inputs"][k][...], pops[k], 2, 3)
         spikes = {}
         if "source_spikes" in fg:
@@ -428,11 +428,12 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                 if q in masks:
                     term = term * rmask64[q][b]
                 const64[P.post] = const64[P.post] + term
-        for inp, (arr, per_step) in inputs.items():
-            for q in pnames:
-                P = projs[q]
-                if P.pre != inp or not P.input_map:
-                    continue
+        for q in pnames:                   # input maps in projection declaration order
+            P = projs[q]
+            if not P.input_map or P.pre not in inputs:
+                continue
+            arr, per_step = inputs[P.pre]
+            if True:
                 if not per_step:
                     x = arr[b]
                     term = P.apply_map64(x)
