@@ -118,7 +118,7 @@ def _import_kernels():
     """Import every kernel module with Numba's cache at :data:`CACHE_DIR`."""
     saved = numba.config.CACHE_DIR
     if CACHE_DIR is not None:
-        numba.config.CACHE_DIR = str(CACHE_DIR)   # read by @njit(cache=True) at decoration
+        numba.config.CACHE_DIR = str(CACHE_DIR)   # read by the caching njit at decoration
     try:
         for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
             importlib.import_module(f"{__name__}.{m.name}")
