@@ -5,7 +5,7 @@ Rank 0 runs the ordinary training loop (:func:`neurosim.training.trainer.train`)
 order, dropout masks, loss, gradients, optimizer, learning-rate schedule, checkpoints,
 resume, signals and reports are exactly those of one process.  What is distributed is
 the expensive part, the two event-driven phases: every batch is cut into P contiguous
-shards (rank r simulates samples ``r*B//P`` to ``(r+1)*B//P``, with its slice of the
+shards (rank r simulates samples ``ceil(r*B/P)`` to ``ceil((r+1)*B/P)``, with its slice of the
 masks drawn for the whole batch), and each rank simulates its shard's forward phase and,
 once rank 0 has computed the loss of the whole batch, its backward phase.  The per-sample
 results (spike counts, potentials, per-sender event counts) are gathered to rank 0 in
@@ -73,8 +73,10 @@ class SerialComm:
 
 
 def shard_bounds(B, P):
-    """``[(lo, hi)]`` of the P contiguous shards of a batch of B samples."""
-    return [(r * B // P, (r + 1) * B // P) for r in range(P)]
+    """``[(lo, hi)]`` of the P contiguous shards of a batch of B samples (sizes differ by
+    at most one; with B < P the last ranks get none, rank 0 always has one)."""
+    edge = [(r * B + P - 1) // P for r in range(P + 1)]
+    return list(zip(edge[:-1], edge[1:]))
 
 
 _PER_SAMPLE = ("input_ops", "masks", "counts", "counts_neg", "v_final", "weighted_counts",
@@ -147,7 +149,7 @@ class ShardedEngine:
                 for r, (lo, hi) in enumerate(shard_bounds(B, self.size))]
         self.comm.bcast(("step",), root=0)
         parts = self._run(cmds)
-        return _join(parts, net, self._fwd.program)
+        return _join(parts, net, getattr(self._fwd, "program", None))
 
     def backward(self, net, forward, currents, steps, gate=None, record=False, n_threads=None):
         B = forward.batch
