@@ -27,6 +27,7 @@ SIGINT / SIGTERM (rank 0 stops after the batch, checkpoints and tells them to ex
 :class:`SerialComm` stands in for an MPI communicator of size 1 (tests, no mpi4py).
 """
 import signal
+import time
 
 import numpy as np
 
@@ -59,17 +60,22 @@ def available():
 
 
 class SerialComm:
-    """The subset of an mpi4py communicator used here, for one process."""
+    """Stands in for an mpi4py communicator of one process (no messages are sent)."""
     rank, size = 0, 1
 
-    def bcast(self, obj, root=0):
-        return obj
 
-    def scatter(self, objs, root=0):
-        return objs[0]
+#: message tags: rank 0 -> others (commands), others -> rank 0 (shard results).
+TAG_CMD, TAG_RESULT = 11, 12
+#: seconds an idle rank sleeps between polls for a message.  MPI's blocking receives
+#: busy-wait; on an oversubscribed machine (more ranks than free cores) the spinning rank
+#: would take the core from the one that computes.
+POLL_S = 2e-4
 
-    def gather(self, obj, root=0):
-        return [obj]
+
+def _recv(comm, source, tag):
+    while not comm.Iprobe(source=source, tag=tag):
+        time.sleep(POLL_S)
+    return comm.recv(source=source, tag=tag)
 
 
 def shard_bounds(B, P):
@@ -129,14 +135,18 @@ class ShardedEngine:
         self._fwd = None           # this rank's forward result of the current batch
 
     # -- rank 0 ----------------------------------------------------------------------------
+    def _send_all(self, msgs):
+        for r in range(1, self.size):
+            self.comm.send(msgs[r] if isinstance(msgs, list) else msgs, dest=r, tag=TAG_CMD)
+
     def start(self, net):
         """Send the network to the other ranks (rank 0, before the first batch)."""
-        self.comm.bcast(("net", net), root=0)
+        self._send_all(("net", net))
 
     def _run(self, cmds):
-        mine = self.comm.scatter(cmds, root=0)
-        out = _execute(mine, self)
-        parts = self.comm.gather(out, root=0)
+        self._send_all([("step", c) for c in cmds])
+        parts = [_execute(cmds[0], self)]
+        parts += [_recv(self.comm, r, TAG_RESULT) for r in range(1, self.size)]   # rank order
         for r, p in enumerate(parts):
             if "error" in p:
                 raise RuntimeError(f"rank {r} failed on its shard: {p['error']}")
@@ -147,7 +157,6 @@ class ShardedEngine:
         cmds = [("forward", steps, _slice(inputs, lo, hi), _slice(masks or {}, lo, hi), record,
                  n_threads, net if r == 0 else None)
                 for r, (lo, hi) in enumerate(shard_bounds(B, self.size))]
-        self.comm.bcast(("step",), root=0)
         parts = self._run(cmds)
         return _join(parts, net, getattr(self._fwd, "program", None))
 
@@ -156,20 +165,17 @@ class ShardedEngine:
         cmds = [("backward", _slice(currents, lo, hi), steps, _slice(gate, lo, hi), record,
                  n_threads, net if r == 0 else None)
                 for r, (lo, hi) in enumerate(shard_bounds(B, self.size))]
-        self.comm.bcast(("step",), root=0)
-        parts = self._run(cmds)
-        return _join(parts, net, None)
+        return _join(self._run(cmds), net, None)
 
     def sync(self, net):
-        """Broadcast the updated weights and biases (after every parameter update)."""
+        """Send the updated weights and biases (after every parameter update)."""
         w = {n: (pr.weight if pr.has_weights else None, pr.bias)
              for n, pr in net.projections.items() if pr.has_weights or pr.bias is not None}
-        self.comm.bcast(("weights", w), root=0)
+        self._send_all(("weights", w))
 
     def stop(self):
         """Tell the other ranks to exit (rank 0, at the end, also after an error)."""
-        if self.size > 1:
-            self.comm.bcast(("stop",), root=0)
+        self._send_all(("stop",))
 
     # -- other ranks -----------------------------------------------------------------------
     def serve(self):
@@ -178,7 +184,7 @@ class ShardedEngine:
             signal.signal(s, signal.SIG_IGN)      # rank 0 decides when to stop
         self.net = None
         while True:
-            msg = self.comm.bcast(None, root=0)
+            msg = _recv(self.comm, 0, TAG_CMD)
             if msg[0] == "stop":
                 return
             if msg[0] == "net":
@@ -186,12 +192,11 @@ class ShardedEngine:
             elif msg[0] == "weights":
                 _set_weights(self.net, msg[1])
             elif msg[0] == "step":
-                cmd = self.comm.scatter(None, root=0)
                 try:
-                    out = _execute(cmd, self)
+                    out = _execute(msg[1], self)
                 except Exception as e:        # reported by rank 0, which stops the run
                     out = dict(error=f"{type(e).__name__}: {e}", batch=0)
-                self.comm.gather(out, root=0)
+                self.comm.send(out, dest=0, tag=TAG_RESULT)
 
 
 def _execute(cmd, eng):
