@@ -17,8 +17,11 @@ from neurosim.cli import main
 from neurosim.training import distributed as dist
 from neurosim.training.trainer import train
 
-ARGS = ["--epochs", "2", "--max-train", "99", "--max-test", "40", "--batch-size", "32",
-        "--tf", "8", "--tb", "16", "--seed", "3"]
+#: all of digits (1438 training / 359 test samples, batches of 32), 2 epochs
+FULL = ["--epochs", "2", "--seed", "3"]
+#: 99 samples in batches of 32: the last batch (3) has fewer samples than 4 ranks
+SMALL = ["--epochs", "2", "--max-train", "99", "--max-test", "40", "--batch-size", "32",
+         "--tf", "8", "--tb", "16", "--seed", "3"]
 
 
 def _mpiexec():
@@ -62,12 +65,32 @@ def _neurosim(*args):
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
+def model_file(tmp_path_factory):
+    """fsnn_mlp with dropout (masks drawn for the whole batch, then sliced per rank)."""
+    from neurosim.models import resolve_model_path
+    text = resolve_model_path("fsnn_mlp").read_text()
+    assert "\nbatch_size = 32\n" in text
+    p = tmp_path_factory.mktemp("model") / "fsnn_mlp_dropout.toml"
+    p.write_text(text.replace("\nbatch_size = 32\n", "\nbatch_size = 32\ndropout = { W1 = 0.3 }\n"))
+    return p
+
+
+def _one(tmp_path_factory, model_file, args):
     out = tmp_path_factory.mktemp("one") / "one.h5"
-    r = subprocess.run(_neurosim("train", *ARGS, "--out", str(out)), env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(_neurosim("train", "--model", str(model_file), *args, "--out", str(out)),
+                       env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def one_full(tmp_path_factory, model_file):
+    return _one(tmp_path_factory, model_file, FULL)
+
+
+@pytest.fixture(scope="module")
+def one_small(tmp_path_factory, model_file):
+    return _one(tmp_path_factory, model_file, SMALL)
 
 
 def test_serial_engine_changes_nothing(tmp_path):
@@ -88,33 +111,38 @@ def test_shard_bounds_cover_the_batch():
             assert sizes[0] >= 1 and max(sizes) - min(sizes) <= 1 and (0 not in sizes or set(sizes[sizes.index(0):]) == {0})
 
 
-@needs_mpi
-@pytest.mark.parametrize("P", [2, 4])
-def test_mpirun_equals_one_process(P, one_process, tmp_path):
-    out = tmp_path / f"p{P}.h5"
-    cmd = [MPIEXEC, "-n", str(P)] + _neurosim("train", *ARGS, "--out", str(out),
-                                              "--distributed", "mpi")
+def _mpirun(P, model_file, args, out, *more):
+    cmd = [MPIEXEC, "-n", str(P)] + _neurosim("train", "--model", str(model_file), *args,
+                                              "--out", str(out), "--distributed", "mpi", *more)
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"data parallel over {P} MPI ranks" in r.stderr
     assert r.stdout.count("test accuracy") == 1           # rank 0 alone reports
-    _assert_same_run(one_process, out)                     # last batch of 3 < P = 4 samples too
+    return r
 
 
 @needs_mpi
-def test_mpirun_resume_equals_one_process(one_process, tmp_path):
+def test_mpirun_two_ranks_equals_one_process_on_digits(one_full, model_file, tmp_path):
+    _mpirun(2, model_file, FULL, tmp_path / "p2.h5")
+    _assert_same_run(one_full, tmp_path / "p2.h5")
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 4])
+def test_mpirun_uneven_shards_equal_one_process(P, one_small, model_file, tmp_path):
+    _mpirun(P, model_file, SMALL, tmp_path / f"p{P}.h5")   # 4 ranks: oversubscribed here
+    _assert_same_run(one_small, tmp_path / f"p{P}.h5")
+
+
+@needs_mpi
+def test_mpirun_resume_equals_one_process(one_full, model_file, tmp_path):
     out = tmp_path / "r.h5"
-    first = [a if a != "2" or i == 0 or ARGS[i - 1] != "--epochs" else "1"
-             for i, a in enumerate(ARGS)]
-    base = [MPIEXEC, "-n", "2"]
-    r = subprocess.run(base + _neurosim("train", *first, "--out", str(out), "--distributed", "mpi"),
-                       env=_env(), capture_output=True, text=True, timeout=300)
+    _mpirun(2, model_file, ["--epochs", "1", "--seed", "3"], out)
+    cmd = [MPIEXEC, "-n", "2"] + _neurosim("train", "--out", str(out), "--resume", "--epochs", "2",
+                                           "--distributed", "mpi")
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run(base + _neurosim("train", "--out", str(out), "--resume", "--epochs", "2",
-                                        "--distributed", "mpi"),
-                       env=_env(), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    _assert_same_run(one_process, out)
+    _assert_same_run(one_full, out)
 
 
 def test_distributed_without_mpi4py_exits_2(monkeypatch, tmp_path):
