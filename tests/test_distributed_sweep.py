@@ -88,3 +88,16 @@ def test_options_without_dask_exit_2(monkeypatch):
     assert r.exit_code == 2 and "neurosim[dask]" in r.output
     r = CliRunner().invoke(main, ["bench", "sparsity", "--workers", "2", "--scheduler", "x"])
     assert r.exit_code == 2 and "at most one of --scheduler and --workers" in r.output
+
+
+def test_sweep_on_a_running_scheduler(serial, tmp_path):
+    from distributed import LocalCluster
+    _, recs0 = serial
+    out = tmp_path / "a.jsonl"
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        S.sweep("fsnn_mlp", "digits", params={"T": [4], "dropout": [0.2]}, out=out,
+                scheduler=cluster.scheduler_address, **SMALL)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert _comparable(recs) == _comparable(recs0)
+    with pytest.raises(S.SweepError, match="not both"):
+        S.sweep(scheduler="tcp://127.0.0.1:1", workers=1)
