@@ -24,6 +24,18 @@ def _comparable(records):
     return sorted((S.comparable(r) for r in records), key=_key)
 
 
+def _assert_same(recs, recs0):
+    a, b = _comparable(recs), _comparable(recs0)
+    assert [_key(r) for r in a] == [_key(r) for r in b]
+    for x, y in zip(a, b):
+        diff = {k: (x.get(k), y.get(k)) for k in set(x) | set(y) if x.get(k) != y.get(k)}
+        if "extra" in diff:
+            diff["extra"] = {k: (x["extra"].get(k), y["extra"].get(k))
+                             for k in set(x["extra"]) | set(y["extra"])
+                             if x["extra"].get(k) != y["extra"].get(k)}
+        assert not diff, (_key(x), diff)
+
+
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory):
     pytest.importorskip("distributed", reason="needs the dask extra: pip install 'neurosim[dask]'")
@@ -40,7 +52,7 @@ def test_two_worker_sweep_equals_the_serial_sweep(serial, tmp_path):
                 report=msgs.append, **SMALL)
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == len(recs0) == 3 * 6
-    assert _comparable(recs) == _comparable(recs0)
+    _assert_same(recs, recs0)
     assert [p["params"] for p in r["points"]] == [p["params"] for p in r0["points"]]
     assert [p["accuracy"] for p in r["points"]] == [p["accuracy"] for p in r0["points"]]
     progress = [m for m in msgs if m.startswith("[")]
@@ -78,7 +90,7 @@ def test_killed_worker_point_is_rerun_once(serial, tmp_path, monkeypatch):
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 18                   # every point exactly once
     assert sorted(map(_key, recs)) == sorted(set(map(_key, recs)))
-    assert _comparable(recs) == _comparable(recs0)
+    _assert_same(recs, recs0)
 
 
 def test_options_without_dask_exit_2(monkeypatch):
@@ -98,6 +110,6 @@ def test_sweep_on_a_running_scheduler(serial, tmp_path):
         S.sweep("fsnn_mlp", "digits", params={"T": [4], "dropout": [0.2]}, out=out,
                 scheduler=cluster.scheduler_address, **SMALL)
     recs = [json.loads(x) for x in out.read_text().splitlines()]
-    assert _comparable(recs) == _comparable(recs0)
+    _assert_same(recs, recs0)
     with pytest.raises(S.SweepError, match="not both"):
         S.sweep(scheduler="tcp://127.0.0.1:1", workers=1)
