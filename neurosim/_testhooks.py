@@ -18,7 +18,10 @@ and creates ``.go``.  Points:
     temporary file is flushed and closed (the temporary file is incomplete on disk);
 ``h5-rename``
     inside an atomic HDF5 write, after the temporary file is complete and fsync'ed and
-    before it is renamed over the destination.
+    before it is renamed over the destination;
+``sweep-point``
+    at the start of a sparsity-sweep point (:func:`neurosim.ops.sparsity.run_point`; on a
+    Dask worker: the test kills that worker).
 
 Without the variable :func:`pause` returns at once (one dictionary look-up).
 """
@@ -26,7 +29,7 @@ import os
 import time
 
 ENV = "NEUROSIM_TEST_PAUSE"
-POINTS = ("batch", "h5-fill", "h5-rename")
+POINTS = ("batch", "h5-fill", "h5-rename", "sweep-point")
 #: longest wait for the ``.go`` file, seconds
 TIMEOUT_S = 120.0
 

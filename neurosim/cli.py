@@ -274,12 +274,16 @@ def _progress_printer():
 @click.option("--checkpoint-every", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Also checkpoint within an epoch every SECONDS (long epochs).")
 @click.option("--json", "as_json", is_flag=True, help="Last stdout line: a JSON summary.")
+@click.option("--distributed", type=click.Choice(["mpi"]),
+              help="Data-parallel over MPI ranks (mpirun -n P neurosim train --distributed mpi "
+                   "...): every batch is sharded; results equal one process (docs/distributed.md). "
+                   "Needs neurosim[mpi].")
 @_debug
 @click.pass_context
 def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, milestones, loss,
           seed,
           spide_quirks, max_train, max_test, threads, out, resume, force, checkpoint_every,
-          as_json, debug):
+          as_json, distributed, debug):
     """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts.
 
     Ctrl-C (or SIGTERM) stops after the current batch, writes a checkpoint and exits 130
@@ -291,6 +295,18 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
     overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
                      milestones=milestones, loss=loss, spide_quirks=spide_quirks)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
+    engine = None
+    if distributed == "mpi":
+        from .training import distributed as dist
+        if not dist.available():
+            raise BadInput("--distributed mpi needs mpi4py and an MPI library; install the "
+                           f"extra: {dist.EXTRA_HINT}")
+        engine = dist.ShardedEngine(dist.mpi_comm())
+        if engine.rank != 0:          # the other ranks only simulate shards for rank 0
+            with _errors(debug):
+                engine.serve()
+            return
+        report(f"data parallel over {engine.size} MPI ranks")
     command = (_resumed_command(ctx) if resume else
                _command_line(ctx, unparse={"milestones": _milestones_text}))
     if resume:   # defaults must not count as a request to change the stored run
@@ -304,7 +320,7 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
                     resume=resume, force=force, seed=seed, max_train=max_train,
                     max_test=max_test, report=report, progress=_progress_printer(),
                     n_threads=threads, command=command,
-                    checkpoint_every=checkpoint_every)
+                    checkpoint_every=checkpoint_every, engine=engine)
     except TrainingInterrupted as e:
         click.echo(f"\n[neurosim] {e}", err=True)
         ctx.exit(e.exit_code)
@@ -312,6 +328,9 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
         click.echo(f"\n[neurosim] interrupted; {str(out)!r} holds the last complete "
                    "checkpoint, if any", err=True)
         ctx.exit(130)
+    finally:
+        if engine is not None:
+            engine.stop()
     ops = s["ops_per_sample"]
     click.echo(f"model {s['model']} on {s['dataset']} ({s['n_train']} train / {s['n_test']} test "
                f"samples), {s['epochs']} epochs, seed {s['seed']}, {s['train_wall_s']:.1f} s")

@@ -124,15 +124,29 @@ def _sweep_command(ctx, no_record):
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write sparsity.png (accuracy vs ops, wall time vs activity) to this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the points as JSON.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run one task per point on a Dask cluster (tcp://host:8786); "
+                   "needs neurosim[dask].  See docs/distributed.md.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Run the points on a local Dask cluster of N single-threaded workers; "
+                   "needs neurosim[dask].")
 @_debug
 @click.pass_context
 def sparsity(ctx, model, dataset, data_dir, params, base, grid, epochs, max_train, max_test,
-             seed, reps, threads, out, no_record, plot_dir, as_json, debug):
+             seed, reps, threads, out, no_record, plot_dir, as_json, scheduler, workers, debug):
     """Sweep training parameters: accuracy vs operations, event-driven vs dense time."""
     import json
     from .ops import sparsity as S
     command = _sweep_command(ctx, no_record)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
+    if scheduler is not None and workers is not None:
+        raise click.UsageError("give at most one of --scheduler and --workers")
+    if scheduler is not None or workers is not None:
+        from .cli import BadInput
+        from .ops import dask_sweep
+        if not dask_sweep.available():
+            raise BadInput("--scheduler / --workers need Dask's distributed scheduler; "
+                           f"install the extra: {dask_sweep.EXTRA_HINT}")
     with _errors(debug):
         if plot_dir is not None:
             from .ops.plots import _figure
@@ -141,7 +155,7 @@ def sparsity(ctx, model, dataset, data_dir, params, base, grid, epochs, max_trai
         r = S.sweep(model, dataset, params=params or None, base=base or None, grid=grid,
                     epochs=epochs, max_train=max_train, max_test=max_test, seed=seed, reps=reps,
                     threads=threads, out=None if no_record else out, data_dir=data_dir,
-                    report=report, command=command)
+                    report=report, command=command, scheduler=scheduler, workers=workers)
         written = S.plot_sweep(r, plot_dir) if plot_dir is not None else None
     if as_json:
         click.echo(json.dumps(dict(points=r["points"], crossover=r["crossover"],

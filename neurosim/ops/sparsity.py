@@ -374,9 +374,125 @@ def crossover(points):
                                   f"activity {pts[0]['activity']:.3g} to {pts[-1]['activity']:.3g})")
 
 
+def run_point(spec):
+    """Train and time one sweep point; returns ``(index, point dict, records)``.
+
+    ``spec`` is a dict (picklable: what a Dask worker receives, :func:`point_specs`):
+    ``index``, ``point`` (the swept values), ``model``, ``model_name``, ``dataset``,
+    ``data_dir``, ``epochs``, ``max_train``, ``max_test``, ``seed``, ``reps``, ``threads``,
+    ``command``, ``sweep`` (the sweep id) and ``prov`` (:func:`provenance`).  Each point
+    trains in its own temporary folder, so points are independent and can run anywhere."""
+    from ..training.checkpoint import load_checkpoint
+    from ..training.trainer import load_data, model_input, train
+    from .energy import estimate
+    from .runfile import history_energy_counts
+    i, point = spec["index"], spec["point"]
+    model, seed, threads, reps = spec["model"], spec["seed"], spec["threads"], spec["reps"]
+    max_train, max_test, epochs = spec["max_train"], spec["max_test"], spec["epochs"]
+    with tempfile.TemporaryDirectory(prefix="neurosim-sweep-") as tmp:
+        net = _network(model, seed, point["v_th"])
+        ov = _overrides(net, point, epochs)
+        run_file = Path(tmp) / f"point{i}.h5"
+        t0 = time.perf_counter()
+        s = train(net, spec["dataset"], data_dir=spec["data_dir"], out=run_file, overrides=ov,
+                  seed=seed, max_train=max_train, max_test=max_test, n_threads=threads,
+                  handle_signals=False)
+        train_s = time.perf_counter() - t0
+        tnet, st = load_checkpoint(run_file)
+    h = {k: v[-1] for k, v in st["history"].items()}
+    ds_name = st["dataset"]
+    _, _, _, x_test, _ = load_data(ds_name, spec["data_dir"])
+    if max_test:
+        x_test = x_test[:max_test]
+    inp = next(p for p in tnet.populations.values() if p.kind == "input")
+    x = model_input(tnet, inp.name, x_test)
+    T = int(st["config"]["T"])
+    fwd = run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
+    event = lambda: run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
+    t_dense, same, note = None, None, None
+    try:
+        dense_counts = dense_forward(tnet, T, {inp.name: x})
+    except SweepError as e:
+        note = f"no dense timing: {e}"
+        (t_event,) = _time([event], reps)
+    else:
+        same = float(np.mean([np.mean(dense_counts[n] == fwd.counts[n]) for n in dense_counts]))
+        with _blas_limit(threads):
+            t_event, t_dense = _time([event, lambda: dense_forward(tnet, T, {inp.name: x})],
+                                     reps)
+    B = len(x)
+    d_map = sum(int(pr.dense_macs) for pr in tnet.projections.values()
+                if tnet.populations[pr.pre].kind == "input")
+    d_syn = sum(int(pr.dense_macs) for pr in tnet.projections.values()
+                if tnet.populations[pr.pre].kind != "input")
+    inf_ops = h["test_fwd_synops"] + h["test_encoding_macs"]
+    inf_dense = d_map + T * d_syn
+    train_ops = (h["fwd_synops"] + h["bwd_synops_pos"] + h["bwd_synops_neg"]
+                 + h["encoding_macs"] + h["update_macs"])
+    activity = h["test_fwd_synops"] / (T * d_syn) if d_syn else None
+    counts_tr = history_energy_counts(h, tnet, T, int(st["config"]["T_b"]))
+    en = estimate(counts_tr, tnet, T)
+    pt = dict(params=dict(point), accuracy=float(h["test_accuracy"]),
+              train_ops=float(train_ops), inference_ops=float(inf_ops),
+              inference_dense_macs=float(inf_dense), activity=activity,
+              event_s=statistics.median(t_event) / B,
+              dense_s=None if t_dense is None else statistics.median(t_dense) / B,
+              identical_spike_counts=same, train_wall_s=train_s,
+              energy_training_pj=en["snn"]["training_pj"],
+              energy_inference_pj=en["snn"]["inference_pj"], note=note)
+    pt["time_ratio"] = None if pt["dense_s"] is None else pt["event_s"] / pt["dense_s"]
+    case = _case(spec["model_name"], ds_name, point)
+    rp = dict(point, seed=seed, epochs=epochs, max_train=max_train, max_test=max_test)
+    extra = dict(command=spec["command"], n_train=s["n_train"], n_test=s["n_test"],
+                 train_wall_s=train_s,
+                 activity=activity, identical_spike_counts=same,
+                 history_last_epoch={k: float(v) for k, v in h.items()},
+                 energy_profile="cmos45-fp32",
+                 energy_training_pj=pt["energy_training_pj"],
+                 energy_inference_pj=pt["energy_inference_pj"])
+    bs = int(st["config"]["batch_size"])
+    prov = spec["prov"]
+    kw = dict(threads=threads, params=rp, sweep=spec["sweep"], extra=extra)
+    recs = [
+        _record(prov, case, "neurosim", "test_accuracy", "fraction", [pt["accuracy"]], batch=bs, **kw),
+        _record(prov, case, "neurosim", "train_ops_per_sample", "ops", [train_ops], batch=bs, **kw),
+        _record(prov, case, "neurosim", "inference_ops_per_sample", "ops", [inf_ops], batch=B, **kw),
+        _record(prov, case, "numpy-dense", "inference_dense_macs_per_sample", "MACs", [inf_dense],
+                batch=B, **kw),
+        _record(prov, case, "neurosim", "s_per_sample", "s", [t / B for t in t_event], batch=B, **kw),
+    ]
+    if t_dense is not None:
+        recs.append(_record(prov, case, "numpy-dense", "s_per_sample", "s",
+                            [t / B for t in t_dense], batch=B, **kw))
+    return i, pt, recs
+
+
+#: record fields that depend on the wall clock (or the machine's load), not on the
+#: computation: two runs of the same sweep agree on every other field.
+TIMING_FIELDS = ("date", "sweep", "median", "min", "max")
+#: keys of a record's ``extra`` that are wall times (and ``history_last_epoch.wall_s``).
+TIMING_EXTRA = ("train_wall_s",)
+
+
+def comparable(record):
+    """``record`` without its timing fields (:data:`TIMING_FIELDS`; the medians of the
+    ``s_per_sample`` records only: other metrics are exact), for comparing two sweeps."""
+    r = dict(record)
+    r.pop("date", None)
+    r.pop("sweep", None)
+    if r.get("metric") == "s_per_sample":
+        for k in ("median", "min", "max"):
+            r.pop(k, None)
+    r["extra"] = {k: v for k, v in (r.get("extra") or {}).items() if k not in TIMING_EXTRA}
+    if isinstance(r["extra"].get("history_last_epoch"), dict):
+        r["extra"]["history_last_epoch"] = {k: v for k, v in r["extra"]["history_last_epoch"].items()
+                                            if k != "wall_s"}
+    return r
+
+
 def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False, epochs=2,
           max_train=None, max_test=None, seed=0, reps=5, threads=1, out=DEFAULT_OUT,
-          data_dir=None, report=None, command=None):
+          data_dir=None, report=None, command=None, scheduler=None, workers=None):
     """Run a sparsity sweep (see the module docstring); returns a dict with ``points``
     (one dict per point: params, accuracy, ops, times), ``crossover``, ``records`` (the
     JSON-lines records) and ``out`` (the file appended to, or None with ``out=None``).
@@ -400,16 +516,27 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
         Numba threads of the engine and BLAS threads of the dense baseline.
     command : str, optional
         The command line that started the sweep (stored in every record's ``extra``).
+    scheduler : str, optional
+        Address of a running Dask scheduler: one task per point on its workers
+        (:mod:`neurosim.ops.dask_sweep`; needs the ``dask`` extra).
+    workers : int, optional
+        Start a local Dask cluster of this many single-threaded workers instead.
+
+    With ``scheduler`` or ``workers`` the records are appended as the points finish (in
+    that order; ``points`` stays in sweep order), a point whose worker dies is re-run
+    elsewhere, and the records equal a serial run's except :data:`TIMING_FIELDS`
+    (:func:`comparable`).
     """
-    from ..training.checkpoint import load_checkpoint
-    from ..training.trainer import load_data, model_input, train
-    from .energy import estimate
-    from .runfile import history_energy_counts
     say = report or (lambda msg: None)
     params = _check_params(DEFAULT_PARAMS if params is None else params)
     epochs = V.check_int(epochs, "epochs", low=1)
     reps = V.check_int(reps, "reps", low=1)
     threads = V.check_int(threads, "threads", low=1)
+    if scheduler is not None and workers is not None:
+        raise SweepError("give either a Dask scheduler address or a number of local workers, "
+                         "not both")
+    if workers is not None:
+        workers = V.check_int(workers, "workers", low=1)
     net0 = _network(model, seed, None)
     baseline = _baseline(net0, base)
     if "v_th" in params and baseline["v_th"] is None:
@@ -419,93 +546,33 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
     model_name = net0.metadata.get("model") or str(model)
     prov = provenance()
     sweep_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    results, records = [], []
-    x_test = None
-    with tempfile.TemporaryDirectory(prefix="neurosim-sweep-") as tmp:
-        for i, point in enumerate(points):
-            net = _network(model, seed, point["v_th"])
-            ov = _overrides(net, point, epochs)
-            run_file = Path(tmp) / f"point{i}.h5"
-            say(f"point {i + 1}/{len(points)}: {_case(model_name, '-', point).split(' ', 1)[1]}")
-            t0 = time.perf_counter()
-            s = train(net, dataset, data_dir=data_dir, out=run_file, overrides=ov, seed=seed,
-                      max_train=max_train, max_test=max_test, n_threads=threads,
-                      handle_signals=False)
-            train_s = time.perf_counter() - t0
-            tnet, st = load_checkpoint(run_file)
-            h = {k: v[-1] for k, v in st["history"].items()}
-            ds_name = st["dataset"]
-            if x_test is None:
-                _, _, _, xte, _ = load_data(ds_name, data_dir)
-                if max_test:
-                    xte = xte[:max_test]
-                x_test = xte
-            inp = next(p for p in tnet.populations.values() if p.kind == "input")
-            x = model_input(tnet, inp.name, x_test)
-            T = int(st["config"]["T"])
-            fwd = run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
-            event = lambda: run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
-            t_dense, same = None, None
-            try:
-                dense_counts = dense_forward(tnet, T, {inp.name: x})
-            except SweepError as e:
-                say(f"  no dense timing: {e}")
-                (t_event,) = _time([event], reps)
-            else:
-                same = float(np.mean([np.mean(dense_counts[n] == fwd.counts[n]) for n in dense_counts]))
-                with _blas_limit(threads):
-                    t_event, t_dense = _time([event, lambda: dense_forward(tnet, T, {inp.name: x})],
-                                             reps)
-            B = len(x)
-            d_map = sum(int(pr.dense_macs) for pr in tnet.projections.values()
-                        if tnet.populations[pr.pre].kind == "input")
-            d_syn = sum(int(pr.dense_macs) for pr in tnet.projections.values()
-                        if tnet.populations[pr.pre].kind != "input")
-            inf_ops = h["test_fwd_synops"] + h["test_encoding_macs"]
-            inf_dense = d_map + T * d_syn
-            train_ops = (h["fwd_synops"] + h["bwd_synops_pos"] + h["bwd_synops_neg"]
-                         + h["encoding_macs"] + h["update_macs"])
-            activity = h["test_fwd_synops"] / (T * d_syn) if d_syn else None
-            counts_tr = history_energy_counts(h, tnet, T, int(st["config"]["T_b"]))
-            en = estimate(counts_tr, tnet, T)
-            pt = dict(params=dict(point), accuracy=float(h["test_accuracy"]),
-                      train_ops=float(train_ops), inference_ops=float(inf_ops),
-                      inference_dense_macs=float(inf_dense), activity=activity,
-                      event_s=statistics.median(t_event) / B,
-                      dense_s=None if t_dense is None else statistics.median(t_dense) / B,
-                      identical_spike_counts=same, train_wall_s=train_s,
-                      energy_training_pj=en["snn"]["training_pj"],
-                      energy_inference_pj=en["snn"]["inference_pj"])
-            pt["time_ratio"] = None if pt["dense_s"] is None else pt["event_s"] / pt["dense_s"]
-            results.append(pt)
-            case = _case(model_name, ds_name, point)
-            rp = dict(point, seed=seed, epochs=epochs, max_train=max_train, max_test=max_test)
-            extra = dict(command=command, n_train=s["n_train"], n_test=s["n_test"],
-                         train_wall_s=train_s,
-                         activity=activity, identical_spike_counts=same,
-                         history_last_epoch={k: float(v) for k, v in h.items()},
-                         energy_profile="cmos45-fp32",
-                         energy_training_pj=pt["energy_training_pj"],
-                         energy_inference_pj=pt["energy_inference_pj"])
-            bs = int(st["config"]["batch_size"])
-            kw = dict(threads=threads, params=rp, sweep=sweep_id, extra=extra)
-            recs = [
-                _record(prov, case, "neurosim", "test_accuracy", "fraction", [pt["accuracy"]], batch=bs, **kw),
-                _record(prov, case, "neurosim", "train_ops_per_sample", "ops", [train_ops], batch=bs, **kw),
-                _record(prov, case, "neurosim", "inference_ops_per_sample", "ops", [inf_ops], batch=B, **kw),
-                _record(prov, case, "numpy-dense", "inference_dense_macs_per_sample", "MACs", [inf_dense],
-                        batch=B, **kw),
-                _record(prov, case, "neurosim", "s_per_sample", "s", [t / B for t in t_event], batch=B, **kw),
-            ]
-            if t_dense is not None:
-                recs.append(_record(prov, case, "numpy-dense", "s_per_sample", "s",
-                                    [t / B for t in t_dense], batch=B, **kw))
-            records.extend(recs)
-            if out is not None:
-                append_records(out, recs)
-            say(f"  accuracy {pt['accuracy']:.4f}, inference {inf_ops:.3g} ops/sample "
-                f"(dense {inf_dense:.3g} MACs), event-driven {pt['event_s'] * 1e6:.1f} us/sample"
-                + ("" if pt["dense_s"] is None else f", dense {pt['dense_s'] * 1e6:.1f} us/sample"))
+    specs = [dict(index=i, point=p, model=model, model_name=model_name, dataset=dataset,
+                  data_dir=data_dir, epochs=epochs, max_train=max_train, max_test=max_test,
+                  seed=seed, reps=reps, threads=threads, command=command, sweep=sweep_id,
+                  prov=prov) for i, p in enumerate(points)]
+    if scheduler is None and workers is None:
+        def serial():
+            for sp in specs:
+                say(f"point {sp['index'] + 1}/{len(specs)}: "
+                    f"{_case(model_name, '-', sp['point']).split(' ', 1)[1]}")
+                yield run_point(sp)
+        done_points = serial()
+    else:
+        from .dask_sweep import map_points
+        done_points = map_points(specs, scheduler=scheduler, workers=workers, threads=threads,
+                                 report=say)
+    results, records = [None] * len(specs), []
+    for i, pt, recs in done_points:
+        results[i] = pt
+        records.extend(recs)
+        if out is not None:
+            append_records(out, recs)
+        if pt.get("note"):
+            say(f"  {pt['note']}")
+        say(f"  accuracy {pt['accuracy']:.4f}, inference {pt['inference_ops']:.3g} ops/sample "
+            f"(dense {pt['inference_dense_macs']:.3g} MACs), event-driven "
+            f"{pt['event_s'] * 1e6:.1f} us/sample"
+            + ("" if pt["dense_s"] is None else f", dense {pt['dense_s'] * 1e6:.1f} us/sample"))
     return dict(points=results, crossover=crossover(results), records=records,
                 out=None if out is None else Path(out), sweep=sweep_id, model=model_name,
                 baseline=baseline)

@@ -326,7 +326,7 @@ def output_loss(model, cfg, fwd, y):
 
 
 def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=None,
-                 check=True):
+                 check=True, engine=None):
     """Everything of one SPIDE step on a batch except the parameter update.
 
     Forward phase (dropout masks drawn from ``rng``), loss, and with ``train`` the backward
@@ -351,6 +351,10 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
     check : bool
         Raise :class:`~neurosim.training.health.NumericalError` on the first non-finite
         potential, loss or gradient.
+    engine : optional
+        Runs the two phases instead of :func:`run_forward` / :func:`run_backward` (its
+        ``forward`` / ``backward`` take the same arguments): the MPI shards of
+        :class:`neurosim.training.distributed.ShardedEngine`.
 
     Returns
     -------
@@ -369,8 +373,8 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
     t0 = time.perf_counter()
     masks = dropout_masks(model, cfg, B, rng) if train else {}
     rec = True if record else ([model.output] if cfg.loss == "spikemax-sliding" else False)
-    fwd = run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=rec,
-                      n_threads=n_threads)
+    fwd = (run_forward if engine is None else engine.forward)(
+        net, cfg.T, inputs={model.input: x}, masks=masks, record=rec, n_threads=n_threads)
     t_fwd = time.perf_counter()
     lres, dlda, pred = output_loss(model, cfg, fwd, y)
     f_syn, f_upd, f_spk = _phase_ops(fwd)
@@ -395,8 +399,9 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
         # spiking output: straight-through gate on the output layer (see post_errors)
         res.gate = {model.output: np.ones_like(fwd.counts[model.output], dtype=bool)}
     t_bwd = time.perf_counter()
-    bwd = run_backward(net, fwd, {model.output: g}, cfg.T_b, gate=res.gate, record=bool(record),
-                       n_threads=n_threads)
+    bwd = (run_backward if engine is None else engine.backward)(
+        net, fwd, {model.output: g}, cfg.T_b, gate=res.gate, record=bool(record),
+        n_threads=n_threads)
     res.backward = bwd
     t_upd = time.perf_counter()
     res.bwd_s = t_upd - t_bwd
@@ -439,7 +444,8 @@ def apply_update(model, cfg, grads, lr, opt, *, check=True):
                             dtype=model.net.dtype)
 
 
-def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, check=True):
+def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, check=True,
+               engine=None):
     """One SPIDE training step on a batch (x [B, ...] analog input, y [B] labels):
     :func:`spide_phases` then, with ``train``, :func:`apply_update`.
 
@@ -453,11 +459,14 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     updated parameters are finite and raises
     :class:`~neurosim.training.health.NumericalError` naming the first that is not
     (:mod:`neurosim.training.health`)."""
-    res = spide_phases(model, x, y, cfg, rng, train=train, n_threads=n_threads, check=check)
+    res = spide_phases(model, x, y, cfg, rng, train=train, n_threads=n_threads, check=check,
+                       engine=engine)
     if not train:
         return res
     t0 = time.perf_counter()
     apply_update(model, cfg, res.grads, lr, opt, check=check)
+    if engine is not None:
+        engine.sync(model.net)          # the other ranks simulate with the new weights
     dt = time.perf_counter() - t0
     res.update_s += dt
     res.wall_s += dt

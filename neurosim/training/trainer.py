@@ -194,7 +194,7 @@ class _EvalStopped(Exception):
     pass
 
 
-def evaluate(model, cfg, x, y, batch_size=200, n_threads=None, stop=None):
+def evaluate(model, cfg, x, y, batch_size=200, n_threads=None, stop=None, engine=None):
     """Forward-only test pass: accuracy, mean loss and forward op counts per sample.
 
     ``stop`` (callable) is polled between batches; when it returns True the pass is
@@ -205,7 +205,7 @@ def evaluate(model, cfg, x, y, batch_size=200, n_threads=None, stop=None):
         if stop is not None and stop():
             raise _EvalStopped()
         r = spide_phases(model, x[i:i + batch_size], y[i:i + batch_size], cfg, None,
-                         train=False, n_threads=n_threads)
+                         train=False, n_threads=n_threads, engine=engine)
         correct += r.correct
         loss += r.loss * r.batch
         n += r.batch
@@ -292,7 +292,7 @@ def _check_resume(out, st, cfg, model, dataset, seed, overrides, max_train, max_
 def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overrides=None,
           resume=False, force=False, seed=None, max_train=None, max_test=None, report=None,
           progress=None, n_threads=None, command=None, checkpoint_every=None,
-          handle_signals=True):
+          handle_signals=True, engine=None):
     """Train a model file on a data set with SPIDE; returns the summary dict.
 
     Parameters
@@ -328,6 +328,10 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     handle_signals : bool
         Catch SIGINT / SIGTERM (main thread only) to stop after the current batch with a
         checkpoint, raising :class:`TrainingInterrupted`.
+    engine : optional
+        Simulates the phases of every batch (data parallel over MPI ranks:
+        :class:`neurosim.training.distributed.ShardedEngine`, on rank 0); everything else
+        runs here as in one process, so the run is the same (``docs/distributed.md``).
 
     Raises
     ------
@@ -465,6 +469,8 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     if resume:
         saved["what"] = (f"after epoch {epoch0}" if partial is None else
                          f"epoch {epoch0 + 1}, batch {partial['batch']}/{partial['n_batches']}")
+    if engine is not None:
+        engine.start(net)
     with _stop_on_signals(handle_signals) as stop:
         for epoch in range(epoch0, cfg.epochs):
             t0 = time.perf_counter()
@@ -497,7 +503,8 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                     xb = D.normalize(D.augment_cifar(ds.x_train[idx], rng), D.CIFAR_MEAN, D.CIFAR_STD)
                 lr = learning_rate(cfg, epoch, it)
                 try:
-                    r = spide_step(model_obj, xb, ytr[idx], cfg, rng, lr, opt, n_threads=n_threads)
+                    r = spide_step(model_obj, xb, ytr[idx], cfg, rng, lr, opt, n_threads=n_threads,
+                                   engine=engine)
                 except health.NumericalError as e:
                     raise diverged(e, epoch, bi, len(batches)) from None
                 it += 1
@@ -522,7 +529,8 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                         raise interrupted(stop, epoch, bi + 1, len(batches))
             xe = model_input(net, model_obj.input, xte)
             try:
-                ev = evaluate(model_obj, cfg, xe, yte, n_threads=n_threads, stop=stop)
+                ev = evaluate(model_obj, cfg, xe, yte, n_threads=n_threads, stop=stop,
+                              engine=engine)
             except _EvalStopped:
                 save(epoch, snapshot(len(batches)))
                 raise interrupted(stop, epoch, len(batches), len(batches)) from None
