@@ -263,3 +263,30 @@ def test_cli_neurobench_errors(tmp_path):
     bad.write_text("not hdf5")
     r = runner.invoke(main, ["ops", str(bad), "--neurobench", "--json"])
     assert r.exit_code == 2 and "not an HDF5 file" in r.output
+
+
+def test_training_run_file(tmp_path):
+    # a training run is recomputed on --samples samples; the NeuroBench counts follow
+    # from that forward phase (identities with the ops table), the backward is separate
+    from neurosim.training.trainer import train
+    out = tmp_path / "t.h5"
+    train("fsnn_mlp", "digits", out=out, overrides={"epochs": 1, "T": 4, "T_b": 6},
+          max_train=16, max_test=8, handle_signals=False)
+    data = ops.load_run_data(out, n_samples=8)
+    d = ops.neurobench_metrics(data)
+    tab = ops.table_from_data(data)
+    rows = {(r["layer"], r["phase"]): r for r in tab.projection_rows()}
+    net, Tf = data.network, data.forward.steps
+    acs = macs = 0
+    for name, pr in net.projections.items():
+        if net.populations[pr.pre].kind == "input":
+            macs += Tf * rows[(name, "input_encoding")]["synaptic_operations_nonzero_total"]
+        elif pr.kind in ("dense", "sparse", "conv2d"):
+            acs += rows[(name, "forward")]["synaptic_operations_nonzero_total"]
+    assert (d["totals"]["Effective_MACs"], d["totals"]["Effective_ACs"]) == (macs, acs)
+    assert d["samples"] == 8 and d["source"]["kind"] == "training"
+    assert d["neurosim"]["not_in_neurobench"]["backward_synaptic_operations"] == \
+        tab.phase_totals()["backward"]["synaptic_operations"]
+    r = CliRunner().invoke(main, ["ops", str(out), "--neurobench", "--samples", "8"])
+    assert r.exit_code == 0, r.output
+    assert "no NeuroBench counterpart" in r.output
