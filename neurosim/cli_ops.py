@@ -30,9 +30,12 @@ def _errors(debug):
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Training run files on file-based data sets: the data set's folder.")
 @click.option("--threads", type=click.IntRange(min=1), help="Numba threads (recomputation).")
+@click.option("--neurobench", is_flag=True,
+              help="Print NeuroBench 2.x metrics (names, definitions, values from the exact "
+                   "counts) instead of the table; with --json as a dict.")
 @_debug
 def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
-        debug):
+        neurobench, debug):
     """Operation counts per layer and phase of a run file, and an energy estimate.
 
     RUN.h5 is a `neurosim simulate` run file (stored counts) or a `neurosim train` run
@@ -40,6 +43,19 @@ def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_d
     from . import ops as O
     if as_json and as_csv:
         raise click.UsageError("give at most one of --json and --csv")
+    if neurobench and (as_csv or plot_dir is not None):
+        raise click.UsageError("--neurobench prints the NeuroBench metrics as text or, with "
+                               "--json, as JSON; it takes neither --csv nor --plot")
+    if neurobench:
+        import json
+        from .io.hdf5 import json_default
+        with _errors(debug):
+            data = O.load_run_data(run_file, n_samples=samples, data_dir=data_dir,
+                                   n_threads=threads)
+            d = O.neurobench_metrics(data)
+        click.echo(json.dumps(d, indent=2, default=json_default) if as_json
+                   else O.format_neurobench(d))
+        return
     with _errors(debug):
         energy_profile = None if no_energy else O.load_profile(profile)
         data = O.load_run_data(run_file, n_samples=samples, record=plot_dir is not None,

@@ -10,6 +10,9 @@ these functions; ``docs/ops-energy.md`` defines every number):
 - :func:`table_from_phases` — the same from :class:`~neurosim.PhaseResult` objects;
 - :func:`estimate_energy` / :func:`load_profile` — energy estimates from per-operation
   profiles (``cmos45-fp32``, ``loihi``, or a user TOML file), with ANN and BPTT baselines;
+- :func:`neurobench_metrics` / :func:`format_neurobench` — NeuroBench 2.x metric names
+  (Footprint, ConnectionSparsity, ActivationSparsity, SynapticOperations, ...) computed
+  from the exact counts (``neurosim ops --neurobench``);
 - :func:`synapse_counts` — per-synapse counts aligned with the stored connectivity;
 - :mod:`neurosim.ops.plots` (matplotlib) and :mod:`neurosim.ops.sparsity` (the sweep),
   imported on use.
@@ -18,6 +21,7 @@ from .energy import (DEFAULT_PROFILE, EnergyError, EnergyProfile, baseline_ops, 
                      load_profile)
 from .energy import estimate as estimate_energy
 from .energy import estimate_table
+from .neurobench import format_neurobench, neurobench_metrics
 from .report import format_energy
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, read_ops, run_kind, table_from_data
 from .synapses import synapse_counts
@@ -27,7 +31,8 @@ from .table import (OP_KIND, POPULATION_PHASES, PROJECTION_PHASES, OpsError, Ops
 
 __all__ = ["DEFAULT_PROFILE", "DEFAULT_SAMPLES", "EnergyError", "EnergyProfile", "OP_KIND",
            "OpsError", "OpsTable", "POPULATION_PHASES", "PROJECTION_PHASES", "RunData",
-           "add_sums", "baseline_ops", "estimate_energy", "estimate_table", "format_energy", "list_profiles",
-           "load_profile", "load_run_data", "nonzero_in_degree", "nonzero_out_degree",
+           "add_sums", "baseline_ops", "estimate_energy", "estimate_table", "format_energy",
+           "format_neurobench", "list_profiles", "load_profile", "load_run_data",
+           "neurobench_metrics", "nonzero_in_degree", "nonzero_out_degree",
            "phase_sums", "read_ops", "run_kind", "synapse_counts", "table_from_data",
            "table_from_phases", "update_ops"]
