@@ -56,7 +56,7 @@ def cache_key():
         data = p.read_bytes()
         h.update(f"{p.parent.name}/{p.name}:{len(data)}:".encode())
         h.update(data)
-    opts = {k: sorted(getattr(config, k).items()) for k in ("NJIT", "NJIT_NORT", "NJIT_PARALLEL")}
+    opts = {k: sorted(getattr(config, k).items()) for k in ("NJIT", "NJIT_NORT", "NJIT_INLINE", "NJIT_PARALLEL")}
     h.update(repr((opts, numba.__version__, numpy.__version__)).encode())
     return h.hexdigest()[:16]
 

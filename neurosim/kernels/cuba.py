@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from ..config import NJIT_NORT, NJIT_PARALLEL
+from ..config import NJIT_INLINE, NJIT_NORT, NJIT_PARALLEL
 from .layout import (FP_AMEM, FP_DMEM, FP_IE, FP_VREST, FP_VRESET, FP_VTH, IP_NPORTS, IP_TREF,
                      IP_UNIFORM, K_CSR, M_CUBA, SYN_ALPHA, SYN_P, Scratch)
 from .neurons import cuba_drive, cuba_fire, cuba_jump, cuba_membrane, cuba_port
@@ -56,7 +56,7 @@ def cuba_site(p, g, I, net, sc):
     return f
 
 
-@numba.njit(**NJIT_NORT)
+@numba.njit(**NJIT_INLINE)
 def _neuron(i, k, dterm, two, fused, u, isyn, ref, buf, b0, b1, v_rest, a_m, v_th, v_reset,
             t_ref, a0, p0, a1, p1, spk):
     """Step of neuron ``i`` (flag ``spk[k]``) given its drive term; ``two``: second port;

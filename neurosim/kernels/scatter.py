@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from ..config import NJIT, NJIT_NORT
-from .layout import G_CR, G_CS, G_KH, G_KW, G_PAD, G_STRIDE, G_WS
+from .layout import G_CR, G_CS, G_HS, G_KH, G_KW, G_PAD, G_STRIDE, G_WS
 from .walk import down_walk, up_walk
 
 
@@ -189,35 +189,40 @@ def dense_propagate(spike_idx, W, out):
 
 @numba.njit(**NJIT)
 def conv_propagate(spike_idx, wf, geo, out):
-    """Channel-contiguous conv scatter of a list of spikes (pre in channel-last order).
+    """Conv scatter of a list of spikes (pre in channel-last order) with the engine's own
+    code: consecutive spikes of one sender site are delivered together by
+    :func:`conv_scatter_group` (one offset walk, rows summed in registers in event order).
 
     ``wf`` is the flat (kh, kw, C_in, C_out) weight; ``out`` the flat channel-last post
-    potentials.  Returns the number of synaptic events.  The walk start of each event is
-    computed here (a few integer divisions per event; the engine precomputes it per site)
-    and the walk is :func:`.walk.down_walk`; the row add uses unsigned offsets (no
-    wrap-around checks), so LLVM vectorises it."""
-    Cs, Ws, Cr = geo[G_CS], geo[G_WS], geo[G_CR]
+    potentials.  Returns the number of synaptic events."""
+    Cs, Hs, Ws, Cr = geo[G_CS], geo[G_HS], geo[G_WS], geo[G_CR]
     st, pad = geo[G_STRIDE], geo[G_PAD]
-    ncr = np.uint64(Cr)
-    tab = np.zeros((1, 4), np.int64)
-    sites = np.zeros(geo[G_KH] * geo[G_KW], np.int64)
-    offs = np.zeros(geo[G_KH] * geo[G_KW], np.int64)
+    tab = np.zeros((Hs * Ws, 4), np.int64)       # walk starts (neurosim.connectivity.site_table)
+    for y in range(Hs):
+        for x in range(Ws):
+            tab[y * Ws + x, 0] = (y + pad) % st
+            tab[y * Ws + x, 1] = (y + pad) // st
+            tab[y * Ws + x, 2] = (x + pad) % st
+            tab[y * Ws + x, 3] = (x + pad) // st
+    nk = geo[G_KH] * geo[G_KW]
+    sites = np.zeros(nk, np.int64)
+    offs = np.zeros(nk, np.int64)
+    gch = np.zeros(Cs, np.int64)
+    gval = np.zeros(Cs, out.dtype)
+    mark = np.zeros(1, np.uint8)
+    tlist = np.zeros(1, np.int64)
+    tcount = np.zeros(1, np.int64)
     n = 0
-    for e in range(spike_idx.shape[0]):
-        j = spike_idx[e]
-        c = j % Cs
-        pos = j // Cs
-        y = pos // Ws
-        x = pos - y * Ws
-        tab[0, 0] = (y + pad) % st
-        tab[0, 1] = (y + pad) // st
-        tab[0, 2] = (x + pad) % st
-        tab[0, 3] = (x + pad) // st
-        m = down_walk(geo, tab, 0, sites, offs)
-        for i in range(m):
-            tb = np.uint64(sites[i] * Cr)
-            wb = np.uint64((offs[i] * Cs + c) * Cr)
-            for co in range(ncr):
-                out[tb + co] += wf[wb + co]
-        n += m * Cr
+    e = 0
+    ne = spike_idx.shape[0]
+    while e < ne:
+        site = spike_idx[e] // Cs
+        ng = 0
+        while e < ne and spike_idx[e] // Cs == site and ng < Cs:
+            gch[ng] = spike_idx[e] - site * Cs
+            ng += 1
+            e += 1
+        conv_scatter_group(out, 0, wf, 0, geo, tab, False, site, gch, gval, ng, False, False,
+                           mark, tlist, tcount, 0, 0, sites, offs)
+        n += down_walk(geo, tab, site, sites, offs) * Cr * ng
     return n

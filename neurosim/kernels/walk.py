@@ -14,11 +14,11 @@ up (transposed direction): ``(y*st - pad, x*st - pad, 0, 0)`` — receiver ``y*s
 """
 import numba
 
-from ..config import NJIT_NORT
+from ..config import NJIT_INLINE
 from .layout import G_HR, G_KH, G_KW, G_STRIDE, G_WR
 
 
-@numba.njit(**NJIT_NORT)
+@numba.njit(**NJIT_INLINE)
 def down_walk(geo, tab, site_s, sites, offs):
     """Receivers (oy, ox) with ``oy*st - pad + ky = y`` (same in x), walking the valid ky
     from ``(y+pad) % st`` in steps of st while oy steps down by one.  Writes receiver site
@@ -44,7 +44,7 @@ def down_walk(geo, tab, site_s, sites, offs):
     return n
 
 
-@numba.njit(**NJIT_NORT)
+@numba.njit(**NJIT_INLINE)
 def up_walk(geo, tab, site_s, sites, offs):
     """Receivers ``(y*st - pad + ky, x*st - pad + kx)`` inside the receiver map (see
     :func:`down_walk`)."""
