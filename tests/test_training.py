@@ -125,3 +125,26 @@ def test_restore_gives_the_trained_network_under_a_norm_cap(tmp_path):
         if pr.has_weights:
             np.testing.assert_array_equal(pr.weight, stored.projections[name].weight, name)
     assert evaluate_run(out, max_test=16)["accuracy"] == s["test_accuracy"]
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_cli_train_says_when_it_compiles(tmp_path, monkeypatch, warm):
+    """A first run (no compiled kernels in the cache) says so before the first batch."""
+    from neurosim import kernels
+    monkeypatch.setattr(kernels, "cache_warm", lambda *names: warm)
+    r = CliRunner().invoke(main, ["train", "--epochs", "1", "--max-train", "32", "--max-test", "16",
+                                  "--out", str(tmp_path / "c.h5")])
+    assert r.exit_code == 0, r.output
+    assert ("compiling the engine's kernels" in r.output) is (not warm), r.output
+
+
+def test_cache_warm_knows_the_compiled_engine():
+    import neurosim as ns
+    from neurosim import kernels
+    net = ns.Network()
+    net.add_population("s", 2, "source")
+    net.add_population("p", 2, ns.LIF())
+    net.add_projection("w", "s", "p", ns.Dense(np.ones((2, 2))))
+    ns.run_forward(net, 2, batch=1)           # compiles (or loads) the engine
+    assert kernels.cache_warm("engine.run_phase") is (kernels.CACHE_DIR is not None)
+    assert not kernels.cache_warm("engine.no_such_kernel")

@@ -114,6 +114,15 @@ CACHE_KEY = cache_key()
 CACHE_DIR = _choose_cache_dir(CACHE_KEY)
 
 
+def cache_warm(*kernels):
+    """Whether the on-disk cache already holds the named kernels (``"engine.run_phase"``,
+    ``"module.function"``): False means their first call compiles them (about a minute
+    for the engine on 2 cores).  Always False when caching is off."""
+    if CACHE_DIR is None:
+        return False
+    return all(any(CACHE_DIR.rglob(f"{k}-*.nbi")) for k in kernels)
+
+
 def _import_kernels():
     """Import every kernel module with Numba's cache at :data:`CACHE_DIR`."""
     saved = numba.config.CACHE_DIR

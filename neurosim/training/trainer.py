@@ -43,6 +43,7 @@ import numpy as np
 from .. import _testhooks
 from .. import _validate as V
 from .. import datasets as D
+from .. import kernels
 from ..io import atomic
 from ..models import load_model, read_model_file, resolve_model_path
 from ..network import Network
@@ -472,6 +473,10 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     if engine is not None:
         engine.start(net)
     with _stop_on_signals(handle_signals) as stop:
+        if not kernels.cache_warm("engine.run_phase", "spide.weight_grad"):
+            say("compiling the engine's kernels before the first batch (once after installing "
+                "or updating neurosim: about a minute on 2 cores; later runs load them from the "
+                f"cache{'' if kernels.CACHE_DIR is None else ' in ' + str(kernels.CACHE_DIR)})")
         for epoch in range(epoch0, cfg.epochs):
             t0 = time.perf_counter()
             if partial is not None:
