@@ -210,3 +210,23 @@ def test_pack_events_matches_twin():
     c1, c2 = np.zeros((4, 7), np.int64), np.zeros((4, 7), np.int64)
     np.testing.assert_array_equal(pack_events(s, c1), reference.pack_events(s, c2))
     np.testing.assert_array_equal(c1, c2)
+
+
+def test_output_gate_one_sided():
+    """The spiking-output gate lets a gradient through the clamp only towards the range:
+    silent neurons are pushed up, never further down; saturated ones only down."""
+    from neurosim.training.spide import output_gate
+    T = 30
+    counts = np.array([[0, 0, 5, 5, T, T]])
+    g = np.array([[-0.5, 0.5, -0.5, 0.5, -0.5, 0.5]])
+    np.testing.assert_array_equal(output_gate(counts, g, T),
+                                  [[True, False, True, True, False, True]])
+    assert output_gate(counts, g, T, "all").all()
+    # the default of training configs and of the spiking-output model
+    from neurosim.models import load_model
+    from neurosim.training.spide import SPIDEConfig
+    from neurosim.training.trainer import config_for
+    assert SPIDEConfig().output_gate == "one-sided"
+    assert config_for(load_model("fsnn_mlp_spiking"), {})[0].output_gate == "one-sided"
+    with pytest.raises(ValueError, match="output_gate"):
+        SPIDEConfig(output_gate="both")

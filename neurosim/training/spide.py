@@ -43,6 +43,8 @@ from . import health
 from .grads import projection_grads
 
 LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
+#: allowed ``output_gate`` values (spiking output population, no readout).
+OUTPUT_GATES = ("one-sided", "all")
 _HINT = ("training diverged: lower the learning rate (--lr), the loss scale (--kappa) or "
          "the initial weights")
 
@@ -68,6 +70,11 @@ class SPIDEConfig:
     spikemax_mode, spikemax_beta, window : Spikemax options (prob / softmax, temperature,
         sliding window length in steps).
     rate_true, rate_false : targets of the rate MSE.
+    output_gate : {"one-sided", "all"}
+        Backward gate of a spiking output population (no readout), :func:`output_gate`:
+        ``"one-sided"`` (default) passes the loss gradient straight through the clamp only
+        in the direction that brings a silent or saturated neuron back into its range;
+        ``"all"`` gates every output neuron (pushes silent neurons further down).
     dropout : dict projection -> p
         Variational dropout on the projection's output, fixed across both phases.
     norm_cap : dict projection -> R
@@ -94,6 +101,7 @@ class SPIDEConfig:
     window: int = 10
     rate_true: float = 0.2
     rate_false: float = 0.03
+    output_gate: str = "one-sided"
     dropout: dict = field(default_factory=dict)
     norm_cap: dict = field(default_factory=dict)
     spide_quirks: bool = False
@@ -115,6 +123,7 @@ class SPIDEConfig:
         self.gamma = V.check_real(self.gamma, "gamma", positive=True)
         self.warmup_iters = V.check_int(self.warmup_iters, "warmup_iters", low=0)
         V.check_choice(self.loss, "loss", set(LOSSES))
+        V.check_choice(self.output_gate, "output_gate", set(OUTPUT_GATES))
         V.check_choice(self.spikemax_mode, "spikemax_mode", set(losses.SPIKEMAX_MODES))
         self.window = V.check_int(self.window, "window", low=1)
         self.spikemax_beta = V.check_real(self.spikemax_beta, "spikemax_beta", positive=True)
@@ -396,8 +405,9 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
         health.check_finite({"loss": np.asarray(lres.loss), "dL/da": dlda}, "value", _HINT)
     g = cfg.kappa * dlda
     if not model.readout:
-        # spiking output: straight-through gate on the output layer (see post_errors)
-        res.gate = {model.output: np.ones_like(fwd.counts[model.output], dtype=bool)}
+        # spiking output: straight-through gate on the output layer (see output_gate)
+        res.gate = {model.output: output_gate(fwd.counts[model.output], g, cfg.T,
+                                              cfg.output_gate)}
     t_bwd = time.perf_counter()
     bwd = (run_backward if engine is None else engine.backward)(
         net, fwd, {model.output: g}, cfg.T_b, gate=res.gate, record=bool(record),
@@ -412,7 +422,8 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
                              np.zeros(B, np.int64))
     res.bwd_updates = sum((d["neuron_updates"] for d in tot["populations"].values()), np.zeros(B, np.int64))
     res.bwd_spikes = sum((d["spikes"] for d in tot["populations"].values()), np.zeros(B, np.int64))
-    grads, upd_ops = local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=res.update_ops)
+    grads, upd_ops = local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=res.update_ops,
+                                     gate=res.gate)
     res.update_macs = upd_ops
     if model.readout:
         grads["readout.weight"] = lres.grad_C
@@ -473,29 +484,55 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     return res
 
 
-def post_errors(model, fwd, bwd):
+def output_gate(counts, g, T, rule="one-sided"):
+    """Backward gate (bool [B, K]) of a spiking output population (Spikemax, rate MSE).
+
+    SPIDE's m = 1[1 <= N <= T-1] would leave a silent output neuron (m = 0) unable ever to
+    be pushed to fire, so an all-silent output could never learn; the gate replaces the
+    clamp's derivative by a straight-through estimate.  ``rule``:
+
+    ``"one-sided"``
+        m, plus silent neurons (N = 0) whose injected current g is negative (the loss asks
+        for more spikes) and saturated neurons (N = T) whose g is positive (fewer spikes).
+        A gradient that would drive a neuron further outside its range is dropped: it
+        cannot change the output, but it keeps lowering the weights into a silent neuron
+        (Spikemax gives every wrong class g = κ/S > 0, silent or not) and, through the
+        shared hidden layer, silences the whole output layer (``docs/losses.md``,
+        "Choosing a loss for a spiking output").
+    ``"all"``
+        every neuron (the first straight-through rule: m = 1).
+    """
+    if rule == "all":
+        return np.ones(np.shape(counts), dtype=bool)
+    c = np.asarray(counts)
+    return ((c >= 1) & (c <= T - 1)) | ((c == 0) & (g < 0)) | ((c == T) & (g > 0))
+
+
+def post_errors(model, fwd, bwd, gate=None):
     """δ_l = m_l ⊙ β_l / Θ_l per spiking population (κ-scaled, [B, n]).
 
-    With a spiking output population (Spikemax, rate MSE) the output layer uses m = 1
-    (a straight-through estimate of the clamp's derivative) and sends backward events
-    from every output neuron: with SPIDE's exact m a silent output neuron (m = 0) could
-    never be pushed to fire, and an all-silent output would never learn."""
+    ``gate`` (population -> bool [B, n]) replaces m where given: the backward phase's gate
+    of a spiking output population (:func:`output_gate`).  Without it a spiking output
+    population (Spikemax, rate MSE) uses m = 1 (:func:`output_gate` rule ``"all"``)."""
     out = {}
+    gate = gate or {}
     for p in model.net.spiking_populations:
-        m = fwd.mask(p.name)
-        if p.name == model.output and not model.readout:
-            m = np.ones_like(m)
+        m = gate.get(p.name)
+        if m is None:
+            m = fwd.mask(p.name)
+            if p.name == model.output and not model.readout:
+                m = np.ones_like(m)
         out[p.name] = m * bwd.rates(p.name) / p.neuron.subtract
     return out
 
 
-def local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=None):
+def local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=None, gate=None):
     """Gradients (dict ``proj.weight`` / ``proj.bias`` -> array) of every projection into
     a spiking population, divided by κ; and the weight-update MACs per sample (int64 [B],
     summed over projections).  ``ops_out`` (a dict), if given, receives them per projection
-    (projection -> int64 [B])."""
+    (projection -> int64 [B]).  ``gate``: the backward gate, as in :func:`post_errors`."""
     net = model.net
-    delta = post_errors(model, fwd, bwd)
+    delta = post_errors(model, fwd, bwd, gate)
     x_flat = np.asarray(x, np.float64)
     if x_flat.ndim == 4:                       # (B, C, H, W) -> neurosim's channel-last order
         x_flat = chw_to_flat(x_flat)
