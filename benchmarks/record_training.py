@@ -41,23 +41,34 @@ def record_run(path, command=None, threads=None):
 START, END = "<!-- training-results:start -->", "<!-- training-results:end -->"
 
 
+def _row_key(r):
+    """(case, loss, seed): runs of one model and data set with another loss or seed are
+    rows of their own (records without a stored loss count as the model's default)."""
+    cfg = r["extra"].get("config") or {}
+    return r["case"], str(cfg.get("loss", "")), int(r["extra"].get("seed", r.get("seed", 0)))
+
+
 def render_table(records):
-    """Markdown table of the latest test_accuracy record per case (with its run's facts)."""
-    latest = {}
+    """Markdown table of the latest test_accuracy record per (case, loss, seed), with its
+    run's facts."""
+    latest, walls = {}, {}
     for r in records:
-        if r.get("bench") == BENCH and r["metric"] == "test_accuracy":
-            latest[r["case"]] = r
-    walls = {r["case"]: r["median"] for r in records
-             if r.get("bench") == BENCH and r["metric"] == "train_wall_s"}
-    lines = ["| model / data set | test accuracy | epochs | seed | training wall time | "
+        if r.get("bench") != BENCH:
+            continue
+        if r["metric"] == "test_accuracy":
+            latest[_row_key(r)] = r
+        elif r["metric"] == "train_wall_s":
+            walls[_row_key(r)] = r["median"]
+    lines = ["| model / data set | loss | test accuracy | epochs | seed | training wall time | "
              "ops per training sample (fwd / bwd ±1 / update) | command | commit, date |",
-             "|---|---|---|---|---|---|---|---|"]
-    for case, r in sorted(latest.items()):
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, r in sorted(latest.items()):
+        case, loss, _ = key
         e = r["extra"]
         o = e["ops_per_training_sample"]
         lines.append(
-            f"| {case} | **{r['median']:.4f}** | {e['epochs']} | {e['seed']} | "
-            f"{walls.get(case, float('nan')):.0f} s ({r['threads']} threads) | "
+            f"| {case} | {loss} | **{r['median']:.4f}** | {e['epochs']} | {e['seed']} | "
+            f"{walls.get(key, float('nan')):.0f} s ({r['threads']} threads) | "
             f"{o['fwd_synops']:.3g} / {o['bwd_synops_pos'] + o['bwd_synops_neg']:.3g} / "
             f"{o['update_macs']:.3g} | `{e['command']}` | {r['commit']}, {r['date'][:10]} |")
     return "\n".join(lines)
