@@ -993,20 +993,12 @@ def _conv_transpose_dense(q):
 def write_nir(path, net, *, dt=DEFAULT_DT, force=False):
     """Export ``net`` (see :func:`to_nir`) to a NIR file, atomically: the graph is written
     to a temporary file in the same folder and renamed, so a failure leaves no file."""
-    import contextlib
     from .io import atomic
     nir = _nir()
     path = atomic.check_destination(path, force)
     g = to_nir(net, dt=dt)
-    atomic.remove_stale_temps(path)
-    tmp = atomic.new_temp(path)
-    try:
+    with atomic.atomic_path(path, force=force) as tmp:
         nir.write(tmp, g)
-        atomic.commit(tmp, path, force)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return path
 
 

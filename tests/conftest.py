@@ -409,3 +409,14 @@ def pytest_configure(config):
     expr = config.getoption("markexpr", "") or ""
     if re.search(r"(?<!not )\bfuzz\b", expr):
         os.environ.setdefault("NEUROSIM_FUZZ_EXAMPLES", "2000")
+
+
+@pytest.fixture
+def runner():
+    """A click CliRunner that keeps stderr apart from stdout (the CLI's progress and errors
+    go to stderr)."""
+    from click.testing import CliRunner
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:          # click >= 8.2 keeps stderr apart by default
+        return CliRunner()

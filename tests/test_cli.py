@@ -13,12 +13,6 @@ from neurosim.io import read_run
 from neurosim.models import list_models, load_model, models_dir
 
 
-@pytest.fixture
-def runner():
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:          # click >= 8.2 keeps stderr apart by default
-        return CliRunner()
 
 
 def _sim(runner, tmp_path, *args, out="run.h5"):

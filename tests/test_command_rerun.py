@@ -21,12 +21,6 @@ from neurosim.models import models_dir
 TIMINGS = {"wall_s", "created", "attrs_sha256"}
 
 
-@pytest.fixture
-def runner():
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:          # click >= 8.2 keeps stderr apart by default
-        return CliRunner()
 
 
 def _invoke(runner, argv):

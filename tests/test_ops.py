@@ -640,7 +640,11 @@ def test_training_run_data_equal_a_direct_simulation(run, request):
     fwd = ns.run_forward(net, cfg.T, inputs={model.input: x}, masks=masks, record=True)
     _, dlda, _ = output_loss(model, cfg, fwd, y)
     n_out = net.populations[model.output].n
-    gate = None if model.readout else {model.output: np.ones((20, n_out), bool)}
+    gate = None
+    if not model.readout:       # the output gate rule, written out (docs/losses.md)
+        c, g, T = fwd.counts[model.output], cfg.kappa * dlda, cfg.T
+        gate = {model.output: np.ones((20, n_out), bool) if cfg.output_gate == "all" else
+                ((c >= 1) & (c <= T - 1)) | ((c == 0) & (g < 0)) | ((c == T) & (g > 0))}
     bwd = ns.run_backward(net, fwd, {model.output: cfg.kappa * dlda}, cfg.T_b, gate=gate,
                           record=True)
     assert set(data.gate) == set(gate or {})
@@ -653,7 +657,7 @@ def test_training_run_data_equal_a_direct_simulation(run, request):
     for name in masks:
         np.testing.assert_array_equal(data.forward.masks[name], masks[name], err_msg=name)
     want = ops.update_ops(fwd, bwd, inputs={model.input: x},
-                          delta=post_errors(model, fwd, bwd), masked=not cfg.spide_quirks)
+                          delta=post_errors(model, fwd, bwd, gate=gate), masked=not cfg.spide_quirks)
     assert set(data.update_ops) == set(want)
     for name, v in want.items():
         np.testing.assert_array_equal(data.update_ops[name], v, err_msg=name)

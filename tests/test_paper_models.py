@@ -335,12 +335,6 @@ def test_file_cites_spide_and_reference_code(name):
 
 
 # -- neurosim info -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def runner():
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:          # click >= 8.2 keeps stderr apart by default
-        return CliRunner()
 
 
 @pytest.mark.parametrize("name", NAMES)

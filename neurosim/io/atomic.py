@@ -152,6 +152,29 @@ def commit(tmp, path, force=False):
 
 
 @contextlib.contextmanager
+def atomic_path(path, *, force=False):
+    """A temporary file name in ``path``'s folder, for writers that take a file name
+    (``nir.write``, ``h5py``); on success it becomes ``path`` atomically::
+
+        with atomic_path("graph.nir", force=force) as tmp:
+            nir.write(tmp, graph)
+
+    On an exception inside the block the temporary file is removed and ``path`` is
+    untouched.  Without ``force`` an existing ``path`` raises :class:`FileExistsError`.
+    """
+    path = check_destination(path, force)
+    remove_stale_temps(path)
+    tmp = new_temp(path)
+    try:
+        yield tmp
+        commit(tmp, path, force)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path, mode="wb", *, force=False, encoding=None, newline=None):
     """Open a temporary file for writing; on success it becomes ``path`` atomically.
 
@@ -166,19 +189,11 @@ def atomic_open(path, mode="wb", *, force=False, encoding=None, newline=None):
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open mode must be 'wb' or 'w', got {mode!r}")
-    path = check_destination(path, force)
-    remove_stale_temps(path)
-    tmp = new_temp(path)
-    try:
-        kw = {} if mode == "wb" else dict(encoding=encoding or "utf-8", newline=newline)
+    kw = {} if mode == "wb" else dict(encoding=encoding or "utf-8", newline=newline)
+    with atomic_path(path, force=force) as tmp:
         with open(tmp, mode, **kw) as fh:
             yield fh
             fh.flush()
-        commit(tmp, path, force)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_bytes(path, data, *, force=False):
