@@ -22,6 +22,14 @@ def test_projection_matrix_matches_dense_twin(builder):
         np.testing.assert_array_equal(projection_matrix(q).toarray(), dense_matrix(q), err_msg=q.name)
 
 
+def test_projection_matrix_sumpool_and_duplicate_synapses():
+    sp = ns.SumPool2d(2, pre_shape=(3, 4, 6))
+    np.testing.assert_array_equal(projection_matrix(sp).toarray(), dense_matrix(sp))
+    dup = ns.Sparse(np.array([0, 2, 3]), np.array([1, 1, 0], np.int32), np.array([0.5, 0.25, -1.0]),
+                    pre_shape=(2,), post_shape=(2,))
+    np.testing.assert_array_equal(projection_matrix(dup).toarray(), [[0, 0.75], [-1.0, 0]])
+
+
 @pytest.mark.parametrize("builder", [_fc_net, _conv_net])
 def test_exact_beta_matches_dense_solve(builder):
     rng = np.random.default_rng(1)

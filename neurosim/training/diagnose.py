@@ -29,7 +29,6 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .. import _validate as V
-from ..connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, SumPool2d
 from .spide import local_gradients, output_loss, spide_phases
 
 #: default limit on the spiking neurons of a network for the exact solve.
@@ -37,29 +36,8 @@ MAX_NEURONS = 50_000
 
 
 def projection_matrix(pr):
-    """scipy.sparse CSR ``W[n_pre, n_post]`` of a projection in neurosim neuron order
-    (the current into post i is ``Σ_j a_j W[j, i]``; duplicate synapses add up)."""
-    if isinstance(pr, Dense):
-        return sp.csr_matrix(np.asarray(pr.weight, np.float64))
-    if isinstance(pr, Sparse):
-        return sp.csr_matrix((np.asarray(pr.weight, np.float64), pr.indices.astype(np.int64),
-                              pr.indptr.astype(np.int64)), shape=(pr.n_pre, pr.n_post))
-    if isinstance(pr, (Conv2d, ConvTranspose2d, AvgPool2d, SumPool2d)):
-        site = pr.offset_targets()                      # [n_pre, kh*kw], -1: no target
-        c_pre, c_post = pr.pre_shape[0], pr.post_shape[0]
-        ch = np.arange(pr.n_pre) % c_pre
-        j, k = np.nonzero(site >= 0)
-        s = site[j, k]
-        if isinstance(pr, (AvgPool2d, SumPool2d)):      # channel to the same channel
-            rows, cols = j, s * c_post + ch[j]
-            vals = np.full(len(j), float(pr.weight_value))
-        else:                                           # (kh*kw, C_pre, C_post) kernel
-            kern = pr.kernel_weights()[0].reshape(-1, c_pre, c_post)
-            rows = np.repeat(j, c_post)
-            cols = (s[:, None] * c_post + np.arange(c_post)[None, :]).ravel()
-            vals = kern[k, ch[j], :].ravel()
-        return sp.csr_matrix((vals, (rows, cols)), shape=(pr.n_pre, pr.n_post))
-    raise V.NeurosimError(f"diagnose: no matrix form for projection kind {pr.kind!r}")
+    """scipy.sparse CSR ``W[n_pre, n_post]`` of a projection (its ``sparse_matrix()``)."""
+    return pr.sparse_matrix()
 
 
 def _backward_gate(model, fwd, gate, name):
