@@ -273,6 +273,11 @@ def _progress_printer():
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 @click.option("--checkpoint-every", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Also checkpoint within an epoch every SECONDS (long epochs).")
+@click.option("--diagnose", type=click.IntRange(min=1), metavar="N",
+              help="After every epoch, compare the spiking backward phase with the exact "
+                   "linear solve on the first N training samples: per-layer backward firing, "
+                   "β relative error, gradient cosine (stderr; last epoch stored in "
+                   "/training/diagnostics; small models only).")
 @click.option("--json", "as_json", is_flag=True, help="Last stdout line: a JSON summary.")
 @click.option("--distributed", type=click.Choice(["mpi"]),
               help="Data-parallel over MPI ranks (mpirun -n P neurosim train --distributed mpi "
@@ -283,7 +288,7 @@ def _progress_printer():
 def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, milestones, loss,
           seed,
           spide_quirks, max_train, max_test, threads, out, resume, force, checkpoint_every,
-          as_json, distributed, debug):
+          diagnose, as_json, distributed, debug):
     """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts.
 
     Ctrl-C (or SIGTERM) stops after the current batch, writes a checkpoint and exits 130
@@ -320,7 +325,7 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
                     resume=resume, force=force, seed=seed, max_train=max_train,
                     max_test=max_test, report=report, progress=_progress_printer(),
                     n_threads=threads, command=command,
-                    checkpoint_every=checkpoint_every, engine=engine)
+                    checkpoint_every=checkpoint_every, engine=engine, diagnose=diagnose)
     except TrainingInterrupted as e:
         click.echo(f"\n[neurosim] {e}", err=True)
         ctx.exit(e.exit_code)

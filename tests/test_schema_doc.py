@@ -129,7 +129,7 @@ def files(tmp_path_factory):
                                  "norm_cap = { B = 0.5 }")
     model = tmp / "capped.toml"
     model.write_text(text)
-    train(str(model), out=tmp / "train.h5", report=None, **TRAIN_ARGS)
+    train(str(model), out=tmp / "train.h5", report=None, diagnose=2, **TRAIN_ARGS)
 
     def interrupt(d):
         if d["batch"] == 1:

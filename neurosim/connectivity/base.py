@@ -201,6 +201,12 @@ class Projection:
         """``(indptr, indices, pre_index)`` of a kind that stores a synapse list, else None."""
         return None
 
+    def sparse_matrix(self):
+        """scipy.sparse CSR ``W[n_pre, n_post]`` in neurosim neuron order (the current into
+        post i is ``Σ_j a_j W[j, i]``; duplicate synapses add up).  For exact linear solves
+        on small networks (:mod:`neurosim.training.diagnose`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define sparse_matrix")
+
     def grad_to_user(self, G):
         """``{"weight": ...}`` in the user layout from the flat kernel-layout gradient ``G``."""
         raise NotImplementedError(f"{type(self).__name__} does not define grad_to_user")

@@ -233,6 +233,18 @@ class ConvProjection(SpatialProjection):
         return scr.sum((0, 1)), scr.sum((2, 3)).T
 
     # -- gradient -----------------------------------------------------------------------
+    def sparse_matrix(self):
+        import scipy.sparse as sp
+        site = self.offset_targets()                    # [n_pre, kh*kw], -1: no target
+        c_pre, c_post = self.pre_shape[0], self.post_shape[0]
+        ch = self._channel_of_pre()
+        j, k = np.nonzero(site >= 0)
+        kern = self.kernel_weights()[0].reshape(-1, c_pre, c_post)   # (kh*kw, C_pre, C_post)
+        rows = np.repeat(j, c_post)
+        cols = (site[j, k][:, None] * c_post + np.arange(c_post)[None, :]).ravel()
+        return sp.csr_matrix((kern[k, ch[j], :].ravel(), (rows, cols)),
+                             shape=(self.n_pre, self.n_post))
+
     def grad_to_user(self, G):
         """From the forward kernel layout (kh, kw, C_pre, C_post) to the user layout."""
         kh, kw = self.kernel_shape

@@ -63,6 +63,10 @@ class Dense(Projection):
         return np.broadcast_to(sent[:, None], (self.n_pre, self.n_post)).copy()
 
     # -- gradient, dense form, stored form --------------------------------------------
+    def sparse_matrix(self):
+        import scipy.sparse as sp
+        return sp.csr_matrix(np.asarray(self.weight, np.float64))
+
     def grad_to_user(self, G):
         return {"weight": G.reshape(self.n_pre, self.n_post)}
 

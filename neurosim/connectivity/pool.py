@@ -99,6 +99,14 @@ class Pool2d(SpatialProjection):
         return per_kernel_weight, None
 
     # -- gradient, stored form ------------------------------------------------------------
+    def sparse_matrix(self):
+        import scipy.sparse as sp
+        site = self.offset_targets()                    # [n_pre, k*k], -1: no target
+        j, k = np.nonzero(site >= 0)
+        cols = site[j, k] * self.post_shape[0] + self._channel_of_pre()[j]
+        return sp.csr_matrix((np.full(len(j), float(self.weight_value)), (j, cols)),
+                             shape=(self.n_pre, self.n_post))
+
     def grad_to_user(self, G):
         return {}
 

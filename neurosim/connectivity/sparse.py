@@ -173,6 +173,13 @@ class Sparse(Projection):
         return self.indptr, self.indices, self.pre_index()
 
     # -- gradient, dense form, stored form ---------------------------------------------
+    def sparse_matrix(self):
+        import scipy.sparse as sp
+        # built from COO so that duplicate synapses add up
+        return sp.csr_matrix((np.asarray(self.weight, np.float64),
+                              (self.pre_index(), self.indices.astype(np.int64))),
+                             shape=(self.n_pre, self.n_post))
+
     def grad_to_user(self, G):
         return {"weight": G}
 

@@ -11,7 +11,7 @@ with the current weights) plus ``/training``:
 * datasets ``readout_weight`` / ``readout_bias`` (exactly when the loss is ``ce``);
 * groups ``raw`` (raw weights under a norm cap, per projection), ``optimizer`` (momentum
   buffers per parameter), ``history`` (one value per completed epoch per key of
-  :data:`HISTORY`) and, in a mid-epoch checkpoint, ``progress`` (dataset ``perm``,
+  :data:`HISTORY`), ``diagnostics`` (only with ``train(diagnose=N)``) and, in a mid-epoch checkpoint, ``progress`` (dataset ``perm``,
   attribute ``state``).
 
 Why here and not in :mod:`neurosim.io`: the layout is the training loop's state
@@ -25,6 +25,7 @@ it.  All the HDF5 mechanics come from :mod:`neurosim.io.hdf5`'s public building 
 """
 import json
 
+import h5py
 import numpy as np
 
 from .. import _validate as V
@@ -53,6 +54,10 @@ OPS = ("fwd_synops", "fwd_updates", "fwd_spikes", "encoding_macs", "bwd_synops_p
 #: every per-epoch history key.
 HISTORY = ("epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "test_loss",
            "wall_s") + OPS + tuple("test_" + k for k in OPS[:4])
+#: optional group written by ``train(diagnose=N)`` (last epoch's backward diagnostics).
+DIAGNOSTICS = "diagnostics"
+#: per-population datasets of /training/diagnostics (aligned with ``populations``).
+DIAGNOSTIC_POP_KEYS = ("bwd_rate_pos", "bwd_rate_neg", "beta_rel_error")
 #: keys of ``/training/progress``'s ``state`` attribute.
 PROGRESS_KEYS = ("batch", "n_batches", "loss_sum", "correct", "n", "sums", "wall_s", "activity")
 
@@ -87,11 +92,29 @@ def save_checkpoint(path, model, cfg, state, force=True, partial=None):
         h = g.create_group(HISTORY_GROUP)
         for k, v in state["history"].items():
             write_dataset(h, k, np.asarray(v, np.float64))
+        diag = state.get("diagnostics")
+        if diag is not None:
+            _write_diagnostics(g.create_group(DIAGNOSTICS), diag)
         if partial is not None:
             pg = g.create_group(PROGRESS)
             write_dataset(pg, "perm", np.asarray(partial["perm"], np.int64))
             pg.attrs["state"] = json.dumps({k: v for k, v in partial.items() if k != "perm"})
     return atomic_h5(path, fill, force=force)
+
+
+def _write_diagnostics(g, d):
+    """``/training/diagnostics`` from a :func:`neurosim.training.diagnose.diagnose` result."""
+    for k in ("epoch", "samples", "T_b"):
+        g.attrs[k] = np.int64(d[k])
+    pops, projs = list(d["populations"]), list(d["projections"])
+    g.create_dataset("populations", data=np.array(pops, dtype=object),
+                     dtype=h5py.string_dtype())
+    g.create_dataset("projections", data=np.array(projs, dtype=object),
+                     dtype=h5py.string_dtype())
+    for k in DIAGNOSTIC_POP_KEYS:
+        write_dataset(g, k, np.array([d["populations"][n][k] for n in pops], np.float64))
+    write_dataset(g, "grad_cosine", np.array([d["projections"][n]["grad_cosine"]
+                                             for n in projs], np.float64))
 
 
 def _parameter_shapes(net, readout_shapes):

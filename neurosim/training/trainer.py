@@ -48,6 +48,7 @@ from ..io import atomic
 from ..models import load_model, read_model_file, resolve_model_path
 from ..network import Network
 from . import health
+from . import diagnose as _diagnostics
 from .checkpoint import HISTORY, OPS, load_checkpoint, restore, save_checkpoint  # noqa: F401
 from .spide import (SGD, SPIDEConfig, build_model, learning_rate, spide_phases,  # noqa: F401
                     spide_step)
@@ -293,7 +294,7 @@ def _check_resume(out, st, cfg, model, dataset, seed, overrides, max_train, max_
 def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overrides=None,
           resume=False, force=False, seed=None, max_train=None, max_test=None, report=None,
           progress=None, n_threads=None, command=None, checkpoint_every=None,
-          handle_signals=True, engine=None):
+          handle_signals=True, engine=None, diagnose=None):
     """Train a model file on a data set with SPIDE; returns the summary dict.
 
     Parameters
@@ -333,6 +334,12 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         Simulates the phases of every batch (data parallel over MPI ranks:
         :class:`neurosim.training.distributed.ShardedEngine`, on rank 0); everything else
         runs here as in one process, so the run is the same (``docs/distributed.md``).
+    diagnose : int, optional
+        After every epoch, compare the spiking backward phase with the exact linear solve
+        on the first ``diagnose`` training samples (:func:`neurosim.training.diagnose.diagnose`,
+        dropout masks from the run's seed): the per-layer table goes to ``report`` and the
+        last epoch's numbers to ``/training/diagnostics`` of the run file (and
+        ``summary["diagnostics"]``).  Does not change the training.
 
     Raises
     ------
@@ -421,8 +428,11 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
             raise TrainingError(f"--resume: the mid-epoch checkpoint in {str(out)!r} covers "
                                 f"{len(partial['perm'])} training samples, the data have "
                                 f"{len(xtr)}")
+    if diagnose is not None:
+        diagnose = min(V.check_int(diagnose, "diagnose", low=1), len(xtr))
     state = dict(model=model_name, dataset=ds_name, classes=classes, meta=meta, data=data,
                  command=command or "", finished=False)
+    diag = None
     monitor = health.ActivityMonitor([p.name for p in net.spiking_populations])
     saved = {"what": None, "t": time.perf_counter()}   # last checkpoint of this run
 
@@ -558,7 +568,16 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                     "(its rates carry no information and SPIDE's mask stops its gradients); "
                     "lower the learning rate or the input scale, or raise its threshold v_th",
                     health.RunawayActivityWarning, stacklevel=2)
+            if diagnose:
+                diag = _diagnostics.diagnose(
+                    model_obj, cfg, model_input(net, model_obj.input, xtr[:diagnose]),
+                    ytr[:diagnose], seed=cfg.seed, n_threads=n_threads)
+                diag["epoch"] = epoch + 1
+                state["diagnostics"] = diag
             save(epoch + 1)
+            if diag is not None:
+                for line in _diagnostics.format_table(diag):
+                    say(line)
             say(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / n:.4f}, train acc "
                 f"{correct / n:.4f}, test acc {ev['accuracy']:.4f} ({wall:.1f} s)")
             if stop() and epoch + 1 < cfg.epochs:
@@ -571,7 +590,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                    wall_s=time.perf_counter() - t_start, train_wall_s=float(sum(history["wall_s"])),
                    n_train=int(len(xtr)), n_test=int(len(xte)), out=str(out),
                    ops_per_sample={k: history[k][-1] for k in OPS} if history["epoch"] else {},
-                   config=cfg.to_dict())
+                   config=cfg.to_dict(), diagnostics=diag)
     return summary
 
 
