@@ -122,7 +122,8 @@ def conv_scatter_group(buf, boff, W, woff, geo, tab, up, site_s, gch, gval, ng, 
                        do_mark, mark, tlist, tcount, p, site_off, sites, offs):
     """Conv (``up`` False) or transposed-conv (``up`` True) scatter of ``ng`` events of
     one sender site (channels ``gch``, values ``gval``): one walk (:mod:`.walk`), then per
-    receiving site the rows of the events summed in registers (:func:`_rows_add`)."""
+    receiving site the rows of the events summed in registers (:func:`_rows_add`).
+    Returns the number of receiving sites."""
     Cs, Cr = geo[G_CS], geo[G_CR]
     n = up_walk(geo, tab, site_s, sites, offs) if up else down_walk(geo, tab, site_s, sites, offs)
     for i in range(n):
@@ -130,6 +131,7 @@ def conv_scatter_group(buf, boff, W, woff, geo, tab, up, site_s, gch, gval, ng, 
         _rows_add(buf, boff + site * Cr, W, woff + offs[i] * Cs * Cr, Cr, gch, gval, ng, weighted)
         if do_mark:
             _mark(site, mark, tlist, tcount, p, site_off)
+    return n
 
 
 @numba.njit(**NJIT_NORT)
@@ -222,7 +224,7 @@ def conv_propagate(spike_idx, wf, geo, out):
             gch[ng] = spike_idx[e] - site * Cs
             ng += 1
             e += 1
-        conv_scatter_group(out, 0, wf, 0, geo, tab, False, site, gch, gval, ng, False, False,
-                           mark, tlist, tcount, 0, 0, sites, offs)
-        n += down_walk(geo, tab, site, sites, offs) * Cr * ng
+        m = conv_scatter_group(out, 0, wf, 0, geo, tab, False, site, gch, gval, ng, False,
+                               False, mark, tlist, tcount, 0, 0, sites, offs)
+        n += m * Cr * ng
     return n

@@ -273,4 +273,3 @@ def step(state, current, params):
               syn[L.SYN_ALPHA, :n].copy(), syn[L.SYN_P, :n].copy(), fp[L.FP_IE], ip[L.IP_TREF],
               spikes)
     return spikes, state
-    raise TypeError(f"params must be LIF or CubaLIF, got {type(params).__name__}")

@@ -48,17 +48,18 @@ from ..neurons.lif import LIFState
 from ..neurons.lif import step as lif_model_step
 
 
-def lif_dense_step(v, cur, neuron, dtype):
+def lif_dense_step(v, cur, neuron, dtype, ref=None):
     """One clock-driven step of a LIF population, in place on ``v`` [B, n]: the model's
     own dense step (:func:`neurosim.neurons.lif.step`, the engine's arithmetic in
     ``dtype``) over the whole batch at once; returns the spikes (bool [B, n]).  ``v`` and
-    ``cur`` must have ``dtype``.  No refractoriness (the sweep's models have none)."""
+    ``cur`` must have ``dtype``.  ``ref`` (int32 [B*n]) is the refractory counter, kept by
+    the caller across steps (zeros when omitted: the sweep's models have no refractoriness)."""
     dt = np.dtype(dtype).type
     if v.dtype != dt or cur.dtype != dt:
         raise TypeError(f"lif_dense_step needs {np.dtype(dt).name} potentials and currents, "
                         f"got {v.dtype} and {cur.dtype}; convert with .astype")
     flat = v.reshape(-1)                     # a view: v is updated in place
-    state = LIFState(flat, np.zeros(flat.shape, np.int32))
+    state = LIFState(flat, np.zeros(flat.shape, np.int32) if ref is None else ref)
     s, _ = lif_model_step(state, np.ascontiguousarray(cur).reshape(-1), neuron)
     return s.reshape(v.shape)
 
@@ -126,6 +127,7 @@ def dense_forward(net, steps, inputs):
     c = {n: np.broadcast_to(np.asarray(const.get(n, 0.0), np.float64),
                             (B, net.populations[n].n)).astype(dt) for n in order}
     counts = {n: np.zeros((B, net.populations[n].n), np.int32) for n in order}
+    ref = {n: np.zeros(B * net.populations[n].n, np.int32) for n in order}
     hist = {n: [] for n in order}
     for t in range(T):
         now = {}
@@ -139,7 +141,7 @@ def dense_forward(net, steps, inputs):
                 else:
                     continue
                 cur += s @ W[pr.name]
-            s = lif_dense_step(u[n], cur, net.populations[n].neuron, dt)
+            s = lif_dense_step(u[n], cur, net.populations[n].neuron, dt, ref[n])
             sf = s.astype(dt)
             now[n] = sf
             hist[n].append(sf)
