@@ -119,7 +119,7 @@ def _spike_array(s, pop, name, T):
 def _record_names(net, prog, record):
     """Populations whose spike trains to keep: True (all), False/None, or a list of names."""
     if record is True:
-        return {n for i, n in enumerate(prog.pop_names) if prog.pop_model[i] != M_INPUT}
+        return {n for i, n in enumerate(prog.pop_names) if prog.arrays.pop_model[i] != M_INPUT}
     if not record:
         return set()
     names = [record] if isinstance(record, str) else list(record)
@@ -185,21 +185,21 @@ def _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr):
     n_split)."""
     if backward or B != 1 or tv_pops or src or masks_arr.shape[1]:
         return None
-    models = prog.pop_model
+    models = prog.arrays.pop_model
     if not np.all((models == M_CUBA) | (models == M_INPUT)):
         return None
-    if np.any(prog.pop_ip[models == M_CUBA, L.IP_NPORTS] > MAX_FAST_PORTS):
+    if np.any(prog.arrays.pop_ip[models == M_CUBA, L.IP_NPORTS] > MAX_FAST_PORTS):
         return None
-    if not np.all(np.isin(prog.proj_kind, (K_CSR, K_DENSE))) or np.any(prog.proj_delay < 1):
+    if not np.all(np.isin(prog.arrays.proj_kind, (K_CSR, K_DENSE))) or np.any(prog.arrays.proj_delay < 1):
         return None
-    sizes = np.diff(prog.pop_off)
+    sizes = np.diff(prog.arrays.pop_off)
     H = nth if int(sizes[models == M_CUBA].sum()) >= SPLIT_MIN_NEURONS else 1
     h = np.arange(H + 1)
     cut = np.round(sizes[:, None] * h / H / SPLIT_ALIGN).astype(np.int64) * SPLIT_ALIGN
     part = np.minimum(sizes[:, None], cut)
     part[:, -1] = sizes
-    n_pre = sizes[prog.proj_src]
-    rows = np.where(prog.proj_kind == K_CSR, n_pre * (H + 1), 0)
+    n_pre = sizes[prog.arrays.proj_src]
+    rows = np.where(prog.arrays.proj_kind == K_CSR, n_pre * (H + 1), 0)
     split_off = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
     return H, np.ascontiguousarray(part, np.int64), split_off, int(rows.sum())
 
@@ -207,7 +207,7 @@ def _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr):
 def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
                record, n_threads, v_init=None):
     P = len(prog.pop_names)
-    N = int(prog.pop_off[-1])
+    N = int(prog.arrays.pop_off[-1])
     dtype = net.dtype
     # time-varying currents
     tv_off = np.full(P, -1, np.int64)
@@ -243,16 +243,16 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     counts = np.zeros((B, N), np.int32)
     counts_neg = np.zeros((B, N), np.int32)
     for i in range(P):    # hint to the CubaLIF kernel: one constant drive for the population
-        a, b_ = prog.pop_off[i], prog.pop_off[i + 1]
-        if prog.pop_model[i] == M_CUBA and tv_off[i] < 0 and b_ > a:
-            prog.pop_ip[i, L.IP_UNIFORM] = int(np.all(const[:, a:b_] == const[:, a:a + 1]))
+        a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
+        if prog.arrays.pop_model[i] == M_CUBA and tv_off[i] < 0 and b_ > a:
+            prog.arrays.pop_ip[i, L.IP_UNIFORM] = int(np.all(const[:, a:b_] == const[:, a:a + 1]))
     u_out = np.zeros((B, N), dtype)           # initial potentials in, final ones out
     for i in range(P):
-        if prog.pop_model[i] == M_CUBA:
-            u_out[:, prog.pop_off[i]:prog.pop_off[i + 1]] = prog.pop_fp[i, L.FP_VREST]
+        if prog.arrays.pop_model[i] == M_CUBA:
+            u_out[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = prog.arrays.pop_fp[i, L.FP_VREST]
     for name, v in (v_init or {}).items():
         i = prog.pop_names.index(name)
-        u_out[:, prog.pop_off[i]:prog.pop_off[i + 1]] = v
+        u_out[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = v
     leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
                 for p in net.spiking_populations)
     wcount = np.zeros((B, N if leaky else 0), np.float64)
@@ -265,7 +265,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     for i, name in enumerate(prog.pop_names):
         if name in rec_names:
             rec_off[i] = n_rec
-            n_rec += int(prog.pop_off[i + 1] - prog.pop_off[i])
+            n_rec += int(prog.arrays.pop_off[i + 1] - prog.arrays.pop_off[i])
     rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
     plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
     run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src_idx=src_idx, src_ptr=src_ptr,
@@ -277,15 +277,15 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         H, part, split_off, n_split = plan
         run_split(T, H, prog.n_buf, prog.max_ports, prog.arrays, run, res, part, split_off,
                   n_split)
-        nupd[0, :] = np.where(prog.pop_model == M_CUBA, np.diff(prog.pop_off) * T, 0)
+        nupd[0, :] = np.where(prog.arrays.pop_model == M_CUBA, np.diff(prog.arrays.pop_off) * T, 0)
     else:
         run_phase(T, backward, n_chunks, prog.n_buf, prog.max_ports, prog.arrays, run, res)
     wall = time.perf_counter() - t0
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
                neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={})
     for i, name in enumerate(prog.pop_names):
-        a, b_ = prog.pop_off[i], prog.pop_off[i + 1]
-        if prog.pop_model[i] == M_INPUT:
+        a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
+        if prog.arrays.pop_model[i] == M_INPUT:
             continue
         out["counts"][name] = counts[:, a:b_]
         out["counts_neg"][name] = counts_neg[:, a:b_]
@@ -297,8 +297,8 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         if name in rec_names:
             out["spikes"][name] = rec[:, :, rec_off[i]:rec_off[i] + (b_ - a)]
     for q, name in enumerate(prog.proj_names):
-        s0 = prog.proj_soff[q]
-        n = net.populations[prog.pop_names[prog.proj_src[q]]].n
+        s0 = prog.arrays.proj_soff[q]
+        n = net.populations[prog.pop_names[prog.arrays.proj_src[q]]].n
         out["sent"][name] = sent[:, s0:s0 + n]
         out["sent_neg"][name] = sent_neg[:, s0:s0 + n]
     return out
@@ -318,9 +318,9 @@ def _mask_arrays(net, masks, B):
 def _pack_masks(prog, masks, B, dtype):
     arr = np.zeros((B, prog.n_mask), dtype)
     for q, name in enumerate(prog.proj_names):
-        if prog.proj_moff[q] >= 0:
+        if prog.arrays.proj_moff[q] >= 0:
             m = masks[name]
-            arr[:, prog.proj_moff[q]:prog.proj_moff[q] + m.shape[1]] = m
+            arr[:, prog.arrays.proj_moff[q]:prog.arrays.proj_moff[q] + m.shape[1]] = m
     return arr
 
 
@@ -381,11 +381,11 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
     dtype = net.dtype
     masks = _mask_arrays(net, masks, B)
     prog = compile_program(net, backward=False, masks=masks.keys())
-    N = int(prog.pop_off[-1])
+    N = int(prog.arrays.pop_off[-1])
     const = np.zeros((B, N), np.float64)
     tv_arrays = {}
     input_ops = {}
-    off = {n: int(prog.pop_off[i]) for i, n in enumerate(prog.pop_names)}
+    off = {n: int(prog.arrays.pop_off[i]) for i, n in enumerate(prog.pop_names)}
 
     def add_const(name, cur):
         pop = net.populations[name]
@@ -488,7 +488,7 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
     B = forward.batch
     grad = dict(grad or {})
     prog = compile_program(net, backward=True, masks=forward.masks.keys())
-    N = int(prog.pop_off[-1])
+    N = int(prog.arrays.pop_off[-1])
     const = np.zeros((B, N), np.float64)
     for name, g in grad.items():
         if name not in net.populations or not net.populations[name].spiking:
@@ -500,7 +500,7 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
                      pop, f"grad[{name!r}]", ("B",))
         if g.shape[0] != B:
             raise V.NeurosimError(f"grad[{name!r}] has batch {g.shape[0]}, the forward run had {B}")
-        const[:, prog.pop_off[i]:prog.pop_off[i + 1]] = g
+        const[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = g
     gate_arr = np.zeros((B, N), np.uint8)
     gate = dict(gate or {})
     for i, name in enumerate(prog.pop_names):
@@ -509,7 +509,7 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
             continue
         gm = gate.get(name)
         gm = forward.mask(name) if gm is None else V.check_array(gm, f"gate[{name!r}]", shape=(B, pop.n))
-        gate_arr[:, prog.pop_off[i]:prog.pop_off[i + 1]] = gm
+        gate_arr[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = gm
     masks_arr = _pack_masks(prog, forward.masks, B, net.dtype)
     out = _alloc_run(net, prog, T, B, const.astype(net.dtype), set(), {}, {}, masks_arr, gate_arr,
                      True, record, n_threads)

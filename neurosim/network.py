@@ -225,12 +225,6 @@ class Program(NamedTuple):
     n_mask: int
     max_ports: int
 
-    def __getattr__(self, name):      # prog.pop_off is prog.arrays.pop_off
-        try:
-            return getattr(self.arrays, name)
-        except AttributeError:
-            raise AttributeError(f"Program has no attribute {name!r}") from None
-
 
 def kernel_table(kind, geo):
     """The site table of a projection in one direction (empty for dense / CSR); see
