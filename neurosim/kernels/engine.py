@@ -37,7 +37,8 @@ import numpy as np
 from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
 from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
 from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, K_CONV_DOWN,
-                     K_CONV_UP, K_CSR, K_DENSE, K_POOL_UP, G_KH, G_KW, M_CUBA, M_INPUT, M_LIF, M_SOURCE,
+                     K_CONV_UP, K_CSR, K_DENSE, K_POOL_UP, G_CR, G_CS, G_HR, G_HS, G_KH, G_KW,
+                     G_PAD, G_STRIDE, G_WR, G_WS, M_CUBA, M_INPUT, M_LIF, M_SOURCE,
                      M_TERNARY, Scratch)
 from .neurons import leak, leak_steps, lif_fire, lif_update, ternary_fire, ternary_update
 from .scatter import conv_scatter_group, csr_scatter, dense_scatter, pool_scatter_group
@@ -424,8 +425,10 @@ def _update_fast(model, p, use_all, ns, t, b, net, run, out, sc, last, has_leak,
         # one call site, so that LLVM inlines the block update
         rc = _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_value,
                            base, rc, rec_off, kc)
-        for s in range(s0, s1):
-            sc.mark[so + s] = 0
+        if keep_carry:           # densely updated populations are never marked
+            mk = sc.mark
+            for s in range(np.uint64(so + s0), np.uint64(so + s1)):
+                mk[s] = 0
     return rc
 
 
@@ -716,12 +719,27 @@ def run_phase(T, backward, n_chunks, n_buf, max_ports, net, run, out):
             _run_sample(b, T, backward, net, run, out, sc)
 
 
+#: samples per block and output columns per tile of the dense input-map gather
+_MAP_SB = 8
+_MAP_TILE = 128
+
+
 @numba.njit(**NJIT_PARALLEL)
 def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
-    """Analog input map: out[b] += (map applied to x[b]), scattering each nonzero x.
+    """Analog input map: out[b] += (map applied to x[b]), in ``out``'s dtype.
 
-    Used for the input encoding (SPIDE's ``F x``) with the same scatter code as spikes;
-    ``out`` [B, n_out] is updated in place."""
+    Used for the input encoding (SPIDE's ``F x``).  Every output is the sum, in increasing
+    input index, of ``x_j * w`` over the nonzero inputs ``j`` (each operation rounded in
+    the dtype; docs/hdf5-schema.md, "Arithmetic"), then added to ``out``.  Dense and conv
+    maps gather (:func:`_map_dense`, :func:`_map_conv_down`: the same additions in the same
+    order per output, without a pass of each input over the whole output); the other
+    kinds scatter each nonzero input with the engine's scatter code."""
+    if kind == K_DENSE:
+        _map_dense(weights, x, out)
+        return
+    if kind == K_CONV_DOWN:
+        _map_conv_down(geo, weights, x, out)
+        return
     B = x.shape[0]
     n_out = out.shape[1]
     Cs = geo[0] if geo[0] > 0 else 1
@@ -742,19 +760,79 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
             site = j // Cs
             gch[0] = j - site * Cs
             gval[0] = v
-            if kind == K_DENSE:
-                dense_scatter(buf, 0, weights, 0, j, n_out, v, True)
-            elif kind == K_CSR:
+            if kind == K_CSR:
                 csr_scatter(buf, 0, weights, 0, indptr, 0, indices, 0, j, v, True, False,
                             mark, tlist, tcount, 0, 0, 1)
-            elif kind == K_CONV_DOWN or kind == K_CONV_UP:
-                conv_scatter_group(buf, 0, weights, 0, geo, tab, kind == K_CONV_UP, site, gch,
+            elif kind == K_CONV_UP:
+                conv_scatter_group(buf, 0, weights, 0, geo, tab, True, site, gch,
                                    gval, 1, True, False, mark, tlist, tcount, 0, 0, sites, offs)
             else:
                 pool_scatter_group(buf, 0, pool_w, geo, tab, kind == K_POOL_UP, site, gch, gval,
                                    1, True, False, mark, tlist, tcount, 0, 0, sites, offs)
         for i in range(n_out):
             out[b, i] += buf[i]
+
+
+@numba.njit(**NJIT_PARALLEL)
+def _map_dense(weights, x, out):
+    """Dense map, gathered: per block of ``_MAP_SB`` samples and tile of ``_MAP_TILE``
+    outputs, the inputs in increasing index, each weight row tile read once per block."""
+    B, n_in = x.shape
+    n_out = out.shape[1]
+    nb = (B + _MAP_SB - 1) // _MAP_SB
+    for bb in numba.prange(nb):
+        b0 = bb * _MAP_SB
+        b1 = min(B, b0 + _MAP_SB)
+        acc = np.zeros((_MAP_SB, _MAP_TILE), out.dtype)
+        for i0 in range(0, n_out, _MAP_TILE):
+            m = np.uint64(min(_MAP_TILE, n_out - i0))
+            acc[:, :] = 0
+            for j in range(n_in):
+                wrow = np.uint64(j * n_out + i0)
+                for b in range(b0, b1):
+                    v = x[b, j]
+                    if v != 0:
+                        a = acc[b - b0]
+                        for i in range(m):
+                            a[i] = a[i] + v * weights[wrow + i]
+            for b in range(b0, b1):
+                for i in range(m):
+                    out[b, i0 + i] += acc[b - b0, i]
+
+
+@numba.njit(**NJIT_PARALLEL)
+def _map_conv_down(geo, weights, x, out):
+    """Conv map (weights ``(kh, kw, Cs, Cr)``), gathered per receiver site: kernel rows
+    ``ky``, then ``kx``, then sender channels, increasing — increasing input index."""
+    Cs, Hs, Ws, Cr, Hr, Wr = geo[G_CS], geo[G_HS], geo[G_WS], geo[G_CR], geo[G_HR], geo[G_WR]
+    kh, kw, st, pad = geo[G_KH], geo[G_KW], geo[G_STRIDE], geo[G_PAD]
+    B = x.shape[0]
+    ucr = np.uint64(Cr)
+    for b in numba.prange(B):
+        acc = np.zeros(Cr, out.dtype)
+        xb = x[b]
+        for oy in range(Hr):
+            for ox in range(Wr):
+                acc[:] = 0
+                for ky in range(kh):
+                    iy = oy * st - pad + ky
+                    if iy < 0 or iy >= Hs:
+                        continue
+                    for kx in range(kw):
+                        ix = ox * st - pad + kx
+                        if ix < 0 or ix >= Ws:
+                            continue
+                        jb = (iy * Ws + ix) * Cs
+                        wb = (ky * kw + kx) * Cs
+                        for c in range(Cs):
+                            v = xb[jb + c]
+                            if v != 0:
+                                w0 = np.uint64((wb + c) * Cr)
+                                for i in range(ucr):
+                                    acc[i] = acc[i] + v * weights[w0 + i]
+                ob = (oy * Wr + ox) * Cr
+                for i in range(Cr):
+                    out[b, ob + i] += acc[i]
 
 
 @numba.njit(**NJIT_PARALLEL)
