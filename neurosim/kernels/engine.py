@@ -34,7 +34,7 @@ traverses every synapse of its sender (see :mod:`neurosim.counting`).
 import numba
 import numpy as np
 
-from ..config import NJIT, NJIT_NORT, NJIT_PARALLEL
+from ..config import NJIT, NJIT_INLINE, NJIT_NORT, NJIT_PARALLEL
 from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
 from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, K_CONV_DOWN,
                      K_CONV_UP, K_CSR, K_DENSE, K_POOL_UP, G_CR, G_CS, G_HR, G_HS, G_KH, G_KW,
@@ -53,23 +53,6 @@ _LANES = np.array([[i for i in range(8) if m >> i & 1] + [0] * (8 - bin(m).count
 #: a touched population with at least 1/DENSE_SHARE of its sites touched is updated as one
 #: block (no per-site overhead); results and counts are unchanged.
 DENSE_SHARE = 4
-
-
-@numba.njit(**NJIT_NORT)
-def _scatter_site(kind, net, q, buf, boff, woff, site, gch, gval, ng, weighted, do_mark, sc,
-                  r, so):
-    """One sender site's ``ng`` events (channels ``gch``, values ``gval``) through a
-    spatial projection (conv, conv-transpose, pool; :mod:`.scatter`)."""
-    geo = net.proj_geo[q]
-    tab = net.tabs[net.proj_toff[q]:]
-    if kind == K_CONV_DOWN or kind == K_CONV_UP:
-        conv_scatter_group(buf, boff, net.weights, woff, geo, tab, kind == K_CONV_UP, site, gch,
-                           gval, ng, weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so,
-                           sc.wsite, sc.woffs)
-    else:
-        pool_scatter_group(buf, boff, net.weights[woff], geo, tab, kind == K_POOL_UP, site, gch,
-                           gval, ng, weighted, do_mark, sc.mark, sc.tlist, sc.tcount, r, so,
-                           sc.wsite, sc.woffs)
 
 
 @numba.njit(**NJIT_NORT)
@@ -95,6 +78,10 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
     if kind >= K_CONV_DOWN:      # conv, conv-transpose, pool: grouped by sender site
         gch = sc.gch
         gval = sc.gval
+        geo = net.proj_geo[q]
+        tab = net.tabs[net.proj_toff[q]:]
+        conv = kind == K_CONV_DOWN or kind == K_CONV_UP
+        up = kind == K_CONV_UP or kind == K_POOL_UP
         e = e0
         while e < e1:
             site = sc.ring_site[e]
@@ -119,9 +106,16 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
                     gch[ng] = sc.ring_ch[e]
                     ng += 1
                 e += 1
-            if ng > 0:
-                _scatter_site(kind, net, q, sc.buf, boff, woff, site, gch, gval, ng, backward,
-                              do_mark, sc, r, so)
+            if ng == 0:
+                continue
+            if conv:
+                conv_scatter_group(sc.buf, boff, net.weights, woff, geo, tab, up, site, gch,
+                                   gval, ng, backward, do_mark, sc.mark, sc.tlist, sc.tcount,
+                                   r, so, sc.wsite, sc.woffs)
+            else:
+                pool_scatter_group(sc.buf, boff, net.weights[woff], geo, tab, up, site, gch,
+                                   gval, ng, backward, do_mark, sc.mark, sc.tlist, sc.tcount,
+                                   r, so, sc.wsite, sc.woffs)
         return
     n_r = net.pop_off[r + 1] - net.pop_off[r]
     for e in range(e0, e1):
@@ -150,7 +144,7 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
                         sc.tlist, sc.tcount, r, so, net.pop_site[r])
 
 
-@numba.njit(**NJIT_NORT)
+@numba.njit(**NJIT_INLINE)
 def _gather_site(p, g0, j0, ssz, t, b, model, net, run, sc, cur):
     """Input current of the ``ssz`` neurons of one site into ``cur[0:ssz]``: constant, then
     time-varying, then each incoming projection's buffer (× its mask, forward only) in
@@ -179,7 +173,7 @@ def _gather_site(p, g0, j0, ssz, t, b, model, net, run, sc, cur):
                 sc.buf[bo + k] = 0
 
 
-@numba.njit(**NJIT_NORT)
+@numba.njit(**NJIT_INLINE)
 def _push(sc, base, rc, jl, val, site, ch):
     """Append one spike to the ring at ``base``; returns the new ring count."""
     sc.ring_idx[base + rc] = jl
@@ -247,7 +241,7 @@ def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, 
     return rc, carry
 
 
-@numba.njit(**NJIT_NORT)
+@numba.njit(**NJIT_INLINE)
 def _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_value, base,
                   rc, rec_off, keep_carry):
     """Update the contiguous sites [s0, s1) of an LIF (no refractoriness) or ternary
