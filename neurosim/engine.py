@@ -227,7 +227,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     for name, s in src.items():
         i = prog.pop_names.index(name)
         cnt = np.zeros((B, T), np.int64)
-        idx = pack_events(s, cnt)
+        idx = pack_events(np.ascontiguousarray(s), cnt)
         src_ptr[:, i, 1:] = np.cumsum(cnt, axis=1)
         src_ptr[:, i, :] += start[:, None]
         lists.append((idx, cnt.sum(1)))

@@ -831,16 +831,18 @@ def _map_conv_down(geo, weights, x, out):
 
 @numba.njit(**NJIT_PARALLEL)
 def pack_events(s, counts_bt):
-    """Per-sample event lists of a bool spike array s [B, T, n].
+    """Per-sample event lists of a C-contiguous bool spike array s [B, T, n].
 
     ``counts_bt`` [B, T] receives the number of spikes per step; returns idx [B, max_events]
-    (neuron indices in (step, neuron) order, padded with 0)."""
+    (neuron indices in (step, neuron) order, padded with 0).  Eight neurons per 64-bit
+    word: silent words are skipped, a word's spiking lanes come from a table."""
     B, T, n = s.shape
     for b in numba.prange(B):
         for t in range(T):
+            row = s[b, t]
             c = 0
             for j in range(n):
-                c += s[b, t, j]
+                c += row[j]
             counts_bt[b, t] = c
     m = 1
     for b in range(B):
@@ -848,13 +850,25 @@ def pack_events(s, counts_bt):
         for t in range(T):
             tot += counts_bt[b, t]
         m = max(m, tot)
-    idx = np.zeros((B, m + 1), np.int32)      # one slack column for the branch-free write
+    idx = np.zeros((B, m + 8), np.int32)      # slack for the eight-lane writes
+    nw = n // 8
     for b in numba.prange(B):
         e = 0
+        ib = idx[b]
         for t in range(T):
-            for j in range(n):
-                idx[b, e] = j
-                e += s[b, t, j]
-        for k in range(e, m + 1):               # zero padding after the sample's events
-            idx[b, k] = 0
+            row = s[b, t]
+            words = row[:nw * 8].view(np.uint64)
+            for wi in range(nw):
+                w = words[wi]
+                if w != 0:
+                    x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
+                    msk = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
+                    for i in range(8):
+                        ib[e + i] = wi * 8 + _LANES[msk, i]
+                    e += _POPCOUNT[msk]
+            for j in range(nw * 8, n):
+                ib[e] = j
+                e += row[j]
+        for k in range(e, m + 8):               # zero padding after the sample's events
+            ib[k] = 0
     return idx[:, :m]
