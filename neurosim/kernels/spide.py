@@ -13,12 +13,12 @@ event-driven learning engine must do), independent of how this kernel batches th
 import numba
 import numpy as np
 
-from ..config import NJIT, NJIT_PARALLEL
+from ..config import NJIT, NJIT_INLINE, NJIT_PARALLEL
 from .layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE
 from .walk import down_walk, up_walk
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_INLINE)
 def _acc_row(G, gb, d, db, n, a):
     g = np.uint64(gb)
     s = np.uint64(db)
@@ -47,6 +47,8 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
             nz_site = np.zeros(0, np.int64)
         sites = np.zeros(max(1, kh * kw), np.int64)       # one offset walk (kernels/walk.py)
         offs = np.zeros(max(1, kh * kw), np.int64)
+        chs = np.zeros(max(1, Cs), np.int64)              # one sender site's nonzero channels
+        vals = np.zeros(max(1, Cs), np.float64)
         for b in range(ch * B // n_chunks, (ch + 1) * B // n_chunks):
             db = d[b]
             nnz_d = 0
@@ -61,6 +63,34 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
                     nz_site[s] = c
             if nnz_d == 0:
                 ops[b] = 0
+                continue
+            if kind == K_CONV_DOWN or kind == K_CONV_UP:
+                # per sender site: one walk, then per receiving site its error row is
+                # read once for all the site's nonzero channels (each kernel row still
+                # receives its terms in increasing sender index: the same float sums)
+                for site_s in range(n_pre // Cs):
+                    nc = 0
+                    for c in range(Cs):
+                        v = a[b, site_s * Cs + c]
+                        if v != 0.0:
+                            chs[nc] = c
+                            vals[nc] = v
+                            nc += 1
+                    if nc == 0:
+                        continue
+                    if kind == K_CONV_DOWN:
+                        n = down_walk(geo, tab, site_s, sites, offs)
+                    else:
+                        n = up_walk(geo, tab, site_s, sites, offs)
+                    for e in range(n):
+                        site = sites[e]
+                        if nz_site[site] == 0:
+                            continue
+                        ds = np.uint64(site * Cr)
+                        for i in range(nc):
+                            _acc_row(G, (offs[e] * Cs + chs[i]) * Cr, db, ds, Cr, vals[i])
+                        nops += nz_site[site] * nc
+                ops[b] = nops
                 continue
             for j in range(n_pre):
                 aj = a[b, j]
