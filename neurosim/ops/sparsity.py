@@ -8,9 +8,19 @@ at a time around a baseline (or over their full grid), trains each point briefly
   inference (test set), with the dense-equivalent MACs of inference;
 * the wall time per test sample of the forward phase, event-driven
   (:func:`neurosim.run_forward`) and clock-driven dense (:func:`dense_forward`: numpy /
-  BLAS matrix products every step, the same network and input), measured on the same
-  machine and thread count, the two alternating call by call (a shared machine's load
-  then hits both alike).
+  BLAS over the whole batch every step, the same network and input), measured on the
+  same machine and thread count, the two alternating call by call (a shared machine's
+  load then hits both alike).
+
+The dense baseline does what a dense framework does: a matrix product per dense or
+sparse projection, im2col + one matrix product per ``conv2d``, one matrix product +
+col2im scatter-add per ``conv_transpose2d``, strided window sums per ``avgpool2d`` /
+``sumpool2d`` (:func:`dense_operator`), in the network's dtype.  So every model of
+analog inputs constant over time and LIF populations without refractoriness has dense
+timings: the MLPs (``fsnn_mlp``, ``fsnn_mlp_fmnist``, ...) and the conv models
+(``convnetf_mnist``, ``lenet_mnist``, ``alexnetf_cifar10``, ...).  Spike sources,
+time-varying input (event frames), CubaLIF and refractory populations get event-driven
+timings only (each point's ``note`` says why).
 
 Swept parameters (``SWEEPABLE``): ``T`` and ``T_b`` (forward / backward steps),
 ``v_th`` (threshold of every spiking population; the subtraction Θ keeps its ratio to
@@ -26,6 +36,7 @@ schema of ``benchmarks/_harness.py`` (``bench, case, impl, threads, batch, metri
 median, min, max, n_runs, version, commit, machine, date, ...``) plus ``params`` (the
 swept values) and ``sweep`` (an id shared by the points of one sweep).
 """
+import collections
 import dataclasses
 import datetime
 import itertools
@@ -41,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _validate as V
+from ..connectivity import chw_to_flat
 from ..engine import run_forward
 from ..io.atomic import atomic_write_text
 from ..neurons import LIF
@@ -81,19 +93,185 @@ class SweepError(V.NeurosimError):
 # ======================================================================================
 # the dense, clock-driven reference forward phase (timing baseline)
 # ======================================================================================
-def dense_forward(net, steps, inputs):
-    """Forward phase simulated densely: every projection is a matrix product every step.
+#: projection kinds :func:`dense_forward` simulates (all of
+#: :data:`neurosim.connectivity.PROJECTION_KINDS`); anything else is refused.
+DENSE_KINDS = ("dense", "sparse", "conv2d", "conv_transpose2d", "avgpool2d", "sumpool2d")
 
-    Supports what the sweep's models use: ``input`` populations (constant analog input,
-    ``[B, n]``) with dense or sparse input maps, LIF populations without refractoriness,
-    dense or sparse projections of any delay.  Same update order and rule as the engine
-    (``docs/engine.md``); float sums may round differently.  Returns the spike counts
-    ``{population: int32 [B, n]}``."""
+
+def _conv2d_op(pr, batch, dtype):
+    """``conv2d`` as a dense framework runs it: im2col of the whole zero-padded batch, then
+    one matrix product ``[B*Ho*Wo, kh*kw*C_in] @ [kh*kw*C_in, C_out]``.  Channel-last
+    neurons make the product's rows ``(b, oy, ox)`` and columns ``co`` exactly the post
+    neurons' order ``(oy*Wo + ox)*C_out + co``."""
+    Ci, H, W = pr.pre_shape
+    Co, Ho, Wo = pr.post_shape
+    kh, kw = pr.kernel_shape
+    s, p = pr.stride, pr.padding
+    # forward kernel layout (kh, kw, C_in, C_out): rows (ky, kx, ci) like the columns below
+    wmat = pr.kernel_weights()[0].reshape(kh * kw * Ci, Co).astype(dtype)
+    xpad = np.zeros((batch, H + 2 * p, W + 2 * p, Ci), dtype)     # the border stays 0
+    cols = np.empty((batch, Ho, Wo, kh, kw, Ci), dtype)
+    ys, xs = slice(None, (Ho - 1) * s + 1, s), slice(None, (Wo - 1) * s + 1, s)
+
+    def add(x, out):
+        xpad[:, p:p + H, p:p + W, :] = x.reshape(batch, H, W, Ci)
+        for ky in range(kh):
+            for kx in range(kw):
+                cols[:, :, :, ky, kx, :] = xpad[:, ky:, kx:][:, ys, xs]
+        out += (cols.reshape(batch * Ho * Wo, kh * kw * Ci) @ wmat).reshape(batch, Ho * Wo * Co)
+    return add
+
+
+def _conv_transpose2d_op(pr, batch, dtype):
+    """``conv_transpose2d`` as a dense framework runs it: one matrix product
+    ``[B*H*W, C_in] @ [C_in, kh*kw*C_out]``, then col2im: every kernel offset's block is
+    added at its strided place in a zeroed output of the uncropped size, which is then
+    cropped by ``padding`` (``output_padding`` widens the output at the bottom / right)."""
+    Ci, H, W = pr.pre_shape
+    Co, Ho, Wo = pr.post_shape
+    kh, kw = pr.kernel_shape
+    s, p = pr.stride, pr.padding
+    wmat = (pr.kernel_weights()[0].transpose(2, 0, 1, 3)        # (C_in, kh, kw, C_out)
+            .reshape(Ci, kh * kw * Co).astype(dtype))
+    full = np.zeros((batch, max((H - 1) * s + kh, p + Ho), max((W - 1) * s + kw, p + Wo), Co),
+                    dtype)
+    ys, xs = slice(None, (H - 1) * s + 1, s), slice(None, (W - 1) * s + 1, s)
+
+    def add(x, out):
+        cols = (x.reshape(batch * H * W, Ci) @ wmat).reshape(batch, H, W, kh, kw, Co)
+        full[...] = 0
+        for ky in range(kh):
+            for kx in range(kw):
+                full[:, ky:, kx:][:, ys, xs] += cols[:, :, :, ky, kx, :]
+        o4 = out.view()
+        o4.shape = (batch, Ho, Wo, Co)            # a view of out (raises rather than copy)
+        o4 += full[:, p:p + Ho, p:p + Wo, :]
+    return add
+
+
+def _pool_op(pr, batch, dtype):
+    """``avgpool2d`` / ``sumpool2d``: the window sums over the whole batch (one strided
+    slice per window offset), times the shared weight."""
+    C, H, W = pr.pre_shape
+    _, Ho, Wo = pr.post_shape
+    k, s = pr.kernel, pr.stride
+    w = np.dtype(dtype).type(pr.weight_value)
+    acc = np.empty((batch, Ho, Wo, C), dtype)
+    ys, xs = slice(None, (Ho - 1) * s + 1, s), slice(None, (Wo - 1) * s + 1, s)
+
+    def add(x, out):
+        x4 = x.reshape(batch, H, W, C)
+        acc[...] = 0
+        for ky in range(k):
+            for kx in range(k):
+                np.add(acc, x4[:, ky:, kx:][:, ys, xs], out=acc)
+        out += acc.reshape(batch, Ho * Wo * C) * w
+    return add
+
+
+def _matrix_op(pr, batch, dtype):
+    """``dense`` / ``sparse``: one matrix product with the dense weight matrix."""
+    wmat = pr.to_dense().astype(dtype)
+
+    def add(x, out):
+        out += x @ wmat
+    return add
+
+
+_OPS = {"dense": _matrix_op, "sparse": _matrix_op, "conv2d": _conv2d_op,
+        "conv_transpose2d": _conv_transpose2d_op, "avgpool2d": _pool_op, "sumpool2d": _pool_op}
+
+
+def dense_operator(pr, batch, dtype):
+    """The clock-driven operator of one projection over a whole batch.
+
+    Parameters
+    ----------
+    pr : Projection
+        A projection of a kind in :data:`DENSE_KINDS`.
+    batch : int
+        Number of samples ``B`` the operator is built for (its work buffers are reused
+        across calls).
+    dtype : numpy dtype
+        Arithmetic of the operator (the network's dtype; float64 for input maps).
+
+    Returns
+    -------
+    callable
+        ``add(x, out)``: adds the projection's output for the presynaptic values ``x``
+        (``[B, n_pre]`` in neurosim's channel-last neuron order, ``dtype``) to ``out``
+        (``[B, n_post]``, ``dtype``) in place, without the bias.  Dense and sparse
+        projections are one matrix product with :meth:`to_dense`; convolutions are
+        im2col + one matrix product, transposed convolutions one matrix product +
+        col2im scatter-add, pooling strided window sums -- the spatial kinds as a dense
+        framework does them, never through the ``n_pre x n_post`` matrix.
+
+    Raises
+    ------
+    SweepError
+        For a kind not in :data:`DENSE_KINDS`.
+    """
+    op = _OPS.get(pr.kind)
+    if op is None:
+        raise SweepError(f"dense_forward supports {', '.join(DENSE_KINDS)} projections; "
+                         f"{getattr(pr, 'name', '?')!r} is {pr.kind}")
+    return op(pr, V.check_int(batch, "batch", low=1), np.dtype(dtype))
+
+
+def _flat_input(net, name, x):
+    """One entry of ``inputs``: [B, n] or [B, C, H, W] -> float64 [B, n] (neurosim order)."""
+    pop = net.populations.get(name)
+    if pop is None or pop.kind != "input":
+        have = [n for n, p in net.populations.items() if p.kind == "input"]
+        raise SweepError(f"inputs names {name!r}, which is not an input population; "
+                         f"the network's input populations: {have}")
+    x = np.asarray(x, np.float64)
+    if x.ndim == 4 and len(pop.shape) == 3:
+        if tuple(x.shape[1:]) != tuple(pop.shape):
+            raise SweepError(f"inputs[{name!r}] has shape {x.shape}; population {name!r} "
+                             f"takes [B, {pop.n}] or [B, {', '.join(map(str, pop.shape))}]")
+        x = chw_to_flat(x)
+    if x.ndim != 2 or x.shape[1] != pop.n or x.shape[0] < 1:
+        shapes = f"[B, {pop.n}]" + (f" or [B, {', '.join(map(str, pop.shape))}]"
+                                    if len(pop.shape) == 3 else "")
+        raise SweepError(f"inputs[{name!r}] has shape {x.shape}; population {name!r} takes "
+                         f"{shapes} (constant over time), B >= 1")
+    return x
+
+
+def dense_forward(net, steps, inputs):
+    """Forward phase simulated densely, clock-driven: every projection is applied to the
+    whole batch every step, as a dense framework would (:func:`dense_operator`).
+
+    Parameters
+    ----------
+    net : Network
+        ``input`` populations (constant analog input) and LIF populations without
+        refractoriness, connected by projections of any kind in :data:`DENSE_KINDS`
+        (dense, sparse, conv2d, conv_transpose2d, avgpool2d, sumpool2d) and any delay.
+    steps : int
+        Number of steps ``T``.
+    inputs : dict
+        Input population name -> ``[B, n]`` or ``[B, C, H, W]`` values, constant over time.
+
+    Returns
+    -------
+    dict
+        Spike counts ``{population: int32 [B, n]}`` of the spiking populations.
+
+    Same update order and rule as the engine (``docs/engine.md``): the constant drive
+    (biases, then the input maps in projection order) is summed in float64 and cast to
+    the network's dtype once; every step, in schedule order, each population sums the
+    drive and its incoming projections (delay 0: this step's spikes; delay ``d``: those
+    of step ``t-d``) in the network's dtype and takes the LIF step.  Float sums may round
+    differently from the engine (BLAS order); on weights and inputs whose sums are exact
+    the spike counts are identical.
+    """
     T = V.check_int(steps, "steps", low=1)
     dt = net.dtype
     for pr in net.projections.values():
-        if pr.spatial:
-            raise SweepError(f"dense_forward supports dense and sparse projections; "
+        if pr.kind not in _OPS:
+            raise SweepError(f"dense_forward supports {', '.join(DENSE_KINDS)} projections; "
                              f"{pr.name!r} is {pr.kind}")
     for p in net.populations.values():
         if p.kind == "source":
@@ -101,51 +279,63 @@ def dense_forward(net, steps, inputs):
         if p.spiking and (not isinstance(p.neuron, LIF) or p.neuron.t_ref):
             raise SweepError(f"dense_forward supports LIF populations without refractoriness; "
                              f"{p.name!r} is {p.neuron!r}")
-    B = None
-    # the constant drive (input maps, biases) in float64, cast to the network's dtype once,
-    # as the engine does with its stimulus
+    if not isinstance(inputs, dict) or not inputs:
+        raise SweepError(f"dense_forward needs inputs as a non-empty dict population -> [B, n] "
+                         f"values, got {type(inputs).__name__}")
+    flat = {name: _flat_input(net, name, x) for name, x in inputs.items()}
+    sizes = {name: x.shape[0] for name, x in flat.items()}
+    if len(set(sizes.values())) != 1:
+        raise SweepError(f"inputs of different batch sizes: {sizes}")
+    B = next(iter(sizes.values()))
+    # the constant drive in float64 -- biases, then the input maps in projection order, as
+    # the engine sums its stimulus -- cast to the network's dtype once
     const = {}
-    for name, x in inputs.items():
-        x = np.asarray(x, np.float64)
-        B = x.shape[0]
-        for pr in net.projections.values():
-            if pr.pre == name:
-                cur = x @ pr.to_dense()
-                const[pr.post] = const.get(pr.post, 0) + cur
-    W, incoming = {}, {}
-    for pr in net.projections.values():
-        if net.populations[pr.pre].kind == "input":
-            continue
-        W[pr.name] = pr.to_dense().astype(dt)
-        incoming.setdefault(pr.post, []).append(pr)
     for pr in net.projections.values():
         b = pr.bias_per_neuron()
         if b is not None:
             const[pr.post] = const.get(pr.post, 0) + b[None, :]
+    for pr in net.projections.values():
+        if pr.pre in flat:
+            cur = np.zeros((B, pr.n_post), np.float64)
+            dense_operator(pr, B, np.float64)(flat[pr.pre], cur)
+            const[pr.post] = const.get(pr.post, 0) + cur
+    ops, incoming = {}, {}
+    for pr in net.projections.values():
+        if net.populations[pr.pre].kind == "input":
+            continue
+        ops[pr.name] = dense_operator(pr, B, dt)
+        incoming.setdefault(pr.post, []).append(pr)
     order = [n for n in net.schedule() if net.populations[n].spiking]
     u = {n: np.zeros((B, net.populations[n].n), dt) for n in order}
     c = {n: np.broadcast_to(np.asarray(const.get(n, 0.0), np.float64),
                             (B, net.populations[n].n)).astype(dt) for n in order}
     counts = {n: np.zeros((B, net.populations[n].n), np.int32) for n in order}
     ref = {n: np.zeros(B * net.populations[n].n, np.int32) for n in order}
-    hist = {n: [] for n in order}
-    for t in range(T):
+    # the spikes of the last d steps of every population sending through a delay-d
+    # projection (a ring buffer, as the engine keeps)
+    depth = {}
+    for prs in incoming.values():
+        for pr in prs:
+            if pr.delay:
+                depth[pr.pre] = max(depth.get(pr.pre, 0), pr.delay)
+    hist = {n: collections.deque(maxlen=d) for n, d in depth.items()}
+    for _ in range(T):
         now = {}
         for n in order:
             cur = c[n].copy()
             for pr in incoming.get(n, ()):
                 if pr.delay == 0:
                     s = now[pr.pre]
-                elif t - pr.delay >= 0:
-                    s = hist[pr.pre][t - pr.delay]
+                elif len(hist[pr.pre]) >= pr.delay:
+                    s = hist[pr.pre][-pr.delay]          # the spikes of step t - delay
                 else:
                     continue
-                cur += s @ W[pr.name]
+                ops[pr.name](s, cur)
             s = lif_dense_step(u[n], cur, net.populations[n].neuron, dt, ref[n])
-            sf = s.astype(dt)
-            now[n] = sf
-            hist[n].append(sf)
+            now[n] = s.astype(dt)
             counts[n] += s
+        for n, h in hist.items():
+            h.append(now[n])
     return counts
 
 
@@ -327,12 +517,14 @@ def _case(model, ds, point):
     return f"{model}/{ds} {vals}"
 
 
-def _time(fns, reps):
-    """Wall times of every function in ``fns``, ``reps`` rounds after one warm-up round;
-    the functions alternate within each round, so that both sides of a comparison see
-    the same load on a shared machine."""
-    for fn in fns:
-        fn()                                   # warm-up (compilation, caches)
+def _time(fns, reps, warm_up=True):
+    """Wall times of every function in ``fns``, ``reps`` rounds after one warm-up round
+    (``warm_up=False``: the caller has just run each of them once); the functions
+    alternate within each round, so that both sides of a comparison see the same load on
+    a shared machine."""
+    if warm_up:
+        for fn in fns:
+            fn()                               # warm-up (compilation, caches)
     out = [[] for _ in fns]
     for _ in range(reps):
         for k, fn in enumerate(fns):
@@ -409,19 +601,22 @@ def run_point(spec):
     inp = next(p for p in tnet.populations.values() if p.kind == "input")
     x = model_input(tnet, inp.name, x_test)
     T = int(st["config"]["T"])
+    # the first call of each side (compilation, caches) gives the spike counts compared
+    # and is the warm-up of the timing; the dense side runs under the BLAS thread limit
     fwd = run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
     event = lambda: run_forward(tnet, T, inputs={inp.name: x}, n_threads=threads)
     t_dense, same, note = None, None, None
-    try:
-        dense_counts = dense_forward(tnet, T, {inp.name: x})
-    except SweepError as e:
-        note = f"no dense timing: {e}"
-        (t_event,) = _time([event], reps)
-    else:
-        same = float(np.mean([np.mean(dense_counts[n] == fwd.counts[n]) for n in dense_counts]))
-        with _blas_limit(threads):
+    with _blas_limit(threads):
+        try:
+            dense_counts = dense_forward(tnet, T, {inp.name: x})
+        except SweepError as e:
+            note = f"no dense timing: {e}"
+            (t_event,) = _time([event], reps, warm_up=False)
+        else:
+            same = float(np.mean([np.mean(dense_counts[n] == fwd.counts[n])
+                                  for n in dense_counts]))
             t_event, t_dense = _time([event, lambda: dense_forward(tnet, T, {inp.name: x})],
-                                     reps)
+                                     reps, warm_up=False)
     B = len(x)
     d_map = sum(int(pr.dense_macs) for pr in tnet.projections.values()
                 if tnet.populations[pr.pre].kind == "input")
