@@ -296,3 +296,26 @@ def test_model_info_totals():
     assert t["parameters"] == 3 * 128 * 64 + 128 + 64
     text = M.format_model_info(info)
     assert "F     dense (input map)" in text and "totals:" in text
+
+
+def test_example_lenet_theta_b_differs_only_in_l0s_backward_threshold():
+    """examples/models/lenet_mnist_theta_b.toml is lenet_mnist with l0's θ_b = 0.0625
+    (docs/training.md, "Backward resolution"): same weights for the same seed, same
+    training table, only that one ternary threshold changed."""
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / "models" / "lenet_mnist_theta_b.toml"
+    a, b = load_model("lenet_mnist", seed=3), load_model(str(path), seed=3)
+    assert list(a.populations) == list(b.populations)
+    for name in a.populations:
+        ta, tb = a.populations[name].ternary, b.populations[name].ternary
+        if name == "l0":
+            assert (ta.v_th, tb.v_th) == (0.5, 0.0625)
+        else:
+            assert ta == tb
+    for name, pr in a.projections.items():
+        ga, wa = pr.to_stored()
+        gb, wb = b.projections[name].to_stored()
+        assert ga == gb and list(wa) == list(wb)
+        for k in wa:
+            np.testing.assert_array_equal(wa[k], wb[k])
+    assert a.metadata["training"] == b.metadata["training"]
