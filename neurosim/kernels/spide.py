@@ -99,23 +99,11 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
                 if kind == K_DENSE:
                     _acc_row(G, j * n_post, db, 0, n_post, aj)
                     nops += nnz_d
-                elif kind == K_CSR:
+                else:                    # CSR (conv kinds were handled above)
                     for s in range(indptr[j], indptr[j + 1]):
                         i = np.uint64(indices[s])
                         G[s] += aj * db[i]
                         nops += db[i] != 0.0
-                else:
-                    site_s = j // Cs
-                    c = j - site_s * Cs
-                    if kind == K_CONV_DOWN:
-                        n = down_walk(geo, tab, site_s, sites, offs)
-                    else:
-                        n = up_walk(geo, tab, site_s, sites, offs)
-                    for e in range(n):
-                        site = sites[e]
-                        if nz_site[site] > 0:
-                            _acc_row(G, (offs[e] * Cs + c) * Cr, db, site * Cr, Cr, aj)
-                            nops += nz_site[site]
             ops[b] = nops
     for ch in range(n_chunks):
         for i in range(n_w):
