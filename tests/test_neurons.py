@@ -519,3 +519,31 @@ def test_public_step_functions_match_twins():
         reference.ternary_step(w, I, tp.v_th, tp.subtract, tp.leak, q2)
         np.testing.assert_array_equal(q, q2)
         assert_close(tst.w, w, np.float64, np.abs(w) + np.abs(I) + 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["dense_tiles", "conv_s2"])
+def test_apply_map_sums_in_increasing_input_index_exactly(name, dtype):
+    """The gathered dense and conv maps (several sample blocks and output tiles) equal,
+    bit for bit, a plain loop that adds ``x_j * w`` over the nonzero inputs in increasing
+    index j, each operation rounded in the dtype (docs/hdf5-schema.md, "Arithmetic")."""
+    rng = np.random.default_rng(5)
+    if name == "dense_tiles":
+        pr = ns.Dense(rng.normal(0, 1, (37, 300)))      # 3 tiles of 128 outputs
+    else:
+        pr = ns.Conv2d(rng.normal(0, 1, (5, 3, 3, 3)), pre_shape=(3, 9, 8), stride=2, padding=1)
+    kind, geo, w, ip, ix, pool_w = _kernel_form(pr)
+    B = 11                                              # two blocks of 8 samples
+    x = (rng.normal(0, 1, (B, pr.n_pre)) * (rng.random((B, pr.n_pre)) < 0.7)).astype(dtype)
+    out = np.zeros((B, pr.n_post), dtype)
+    k_apply_map(kind, geo, kernel_table(kind, geo), w.astype(dtype), ip, ix, pool_w, x, out)
+    M = reference.dense_matrix(pr).astype(dtype)        # M[j, i]: weight from input j to i
+    expect = np.zeros((B, pr.n_post), dtype)
+    for b in range(B):
+        for i in range(pr.n_post):
+            acc = dtype(0)
+            for j in range(pr.n_pre):
+                if x[b, j] != 0 and M[j, i] != 0:
+                    acc = dtype(acc + dtype(x[b, j] * M[j, i]))
+            expect[b, i] = acc
+    np.testing.assert_array_equal(out, expect)

@@ -797,7 +797,10 @@ def _map_dense(weights, x, out):
 @numba.njit(**NJIT_PARALLEL)
 def _map_conv_down(geo, weights, x, out):
     """Conv map (weights ``(kh, kw, Cs, Cr)``), gathered per receiver site: kernel rows
-    ``ky``, then ``kx``, then sender channels, increasing — increasing input index."""
+    ``ky``, then ``kx``, then sender channels, increasing — increasing input index.
+    The offset loop is :func:`.walk.up_walk`'s geometry run from a receiver into the
+    sender map, written inline: through ``up_walk`` (its site table and offset lists)
+    LeNet's map took twice as long."""
     Cs, Hs, Ws, Cr, Hr, Wr = geo[G_CS], geo[G_HS], geo[G_WS], geo[G_CR], geo[G_HR], geo[G_WR]
     kh, kw, st, pad = geo[G_KH], geo[G_KW], geo[G_STRIDE], geo[G_PAD]
     B = x.shape[0]

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from ..config import NJIT, NJIT_INLINE, NJIT_NORT
-from .layout import G_CR, G_CS, G_HR, G_HS, G_KH, G_KW, G_PAD, G_STRIDE, G_WR, G_WS
+from .layout import G_CR, G_CS, G_HS, G_KH, G_KW, G_PAD, G_STRIDE, G_WS
 from .walk import down_walk, up_walk
 
 
@@ -140,19 +140,9 @@ def pool_scatter_group(buf, boff, w, geo, tab, up, site_s, gch, gval, ng, weight
     """Pooling forward (``up`` False: one add of ``val * w`` per window containing the
     sender) or transpose (``up`` True: window sends ``val * w`` to each of its inputs) for
     ``ng`` events of one sender site (channels ``gch``); one walk and one mark per
-    receiving site.  Non-overlapping windows (kernel = stride, no padding: every sender
-    lies in at most one window) skip the walk: the window is the site table's entry."""
+    receiving site."""
     C = geo[G_CS]
-    if not up and geo[G_KH] == geo[G_STRIDE] and geo[G_KW] == geo[G_STRIDE] and geo[G_PAD] == 0:
-        oy = tab[site_s, 1]
-        ox = tab[site_s, 3]
-        if oy >= geo[G_HR] or ox >= geo[G_WR]:
-            return 0
-        sites[0] = oy * geo[G_WR] + ox
-        n = 1
-    else:
-        n = up_walk(geo, tab, site_s, sites, offs) if up else \
-            down_walk(geo, tab, site_s, sites, offs)
+    n = up_walk(geo, tab, site_s, sites, offs) if up else down_walk(geo, tab, site_s, sites, offs)
     ung = np.uint64(ng)
     for i in range(n):
         site = sites[i]
