@@ -201,6 +201,35 @@ def test_weight_grad_kernel_matches_dense_twin(seed):
         np.testing.assert_array_equal(ops, ops_ref)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_weight_grad_sparse_and_dense_error_rows(seed):
+    """Wide receivers (>= SPARSE_MIN_C channels) take the kernel's packed-nonzero path at
+    sites with few nonzero errors and the whole-row path elsewhere; both against the dense
+    twin, exactly (dyadic values), with sites of 0, 1, a few and most channels nonzero."""
+    from neurosim.kernels import spide as K
+    from neurosim.training.grads import projection_grads
+    from reference import weight_grad
+    rng = np.random.default_rng(10 + seed)
+    dy = lambda shape: rng.integers(-8, 9, shape) / 8.0
+    C = K.SPARSE_MIN_C + 8
+    projs = [ns.Conv2d(dy((C, 3, 3, 3)), pre_shape=(3, 6, 5), stride=1, padding=1),
+             ns.ConvTranspose2d(dy((3, C, 3, 3)), pre_shape=(3, 3, 3), stride=2, padding=1)]
+    for pr in projs:
+        B, n_sites = 3, pr.n_post // C
+        a = dy((B, pr.n_pre)) * (rng.random((B, pr.n_pre)) < 0.6)
+        # per receiver site, how many of its C channels carry a nonzero error
+        k = rng.choice([0, 1, 2, C // K.SPARSE_ROW - 1, C // K.SPARSE_ROW, C], (B, n_sites))
+        mask = rng.random((B, n_sites, C)).argsort(2) < k[..., None]
+        vals = rng.integers(1, 9, (B, n_sites, C)) * rng.choice([-1, 1], (B, n_sites, C)) / 8
+        d = (mask * vals).reshape(B, pr.n_post)
+        few = (k > 0) & (k * K.SPARSE_ROW < C)
+        assert few.any() and (k * K.SPARSE_ROW >= C).any()       # both paths are taken
+        g, ops = projection_grads(pr, a, d)
+        G, ops_ref = weight_grad(pr, a, d)
+        np.testing.assert_array_equal(g["weight"], G)
+        np.testing.assert_array_equal(ops, ops_ref)
+
+
 def test_pack_events_matches_twin():
     from neurosim.kernels.engine import pack_events
     import reference

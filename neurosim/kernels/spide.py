@@ -7,6 +7,13 @@ conv (down walk) and conv-transpose (up walk) add ``a * d[site, :]`` to the kern
 ``G[(ky*kw + kx)*C_pre + c, :]`` of every valid offset — the same walk
 (:mod:`.walk`) as the forward scatter, with the roles of weights and buffer swapped.
 
+Conv kinds visit each receiver site's error row once per nonzero sender channel: the whole
+row (one vectorised add) where many of its errors are nonzero, only the packed nonzero
+entries where fewer than ``1/SPARSE_ROW`` are (receivers of ``>= SPARSE_MIN_C`` channels).
+Every kernel entry receives the same nonzero terms in the same order either way, and a
+skipped term is an exact zero added to a sum that is never ``-0.0``: the result is
+bit-identical to the whole-row loop.
+
 ``ops[b]`` counts the multiply-accumulates whose two factors are both nonzero (the work an
 event-driven learning engine must do), independent of how this kernel batches them.
 """
@@ -17,6 +24,15 @@ from ..config import NJIT, NJIT_INLINE, NJIT_PARALLEL
 from .layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE
 from .walk import down_walk, up_walk
 
+#: conv gradients: a receiver site whose nonzero errors are fewer than 1/SPARSE_ROW of its
+#: channels gets only those entries added (scalar), otherwise the whole row (vectorised);
+#: only for receivers of at least SPARSE_MIN_C channels (a shorter row is a few vector adds;
+#: that bound is a choice, not a measurement).  SPARSE_ROW = 8 is the best of 2/4/8/16 on
+#: ConvNet-F's W1 + W2 (benchmarks/README.md, "weight update").  Skipping a zero term leaves
+#: every sum bit-identical.
+SPARSE_ROW = 8
+SPARSE_MIN_C = 32
+
 
 @numba.njit(**NJIT_INLINE)
 def _acc_row(G, gb, d, db, n, a):
@@ -24,6 +40,49 @@ def _acc_row(G, gb, d, db, n, a):
     s = np.uint64(db)
     for i in range(np.uint64(n)):
         G[g + i] += a * d[s + i]
+
+
+@numba.njit(**NJIT_INLINE)
+def _site_rows(G, n, sites, offs, nz_site, chs, vals, nc, Cs, Cr, db):
+    """One sender site's walk of ``n`` (receiver site, offset) pairs: per pair and nonzero
+    sender channel, the receiver's whole error row times the rate.  Returns the MACs with
+    two nonzero factors."""
+    nops = 0
+    for e in range(n):
+        site = sites[e]
+        nzs = nz_site[site]
+        if nzs == 0:
+            continue
+        ds = np.uint64(site * Cr)
+        for i in range(nc):
+            _acc_row(G, (offs[e] * Cs + chs[i]) * Cr, db, ds, Cr, vals[i])
+        nops += nzs * nc
+    return nops
+
+
+@numba.njit(**NJIT_INLINE)
+def _site_rows_sparse(G, n, sites, offs, nz_site, chs, vals, nc, Cs, Cr, db, dk, dv):
+    """As :func:`_site_rows`, but a receiver with fewer than ``Cr / SPARSE_ROW`` nonzero
+    errors gets only those entries (``dk``/``dv``: its nonzero channels and values, packed
+    from ``site * Cr``)."""
+    nops = 0
+    for e in range(n):
+        site = sites[e]
+        nzs = nz_site[site]
+        if nzs == 0:
+            continue
+        ds = np.uint64(site * Cr)
+        if nzs * SPARSE_ROW < Cr:
+            for i in range(nc):
+                gb = np.uint64((offs[e] * Cs + chs[i]) * Cr)
+                v = vals[i]
+                for k in range(ds, ds + np.uint64(nzs)):
+                    G[gb + np.uint64(dk[k])] += v * dv[k]
+        else:
+            for i in range(nc):
+                _acc_row(G, (offs[e] * Cs + chs[i]) * Cr, db, ds, Cr, vals[i])
+        nops += nzs * nc
+    return nops
 
 
 @numba.njit(**NJIT_PARALLEL)
@@ -49,6 +108,10 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
         offs = np.zeros(max(1, kh * kw), np.int64)
         chs = np.zeros(max(1, Cs), np.int64)              # one sender site's nonzero channels
         vals = np.zeros(max(1, Cs), np.float64)
+        # per receiver site: its nonzero errors (channel, value), for sparse rows
+        sparse = (kind == K_CONV_DOWN or kind == K_CONV_UP) and Cr >= SPARSE_MIN_C
+        dk = np.zeros(max(1, n_post) if sparse else 1, np.int64)
+        dv = np.zeros(dk.shape[0], np.float64)
         for b in range(ch * B // n_chunks, (ch + 1) * B // n_chunks):
             db = d[b]
             nnz_d = 0
@@ -61,6 +124,14 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
                     for k in range(Cr):
                         c += db[s * Cr + k] != 0.0
                     nz_site[s] = c
+                    if sparse and c > 0 and c * SPARSE_ROW < Cr:
+                        c = 0                      # pack the site's nonzero errors
+                        for k in range(Cr):
+                            x = db[s * Cr + k]
+                            if x != 0.0:
+                                dk[s * Cr + c] = k
+                                dv[s * Cr + c] = x
+                                c += 1
             if nnz_d == 0:
                 ops[b] = 0
                 continue
@@ -82,14 +153,11 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
                         n = down_walk(geo, tab, site_s, sites, offs)
                     else:
                         n = up_walk(geo, tab, site_s, sites, offs)
-                    for e in range(n):
-                        site = sites[e]
-                        if nz_site[site] == 0:
-                            continue
-                        ds = np.uint64(site * Cr)
-                        for i in range(nc):
-                            _acc_row(G, (offs[e] * Cs + chs[i]) * Cr, db, ds, Cr, vals[i])
-                        nops += nz_site[site] * nc
+                    if sparse:
+                        nops += _site_rows_sparse(G, n, sites, offs, nz_site, chs, vals, nc,
+                                                  Cs, Cr, db, dk, dv)
+                    else:
+                        nops += _site_rows(G, n, sites, offs, nz_site, chs, vals, nc, Cs, Cr, db)
                 ops[b] = nops
                 continue
             for j in range(n_pre):
