@@ -57,10 +57,15 @@ class PhaseResult:
                 return self.weighted_counts[pop] / np.sum(lam ** np.arange(self.steps))
             return self.counts[pop] / self.steps
         lam = p.ternary.leak
-        net = (self.counts[pop].astype(np.int64) - self.counts_neg[pop])
         if self.weighted_counts.get(pop) is not None:
             return p.ternary.subtract * self.weighted_counts[pop] / np.sum(lam ** np.arange(self.steps))
-        return p.ternary.subtract * net / self.steps
+        # Θ_b · (n₊ − n₋) / T_b in float64, in place (one array, not four): the
+        # difference of two small counts is exact in float64, so this is the same
+        # rounding as the int64 expression
+        r = np.subtract(self.counts[pop], self.counts_neg[pop], dtype=np.float64)
+        np.multiply(p.ternary.subtract, r, out=r)
+        r /= self.steps
+        return r
 
     def mask(self, pop):
         """m = 1[1 <= count <= T-1] (forward only): the clamp's derivative read off the counts."""

@@ -33,5 +33,5 @@ def projection_grads(pr, a_pre, d_post):
     if pr.bias is not None:
         s = d.sum(0)
         out["bias"] = s.reshape(-1, pr.post_shape[0]).sum(0) if len(pr.post_shape) == 3 else s
-        ops += (d != 0).sum(1)
+        ops += np.count_nonzero(d, axis=1)
     return out, ops

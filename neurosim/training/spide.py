@@ -522,7 +522,10 @@ def post_errors(model, fwd, bwd, gate=None):
             m = fwd.mask(p.name)
             if p.name == model.output and not model.readout:
                 m = np.ones_like(m)
-        out[p.name] = m * bwd.rates(p.name) / p.neuron.subtract
+        r = bwd.rates(p.name)          # a fresh array: m · β / Θ in place, same rounding
+        np.multiply(m, r, out=r)
+        r /= p.neuron.subtract
+        out[p.name] = r
     return out
 
 
