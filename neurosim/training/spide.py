@@ -522,10 +522,9 @@ def post_errors(model, fwd, bwd, gate=None):
             m = fwd.mask(p.name)
             if p.name == model.output and not model.readout:
                 m = np.ones_like(m)
-        r = bwd.rates(p.name)          # a fresh array: m · β / Θ in place, same rounding
-        np.multiply(m, r, out=r)
-        r /= p.neuron.subtract
-        out[p.name] = r
+        d = m * bwd.rates(p.name)      # (m · β) / Θ, the division in place: same rounding
+        d /= p.neuron.subtract         # (rates() may hand back an array it keeps)
+        out[p.name] = d
     return out
 
 
