@@ -54,6 +54,14 @@ def dense_scatter(buf, boff, W, woff, j, n_r, val, weighted):
 
 
 @numba.njit(**NJIT_INLINE)
+def dense_scatter_group(buf, boff, W, woff, n_r, gj, gval, ng, weighted):
+    """Dense scatter of ``ng`` events of one sender (neurons ``gj`` in event order, values
+    ``gval``): row ``j`` of the (n_sender, n_r) weights per event, four rows summed in
+    registers before one store (:func:`_rows_add`), one rounding per event and receiver."""
+    _rows_add(buf, boff, W, woff, n_r, gj, gval, ng, weighted)
+
+
+@numba.njit(**NJIT_INLINE)
 def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighted,
                 do_mark, mark, tlist, tcount, p, site_off, ssz):
     """Sparse scatter; the receiver's sites hold ``ssz`` neurons each."""
