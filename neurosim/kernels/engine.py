@@ -328,13 +328,14 @@ def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, 
 
 
 @numba.njit(**NJIT_INLINE)
-def _put(ri, rv, rs, rch, rc, jl, val, site, ch):
-    """:func:`_push` on the ring's arrays from the slot's start."""
-    ri[rc] = jl
-    rv[rc] = val
-    rs[rc] = site
-    rch[rc] = ch
-    return rc + 1
+def _putu(ri, rv, rs, rch, u, jl, val, site, ch):
+    """:func:`_push` on the ring's arrays from the slot's start, at the unsigned position
+    ``u``; returns ``u + 1``."""
+    ri[u] = jl
+    rv[u] = val
+    rs[u] = site
+    rch[u] = ch
+    return u + np.uint64(1)
 
 
 @numba.njit(**NJIT_NORT)
@@ -344,7 +345,9 @@ def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs,
     order, count them (``cpos``/``cneg``: the population's counts) and record them
     (``rrow``, when ``rec_off >= 0``); returns the ring count.  A function of its own with
     few arguments: inlined into the block update, its loops compiled to several times
-    the instructions (ad-hoc timings: ~14 ns per spike there, a few ns here)."""
+    the instructions (ad-hoc timings: ~14 ns per spike there, a few ns here).  The ring
+    position is unsigned inside (no negative-index wrap-around per store)."""
+    u = np.uint64(rc)
     if ssz == 1:
         # one neuron per site: eight neurons per 64-bit word, a bit mask of the nonzero
         # bytes, then only its set bits (lane tables); counts without a branch on the sign
@@ -360,7 +363,7 @@ def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs,
                     kk = kb + np.uint64(_LANES[m, i])
                     qv = spk[kk]
                     k = j0 + np.int64(kk)
-                    rc = _put(ri, rv, rs, rch, rc, k, qv, k, 0)
+                    u = _putu(ri, rv, rs, rch, u, k, qv, k, 0)
                     cpos[k] += qv > 0
                     cneg[k] += qv < 0
                     if rec_off >= 0:
@@ -369,46 +372,24 @@ def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs,
             qv = spk[kk]
             if qv != 0:
                 k = j0 + np.int64(kk)
-                rc = _put(ri, rv, rs, rch, rc, k, qv, k, 0)
+                u = _putu(ri, rv, rs, rch, u, k, qv, k, 0)
                 cpos[k] += qv > 0
                 cneg[k] += qv < 0
                 if rec_off >= 0:
                     rrow[rec_off + k] = qv
-    elif nz * 8 < np.int64(n) or rec_off >= 0:
-        # few spikes: skip eight silent neurons per 64-bit word
-        nw = n // np.uint64(8)
-        words = spk[:nw * np.uint64(8)].view(np.uint64)
-        for wi in range(nw + np.uint64(1)):
-            if wi < nw and words[wi] == 0:
-                continue
-            k0 = wi * np.uint64(8)
-            k1 = min(k0 + np.uint64(8), n)
-            for kk in range(k0, k1):
-                qv = spk[kk]
-                if qv != 0:
-                    k = j0 + np.int64(kk)
-                    if ssz == 1:
-                        s = k
-                        c = 0
-                    else:
-                        s = k // ssz
-                        c = k - s * ssz
-                    rc = _put(ri, rv, rs, rch, rc, k, qv, s, c)
-                    if qv > 0:
-                        cpos[k] += 1
-                    else:
-                        cneg[k] += 1
-                    if rec_off >= 0:
-                        rrow[rec_off + k] = qv
     else:
-        # many spikes (forward of busy layers): counts as one vectorised add per sign, then
-        # eight neurons per 64-bit word: a bit mask of the nonzero bytes, then only its
-        # set bits (lane tables), tracking (site, channel) without division
-        cb = np.uint64(j0)
-        for kk in range(n):
-            qv = spk[kk]
-            cpos[cb + kk] += qv > 0
-            cneg[cb + kk] += qv < 0
+        # several neurons per site: the same word scan, tracking (site, channel) of each
+        # word's first lane without a division (branch-free when a site holds >= 8
+        # neurons: a lane then wraps at most once); the counts as one vectorised add
+        # per sign when at least one neuron in eight spikes, else per spike
+        few = nz * 8 < np.int64(n)
+        if not few:
+            cb = np.uint64(j0)
+            for kk in range(n):
+                qv = spk[kk]
+                cpos[cb + kk] += qv > 0
+                cneg[cb + kk] += qv < 0
+        big = ssz >= 8
         nw = n // np.uint64(8)
         words = spk[:nw * np.uint64(8)].view(np.uint64)
         s = s0
@@ -418,25 +399,48 @@ def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs,
             if w != 0:
                 x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
                 m = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
+                kb = wi * np.uint64(8)
                 for i in range(_POPCOUNT[m]):
                     lane = _LANES[m, i]
                     c = c0 + lane
                     ss = s
-                    while c >= ssz:
-                        c -= ssz
-                        ss += 1
-                    rc = _put(ri, rv, rs, rch, rc, ss * ssz + c,
-                              spk[wi * np.uint64(8) + np.uint64(lane)], ss, c)
+                    if big:
+                        wrap = np.int64(c >= ssz)
+                        c -= ssz * wrap
+                        ss += wrap
+                    else:
+                        while c >= ssz:
+                            c -= ssz
+                            ss += 1
+                    kk = kb + np.uint64(lane)
+                    qv = spk[kk]
+                    k = j0 + np.int64(kk)
+                    u = _putu(ri, rv, rs, rch, u, k, qv, ss, c)
+                    if few:
+                        cpos[k] += qv > 0
+                        cneg[k] += qv < 0
+                    if rec_off >= 0:
+                        rrow[rec_off + k] = qv
             c0 += 8
-            while c0 >= ssz:
-                c0 -= ssz
-                s += 1
+            if big:
+                wrap = np.int64(c0 >= ssz)
+                c0 -= ssz * wrap
+                s += wrap
+            else:
+                while c0 >= ssz:
+                    c0 -= ssz
+                    s += 1
         for kk in range(nw * np.uint64(8), n):
             qv = spk[kk]
             if qv != 0:
                 k = j0 + np.int64(kk)
-                rc = _put(ri, rv, rs, rch, rc, k, qv, k // ssz, k - (k // ssz) * ssz)
-    return rc
+                u = _putu(ri, rv, rs, rch, u, k, qv, k // ssz, k - (k // ssz) * ssz)
+                if few:
+                    cpos[k] += qv > 0
+                    cneg[k] += qv < 0
+                if rec_off >= 0:
+                    rrow[rec_off + k] = qv
+    return np.int64(u)
 
 
 @numba.njit(**NJIT_INLINE)
