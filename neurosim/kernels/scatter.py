@@ -35,25 +35,6 @@ def _mark(site, mark, tlist, tcount, p, site_off):
 
 
 @numba.njit(**NJIT_INLINE)
-def _row_add(buf, tb, W, wb, n, val, weighted):
-    """buf[tb:tb+n] += (val *) W[wb:wb+n].  Unsigned indices: Numba then emits no
-    negative-index wrap-around, and LLVM vectorises the loop (about 6x faster)."""
-    t = np.uint64(tb)
-    w = np.uint64(wb)
-    if weighted:
-        for i in range(np.uint64(n)):
-            buf[t + i] += val * W[w + i]
-    else:
-        for i in range(np.uint64(n)):
-            buf[t + i] += W[w + i]
-
-
-@numba.njit(**NJIT_INLINE)
-def dense_scatter(buf, boff, W, woff, j, n_r, val, weighted):
-    _row_add(buf, boff, W, woff + j * n_r, n_r, val, weighted)
-
-
-@numba.njit(**NJIT_INLINE)
 def dense_scatter_group(buf, boff, W, woff, n_r, gj, gval, ng, weighted):
     """Dense scatter of ``ng`` events of one sender (neurons ``gj`` in event order, values
     ``gval``): row ``j`` of the (n_sender, n_r) weights per event, four rows summed in
@@ -88,7 +69,8 @@ def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
     added four at a time in registers before one store to ``buf``: a quarter of the
     buffer loads and stores, and one offset walk per site instead of one per event.  The
     additions stay in event order, ``(((buf + r0) + r1) + r2) + r3``, each rounded in the
-    dtype: exactly what adding the events one by one gives."""
+    dtype: exactly what adding the events one by one gives.  Indices are unsigned: Numba
+    then emits no negative-index wrap-around, and LLVM vectorises the loops (~6x faster)."""
     t = np.uint64(tb)
     n = np.uint64(Cr)
     i = 0
