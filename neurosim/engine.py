@@ -1,7 +1,8 @@
 """Running a network: the forward phase (binary spikes) and the backward phase (ternary).
 
 :func:`run_forward` and :func:`run_backward` validate and allocate, then call the Numba
-kernel :func:`neurosim.kernels.engine.run_phase`, parallel over the samples of the batch.
+kernel :func:`neurosim.kernels.engine.run_phase` on disjoint sample ranges, in parallel on
+threads (:mod:`neurosim._pool`).
 Both return a :class:`PhaseResult` with spike counts per neuron, final potentials, events
 sent per projection and sender neuron (from which every op count follows exactly, see
 :mod:`neurosim.counting`), neuron-update counts and, on request, the spike trains.
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 
+from . import _pool
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
@@ -156,8 +158,13 @@ def _map_current(pr, x, dtype):
     k, w, ip, ix, geo, tab = pr.kernel_layout(backward=False)
     pool_w = float(w[0]) if k == K_POOL_DOWN else 0.0     # pooling: one shared weight
     out = np.zeros((x.shape[0], pr.n_post), dtype)
-    apply_map(k, geo, tab, w.astype(dtype), ip, ix, pool_w,
-              np.ascontiguousarray(x, dtype), out)
+    w = w.astype(dtype)
+    xc = np.ascontiguousarray(x, dtype)
+    nth = _th.get_threads()
+
+    def chunk(c, b0, b1):
+        apply_map(k, geo, tab, w, ip, ix, pool_w, xc, b0, b1, out)
+    _pool.run_chunks(chunk, xc.shape[0], nth, nth)
     ops = (x != 0).astype(np.int64) @ pr.out_degree()
     return out, ops
 
@@ -284,7 +291,10 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
                   n_split)
         nupd[0, :] = np.where(prog.arrays.pop_model == M_CUBA, np.diff(prog.arrays.pop_off) * T, 0)
     else:
-        run_phase(T, backward, n_chunks, prog.n_buf, prog.max_ports, prog.arrays, run, res)
+        def chunk(c, b0, b1):
+            sc = L.alloc_scratch(prog.arrays, prog.n_buf, prog.max_ports)
+            run_phase(T, backward, b0, b1, prog.arrays, run, res, sc)
+        _pool.run_chunks(chunk, B, nth, n_chunks)
     wall = time.perf_counter() - t0
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
                neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={})

@@ -288,8 +288,9 @@ def conv_propagate(spike_idx, wf, geo, out):
     return count_synops(_geo_matrix(K_CONV_DOWN, geo, wf, structure=True).astype(np.int64), spike_idx)
 
 
-def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
-    """out[b] += x[b] @ M for the map described in kernel layout (see ``_geo_matrix``).
+def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, b0, b1, out):
+    """out[b] += x[b] @ M for ``b0 <= b < b1`` and the map described in kernel layout
+    (see ``_geo_matrix``).
 
     ``tab`` (the kernel's precomputed per-site offset table) is accepted and ignored:
     the reference derives everything from ``geo``."""
@@ -300,7 +301,7 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
         M = _csr_matrix(indptr, indices, weights, n_in, n_out)
     else:
         M = _geo_matrix(kind, geo, weights, pool_w)
-    out[...] = out + np.asarray(x, np.float64) @ M
+    out[b0:b1] = out[b0:b1] + np.asarray(x[b0:b1], np.float64) @ M
 
 
 # ---------------------------------------------------------------------------------------

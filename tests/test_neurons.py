@@ -192,9 +192,9 @@ def test_apply_map_matches_twin_and_dense(name, pr, backward, dtype):
     x[0] = 0.0                                                          # an all-zero sample
     out_k = np.zeros((3, n_out), dtype)
     k_apply_map(kind, geo, kernel_table(kind, geo), w.astype(dtype), ip, ix, pool_w,
-                x.astype(dtype), out_k)
+                x.astype(dtype), 0, 3, out_k)
     out_r = np.zeros((3, n_out), dtype)
-    reference.apply_map(kind, geo, None, w.astype(dtype), ip, ix, pool_w, x.astype(dtype), out_r)
+    reference.apply_map(kind, geo, None, w.astype(dtype), ip, ix, pool_w, x.astype(dtype), 0, 3, out_r)
     M = reference.dense_matrix(pr)
     if backward:
         M = M.T
@@ -536,7 +536,9 @@ def test_apply_map_sums_in_increasing_input_index_exactly(name, dtype):
     B = 11                                              # two blocks of 8 samples
     x = (rng.normal(0, 1, (B, pr.n_pre)) * (rng.random((B, pr.n_pre)) < 0.7)).astype(dtype)
     out = np.zeros((B, pr.n_post), dtype)
-    k_apply_map(kind, geo, kernel_table(kind, geo), w.astype(dtype), ip, ix, pool_w, x, out)
+    tab = kernel_table(kind, geo)
+    for b0, b1 in ((0, 5), (5, B)):                    # two calls, one splitting a block
+        k_apply_map(kind, geo, tab, w.astype(dtype), ip, ix, pool_w, x, b0, b1, out)
     M = reference.dense_matrix(pr).astype(dtype)        # M[j, i]: weight from input j to i
     expect = np.zeros((B, pr.n_post), dtype)
     for b in range(B):

@@ -647,7 +647,7 @@ def _sift(a, lo, root, n):
         root = c
 
 
-@numba.njit(**NJIT)
+@numba.njit(**NJIT_INLINE)
 def _run_sample(b, T, backward, net, run, out, sc):
     P = net.pop_off.shape[0] - 1
     pop_off = net.pop_off
@@ -817,64 +817,19 @@ def _run_sample(b, T, backward, net, run, out, sc):
                 out.u_out[b, g] = v
 
 
-@numba.njit(**NJIT_PARALLEL)
-def run_phase(T, backward, n_chunks, n_buf, max_ports, net, run, out):
-    """Run T steps of one phase for every sample of the batch (parallel over chunks).
+@numba.njit(**NJIT)
+def run_phase(T, backward, b0, b1, net, run, out, sc):
+    """Run T steps of one phase for the samples ``b0 .. b1-1``, one after another.
 
-    ``net``, ``run``, ``out``: :class:`.layout.NetArrays`, :class:`.layout.RunArrays`,
-    :class:`.layout.OutArrays`.  ``out.u_out`` [B, N] holds the initial potentials on
-    entry and the final ones on exit."""
-    B = run.const.shape[0]
-    P = net.pop_off.shape[0] - 1
-    N = net.pop_off[P]
-    NS = net.pop_site_off[P]
-    dt = net.weights.dtype
-    has_cuba = False
-    maxd = 1
-    max_n = 1
-    for p in range(P):
-        if net.pop_model[p] == M_CUBA:
-            has_cuba = True
-        maxd = max(maxd, net.pop_depth[p])
-        max_n = max(max_n, net.pop_off[p + 1] - net.pop_off[p])
-    R = net.pop_ring_off[P]
-    max_k = 1
-    for q in range(net.proj_geo.shape[0]):
-        max_k = max(max_k, net.proj_geo[q, G_KH] * net.proj_geo[q, G_KW])
-    for c in numba.prange(n_chunks):
-        # positional (Numba cannot build a NamedTuple from many computed keywords)
-        u = np.zeros(N, dt)
-        ref = np.zeros(N, np.int32)
-        isyn = np.zeros((max_ports, N if has_cuba else 0), dt)
-        buf = np.zeros(n_buf, dt)
-        last = np.empty(NS, np.int64)
-        mark = np.zeros(NS, np.uint8)
-        tlist = np.zeros(NS + P, np.int64)
-        tcount = np.zeros(P, np.int64)
-        allflag = np.zeros(P, np.uint8)
-        clist = np.zeros(NS, np.int64)
-        ccount = np.zeros(P, np.int64)
-        klist = np.zeros(NS, np.int64)
-        kcount = np.zeros(P, np.int64)
-        ring_idx = np.zeros(R, np.int32)
-        ring_val = np.zeros(R, np.int8)
-        ring_site = np.zeros(R, np.int32)
-        ring_ch = np.zeros(R, np.int32)
-        ring_cnt = np.zeros((P, maxd), np.int64)
-        dense_pop = np.zeros(P, np.uint8)
-        cur = np.zeros(max_n, dt)
-        spk = np.zeros(max_n, np.int8)
-        gch = np.zeros(max_n, np.int64)
-        gval = np.zeros(max_n, dt)
-        wsite = np.zeros(max_k, np.int64)
-        woffs = np.zeros(max_k, np.int64)
-        sc = Scratch(u, ref, isyn, buf, last, mark, tlist, tcount, allflag, clist, ccount, klist,
-                     kcount, ring_idx, ring_val, ring_site, ring_ch, ring_cnt, dense_pop, cur, spk,
-                     gch, gval, wsite, woffs)
-        b0 = c * B // n_chunks
-        b1 = (c + 1) * B // n_chunks
-        for b in range(b0, b1):
-            _run_sample(b, T, backward, net, run, out, sc)
+    ``net``, ``run``, ``out``, ``sc``: :class:`.layout.NetArrays`, :class:`.layout.RunArrays`,
+    :class:`.layout.OutArrays` and this call's :class:`.layout.Scratch`
+    (:func:`.layout.alloc_scratch`).  ``out.u_out`` [B, N] holds the initial potentials on
+    entry and the final ones on exit.  Not parallel itself: the caller
+    (:func:`neurosim.engine._run_chunks`) runs disjoint sample ranges on threads (the
+    kernel releases the GIL), which compiles in about two thirds of the time of a
+    ``prange`` over the same ranges (docs/decisions.md, 41)."""
+    for b in range(b0, b1):
+        _run_sample(b, T, backward, net, run, out, sc)
 
 
 #: samples per block and output columns per tile of the dense input-map gather
@@ -882,35 +837,37 @@ _MAP_SB = 8
 _MAP_TILE = 128
 
 
-@numba.njit(**NJIT_PARALLEL)
-def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
-    """Analog input map: out[b] += (map applied to x[b]), in ``out``'s dtype.
+@numba.njit(**NJIT)
+def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, b0, b1, out):
+    """Analog input map: out[b] += (map applied to x[b]) for ``b0 <= b < b1``, in
+    ``out``'s dtype.
 
     Used for the input encoding (SPIDE's ``F x``).  Every output is the sum, in increasing
     input index, of ``x_j * w`` over the nonzero inputs ``j`` (each operation rounded in
     the dtype; docs/hdf5-schema.md, "Arithmetic"), then added to ``out``.  Dense and conv
     maps gather (:func:`_map_dense`, :func:`_map_conv_down`: the same additions in the same
     order per output, without a pass of each input over the whole output); the other
-    kinds scatter each nonzero input with the engine's scatter code."""
+    kinds scatter each nonzero input with the engine's scatter code.  Not parallel itself:
+    the caller (:func:`neurosim.engine._map_current`) runs sample ranges on threads."""
     if kind == K_DENSE:
-        _map_dense(weights, x, out)
+        _map_dense(weights, x, b0, b1, out)
         return
     if kind == K_CONV_DOWN:
-        _map_conv_down(geo, weights, x, out)
+        _map_conv_down(geo, weights, x, b0, b1, out)
         return
-    B = x.shape[0]
     n_out = out.shape[1]
     Cs = geo[0] if geo[0] > 0 else 1
     nk = max(1, geo[G_KH] * geo[G_KW])
-    for b in numba.prange(B):
-        buf = np.zeros(n_out, out.dtype)
-        mark = np.zeros(1, np.uint8)
-        tlist = np.zeros(1, np.int64)
-        tcount = np.zeros(1, np.int64)
-        gch = np.zeros(1, np.int64)          # one event per call of the grouped scatters
-        gval = np.zeros(1, out.dtype)
-        sites = np.zeros(nk, np.int64)
-        offs = np.zeros(nk, np.int64)
+    buf = np.zeros(n_out, out.dtype)
+    mark = np.zeros(1, np.uint8)
+    tlist = np.zeros(1, np.int64)
+    tcount = np.zeros(1, np.int64)
+    gch = np.zeros(1, np.int64)          # one event per call of the grouped scatters
+    gval = np.zeros(1, out.dtype)
+    sites = np.zeros(nk, np.int64)
+    offs = np.zeros(nk, np.int64)
+    for b in range(b0, b1):
+        buf[:] = 0
         for j in range(x.shape[1]):
             v = x[b, j]
             if v == 0:
@@ -931,35 +888,33 @@ def apply_map(kind, geo, tab, weights, indptr, indices, pool_w, x, out):
             out[b, i] += buf[i]
 
 
-@numba.njit(**NJIT_PARALLEL)
-def _map_dense(weights, x, out):
+@numba.njit(**NJIT_INLINE)
+def _map_dense(weights, x, b0, b1, out):
     """Dense map, gathered: per block of ``_MAP_SB`` samples and tile of ``_MAP_TILE``
     outputs, the inputs in increasing index, each weight row tile read once per block."""
-    B, n_in = x.shape
+    n_in = x.shape[1]
     n_out = out.shape[1]
-    nb = (B + _MAP_SB - 1) // _MAP_SB
-    for bb in numba.prange(nb):
-        b0 = bb * _MAP_SB
-        b1 = min(B, b0 + _MAP_SB)
-        acc = np.zeros((_MAP_SB, _MAP_TILE), out.dtype)
+    acc = np.zeros((_MAP_SB, _MAP_TILE), out.dtype)
+    for s0 in range(b0, b1, _MAP_SB):
+        s1 = min(b1, s0 + _MAP_SB)
         for i0 in range(0, n_out, _MAP_TILE):
             m = np.uint64(min(_MAP_TILE, n_out - i0))
             acc[:, :] = 0
             for j in range(n_in):
                 wrow = np.uint64(j * n_out + i0)
-                for b in range(b0, b1):
+                for b in range(s0, s1):
                     v = x[b, j]
                     if v != 0:
-                        a = acc[b - b0]
+                        a = acc[b - s0]
                         for i in range(m):
                             a[i] = a[i] + v * weights[wrow + i]
-            for b in range(b0, b1):
+            for b in range(s0, s1):
                 for i in range(m):
-                    out[b, i0 + i] += acc[b - b0, i]
+                    out[b, i0 + i] += acc[b - s0, i]
 
 
-@numba.njit(**NJIT_PARALLEL)
-def _map_conv_down(geo, weights, x, out):
+@numba.njit(**NJIT_INLINE)
+def _map_conv_down(geo, weights, x, b0, b1, out):
     """Conv map (weights ``(kh, kw, Cs, Cr)``), gathered per receiver site: kernel rows
     ``ky``, then ``kx``, then sender channels, increasing — increasing input index.
     The offset loop is :func:`.walk.up_walk`'s geometry run from a receiver into the
@@ -967,10 +922,9 @@ def _map_conv_down(geo, weights, x, out):
     LeNet's map took twice as long."""
     Cs, Hs, Ws, Cr, Hr, Wr = geo[G_CS], geo[G_HS], geo[G_WS], geo[G_CR], geo[G_HR], geo[G_WR]
     kh, kw, st, pad = geo[G_KH], geo[G_KW], geo[G_STRIDE], geo[G_PAD]
-    B = x.shape[0]
     ucr = np.uint64(Cr)
-    for b in numba.prange(B):
-        acc = np.zeros(Cr, out.dtype)
+    acc = np.zeros(Cr, out.dtype)
+    for b in range(b0, b1):
         xb = x[b]
         for oy in range(Hr):
             for ox in range(Wr):

@@ -140,7 +140,8 @@ class OutArrays(NamedTuple):
 
 
 class Scratch(NamedTuple):
-    """Per-thread working memory of one sample (allocated by the kernel, reused)."""
+    """Per-call working memory of :func:`.engine.run_phase`, reused from sample to sample
+    (the kernel resets what it reads at the start of each sample); :func:`alloc_scratch`."""
     u: np.ndarray             # dtype [N] potentials
     ref: np.ndarray           # int32 [N] refractory steps left
     isyn: np.ndarray          # dtype [MAX_PORTS, N or 0] CubaLIF currents
@@ -166,3 +167,39 @@ class Scratch(NamedTuple):
     gval: np.ndarray          # dtype [max n] one sender site's event values
     wsite: np.ndarray         # int64 [max kh*kw] receiver sites of one offset walk
     woffs: np.ndarray         # int64 [max kh*kw] kernel offsets of one offset walk
+
+
+def alloc_scratch(net, n_buf, max_ports):
+    """A fresh :class:`Scratch` for one :func:`.engine.run_phase` call on ``net``.
+
+    Parameters
+    ----------
+    net : NetArrays
+        The compiled network (sizes come from its offsets, models and geometries).
+    n_buf : int
+        Length of the per-projection input buffers (``Program.n_buf``).
+    max_ports : int
+        Synaptic ports of the CubaLIF currents (``Program.max_ports``); the currents get
+        ``N`` columns only when a population is CubaLIF.
+    """
+    P = net.pop_off.shape[0] - 1
+    N = int(net.pop_off[P])
+    NS = int(net.pop_site_off[P])
+    R = int(net.pop_ring_off[P])
+    dt = net.weights.dtype
+    sizes = np.diff(net.pop_off)
+    maxd = max(1, int(net.pop_depth.max(initial=1)))
+    max_n = max(1, int(sizes.max(initial=1)))
+    kk = net.proj_geo[:, G_KH] * net.proj_geo[:, G_KW]
+    max_k = max(1, int(kk.max(initial=1)))
+    has_cuba = bool(np.any(net.pop_model == M_CUBA))
+    z = np.zeros
+    return Scratch(u=z(N, dt), ref=z(N, np.int32), isyn=z((max_ports, N if has_cuba else 0), dt),
+                   buf=z(n_buf, dt), last=np.empty(NS, np.int64), mark=z(NS, np.uint8),
+                   tlist=z(NS + P, np.int64), tcount=z(P, np.int64), allflag=z(P, np.uint8),
+                   clist=z(NS, np.int64), ccount=z(P, np.int64), klist=z(NS, np.int64),
+                   kcount=z(P, np.int64), ring_idx=z(R, np.int32), ring_val=z(R, np.int8),
+                   ring_site=z(R, np.int32), ring_ch=z(R, np.int32),
+                   ring_cnt=z((P, maxd), np.int64), dense_pop=z(P, np.uint8),
+                   cur=z(max_n, dt), spk=z(max_n, np.int8), gch=z(max_n, np.int64),
+                   gval=z(max_n, dt), wsite=z(max_k, np.int64), woffs=z(max_k, np.int64))
