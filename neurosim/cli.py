@@ -235,9 +235,10 @@ def _progress_printer():
         state["last"] = now
         width = 24
         fill = int(width * d["batch"] / d["n_batches"])
+        eta = "   --" if d["eta_s"] != d["eta_s"] else f"{d['eta_s']:5.1f}s"
         click.echo(f"\repoch {d['epoch']}/{d['epochs']} [{'#' * fill}{'.' * (width - fill)}] "
                    f"batch {d['batch']}/{d['n_batches']}  loss {d['loss']:.4f}  "
-                   f"acc {d['accuracy']:.4f}  ETA {d['eta_s']:5.1f}s ", err=True,
+                   f"acc {d['accuracy']:.4f}  ETA {eta} ", err=True,
                    nl=done)
     return show
 

@@ -136,6 +136,21 @@ def test_cli_train_says_when_it_compiles(tmp_path, monkeypatch, warm):
                                   "--out", str(tmp_path / "c.h5")])
     assert r.exit_code == 0, r.output
     assert ("compiling the engine's kernels" in r.output) is (not warm), r.output
+    assert ("first batch done in" in r.output) is (not warm), r.output
+
+
+def test_eta_leaves_out_the_compiling_batch(tmp_path, monkeypatch):
+    """The ETA after the batch that compiled is unknown (NaN), later ones are measured
+    from the batches after it only (a first batch of 25 s must not predict 25 s per batch)."""
+    from neurosim import kernels
+    monkeypatch.setattr(kernels, "cache_warm", lambda *names: False)
+    seen = []
+    train("fsnn_mlp", "digits", out=tmp_path / "e.h5", overrides=dict(epochs=1, batch_size=8),
+          max_train=32, max_test=8, progress=seen.append)
+    assert [d["batch"] for d in seen] == [1, 2, 3, 4]
+    assert np.isnan(seen[0]["eta_s"])
+    assert all(np.isfinite(d["eta_s"]) and d["eta_s"] >= 0 for d in seen[1:])
+    assert seen[-1]["eta_s"] == 0
 
 
 def test_cache_warm_knows_the_compiled_engine():

@@ -324,6 +324,8 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         Receives one line per epoch (and notes such as removed temporary files).
     progress : callable(dict), optional
         Receives a dict after every batch (epoch, batch, n_batches, loss, accuracy, eta_s).
+        ``eta_s`` is measured from the batches after the one that compiled the kernels
+        (NaN right after that batch, when nothing is measured yet).
     checkpoint_every : float, optional
         Also write a mid-epoch checkpoint when this many seconds have passed since the last
         one (long epochs).  Checkpoints never change the results.
@@ -483,12 +485,15 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     if engine is not None:
         engine.start(net)
     with _stop_on_signals(handle_signals) as stop:
-        if not kernels.cache_warm("engine.run_phase", "spide.weight_grad"):
-            say("compiling the engine's kernels before the first batch (once after installing "
-                "or updating neurosim: about a minute on 2 cores; later runs load them from the "
+        compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad")
+        if compiling:
+            say("compiling the engine's kernels during the first batch (once after installing "
+                "or updating neurosim: about 25 s on 2 cores; later runs load them from the "
                 f"cache{'' if kernels.CACHE_DIR is None else ' in ' + str(kernels.CACHE_DIR)})")
+        rate0 = None       # (time, batches done) the ETA is measured from: after compiling
         for epoch in range(epoch0, cfg.epochs):
             t0 = time.perf_counter()
+            rate0 = None
             if partial is not None:
                 perm = np.asarray(partial["perm"], np.int64)
                 batches = [perm[i:i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
@@ -530,12 +535,19 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                     sums[k] += float(np.sum(getattr(r, k)))
                 monitor.add(r.forward, cfg.T)
                 _testhooks.pause("batch")
+                done = bi + 1 - bi0
+                if compiling:
+                    compiling = False
+                    rate0 = (time.perf_counter(), done)
+                    say(f"first batch done in {rate0[0] - t0:.1f} s (compilation included)")
                 if progress is not None:
-                    el = time.perf_counter() - t0
-                    done = bi + 1 - bi0
+                    t_r, d_r = (t0, 0) if rate0 is None else rate0
+                    el = time.perf_counter() - t_r
+                    eta = (el / (done - d_r) * (len(batches) - bi - 1) if done > d_r else
+                           float("nan"))
                     progress(dict(epoch=epoch + 1, epochs=cfg.epochs, batch=bi + 1,
                                   n_batches=len(batches), loss=loss_sum / n, accuracy=correct / n,
-                                  eta_s=el / max(done, 1) * (len(batches) - bi - 1)))
+                                  eta_s=eta))
                 due = checkpoint_every is not None and \
                     time.perf_counter() - saved["t"] >= checkpoint_every
                 if (stop() or due) and bi + 1 < len(batches):
