@@ -17,7 +17,7 @@ from .connectivity import chw_to_flat
 from .kernels import threads as _th
 from .kernels import layout as L
 from .kernels.cuba import MAX_FAST_PORTS, run_split
-from .kernels.engine import apply_map, pack_events, run_phase
+from .kernels.engine import apply_map, run_phase
 from .network import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT, Network, compile_program
 
 
@@ -232,24 +232,21 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     for name, arr in tv_arrays.items():
         i = prog.pop_names.index(name)
         tv[:, :, tv_off[i]:tv_off[i] + arr.shape[2]] += arr
-    # source spikes -> per (sample, population, step) event lists
-    src_ptr = np.zeros((B, P, T + 1), np.int64)
-    lists = []
-    start = np.zeros(B, np.int64)
-    for name, s in src.items():
+    # source spike trains, side by side as int8 0/1 (the kernel reads them as emitted
+    # spikes); one C-contiguous source is used as it is (a view, no copy)
+    src_off = np.full(P, -1, np.int64)
+    n_src = 0
+    for name in src:
         i = prog.pop_names.index(name)
-        cnt = np.zeros((B, T), np.int64)
-        idx = pack_events(np.ascontiguousarray(s), cnt)
-        src_ptr[:, i, 1:] = np.cumsum(cnt, axis=1)
-        src_ptr[:, i, :] += start[:, None]
-        lists.append((idx, cnt.sum(1)))
-        start += cnt.sum(1)
-    src_idx = np.zeros((B, max(int(start.max()) if B else 0, 1)), np.int32)
-    pos = np.zeros(B, np.int64)
-    for idx, tot in lists:
-        for b in range(B):
-            src_idx[b, pos[b]:pos[b] + tot[b]] = idx[b, :tot[b]]
-        pos += tot
+        src_off[i] = n_src
+        n_src += net.populations[name].n
+    if len(src) == 1 and next(iter(src.values())).flags.c_contiguous:
+        src_arr = next(iter(src.values())).view(np.int8)
+    else:
+        src_arr = np.zeros((B, T if n_src else 0, n_src), np.int8)
+        for name, s in src.items():
+            o = src_off[prog.pop_names.index(name)]
+            src_arr[:, :, o:o + s.shape[2]] = s
     nth = _threads(n_threads)
     n_chunks = max(1, min(B, 4 * nth))
     counts = np.zeros((B, N), np.int32)
@@ -280,7 +277,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
             n_rec += int(prog.arrays.pop_off[i + 1] - prog.arrays.pop_off[i])
     rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
     plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
-    run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src_idx=src_idx, src_ptr=src_ptr,
+    run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src=src_arr, src_off=src_off,
                       masks=masks_arr, gate=gate, rec_off=rec_off)
     res = L.OutArrays(counts=counts, counts_neg=counts_neg, u_out=u_out, wcount=wcount,
                       sent=sent, sent_neg=sent_neg, nupd=nupd, rec=rec)

@@ -631,16 +631,3 @@ def weight_grad(pr, a, d):
                         if 0 <= oy < Ho and 0 <= ox < Wo:
                             G[:, :, ky, kx] += A[:, y, x, :].T @ D[:, oy, ox, :]
     return G, ops
-
-
-def pack_events(s, counts_bt):
-    """Twin of ``kernels.engine.pack_events``: per-sample neuron indices in (step, neuron)
-    order, zero-padded, and the spike count per (sample, step)."""
-    s = np.asarray(s, bool)
-    counts_bt[...] = s.sum(2)
-    per = [np.nonzero(s[b])[1] for b in range(s.shape[0])]
-    m = max([len(x) for x in per] + [1])
-    idx = np.zeros((s.shape[0], m), np.int32)
-    for b, x in enumerate(per):
-        idx[b, :len(x)] = x
-    return idx

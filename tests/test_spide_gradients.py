@@ -230,18 +230,6 @@ def test_weight_grad_sparse_and_dense_error_rows(seed):
         np.testing.assert_array_equal(ops, ops_ref)
 
 
-def test_pack_events_matches_twin():
-    from neurosim.kernels.engine import pack_events
-    import reference
-    rng = np.random.default_rng(0)
-    for shape, rate in (((4, 7, 9), 0.3), ((3, 5, 67), 0.6), ((2, 3, 16), 1.0)):
-        s = rng.random(shape) < rate                # words of eight neurons and a tail
-        s[1] = False                                # a silent sample
-        c1, c2 = np.zeros(shape[:2], np.int64), np.zeros(shape[:2], np.int64)
-        np.testing.assert_array_equal(pack_events(s, c1), reference.pack_events(s, c2))
-        np.testing.assert_array_equal(c1, c2)
-
-
 def test_output_gate_one_sided():
     """The spiking-output gate lets a gradient through the clamp only towards the range:
     silent neurons are pushed up, never further down; saturated ones only down."""

@@ -244,32 +244,6 @@ def _push(sc, base, rc, jl, val, site, ch):
 
 
 @numba.njit(**NJIT_NORT)
-def _push_source(src, ssz, cnt, rrow, rec_off, ri, rv, rs, rch):
-    """Append a source population's spikes of one step (neurons ``src``, from the caller's
-    packed lists) to its ring (``ri, rv, rs, rch`` from the slot's start), counting
-    (``cnt``) and recording them (``rrow``, when ``rec_off >= 0``); returns the ring
-    count.  A function of its own with few arguments: inlined into the step loop, this
-    loop cost ~12 ns per spike (ad-hoc timings), here ~1."""
-    n = src.shape[0]
-    for e in range(np.uint64(n)):
-        jl = src[e]
-        ri[e] = jl
-        rv[e] = 1
-        if ssz == 1:
-            rs[e] = jl
-            rch[e] = 0
-        else:
-            s = jl // ssz
-            rs[e] = s
-            rch[e] = jl - s * ssz
-        cnt[jl] += 1
-    if rec_off >= 0:
-        for e in range(np.uint64(n)):
-            rrow[rec_off + src[e]] = 1
-    return n
-
-
-@numba.njit(**NJIT_NORT)
 def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, rc, rec_off):
     """Update the neurons of one site (any model, refractoriness included); returns
     (ring count, carry: some neuron is left at/above threshold or refractory)."""
@@ -732,13 +706,16 @@ def _run_sample(b, T, backward, net, run, out, sc):
             base = net.pop_ring_off[p] + slot * n_p
             rc = 0
             if m == M_SOURCE:
-                e0 = run.src_ptr[b, p, t]
-                e1 = run.src_ptr[b, p, t + 1]
-                rrow = out.rec[b, t] if rec_off[p] >= 0 else out.rec[0, 0]
-                rc = _push_source(run.src_idx[b, e0:e1], net.pop_site[p],
-                                  out.counts[b, pop_off[p]:], rrow, rec_off[p],
-                                  sc.ring_idx[base:], sc.ring_val[base:], sc.ring_site[base:],
-                                  sc.ring_ch[base:])
+                # the given spike train read as emitted spikes (none given, as in the
+                # backward phase: silent)
+                o = run.src_off[p]
+                if o >= 0:
+                    rrow = out.rec[b, t] if rec_off[p] >= 0 else out.rec[0, 0]
+                    rc = _emit_spikes(run.src[b, t, o:o + n_p], np.uint64(n_p), n_p, 0,
+                                      net.pop_site[p], 0, out.counts[b, pop_off[p]:],
+                                      out.counts_neg[b, pop_off[p]:], rrow, rec_off[p],
+                                      sc.ring_idx[base:], sc.ring_val[base:],
+                                      sc.ring_site[base:], sc.ring_ch[base:], 0)
             else:
                 ssz = net.pop_site[p]
                 so = pop_site_off[p]
@@ -948,48 +925,3 @@ def _map_conv_down(geo, weights, x, b0, b1, out):
                 ob = (oy * Wr + ox) * Cr
                 for i in range(Cr):
                     out[b, ob + i] += acc[i]
-
-
-@numba.njit(**NJIT_PARALLEL)
-def pack_events(s, counts_bt):
-    """Per-sample event lists of a C-contiguous bool spike array s [B, T, n].
-
-    ``counts_bt`` [B, T] receives the number of spikes per step; returns idx [B, max_events]
-    (neuron indices in (step, neuron) order, padded with 0).  Eight neurons per 64-bit
-    word: silent words are skipped, a word's spiking lanes come from a table."""
-    B, T, n = s.shape
-    for b in numba.prange(B):
-        for t in range(T):
-            row = s[b, t]
-            c = 0
-            for j in range(n):
-                c += row[j]
-            counts_bt[b, t] = c
-    m = 1
-    for b in range(B):
-        tot = 0
-        for t in range(T):
-            tot += counts_bt[b, t]
-        m = max(m, tot)
-    idx = np.zeros((B, m + 8), np.int32)      # slack for the eight-lane writes
-    nw = n // 8
-    for b in numba.prange(B):
-        e = 0
-        ib = idx[b]
-        for t in range(T):
-            row = s[b, t]
-            words = row[:nw * 8].view(np.uint64)
-            for wi in range(nw):
-                w = words[wi]
-                if w != 0:
-                    x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
-                    msk = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
-                    for i in range(8):
-                        ib[e + i] = wi * 8 + _LANES[msk, i]
-                    e += _POPCOUNT[msk]
-            for j in range(nw * 8, n):
-                ib[e] = j
-                e += row[j]
-        for k in range(e, m + 8):               # zero padding after the sample's events
-            ib[k] = 0
-    return idx[:, :m]

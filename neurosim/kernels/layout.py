@@ -120,8 +120,8 @@ class RunArrays(NamedTuple):
     const: np.ndarray         # dtype [B, N] constant current per neuron
     tv: np.ndarray            # dtype [B, T or 0, n_tv] time-varying current
     tv_off: np.ndarray        # int64 [P] column of the population in tv, -1 if none
-    src_idx: np.ndarray       # int32 [B, E] source spikes (neuron), by (population, step)
-    src_ptr: np.ndarray       # int64 [B, P, T+1] event ranges of src_idx
+    src: np.ndarray           # int8 [B, T or 0, n_src] source spike trains (0/1), side by side
+    src_off: np.ndarray       # int64 [P] column of the population in src, -1 if none
     masks: np.ndarray         # dtype [B, n_mask] per-projection scale (dropout)
     gate: np.ndarray          # uint8 [B, N or 0] backward: senders allowed to transmit
     rec_off: np.ndarray       # int64 [P] column in OutArrays.rec, -1 if not recorded
