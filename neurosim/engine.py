@@ -249,8 +249,12 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
             src_arr[:, :, o:o + s.shape[2]] = s
     nth = _threads(n_threads)
     n_chunks = max(1, min(B, 4 * nth))
-    counts = np.zeros((B, N), np.int32)
-    counts_neg = np.zeros((B, N), np.int32)
+    plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
+    # the sample-parallel kernel clears its samples' rows of the accumulated outputs
+    # itself (in parallel, just before it adds to them); the CubaLIF runner needs zeros
+    acc = np.zeros if plan is not None else np.empty
+    counts = acc((B, N), np.int32)
+    counts_neg = acc((B, N), np.int32)
     for i in range(P):    # hint to the CubaLIF kernel: one constant drive for the population
         a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
         if prog.arrays.pop_model[i] == M_CUBA and tv_off[i] < 0 and b_ > a:
@@ -264,10 +268,10 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         u_out[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = v
     leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
                 for p in net.spiking_populations)
-    wcount = np.zeros((B, N if leaky else 0), np.float64)
-    sent = np.zeros((B, prog.n_sent), np.int64)
-    sent_neg = np.zeros((B, prog.n_sent), np.int64)
-    nupd = np.zeros((B, P), np.int64)
+    wcount = acc((B, N if leaky else 0), np.float64)
+    sent = acc((B, prog.n_sent), np.int64)
+    sent_neg = acc((B, prog.n_sent), np.int64)
+    nupd = acc((B, P), np.int64)
     rec_names = _record_names(net, prog, record)
     rec_off = np.full(P, -1, np.int64)
     n_rec = 0
@@ -276,7 +280,6 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
             rec_off[i] = n_rec
             n_rec += int(prog.arrays.pop_off[i + 1] - prog.arrays.pop_off[i])
     rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
-    plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
     run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src=src_arr, src_off=src_off,
                       masks=masks_arr, gate=gate, rec_off=rec_off)
     res = L.OutArrays(counts=counts, counts_neg=counts_neg, u_out=u_out, wcount=wcount,
