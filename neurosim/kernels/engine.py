@@ -313,6 +313,59 @@ def _putu(ri, rv, rs, rch, u, jl, val, site, ch):
 
 
 @numba.njit(**NJIT_NORT)
+def _emit_lean(spk, n, nz, j0, cpos, rrow, rec_off, ri, rc):
+    """:func:`_emit_spikes` for a forward-phase population whose projections are all
+    dense or CSR: their deliveries read only the neuron index of a spike (forward spikes
+    are +1), so only ``ri`` is written, and no -1 count is kept.  Same ring order and
+    counts.  The counts as one vectorised add when at least one neuron in eight spikes,
+    else per spike."""
+    u = np.uint64(rc)
+    few = nz * 8 < np.int64(n)
+    if not few:
+        cb = np.uint64(j0)
+        for kk in range(n):
+            cpos[cb + kk] += spk[kk]
+    nw = n // np.uint64(8)
+    words = spk[:nw * np.uint64(8)].view(np.uint64)
+    for wi in range(nw):
+        w = words[wi]
+        if w != 0:
+            x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
+            m = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
+            kb = wi * np.uint64(8)
+            for i in range(_POPCOUNT[m]):
+                k = j0 + np.int64(kb + np.uint64(_LANES[m, i]))
+                ri[u] = k
+                u += np.uint64(1)
+                if few:
+                    cpos[k] += 1
+                if rec_off >= 0:
+                    rrow[rec_off + k] = 1
+    for kk in range(nw * np.uint64(8), n):
+        if spk[kk] != 0:
+            k = j0 + np.int64(kk)
+            ri[u] = k
+            u += np.uint64(1)
+            if few:
+                cpos[k] += 1
+            if rec_off >= 0:
+                rrow[rec_off + k] = 1
+    return np.int64(u)
+
+
+@numba.njit(**NJIT_INLINE)
+def _lean(p, backward, net):
+    """Whether population p's spikes may be emitted by :func:`_emit_lean` (forward phase,
+    no conv / pool projection out of p: nothing reads a spike's value, site or channel)."""
+    if backward:
+        return False
+    for a in range(net.out_ptr[p], net.out_ptr[p + 1]):
+        if net.proj_kind[net.out_proj[a]] >= K_CONV_DOWN:
+            return False
+    return True
+
+
+@numba.njit(**NJIT_NORT)
 def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs, rch, rc):
     """Append the ``nz`` spikes of ``spk[0:n]`` (neurons ``j0 ..`` of a block starting at
     site ``s0``) to the ring (``ri, rv, rs, rch`` from its slot, ``rc`` used) in neuron
@@ -499,9 +552,13 @@ def _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_
             wrow[ug + k] = wrow[ug + k] * lw + spk[k]
     if nz > 0:
         rrow = out.rec[b, t] if rec_off >= 0 else out.rec[0, 0]
-        rc = _emit_spikes(spk, n, nz, s0, ssz, j0, out.counts[b, off:], out.counts_neg[b, off:],
-                          rrow, rec_off, sc.ring_idx[base:], sc.ring_val[base:],
-                          sc.ring_site[base:], sc.ring_ch[base:], rc)
+        if model != M_TERNARY and _lean(p, False, net):
+            rc = _emit_lean(spk, n, nz, j0, out.counts[b, off:], rrow, rec_off,
+                            sc.ring_idx[base:], rc)
+        else:
+            rc = _emit_spikes(spk, n, nz, s0, ssz, j0, out.counts[b, off:],
+                              out.counts_neg[b, off:], rrow, rec_off, sc.ring_idx[base:],
+                              sc.ring_val[base:], sc.ring_site[base:], sc.ring_ch[base:], rc)
     if keep_carry and nc > 0:    # densely updated populations need no carry list
         for s in range(s0, s1):
             carry = False
@@ -719,11 +776,16 @@ def _run_sample(b, T, backward, net, run, out, sc):
                 o = run.src_off[p]
                 if o >= 0:
                     rrow = out.rec[b, t] if rec_off[p] >= 0 else out.rec[0, 0]
-                    rc = _emit_spikes(run.src[b, t, o:o + n_p], np.uint64(n_p), n_p, 0,
-                                      net.pop_site[p], 0, out.counts[b, pop_off[p]:],
-                                      out.counts_neg[b, pop_off[p]:], rrow, rec_off[p],
-                                      sc.ring_idx[base:], sc.ring_val[base:],
-                                      sc.ring_site[base:], sc.ring_ch[base:], 0)
+                    row = run.src[b, t, o:o + n_p]
+                    if _lean(p, backward, net):
+                        rc = _emit_lean(row, np.uint64(n_p), n_p, 0, out.counts[b, pop_off[p]:],
+                                        rrow, rec_off[p], sc.ring_idx[base:], 0)
+                    else:
+                        rc = _emit_spikes(row, np.uint64(n_p), n_p, 0, net.pop_site[p], 0,
+                                          out.counts[b, pop_off[p]:],
+                                          out.counts_neg[b, pop_off[p]:], rrow, rec_off[p],
+                                          sc.ring_idx[base:], sc.ring_val[base:],
+                                          sc.ring_site[base:], sc.ring_ch[base:], 0)
             else:
                 ssz = net.pop_site[p]
                 so = pop_site_off[p]
