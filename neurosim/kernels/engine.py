@@ -317,8 +317,11 @@ def _emit_lean(spk, n, nz, j0, cpos, rrow, rec_off, ri, rc):
     """:func:`_emit_spikes` for a forward-phase population whose projections are all
     dense or CSR: their deliveries read only the neuron index of a spike (forward spikes
     are +1), so only ``ri`` is written, and no -1 count is kept.  Same ring order and
-    counts.  The counts as one vectorised add when at least one neuron in eight spikes,
-    else per spike."""
+    counts.  Silent 64-bit words (eight neurons) are skipped; a word with a spike is
+    compacted without a branch (each lane's index is stored, the position advances by
+    the lane's 0/1 byte: every store lands at or before the lane's own slot in the
+    ring).  The counts as one vectorised add when at least one neuron in eight spikes,
+    else per lane of the nonzero words."""
     u = np.uint64(rc)
     few = nz * 8 < np.int64(n)
     if not few:
@@ -327,20 +330,19 @@ def _emit_lean(spk, n, nz, j0, cpos, rrow, rec_off, ri, rc):
             cpos[cb + kk] += spk[kk]
     nw = n // np.uint64(8)
     words = spk[:nw * np.uint64(8)].view(np.uint64)
+    rec = rec_off >= 0
     for wi in range(nw):
         w = words[wi]
         if w != 0:
-            x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
-            m = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
-            kb = wi * np.uint64(8)
-            for i in range(_POPCOUNT[m]):
-                k = j0 + np.int64(kb + np.uint64(_LANES[m, i]))
-                ri[u] = k
-                u += np.uint64(1)
+            kb = j0 + np.int64(wi * np.uint64(8))
+            for i in range(8):
+                f = (w >> np.uint64(8 * i)) & np.uint64(1)
+                ri[u] = kb + i
+                u += f
                 if few:
-                    cpos[k] += 1
-                if rec_off >= 0:
-                    rrow[rec_off + k] = 1
+                    cpos[kb + i] += np.int32(f)
+                if rec:
+                    rrow[rec_off + kb + i] = np.int8(f)
     for kk in range(nw * np.uint64(8), n):
         if spk[kk] != 0:
             k = j0 + np.int64(kk)
@@ -348,7 +350,7 @@ def _emit_lean(spk, n, nz, j0, cpos, rrow, rec_off, ri, rc):
             u += np.uint64(1)
             if few:
                 cpos[k] += 1
-            if rec_off >= 0:
+            if rec:
                 rrow[rec_off + k] = 1
     return np.int64(u)
 
