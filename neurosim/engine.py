@@ -248,7 +248,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
             o = src_off[prog.pop_names.index(name)]
             src_arr[:, :, o:o + s.shape[2]] = s
     nth = _threads(n_threads)
-    n_chunks = max(1, min(B, 4 * nth))
+    n_chunks = max(1, min(B, 2 * nth))        # taken dynamically by the threads
     plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
     # the sample-parallel kernel clears its samples' rows of the accumulated outputs
     # itself (in parallel, just before it adds to them); the CubaLIF runner needs zeros

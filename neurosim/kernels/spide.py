@@ -20,7 +20,7 @@ event-driven learning engine must do), independent of how this kernel batches th
 import numba
 import numpy as np
 
-from ..config import NJIT, NJIT_INLINE
+from ..config import NJIT, NJIT_INLINE, NJIT_PARALLEL
 from .layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE
 from .walk import down_walk, up_walk
 
@@ -85,90 +85,94 @@ def _site_rows_sparse(G, n, sites, offs, nz_site, chs, vals, nc, Cs, Cr, db, dk,
     return nops
 
 
-@numba.njit(**NJIT)
-def weight_grad(kind, geo, tab, indptr, indices, a, d, b0, b1, G, ops):
-    """Accumulate the weight gradient of one projection over the samples ``b0 .. b1-1``
-    into ``G`` (float64 [n_w]), samples in increasing order.
+@numba.njit(**NJIT_PARALLEL)
+def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops):
+    """Accumulate the weight gradient of one projection into ``G_out`` (float64 [n_w]).
 
     a: float64 [B, n_pre] pre rates (or analog input); d: float64 [B, n_post] post
-    errors; ops: int64 [B] (written for ``b0 .. b1-1``).  Not parallel itself: the caller
-    (:func:`neurosim.training.grads.projection_grads`) gives each chunk of samples its
-    own ``G``, runs the chunks on threads and adds the chunks' sums in chunk order."""
+    errors; ops: int64 [B] (written).  Parallel over chunks of samples with private
+    accumulators, reduced at the end."""
+    B = a.shape[0]
     n_pre = a.shape[1]
     n_post = d.shape[1]
     Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
     kh, kw = geo[6], geo[7]
-    if kind == K_CONV_DOWN or kind == K_CONV_UP:
-        nz_site = np.zeros(Hr * Wr, np.int64)
-    else:
-        nz_site = np.zeros(0, np.int64)
-    sites = np.zeros(max(1, kh * kw), np.int64)       # one offset walk (kernels/walk.py)
-    offs = np.zeros(max(1, kh * kw), np.int64)
-    chs = np.zeros(max(1, Cs), np.int64)              # one sender site's nonzero channels
-    vals = np.zeros(max(1, Cs), np.float64)
-    # per receiver site: its nonzero errors (channel, value), for sparse rows
-    sparse = (kind == K_CONV_DOWN or kind == K_CONV_UP) and Cr >= SPARSE_MIN_C
-    dk = np.zeros(max(1, n_post) if sparse else 1, np.int64)
-    dv = np.zeros(dk.shape[0], np.float64)
-    for b in range(b0, b1):
-        db = d[b]
-        nnz_d = 0
-        for i in range(n_post):
-            nnz_d += db[i] != 0.0
-        nops = 0
+    parts = np.zeros((n_chunks, n_w), np.float64)
+    for ch in numba.prange(n_chunks):
+        G = parts[ch]
         if kind == K_CONV_DOWN or kind == K_CONV_UP:
-            for s in range(Hr * Wr):
-                c = 0
-                for k in range(Cr):
-                    c += db[s * Cr + k] != 0.0
-                nz_site[s] = c
-                if sparse and c > 0 and c * SPARSE_ROW < Cr:
-                    c = 0                      # pack the site's nonzero errors
+            nz_site = np.zeros(Hr * Wr, np.int64)
+        else:
+            nz_site = np.zeros(0, np.int64)
+        sites = np.zeros(max(1, kh * kw), np.int64)       # one offset walk (kernels/walk.py)
+        offs = np.zeros(max(1, kh * kw), np.int64)
+        chs = np.zeros(max(1, Cs), np.int64)              # one sender site's nonzero channels
+        vals = np.zeros(max(1, Cs), np.float64)
+        # per receiver site: its nonzero errors (channel, value), for sparse rows
+        sparse = (kind == K_CONV_DOWN or kind == K_CONV_UP) and Cr >= SPARSE_MIN_C
+        dk = np.zeros(max(1, n_post) if sparse else 1, np.int64)
+        dv = np.zeros(dk.shape[0], np.float64)
+        for b in range(ch * B // n_chunks, (ch + 1) * B // n_chunks):
+            db = d[b]
+            nnz_d = 0
+            for i in range(n_post):
+                nnz_d += db[i] != 0.0
+            nops = 0
+            if kind == K_CONV_DOWN or kind == K_CONV_UP:
+                for s in range(Hr * Wr):
+                    c = 0
                     for k in range(Cr):
-                        x = db[s * Cr + k]
-                        if x != 0.0:
-                            dk[s * Cr + c] = k
-                            dv[s * Cr + c] = x
-                            c += 1
-        if nnz_d == 0:
-            ops[b] = 0
-            continue
-        if kind == K_CONV_DOWN or kind == K_CONV_UP:
-            # per sender site: one walk, then per receiving site its error row is
-            # read once for all the site's nonzero channels (each kernel row still
-            # receives its terms in increasing sender index: the same float sums)
-            for site_s in range(n_pre // Cs):
-                nc = 0
-                for c in range(Cs):
-                    v = a[b, site_s * Cs + c]
-                    if v != 0.0:
-                        chs[nc] = c
-                        vals[nc] = v
-                        nc += 1
-                if nc == 0:
-                    continue
-                if kind == K_CONV_DOWN:
-                    n = down_walk(geo, tab, site_s, sites, offs)
-                else:
-                    n = up_walk(geo, tab, site_s, sites, offs)
-                if sparse:
-                    nops += _site_rows_sparse(G, n, sites, offs, nz_site, chs, vals, nc,
-                                              Cs, Cr, db, dk, dv)
-                else:
-                    nops += _site_rows(G, n, sites, offs, nz_site, chs, vals, nc, Cs, Cr, db)
-            ops[b] = nops
-            continue
-        for j in range(n_pre):
-            aj = a[b, j]
-            if aj == 0.0:
+                        c += db[s * Cr + k] != 0.0
+                    nz_site[s] = c
+                    if sparse and c > 0 and c * SPARSE_ROW < Cr:
+                        c = 0                      # pack the site's nonzero errors
+                        for k in range(Cr):
+                            x = db[s * Cr + k]
+                            if x != 0.0:
+                                dk[s * Cr + c] = k
+                                dv[s * Cr + c] = x
+                                c += 1
+            if nnz_d == 0:
+                ops[b] = 0
                 continue
-            if kind == K_DENSE:
-                _acc_row(G, j * n_post, db, 0, n_post, aj)
-                nops += nnz_d
-            else:                    # CSR (conv kinds were handled above)
-                for s in range(indptr[j], indptr[j + 1]):
-                    i = np.uint64(indices[s])
-                    G[s] += aj * db[i]
-                    nops += db[i] != 0.0
-        ops[b] = nops
-
+            if kind == K_CONV_DOWN or kind == K_CONV_UP:
+                # per sender site: one walk, then per receiving site its error row is
+                # read once for all the site's nonzero channels (each kernel row still
+                # receives its terms in increasing sender index: the same float sums)
+                for site_s in range(n_pre // Cs):
+                    nc = 0
+                    for c in range(Cs):
+                        v = a[b, site_s * Cs + c]
+                        if v != 0.0:
+                            chs[nc] = c
+                            vals[nc] = v
+                            nc += 1
+                    if nc == 0:
+                        continue
+                    if kind == K_CONV_DOWN:
+                        n = down_walk(geo, tab, site_s, sites, offs)
+                    else:
+                        n = up_walk(geo, tab, site_s, sites, offs)
+                    if sparse:
+                        nops += _site_rows_sparse(G, n, sites, offs, nz_site, chs, vals, nc,
+                                                  Cs, Cr, db, dk, dv)
+                    else:
+                        nops += _site_rows(G, n, sites, offs, nz_site, chs, vals, nc, Cs, Cr, db)
+                ops[b] = nops
+                continue
+            for j in range(n_pre):
+                aj = a[b, j]
+                if aj == 0.0:
+                    continue
+                if kind == K_DENSE:
+                    _acc_row(G, j * n_post, db, 0, n_post, aj)
+                    nops += nnz_d
+                else:                    # CSR (conv kinds were handled above)
+                    for s in range(indptr[j], indptr[j + 1]):
+                        i = np.uint64(indices[s])
+                        G[s] += aj * db[i]
+                        nops += db[i] != 0.0
+            ops[b] = nops
+    for ch in range(n_chunks):
+        for i in range(n_w):
+            G_out[i] += parts[ch, i]

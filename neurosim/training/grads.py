@@ -12,7 +12,6 @@ Only nonzero pre rates are visited (:func:`neurosim.kernels.spide.weight_grad`).
 """
 import numpy as np
 
-from .. import _pool
 from .. import _validate as V
 from ..kernels import threads as _th
 from ..kernels.spide import weight_grad
@@ -27,17 +26,9 @@ def projection_grads(pr, a_pre, d_post):
     ops = np.zeros(B, np.int64)
     if pr.has_weights:
         k, w, ip, ix, geo, tab = pr.kernel_layout(backward=False)
-        nth = _th.get_threads()
-        parts = _pool.chunks(B, nth)
-        acc = np.zeros((len(parts), w.size), np.float64)     # one accumulator per chunk
-        ix = ix.astype(np.uint32)
-
-        def chunk(c, b0, b1):
-            weight_grad(k, geo, tab, ip, ix, a, d, b0, b1, acc[c], ops)
-        _pool.run_chunks(chunk, B, nth, len(parts))
         G = np.zeros(w.size, np.float64)
-        for c in range(len(parts)):       # chunk order: the sums do not depend on timing
-            G += acc[c]
+        n_chunks = max(1, min(B, _th.get_threads()))
+        weight_grad(k, geo, tab, ip, ix.astype(np.uint32), a, d, w.size, n_chunks, G, ops)
         out.update(pr.grad_to_user(G))
     if pr.bias is not None:
         s = d.sum(0)
