@@ -1,7 +1,9 @@
 """Regenerate the results table of benchmarks/README.md from the JSON-lines records.
 
 ``python -m benchmarks.report`` keeps, for every (bench, case, impl, threads, metric), the
-latest record of ``benchmarks/results/*.jsonl`` and rewrites the text between
+latest record of ``benchmarks/results/*.jsonl`` (leaving out the "before" records of
+before/after sittings, ``extra.sitting_role`` starting with "before": they are history,
+not the current state, whatever order a sitting ran in) and rewrites the text between
 ``<!-- results:start -->`` and ``<!-- results:end -->`` in benchmarks/README.md.
 ``--check`` only reports whether the README is up to date (exit status 1 if not);
 ``--print`` writes the generated section to stdout instead of the README.
@@ -247,7 +249,9 @@ def main(argv=None):
                   "benchmarks.report --sparsity", file=sys.stderr)
             return 1
         return 0
-    body = table(H.load_records(args.files or None))
+    recs = [r for r in H.load_records(args.files or None)
+            if not str((r.get("extra") or {}).get("sitting_role", "")).startswith("before")]
+    body = table(recs)
     if args.print:
         sys.stdout.write(body)
         return 0

@@ -250,9 +250,11 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     nth = _threads(n_threads)
     n_chunks = max(1, min(B, 2 * nth))        # taken dynamically by the threads
     plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
-    # the sample-parallel kernel clears its samples' rows of the accumulated outputs
-    # itself (in parallel, just before it adds to them); the CubaLIF runner needs zeros
-    acc = np.zeros if plan is not None else np.empty
+    # forward: the sample-parallel kernel clears its samples' rows of the accumulated
+    # outputs itself (in parallel, just before it adds to them: most rows are written).
+    # Backward: few senders spike, so np.zeros' untouched pages cost nothing; the
+    # CubaLIF runner needs zeros too
+    acc = np.empty if plan is None and not backward else np.zeros
     counts = acc((B, N), np.int32)
     counts_neg = acc((B, N), np.int32)
     for i in range(P):    # hint to the CubaLIF kernel: one constant drive for the population
