@@ -1,8 +1,8 @@
 """The event-driven engine: one phase (forward or backward) for a batch of samples.
 
-Samples are independent; ``run_phase`` splits the batch into chunks processed in
-parallel (``numba.prange``), each chunk owning its scratch memory (:class:`.Scratch`), so
-no two threads ever write the same location.  The compiled network, the run's drive and
+Samples are independent; ``run_phase`` runs one range of them, and the caller
+(:func:`neurosim.engine._alloc_run`) runs disjoint ranges on threads, each call owning
+its scratch memory (:class:`.Scratch`), so no two threads ever write the same location.  The compiled network, the run's drive and
 its outputs arrive as the named bundles of :mod:`.layout`.
 
 Per sample and step ``t`` (schedule: integrate -> threshold -> reset -> leak -> propagate):
@@ -34,7 +34,7 @@ traverses every synapse of its sender (see :mod:`neurosim.counting`).
 import numba
 import numpy as np
 
-from ..config import NJIT, NJIT_INLINE, NJIT_NORT, NJIT_PARALLEL
+from ..config import NJIT, NJIT_INLINE, NJIT_NORT
 from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
 from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, K_CONV_DOWN,
                      K_CONV_UP, K_CSR, K_DENSE, K_POOL_UP, G_CR, G_CS, G_HR, G_HS, G_KH, G_KW,
