@@ -9,17 +9,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _LOCK = threading.Lock()
-_POOL = {"n": 0, "pool": None}
+_POOLS = {}      # thread count -> its pool (kept: a pool in use is never shut down)
 
 
 def _pool(n):
     with _LOCK:
-        if _POOL["n"] < n:
-            if _POOL["pool"] is not None:
-                _POOL["pool"].shutdown(wait=True)
-            _POOL["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="neurosim")
-            _POOL["n"] = n
-        return _POOL["pool"]
+        if n not in _POOLS:
+            _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"neurosim{n}")
+        return _POOLS[n]
 
 
 def chunks(n, k):

@@ -2,7 +2,8 @@
 
 Samples are independent; ``run_phase`` runs one range of them, and the caller
 (:func:`neurosim.engine._alloc_run`) runs disjoint ranges on threads, each call owning
-its scratch memory (:class:`.Scratch`), so no two threads ever write the same location.  The compiled network, the run's drive and
+its scratch memory (:class:`.Scratch`), so no two threads ever write the same location.
+The compiled network, the run's drive and
 its outputs arrive as the named bundles of :mod:`.layout`.
 
 Per sample and step ``t`` (schedule: integrate -> threshold -> reset -> leak -> propagate):
@@ -876,9 +877,10 @@ def run_phase(T, backward, b0, b1, net, run, out, sc):
     :class:`.layout.OutArrays` and this call's :class:`.layout.Scratch`
     (:func:`.layout.alloc_scratch`).  ``out.u_out`` [B, N] holds the initial potentials on
     entry and the final ones on exit.  Not parallel itself: the caller
-    (:func:`neurosim.engine._run_chunks`) runs disjoint sample ranges on threads (the
-    kernel releases the GIL), which compiles in about two thirds of the time of a
-    ``prange`` over the same ranges (docs/decisions.md, 41)."""
+    (:func:`neurosim.engine._alloc_run`, through :func:`neurosim._pool.run_chunks`) runs
+    disjoint sample ranges on threads (the kernel releases the GIL), which compiles in
+    about two thirds of the time of a ``prange`` over the same ranges
+    (docs/decisions.md, 41)."""
     for b in range(b0, b1):
         _run_sample(b, T, backward, net, run, out, sc)
 

@@ -490,10 +490,9 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
             say("compiling the engine's kernels during the first batch (once after installing "
                 "or updating neurosim: about 30 s on 2 cores; later runs load them from the "
                 f"cache{'' if kernels.CACHE_DIR is None else ' in ' + str(kernels.CACHE_DIR)})")
-        rate0 = None       # (time, batches done) the ETA is measured from: after compiling
         for epoch in range(epoch0, cfg.epochs):
             t0 = time.perf_counter()
-            rate0 = None
+            rate0 = None   # (time, batches done) the ETA is measured from: after compiling
             if partial is not None:
                 perm = np.asarray(partial["perm"], np.int64)
                 batches = [perm[i:i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
