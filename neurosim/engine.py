@@ -293,9 +293,12 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
                   n_split)
         nupd[0, :] = np.where(prog.arrays.pop_model == M_CUBA, np.diff(prog.arrays.pop_off) * T, 0)
     else:
+        # None: a specialisation of the kernel compiled without the CubaLIF paths
+        cuba = True if np.any(prog.arrays.pop_model == M_CUBA) else None
+
         def chunk(c, b0, b1):
             sc = L.alloc_scratch(prog.arrays, prog.n_buf, prog.max_ports)
-            run_phase(T, backward, b0, b1, prog.arrays, run, res, sc)
+            run_phase(T, backward, b0, b1, prog.arrays, run, res, sc, cuba)
         _pool.run_chunks(chunk, B, nth, n_chunks)
     wall = time.perf_counter() - t0
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},

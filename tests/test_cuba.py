@@ -281,3 +281,33 @@ def test_neuron_parallel_runner_only_when_it_applies(split_spy, monkeypatch):
     net.add_population("L", 3, ns.LIF())                               # a LIF population
     ns.run_forward(net, 5, batch=1, n_threads=2)
     assert split_spy == [1, 1]
+
+
+def test_engine_specialisation_without_cuba(monkeypatch):
+    """The phase kernel is called with cuba=None (the specialisation compiled without the
+    CubaLIF kernels) exactly when the network has no CubaLIF population, and both
+    specialisations give the reference's results."""
+    import neurosim.engine as eng
+    seen = []
+    real = eng.run_phase
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+    monkeypatch.setattr(eng, "run_phase", spy)
+    cnet = cuba_net(20, 0.2, seed=1)
+    lnet = ns.Network(dtype=np.float64)
+    lnet.add_population("in", 6, "input")
+    lnet.add_population("h", 5, ns.LIF(v_th=1.0, leak=0.5))
+    w = _dyadic_weights(np.random.default_rng(2), 30, 0.5).reshape(6, 5)
+    lnet.add_projection("w", "in", "h", ns.Dense(w))
+    x = np.round(np.random.default_rng(3).uniform(0, 1, (2, 6)) / GRID) * GRID
+    for net, inputs, want in ((cnet, None, True), (lnet, {"in": x}, None)):
+        seen.clear()
+        fwd = ns.run_forward(net, 6, inputs=inputs, batch=2)
+        ref = reference.run_phase(net, 6, inputs=inputs, batch=2)
+        assert seen and all(s is want for s in seen), (seen, want)
+        assert set(fwd.counts) == set(ref["counts"])
+        for k in ref["counts"]:
+            np.testing.assert_array_equal(fwd.counts[k], ref["counts"][k], err_msg=k)
+            np.testing.assert_array_equal(fwd.v_final[k], ref["v_final"][k], err_msg=k)

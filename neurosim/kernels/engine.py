@@ -34,6 +34,8 @@ traverses every synapse of its sender (see :mod:`neurosim.counting`).
 """
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from ..config import NJIT, NJIT_INLINE, NJIT_NORT
 from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
@@ -681,8 +683,30 @@ def _sift(a, lo, root, n):
         root = c
 
 
+def _cuba_step(cuba, p, t, b, n_p, base, net, run, out, sc):
+    """One vectorised step of CubaLIF population ``p`` (:func:`.cuba.cuba_population`);
+    returns its spike count.  Resolved by the type of ``cuba`` when the engine compiles:
+    ``None`` (the network has no CubaLIF population) selects a body that returns 0, so
+    that the CubaLIF kernels are neither typed nor compiled into that specialisation of
+    :func:`run_phase` (~6 s of its ~25 s compile time on 2 cores; decisions.md, 43).
+    Only callable from compiled code."""
+    raise NotImplementedError("_cuba_step is only callable from compiled code")
+
+
+@overload(_cuba_step, inline="always")
+def _cuba_step_ol(cuba, p, t, b, n_p, base, net, run, out, sc):
+    if isinstance(cuba, types.NoneType):
+        def absent(cuba, p, t, b, n_p, base, net, run, out, sc):
+            return 0
+        return absent
+
+    def present(cuba, p, t, b, n_p, base, net, run, out, sc):
+        return cuba_population(p, t, b, 0, n_p, base, net, run, out, sc, sc.spk)
+    return present
+
+
 @numba.njit(**NJIT_INLINE)
-def _run_sample(b, T, backward, net, run, out, sc):
+def _run_sample(b, T, backward, net, run, out, sc, cuba):
     P = net.pop_off.shape[0] - 1
     pop_off = net.pop_off
     pop_site_off = net.pop_site_off
@@ -816,7 +840,7 @@ def _run_sample(b, T, backward, net, run, out, sc):
                                       has_leak, by_value, base, rec_off[p], dense_pop[p] == 0)
                     out.nupd[b, p] += (ns if dense_pop[p] or allflag[p] else tcount[p]) * ssz
                 elif m == M_CUBA and net.pop_ip[p, IP_NPORTS] <= MAX_FAST_PORTS:  # vectorised (cuba.py)
-                    rc = cuba_population(p, t, b, 0, n_p, base, net, run, out, sc, sc.spk)
+                    rc = _cuba_step(cuba, p, t, b, n_p, base, net, run, out, sc)
                     out.nupd[b, p] += n_p
                 else:
                     every = dense_pop[p] or allflag[p]
@@ -870,19 +894,21 @@ def _run_sample(b, T, backward, net, run, out, sc):
 
 
 @numba.njit(**NJIT)
-def run_phase(T, backward, b0, b1, net, run, out, sc):
+def run_phase(T, backward, b0, b1, net, run, out, sc, cuba):
     """Run T steps of one phase for the samples ``b0 .. b1-1``, one after another.
 
     ``net``, ``run``, ``out``, ``sc``: :class:`.layout.NetArrays`, :class:`.layout.RunArrays`,
     :class:`.layout.OutArrays` and this call's :class:`.layout.Scratch`
     (:func:`.layout.alloc_scratch`).  ``out.u_out`` [B, N] holds the initial potentials on
-    entry and the final ones on exit.  Not parallel itself: the caller
+    entry and the final ones on exit.  ``cuba``: ``True`` if the network has a CubaLIF
+    population, else ``None`` (compiles a specialisation without the CubaLIF kernels:
+    :func:`_cuba_step`).  Not parallel itself: the caller
     (:func:`neurosim.engine._alloc_run`, through :func:`neurosim._pool.run_chunks`) runs
     disjoint sample ranges on threads (the kernel releases the GIL), which compiles in
     about two thirds of the time of a ``prange`` over the same ranges
     (docs/decisions.md, 41)."""
     for b in range(b0, b1):
-        _run_sample(b, T, backward, net, run, out, sc)
+        _run_sample(b, T, backward, net, run, out, sc, cuba)
 
 
 #: samples per block and output columns per tile of the dense input-map gather
