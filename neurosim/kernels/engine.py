@@ -426,7 +426,33 @@ def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs,
         words = spk[:nw * np.uint64(8)].view(np.uint64)
         s = s0
         c0 = 0
-        for wi in range(nw):
+        if big and not few:
+            # busy block: a nonzero word is compacted without a branch (every lane's
+            # record is stored, the position advances by its 0/1 flag; a store never
+            # lands past the lane's own slot), as in _emit_lean
+            rec = rec_off >= 0
+            for wi in range(nw):
+                w = words[wi]
+                if w != 0:
+                    kb = wi * np.uint64(8)
+                    for i in range(8):
+                        c = c0 + i
+                        wrap = np.int64(c >= ssz)
+                        kk = kb + np.uint64(i)
+                        qv = spk[kk]
+                        k = j0 + np.int64(kk)
+                        ri[u] = k
+                        rv[u] = qv
+                        rs[u] = s + wrap
+                        rch[u] = c - ssz * wrap
+                        u += np.uint64(qv != 0)
+                        if rec:
+                            rrow[rec_off + k] = qv
+                c0 += 8
+                wrap = np.int64(c0 >= ssz)
+                c0 -= ssz * wrap
+                s += wrap
+        for wi in range(0 if big and not few else nw):     # else: the lanes of set bits
             w = words[wi]
             if w != 0:
                 x = (((w & _LOW7) + _LOW7) | w) & _HIGH1

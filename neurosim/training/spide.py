@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from .. import _blas
 from .. import _validate as V
 from .. import counting, losses
 from ..connectivity import chw_to_flat
@@ -377,6 +378,12 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
         (projection -> weight-update MACs int64 [B]); wall times ``fwd_s``, ``bwd_s``,
         ``update_s`` (so far: the local gradients) and ``wall_s``.
     """
+    with _blas.single_threaded():      # BLAS on one thread (neurosim/_blas.py)
+        return _spide_phases(model, x, y, cfg, rng, train=train, record=record,
+                             n_threads=n_threads, check=check, engine=engine)
+
+
+def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, engine):
     net = model.net
     B = x.shape[0]
     t0 = time.perf_counter()
@@ -470,12 +477,13 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     updated parameters are finite and raises
     :class:`~neurosim.training.health.NumericalError` naming the first that is not
     (:mod:`neurosim.training.health`)."""
-    res = spide_phases(model, x, y, cfg, rng, train=train, n_threads=n_threads, check=check,
-                       engine=engine)
-    if not train:
-        return res
-    t0 = time.perf_counter()
-    apply_update(model, cfg, res.grads, lr, opt, check=check)
+    with _blas.single_threaded():
+        res = spide_phases(model, x, y, cfg, rng, train=train, n_threads=n_threads, check=check,
+                           engine=engine)
+        if not train:
+            return res
+        t0 = time.perf_counter()
+        apply_update(model, cfg, res.grads, lr, opt, check=check)
     if engine is not None:
         engine.sync(model.net)          # the other ranks simulate with the new weights
     dt = time.perf_counter() - t0
