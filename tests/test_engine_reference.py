@@ -207,7 +207,8 @@ def test_lean_and_full_spike_emission_match_reference(rate, record):
     with the neuron index only (``kernels.engine._emit_lean``); a population with a conv
     or pool projection keeps value, site and channel.  Both kinds, with one- and
     multi-neuron sites, a source of each kind, few and many spikes (per-spike and
-    vectorised counts) and with / without recording agree exactly with the reference."""
+    vectorised counts; sites of 9 and 10 neurons, busy: the branch-free full record) and
+    with / without recording agree exactly with the reference."""
     rng = np.random.default_rng(3)
     net = ns.Network(dtype=np.float64)
     net.add_population("s1", 20, "source")                       # lean (dense only)
@@ -216,6 +217,9 @@ def test_lean_and_full_spike_emission_match_reference(rate, record):
     net.add_population("c", (4, 4, 4), ns.LIF(v_th=1.0))         # full (pool and dense out)
     net.add_population("o", 9, ns.LIF(v_th=0.5))
     net.add_population("q", (4, 2, 2), ns.LIF(v_th=0.5))
+    net.add_population("s9", (9, 3, 3), "source")                # full, 9-neuron sites
+    net.add_population("c10", (10, 3, 3), ns.LIF(v_th=0.5))      # full, 10-neuron sites
+    net.add_population("r", (2, 3, 3), ns.LIF(v_th=0.5))
     g = lambda *s: rng.integers(-8, 9, s) / 8.0                  # dyadic: exact sums
     net.add_projection("a", "s1", "h", ns.Dense(g(20, 48)))
     net.add_projection("b", "s3", "c", ns.Conv2d(g(4, 2, 3, 3), pre_shape=(2, 4, 4), padding=1))
@@ -223,8 +227,11 @@ def test_lean_and_full_spike_emission_match_reference(rate, record):
     net.add_projection("e", "c", "o", ns.Dense(g(64, 9)))
     net.add_projection("f", "c", "q", ns.AvgPool2d(2, pre_shape=(4, 4, 4)))
     net.add_projection("k", "h", "c", ns.Dense(g(48, 64), delay=1))
+    net.add_projection("m", "s9", "c10", ns.Conv2d(g(10, 9, 3, 3), pre_shape=(9, 3, 3), padding=1))
+    net.add_projection("n", "c10", "r", ns.Conv2d(g(2, 10, 3, 3), pre_shape=(10, 3, 3), padding=1))
     T, B = 12, 3
-    sp = {"s1": rng.random((B, T, 20)) < rate, "s3": rng.random((B, T, 32)) < rate}
+    sp = {"s1": rng.random((B, T, 20)) < rate, "s3": rng.random((B, T, 32)) < rate,
+          "s9": rng.random((B, T, 81)) < rate}
     res = ns.run_forward(net, T, spikes=sp, record=record, n_threads=1)
     ref = reference.run_phase(net, T, spikes=sp)
     assert sum(int(c.sum()) for c in res.counts.values()) > 0
