@@ -17,6 +17,9 @@ overrides (read once, at import):
     ``~/.cache/neurosim/numba-<key>``) is described in :mod:`neurosim.kernels`.
 ``NEUROSIM_MAX_MODEL_MB=<MiB>``
     the largest model a model file may describe (:data:`MAX_MODEL_BYTES`).
+``NEUROSIM_BUFFER_CACHE_MB=<MiB>``
+    the most memory kept for reusing the engine's large per-run arrays
+    (:data:`BUFFER_CACHE_BYTES`; 0: no reuse).
 """
 import os
 
@@ -46,6 +49,12 @@ def _physical_memory():
 #: ``NEUROSIM_MAX_MODEL_MB`` overrides it.
 MAX_MODEL_BYTES = (int(float(os.environ["NEUROSIM_MAX_MODEL_MB"]) * 2 ** 20)
                    if os.environ.get("NEUROSIM_MAX_MODEL_MB") else _physical_memory() // 2)
+
+#: the most memory (bytes) the engine keeps for reusing its large per-run arrays
+#: (:mod:`neurosim._buffers`); ``NEUROSIM_BUFFER_CACHE_MB`` overrides it, 0 turns reuse off.
+BUFFER_CACHE_BYTES = (int(float(os.environ["NEUROSIM_BUFFER_CACHE_MB"]) * 2 ** 20)
+                      if os.environ.get("NEUROSIM_BUFFER_CACHE_MB") else
+                      min(2 ** 31, _physical_memory() // 8))
 
 FASTMATH = os.environ.get("NEUROSIM_FASTMATH", "0") == "1"
 CACHE = os.environ.get("NEUROSIM_NO_CACHE", "0") != "1"

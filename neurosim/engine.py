@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import _pool
+from . import _buffers, _pool
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
@@ -157,7 +157,7 @@ def _map_current(pr, x, dtype):
     """Apply the input map ``pr`` to analog x [B, n_pre] -> [B, n_post] (+ no bias)."""
     k, w, ip, ix, geo, tab = pr.kernel_layout(backward=False)
     pool_w = float(w[0]) if k == K_POOL_DOWN else 0.0     # pooling: one shared weight
-    out = np.zeros((x.shape[0], pr.n_post), dtype)
+    out = _buffers.take((x.shape[0], pr.n_post), dtype, zero=True)
     w = w.astype(dtype)
     xc = np.ascontiguousarray(x, dtype)
     nth = _th.get_threads()
@@ -216,6 +216,13 @@ def _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr):
     return H, np.ascontiguousarray(part, np.int64), split_off, int(rows.sum())
 
 
+def _cast(a, dtype):
+    """``a.astype(dtype)`` into a reused array (:mod:`neurosim._buffers`): the same cast."""
+    out = _buffers.take(a.shape, dtype, zero=False)
+    np.copyto(out, a, casting="same_kind")
+    return out
+
+
 def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
                record, n_threads, v_init=None):
     P = len(prog.pop_names)
@@ -228,7 +235,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         if name in tv_pops:
             tv_off[i] = n_tv
             n_tv += net.populations[name].n
-    tv = np.zeros((B, T if n_tv else 0, n_tv), dtype)
+    tv = _buffers.take((B, T if n_tv else 0, n_tv), dtype, zero=True)
     for name, arr in tv_arrays.items():
         i = prog.pop_names.index(name)
         tv[:, :, tv_off[i]:tv_off[i] + arr.shape[2]] += arr
@@ -243,25 +250,24 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
     if len(src) == 1 and next(iter(src.values())).flags.c_contiguous:
         src_arr = next(iter(src.values())).view(np.int8)
     else:
-        src_arr = np.zeros((B, T if n_src else 0, n_src), np.int8)
+        src_arr = _buffers.take((B, T if n_src else 0, n_src), np.int8, zero=True)
         for name, s in src.items():
             o = src_off[prog.pop_names.index(name)]
             src_arr[:, :, o:o + s.shape[2]] = s
     nth = _threads(n_threads)
     n_chunks = max(1, min(B, 2 * nth))        # taken dynamically by the threads
     plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
-    # forward: the sample-parallel kernel clears its samples' rows of the accumulated
-    # outputs itself (in parallel, just before it adds to them: most rows are written).
-    # Backward: few senders spike, so np.zeros' untouched pages cost nothing; the
-    # CubaLIF runner needs zeros too
-    acc = np.empty if plan is None and not backward else np.zeros
-    counts = acc((B, N), np.int32)
-    counts_neg = acc((B, N), np.int32)
+    # the sample-parallel kernel clears its samples' rows of the accumulated outputs
+    # itself (in parallel, just before it adds to them); the CubaLIF runner needs zeros.
+    # Reused arrays (neurosim/_buffers.py): no page faults, no zeroing by the system
+    zero = plan is not None
+    counts = _buffers.take((B, N), np.int32, zero)
+    counts_neg = _buffers.take((B, N), np.int32, zero)
     for i in range(P):    # hint to the CubaLIF kernel: one constant drive for the population
         a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
         if prog.arrays.pop_model[i] == M_CUBA and tv_off[i] < 0 and b_ > a:
             prog.arrays.pop_ip[i, L.IP_UNIFORM] = int(np.all(const[:, a:b_] == const[:, a:a + 1]))
-    u_out = np.zeros((B, N), dtype)           # initial potentials in, final ones out
+    u_out = _buffers.take((B, N), dtype, zero=True)   # initial potentials in, final ones out
     for i in range(P):
         if prog.arrays.pop_model[i] == M_CUBA:
             u_out[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = prog.arrays.pop_fp[i, L.FP_VREST]
@@ -270,10 +276,10 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         u_out[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = v
     leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
                 for p in net.spiking_populations)
-    wcount = acc((B, N if leaky else 0), np.float64)
-    sent = acc((B, prog.n_sent), np.int64)
-    sent_neg = acc((B, prog.n_sent), np.int64)
-    nupd = acc((B, P), np.int64)
+    wcount = _buffers.take((B, N if leaky else 0), np.float64, zero)
+    sent = _buffers.take((B, prog.n_sent), np.int64, zero)
+    sent_neg = _buffers.take((B, prog.n_sent), np.int64, zero)
+    nupd = _buffers.take((B, P), np.int64, zero)
     rec_names = _record_names(net, prog, record)
     rec_off = np.full(P, -1, np.int64)
     n_rec = 0
@@ -281,7 +287,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         if name in rec_names:
             rec_off[i] = n_rec
             n_rec += int(prog.arrays.pop_off[i + 1] - prog.arrays.pop_off[i])
-    rec = np.zeros((B, T, n_rec) if n_rec else (1, 1, 1), np.int8)
+    rec = _buffers.take((B, T, n_rec) if n_rec else (1, 1, 1), np.int8, zero=True)
     run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src=src_arr, src_off=src_off,
                       masks=masks_arr, gate=gate, rec_off=rec_off)
     res = L.OutArrays(counts=counts, counts_neg=counts_neg, u_out=u_out, wcount=wcount,
@@ -336,7 +342,7 @@ def _mask_arrays(net, masks, B):
 
 
 def _pack_masks(prog, masks, B, dtype):
-    arr = np.zeros((B, prog.n_mask), dtype)
+    arr = _buffers.take((B, prog.n_mask), dtype, zero=True)
     for q, name in enumerate(prog.proj_names):
         if prog.arrays.proj_moff[q] >= 0:
             m = masks[name]
@@ -402,7 +408,7 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
     masks = _mask_arrays(net, masks, B)
     prog = compile_program(net, backward=False, masks=masks.keys())
     N = int(prog.arrays.pop_off[-1])
-    const = np.zeros((B, N), np.float64)
+    const = _buffers.take((B, N), np.float64, zero=True)
     tv_arrays = {}
     input_ops = {}
     off = {n: int(prog.arrays.pop_off[i]) for i, n in enumerate(prog.pop_names)}
@@ -466,7 +472,7 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         src[name] = _spike_array(s, net.populations[name], name, T)
     masks_arr = _pack_masks(prog, masks, B, dtype)
     gate = np.zeros((B, 0), np.uint8)
-    out = _alloc_run(net, prog, T, B, const.astype(dtype), set(tv_arrays),
+    out = _alloc_run(net, prog, T, B, _cast(const, dtype), set(tv_arrays),
                      {k: np.asarray(v, dtype) for k, v in tv_arrays.items()}, src, masks_arr, gate,
                      False, record, n_threads, v_init=_v_init(net, v_init, B))
     return PhaseResult(phase="forward", steps=T, batch=B, network=net, program=prog,
@@ -509,7 +515,7 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
     grad = dict(grad or {})
     prog = compile_program(net, backward=True, masks=forward.masks.keys())
     N = int(prog.arrays.pop_off[-1])
-    const = np.zeros((B, N), np.float64)
+    const = _buffers.take((B, N), np.float64, zero=True)
     for name, g in grad.items():
         if name not in net.populations or not net.populations[name].spiking:
             raise V.NeurosimError(f"grad given for {name!r}, which is not a spiking population; "
@@ -521,7 +527,7 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
         if g.shape[0] != B:
             raise V.NeurosimError(f"grad[{name!r}] has batch {g.shape[0]}, the forward run had {B}")
         const[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = g
-    gate_arr = np.zeros((B, N), np.uint8)
+    gate_arr = _buffers.take((B, N), np.uint8, zero=True)
     gate = dict(gate or {})
     for i, name in enumerate(prog.pop_names):
         pop = net.populations[name]
@@ -531,7 +537,7 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
         gm = forward.mask(name) if gm is None else V.check_array(gm, f"gate[{name!r}]", shape=(B, pop.n))
         gate_arr[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = gm
     masks_arr = _pack_masks(prog, forward.masks, B, net.dtype)
-    out = _alloc_run(net, prog, T, B, const.astype(net.dtype), set(), {}, {}, masks_arr, gate_arr,
+    out = _alloc_run(net, prog, T, B, _cast(const, net.dtype), set(), {}, {}, masks_arr, gate_arr,
                      True, record, n_threads)
     return PhaseResult(phase="backward", steps=T, batch=B, network=net, program=prog,
                        input_ops={}, masks=forward.masks, **out)

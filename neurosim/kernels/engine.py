@@ -747,17 +747,16 @@ def _run_sample(b, T, backward, net, run, out, sc, cuba):
     klist = sc.klist
     allflag = sc.allflag
     dense_pop = sc.dense_pop
-    # -- initial state; forward: this sample's rows of the accumulated outputs (allocated
-    # empty: cleared here, by the thread that fills them, instead of serially by the
-    # caller; the backward phase's are zeros from the caller, mostly never touched)
-    if not backward:
-        out.counts[b, :] = 0
-        out.counts_neg[b, :] = 0
-        out.sent[b, :] = 0
-        out.sent_neg[b, :] = 0
-        out.nupd[b, :] = 0
-        if out.wcount.shape[1] > 0:
-            out.wcount[b, :] = 0
+    # -- initial state; this sample's rows of the accumulated outputs (reused arrays of
+    # arbitrary content, neurosim/_buffers.py: cleared here, by the thread that fills
+    # them, instead of serially by the caller)
+    out.counts[b, :] = 0
+    out.counts_neg[b, :] = 0
+    out.sent[b, :] = 0
+    out.sent_neg[b, :] = 0
+    out.nupd[b, :] = 0
+    if out.wcount.shape[1] > 0:
+        out.wcount[b, :] = 0
     for p in range(P):
         for g in range(pop_off[p], pop_off[p + 1]):
             sc.u[g] = out.u_out[b, g]   # initial potentials, set by the caller (engine._alloc_run)

@@ -128,10 +128,10 @@ class RunArrays(NamedTuple):
 
 
 class OutArrays(NamedTuple):
-    """What one phase produces (written by the kernels; in the forward phase
-    :func:`.engine.run_phase` clears a sample's rows of ``counts``, ``counts_neg``,
-    ``wcount``, ``sent``, ``sent_neg`` and ``nupd`` itself before it fills them, so the
-    caller allocates those empty; backward ones arrive as zeros)."""
+    """What one phase produces (written by the kernels; :func:`.engine.run_phase`
+    clears a sample's rows of ``counts``, ``counts_neg``, ``wcount``, ``sent``,
+    ``sent_neg`` and ``nupd`` itself before it fills them, so the caller may pass them
+    with any content; the CubaLIF split runner needs them as zeros)."""
     counts: np.ndarray        # int32 [B, N] spikes (backward: +1 spikes)
     counts_neg: np.ndarray    # int32 [B, N] backward -1 spikes
     u_out: np.ndarray         # dtype [B, N] initial potentials in, final ones out
