@@ -143,30 +143,36 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
         tab = net.tabs[net.proj_toff[q]:]
         conv = kind == K_CONV_DOWN or kind == K_CONV_UP
         up = kind == K_CONV_UP or kind == K_POOL_UP
-        e = e0
-        while e < e1:
-            site = sc.ring_site[e]
+        # unsigned positions and indices: no negative-index wrap-around per event
+        srow = sent[b, soff:]
+        snrow = sent_neg[b, soff:]
+        rsite = sc.ring_site
+        rch = sc.ring_ch
+        e = np.uint64(e0)
+        ee = np.uint64(e1)
+        while e < ee:
+            site = rsite[e]
             ng = 0
-            while e < e1 and sc.ring_site[e] == site:
-                j = np.int64(ev_idx[e])
+            while e < ee and rsite[e] == site:
+                j = np.uint64(ev_idx[e])
                 if backward:
                     sign = ev_val[e]
                     val = scale if sign > 0 else -scale
                     if moff >= 0:
-                        val = val * run.masks[b, moff + j]
+                        val = val * run.masks[b, np.uint64(moff) + j]
                     if val != 0:
                         if sign > 0:
-                            sent[b, soff + j] += 1
+                            srow[j] += 1
                         else:
-                            sent_neg[b, soff + j] += 1
-                        gch[ng] = sc.ring_ch[e]
-                        gval[ng] = val
+                            snrow[j] += 1
+                        gch[np.uint64(ng)] = rch[e]
+                        gval[np.uint64(ng)] = val
                         ng += 1
                 else:
-                    sent[b, soff + j] += 1
-                    gch[ng] = sc.ring_ch[e]
+                    srow[j] += 1
+                    gch[np.uint64(ng)] = rch[e]
                     ng += 1
-                e += 1
+                e += np.uint64(1)
             if ng == 0:
                 continue
             if conv:
@@ -185,25 +191,27 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
                           sent_neg[b, soff:], mrow, moff >= 0, scale, sc.gch, sc.gval):
             sc.allflag[r] = 1
         return
-    for e in range(e0, e1):
-        j = np.int64(ev_idx[e])
+    srow = sent[b, soff:]
+    snrow = sent_neg[b, soff:]
+    for e in range(np.uint64(e0), np.uint64(e1)):
+        j = np.uint64(ev_idx[e])
         val = scale
         if backward:
             sign = ev_val[e]
             if sign < 0:
                 val = -scale
             if moff >= 0:
-                val = val * run.masks[b, moff + j]
+                val = val * run.masks[b, np.uint64(moff) + j]
                 if val == 0:
                     continue
             if sign > 0:
-                sent[b, soff + j] += 1
+                srow[j] += 1
             else:
-                sent_neg[b, soff + j] += 1
+                snrow[j] += 1
         else:
-            sent[b, soff + j] += 1
+            srow[j] += 1
         csr_scatter(sc.buf, boff, net.weights, woff, net.indptr, net.proj_ioff[q],
-                    net.indices, net.proj_xoff[q], j, val, backward, do_mark, sc.mark,
+                    net.indices, net.proj_xoff[q], np.int64(j), val, backward, do_mark, sc.mark,
                     sc.tlist, sc.tcount, r, so, net.pop_site[r])
 
 
