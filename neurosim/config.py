@@ -47,14 +47,27 @@ def _physical_memory():
 #: before anything is allocated, so that a typo such as ``shape = [100000000]`` fails at once
 #: with a clear error instead of exhausting the machine.  Default: half the physical memory;
 #: ``NEUROSIM_MAX_MODEL_MB`` overrides it.
-MAX_MODEL_BYTES = (int(float(os.environ["NEUROSIM_MAX_MODEL_MB"]) * 2 ** 20)
-                   if os.environ.get("NEUROSIM_MAX_MODEL_MB") else _physical_memory() // 2)
+def _env_mib(name, default):
+    """Bytes from the environment variable ``name`` given in MiB (a number >= 0), else
+    ``default``; anything else is an error that names the variable and the value."""
+    v = os.environ.get(name)
+    if not v:
+        return default
+    try:
+        mib = float(v)
+    except ValueError:
+        mib = float("nan")
+    if not mib >= 0 or mib == float("inf"):
+        raise ValueError(f"environment variable {name}={v!r}: expected a size in MiB, "
+                         f"a finite number >= 0 (e.g. {name}=512)")
+    return int(mib * 2 ** 20)
+
+
+MAX_MODEL_BYTES = _env_mib("NEUROSIM_MAX_MODEL_MB", _physical_memory() // 2)
 
 #: the most memory (bytes) the engine keeps for reusing its large per-run arrays
 #: (:mod:`neurosim._buffers`); ``NEUROSIM_BUFFER_CACHE_MB`` overrides it, 0 turns reuse off.
-BUFFER_CACHE_BYTES = (int(float(os.environ["NEUROSIM_BUFFER_CACHE_MB"]) * 2 ** 20)
-                      if os.environ.get("NEUROSIM_BUFFER_CACHE_MB") else
-                      min(2 ** 31, _physical_memory() // 8))
+BUFFER_CACHE_BYTES = _env_mib("NEUROSIM_BUFFER_CACHE_MB", min(2 ** 31, _physical_memory() // 8))
 
 FASTMATH = os.environ.get("NEUROSIM_FASTMATH", "0") == "1"
 CACHE = os.environ.get("NEUROSIM_NO_CACHE", "0") != "1"

@@ -117,3 +117,15 @@ def test_conv_shape_must_match_exactly():
     net.add_population("b", (2, 2, 8), ns.LIF())      # same neuron count, wrong geometry
     with pytest.raises(NeurosimError, match=r"avgpool2d post shape \(2, 2, 2\) does not match population 'b'"):
         net.add_projection("p", "a", "b", ns.AvgPool2d(2, pre_shape=(2, 4, 4)))
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "nan", "inf"])
+def test_bad_memory_size_in_the_environment_is_named(value, monkeypatch):
+    from neurosim import config
+    monkeypatch.setenv("NEUROSIM_BUFFER_CACHE_MB", value)
+    with pytest.raises(ValueError, match=r"NEUROSIM_BUFFER_CACHE_MB=.*expected a size in MiB"):
+        config._env_mib("NEUROSIM_BUFFER_CACHE_MB", 0)
+    monkeypatch.setenv("NEUROSIM_BUFFER_CACHE_MB", "1.5")
+    assert config._env_mib("NEUROSIM_BUFFER_CACHE_MB", 0) == int(1.5 * 2 ** 20)
+    monkeypatch.delenv("NEUROSIM_BUFFER_CACHE_MB")
+    assert config._env_mib("NEUROSIM_BUFFER_CACHE_MB", 7) == 7

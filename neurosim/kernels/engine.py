@@ -460,42 +460,43 @@ def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs,
                 wrap = np.int64(c0 >= ssz)
                 c0 -= ssz * wrap
                 s += wrap
-        for wi in range(0 if big and not few else nw):     # else: the lanes of set bits
-            w = words[wi]
-            if w != 0:
-                x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
-                m = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
-                kb = wi * np.uint64(8)
-                for i in range(_POPCOUNT[m]):
-                    lane = _LANES[m, i]
-                    c = c0 + lane
-                    ss = s
-                    if big:
-                        wrap = np.int64(c >= ssz)
-                        c -= ssz * wrap
-                        ss += wrap
-                    else:
-                        while c >= ssz:
-                            c -= ssz
-                            ss += 1
-                    kk = kb + np.uint64(lane)
-                    qv = spk[kk]
-                    k = j0 + np.int64(kk)
-                    u = _putu(ri, rv, rs, rch, u, k, qv, ss, c)
-                    if few:
-                        cpos[k] += qv > 0
-                        cneg[k] += qv < 0
-                    if rec_off >= 0:
-                        rrow[rec_off + k] = qv
-            c0 += 8
-            if big:
-                wrap = np.int64(c0 >= ssz)
-                c0 -= ssz * wrap
-                s += wrap
-            else:
-                while c0 >= ssz:
-                    c0 -= ssz
-                    s += 1
+        else:                      # the lanes of the set bits only
+            for wi in range(nw):
+                w = words[wi]
+                if w != 0:
+                    x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
+                    m = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
+                    kb = wi * np.uint64(8)
+                    for i in range(_POPCOUNT[m]):
+                        lane = _LANES[m, i]
+                        c = c0 + lane
+                        ss = s
+                        if big:
+                            wrap = np.int64(c >= ssz)
+                            c -= ssz * wrap
+                            ss += wrap
+                        else:
+                            while c >= ssz:
+                                c -= ssz
+                                ss += 1
+                        kk = kb + np.uint64(lane)
+                        qv = spk[kk]
+                        k = j0 + np.int64(kk)
+                        u = _putu(ri, rv, rs, rch, u, k, qv, ss, c)
+                        if few:
+                            cpos[k] += qv > 0
+                            cneg[k] += qv < 0
+                        if rec_off >= 0:
+                            rrow[rec_off + k] = qv
+                c0 += 8
+                if big:
+                    wrap = np.int64(c0 >= ssz)
+                    c0 -= ssz * wrap
+                    s += wrap
+                else:
+                    while c0 >= ssz:
+                        c0 -= ssz
+                        s += 1
         for kk in range(nw * np.uint64(8), n):
             qv = spk[kk]
             if qv != 0:

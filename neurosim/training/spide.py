@@ -477,13 +477,12 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     updated parameters are finite and raises
     :class:`~neurosim.training.health.NumericalError` naming the first that is not
     (:mod:`neurosim.training.health`)."""
-    with _blas.single_threaded():
-        res = spide_phases(model, x, y, cfg, rng, train=train, n_threads=n_threads, check=check,
-                           engine=engine)
-        if not train:
-            return res
-        t0 = time.perf_counter()
-        apply_update(model, cfg, res.grads, lr, opt, check=check)
+    res = spide_phases(model, x, y, cfg, rng, train=train, n_threads=n_threads, check=check,
+                       engine=engine)
+    if not train:
+        return res
+    t0 = time.perf_counter()
+    apply_update(model, cfg, res.grads, lr, opt, check=check)
     if engine is not None:
         engine.sync(model.net)          # the other ranks simulate with the new weights
     dt = time.perf_counter() - t0
