@@ -31,6 +31,7 @@ from . import _validate as V
 from . import config
 from .connectivity import Projection, site_table  # noqa: F401  (site_table: re-exported)
 from .connectivity import kernel_table as _kernel_table
+from .connectivity.conv import receiver_table
 from .neurons import LIF, CubaLIF, Ternary
 
 from .kernels import layout as L
@@ -237,6 +238,16 @@ def _kernel_weights(pr, backward):
     return pr.kernel_layout(backward)[:5]
 
 
+def _aligned_weights(wl, woff, n, dtype):
+    """The projections' kernel weights in one flat array of ``dtype`` (cast while
+    copying), projection ``q`` at ``woff[q]``: the array and every part start at a
+    multiple of :data:`neurosim.kernels.layout.ALIGN` bytes (zeros in the gaps)."""
+    out = L.aligned_zeros(n, dtype)
+    for w, o in zip(wl, woff):
+        np.copyto(out[o:o + w.size], w.reshape(-1), casting="unsafe")
+    return out
+
+
 def compile_program(net, backward=False, masks=()):
     """Flatten ``net`` into a :class:`Program` for the forward or backward phase.
 
@@ -284,8 +295,9 @@ def compile_program(net, backward=False, masks=()):
     port = np.zeros(Q, np.int64)
     geo = np.zeros((Q, 10), np.int64)
     woff, ioff, xoff, boff, soff, moff, toff = (np.zeros(Q, np.int64) for _ in range(7))
-    tl = []
-    nt = 0
+    roff = np.full(Q, -1, np.int64)
+    tl, rl = [], []
+    nt = nr = 0
     scale = np.ones(Q, dtype)
     wl, il, xl = [], [], []
     nw = ni = nx = nb = ns = nm = 0
@@ -298,13 +310,17 @@ def compile_program(net, backward=False, masks=()):
             scale[q] = sp.ternary.subtract / sp.neuron.subtract    # float64, rounded once
         toff[q], nt = nt, nt + tab.shape[0]
         tl.append(tab)
-        woff[q], nw = nw, nw + w.size
+        if k in (K_CONV_DOWN, K_CONV_UP):
+            rt = receiver_table(k, g)
+            roff[q], nr = nr, nr + rt.size
+            rl.append(rt.reshape(-1))
+        woff[q], nw = nw, L.align_up(nw + w.size, dtype)      # every part starts aligned
         wl.append(w)
         ioff[q], ni = ni, ni + ip_.size
         il.append(ip_)
         xoff[q], nx = nx, nx + ix_.size
         xl.append(ix_)
-        boff[q], nb = nb, nb + pops[b].n
+        boff[q], nb = nb, L.align_up(nb + pops[b].n, dtype)
         soff[q], ns = ns, ns + pops[a].n
         if pr.name in masks:
             moff[q], nm = nm, nm + (pops[a].n if backward else pops[b].n)
@@ -337,6 +353,8 @@ def compile_program(net, backward=False, masks=()):
         proj_port=port, proj_geo=geo, proj_woff=woff, proj_ioff=ioff, proj_xoff=xoff,
         proj_boff=boff, proj_soff=soff, proj_scale=scale, proj_moff=moff, proj_toff=toff,
         tabs=np.ascontiguousarray(np.concatenate(tl)) if tl else np.zeros((0, 4), np.int64),
-        weights=cat(wl, dtype), indptr=cat(il, np.int64), indices=cat(xl, config.INDEX_DTYPE))
+        proj_roff=roff, rtab=cat(rl, np.int64),
+        weights=_aligned_weights(wl, woff, nw, dtype), indptr=cat(il, np.int64),
+        indices=cat(xl, config.INDEX_DTYPE))
     return Program(pop_names=[p.name for p in pops], proj_names=[q.name for q in projs],
                    arrays=arrays, n_buf=nb, n_sent=ns, n_mask=nm, max_ports=max_ports)

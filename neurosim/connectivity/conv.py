@@ -38,6 +38,29 @@ def site_table(down, shape_s, stride, pad):
     return t
 
 
+def receiver_table(kind, geo):
+    """int64 [kh*kw, H_s*W_s]: the receiver site of every (kernel offset, sender site)
+    pair of a conv (``K_CONV_DOWN``) or conv-transpose (``K_CONV_UP``) scatter, -1 where
+    the offset leads outside the receiver map (or, down, between strided positions).
+    The engine's offset-major conv delivery reads it (``kernels/engine._deliver_conv``)."""
+    Cs, Hs, Ws, Cr, Hr, Wr, kh, kw, st, pad = (int(v) for v in geo[:N_GEO])
+    y = np.repeat(np.arange(Hs), Ws)[None, :]
+    x = np.tile(np.arange(Ws), Hs)[None, :]
+    ky = np.repeat(np.arange(kh), kw)[:, None]
+    kx = np.tile(np.arange(kw), kh)[:, None]
+    if kind == K_CONV_DOWN:          # o*st - pad + k = y
+        ty, tx = y + pad - ky, x + pad - kx
+        ok = (ty >= 0) & (tx >= 0) & (ty % st == 0) & (tx % st == 0)
+        oy, ox = ty // st, tx // st
+    elif kind == K_CONV_UP:          # o = y*st - pad + k
+        oy, ox = y * st - pad + ky, x * st - pad + kx
+        ok = (oy >= 0) & (ox >= 0)
+    else:
+        raise ValueError(f"receiver_table: kind {kind} is not a conv scatter")
+    ok &= (oy < Hr) & (ox < Wr)
+    return np.where(ok, oy * Wr + ox, -1).astype(np.int64)
+
+
 def kernel_table(kind, geo):
     """The site table of a projection in one direction and kind code (empty for dense / CSR)."""
     if kind not in SPATIAL_KINDS:

@@ -44,7 +44,8 @@ from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP
                      G_PAD, G_STRIDE, G_WR, G_WS, M_CUBA, M_INPUT, M_LIF, M_SOURCE,
                      M_TERNARY, Scratch)
 from .neurons import leak, leak_steps, lif_fire, lif_update, ternary_fire, ternary_update
-from .scatter import conv_scatter_group, csr_scatter, dense_scatter_group, pool_scatter_group
+from .scatter import (_mark, conv_scatter_group, csr_scatter, dense_scatter_group,
+                      pool_scatter_group, rows_acc)
 
 # nonzero-byte mask of a 64-bit word of int8 spikes (see _update_block)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
@@ -117,6 +118,37 @@ def _deliver_dense(ri, rv, backward, buf, boff, W, woff, n_r, sent, sent_neg, mr
 
 
 @numba.njit(**NJIT_NORT)
+def _deliver_conv(buf, boff, W, woff, Cs, Cr, S, nk, up, rt, gsite, gpos, na, gch, gval,
+                  weighted, do_mark, mark, tlist, tcount, r, so):
+    """Conv / conv-transpose deliveries of one step, offset-major: for each kernel offset,
+    each sender site with events (``gsite[a]``, its events ``gpos[a] .. gpos[a+1]-1`` in
+    ``gch`` / ``gval``) adds the rows of its channels to its receiver through that offset
+    (``rt[k*S + s]``, :func:`neurosim.connectivity.conv.receiver_table`), summed in
+    registers (:func:`.scatter.rows_acc`).  One offset's weights (``Cs x Cr``) stay in the
+    L1 cache while every sender uses them, where a walk over each sender's offsets cycled
+    the whole kernel through it (ConvNet-F's 400 KB per conv) for every sender.
+
+    A receiver still gets its events in increasing sender index: through offset k it
+    hears one sender, and the offsets run in the order of their senders -- increasing
+    for a conv (sender row ``o*st - pad + k``), decreasing for a conv-transpose
+    (``(o + pad - k) / st``); within a sender its channels increase.  So every sum is the
+    documented one (docs/hdf5-schema.md, "Arithmetic")."""
+    blk = Cs * Cr
+    for kk in range(nk):
+        k = nk - 1 - kk if up else kk
+        wb = woff + k * blk
+        rk = rt[k * S:]
+        for a in range(na):
+            o = rk[gsite[a]]
+            if o < 0:
+                continue
+            g0 = gpos[a]
+            rows_acc(buf, boff + o * Cr, W, wb, Cr, gch, gval, g0, gpos[a + 1] - g0, weighted)
+            if do_mark:
+                _mark(o, mark, tlist, tcount, r, so)
+
+
+@numba.njit(**NJIT_NORT)
 def _deliver(q, b, e0, e1, backward, net, run, out, sc):
     """Deliver the ring events ``e0:e1`` of projection q's sender.
 
@@ -140,7 +172,6 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
         gch = sc.gch
         gval = sc.gval
         geo = net.proj_geo[q]
-        tab = net.tabs[net.proj_toff[q]:]
         conv = kind == K_CONV_DOWN or kind == K_CONV_UP
         up = kind == K_CONV_UP or kind == K_POOL_UP
         # unsigned positions and indices: no negative-index wrap-around per event
@@ -148,11 +179,16 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
         snrow = sent_neg[b, soff:]
         rsite = sc.ring_site
         rch = sc.ring_ch
+        gsite = sc.gsite
+        gpos = sc.gpos
+        tab = net.tabs[net.proj_toff[q]:]
         e = np.uint64(e0)
         ee = np.uint64(e1)
+        na = 0                   # conv: sender sites with events so far
+        pos = 0                  # conv: events kept so far (gch / gval)
         while e < ee:
             site = rsite[e]
-            ng = 0
+            ng = pos if conv else 0
             while e < ee and rsite[e] == site:
                 j = np.uint64(ev_idx[e])
                 if backward:
@@ -173,16 +209,22 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
                     gch[np.uint64(ng)] = rch[e]
                     ng += 1
                 e += np.uint64(1)
-            if ng == 0:
-                continue
             if conv:
-                conv_scatter_group(sc.buf, boff, net.weights, woff, geo, tab, up, site, gch,
-                                   gval, ng, backward, do_mark, sc.mark, sc.tlist, sc.tcount,
-                                   r, so, sc.wsite, sc.woffs)
-            else:
+                if ng > pos:
+                    gsite[na] = site
+                    gpos[na] = pos
+                    na += 1
+                    pos = ng
+            elif ng > 0:
                 pool_scatter_group(sc.buf, boff, net.weights[woff], geo, tab, up, site, gch,
                                    gval, ng, backward, do_mark, sc.mark, sc.tlist, sc.tcount,
                                    r, so, sc.wsite, sc.woffs)
+        if conv and na > 0:
+            gpos[na] = pos
+            _deliver_conv(sc.buf, boff, net.weights, woff, geo[G_CS], geo[G_CR],
+                          geo[G_HS] * geo[G_WS], geo[G_KH] * geo[G_KW], up,
+                          net.rtab[net.proj_roff[q]:], gsite, gpos, na, gch, gval, backward,
+                          do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
         return
     if kind == K_DENSE:
         mrow = run.masks[b, moff:] if moff >= 0 else run.masks[b]

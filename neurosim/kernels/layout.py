@@ -74,6 +74,29 @@ G_CS, G_HS, G_WS, G_CR, G_HR, G_WR, G_KH, G_KW, G_STRIDE, G_PAD = range(10)
 N_GEO = 10
 
 
+#: bytes to which the kernel weights, the per-sample input buffers and every projection's
+#: part of them are aligned: one cache line, one 512-bit vector (:mod:`.simd`).  A vector
+#: load that straddles two lines costs two; rows of weights misaligned by 16 bytes made
+#: the conv deliveries ~35 % slower (ad hoc, benchmarks/README.md, "Performance round 2,
+#: sitting 12").
+ALIGN = 64
+
+
+def align_up(n, dtype):
+    """``n`` elements of ``dtype`` rounded up to a whole number of :data:`ALIGN` bytes."""
+    k = ALIGN // np.dtype(dtype).itemsize
+    return -(-int(n) // k) * k
+
+
+def aligned_zeros(n, dtype):
+    """Flat zeros of ``n`` elements of ``dtype`` whose data starts at a multiple of
+    :data:`ALIGN` bytes (a view into a slightly larger allocation)."""
+    dtype = np.dtype(dtype)
+    raw = np.zeros(int(n) * dtype.itemsize + ALIGN, np.uint8)
+    start = (-raw.ctypes.data) % ALIGN
+    return raw[start:start + int(n) * dtype.itemsize].view(dtype)
+
+
 class NetArrays(NamedTuple):
     """One phase of a compiled network (:func:`neurosim.network.compile_program`).
 
@@ -110,6 +133,9 @@ class NetArrays(NamedTuple):
     proj_moff: np.ndarray     # int64 [Q] offset into the mask array, -1 if none
     proj_toff: np.ndarray     # int64 [Q] first row of the projection's site table
     tabs: np.ndarray          # int64 [R, 4] per sender site start of the offset walk
+    proj_roff: np.ndarray     # int64 [Q] offset into rtab (conv, conv-transpose), -1 if none
+    rtab: np.ndarray          # int64 flat: per kernel offset k and sender site s, the
+                              # receiver site at rtab[proj_roff + k*S + s] (-1: none)
     weights: np.ndarray       # dtype, flat, kernel layout
     indptr: np.ndarray        # int64
     indices: np.ndarray       # uint32
@@ -167,7 +193,9 @@ class Scratch(NamedTuple):
     cur: np.ndarray           # dtype [max n] block update: input current
     spk: np.ndarray           # int8 [max n] block update: spike values
     gch: np.ndarray           # int64 [max n] one sender site's event channels
-    gval: np.ndarray          # dtype [max n] one sender site's event values
+    gval: np.ndarray          # dtype [max n] one sender site's event values (conv: all sites')
+    gsite: np.ndarray         # int64 [max sites] conv delivery: the sender sites with events
+    gpos: np.ndarray          # int64 [max sites + 1] conv delivery: their first event in gch
     wsite: np.ndarray         # int64 [max kh*kw] receiver sites of one offset walk
     woffs: np.ndarray         # int64 [max kh*kw] kernel offsets of one offset walk
 
@@ -193,16 +221,18 @@ def alloc_scratch(net, n_buf, max_ports):
     sizes = np.diff(net.pop_off)
     maxd = max(1, int(net.pop_depth.max(initial=1)))
     max_n = max(1, int(sizes.max(initial=1)))
+    max_s = max(1, int(np.diff(net.pop_site_off).max(initial=1)))
     kk = net.proj_geo[:, G_KH] * net.proj_geo[:, G_KW]
     max_k = max(1, int(kk.max(initial=1)))
     has_cuba = bool(np.any(net.pop_model == M_CUBA))
     z = np.zeros
     return Scratch(u=z(N, dt), ref=z(N, np.int32), isyn=z((max_ports, N if has_cuba else 0), dt),
-                   buf=z(n_buf, dt), last=np.empty(NS, np.int64), mark=z(NS, np.uint8),
+                   buf=aligned_zeros(n_buf, dt), last=np.empty(NS, np.int64), mark=z(NS, np.uint8),
                    tlist=z(NS + P, np.int64), tcount=z(P, np.int64), allflag=z(P, np.uint8),
                    clist=z(NS, np.int64), ccount=z(P, np.int64), klist=z(NS, np.int64),
                    kcount=z(P, np.int64), ring_idx=z(R, np.int32), ring_val=z(R, np.int8),
                    ring_site=z(R, np.int32), ring_ch=z(R, np.int32),
                    ring_cnt=z((P, maxd), np.int64), dense_pop=z(P, np.uint8),
                    cur=z(max_n, dt), spk=z(max_n, np.int8), gch=z(max_n, np.int64),
-                   gval=z(max_n, dt), wsite=z(max_k, np.int64), woffs=z(max_k, np.int64))
+                   gval=z(max_n, dt), gsite=z(max_s, np.int64), gpos=z(max_s + 1, np.int64),
+                   wsite=z(max_k, np.int64), woffs=z(max_k, np.int64))

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import NJIT, NJIT_INLINE, NJIT_NORT
 from .layout import G_CR, G_CS, G_HS, G_KH, G_KW, G_PAD, G_STRIDE, G_WS
+from .simd import vadd, vlanes, vloadm, vmul, vsplat, vstorem
 from .walk import down_walk, up_walk
 
 
@@ -37,9 +38,9 @@ def _mark(site, mark, tlist, tcount, p, site_off):
 @numba.njit(**NJIT_INLINE)
 def dense_scatter_group(buf, boff, W, woff, n_r, gj, gval, ng, weighted):
     """Dense scatter of ``ng`` events of one sender (neurons ``gj`` in event order, values
-    ``gval``): row ``j`` of the (n_sender, n_r) weights per event, four rows summed in
-    registers before one store (:func:`_rows_add`), one rounding per event and receiver."""
-    _rows_add(buf, boff, W, woff, n_r, gj, gval, ng, weighted)
+    ``gval``): row ``j`` of the (n_sender, n_r) weights per event, the rows summed in
+    registers before one store (:func:`rows_acc`), one rounding per event and receiver."""
+    rows_acc(buf, boff, W, woff, n_r, gj, gval, 0, ng, weighted)
 
 
 @numba.njit(**NJIT_INLINE)
@@ -62,49 +63,78 @@ def csr_scatter(buf, boff, W, woff, indptr, ioff, indices, xoff, j, val, weighte
 
 
 @numba.njit(**NJIT_INLINE)
-def _rows_add(buf, tb, W, wbase, Cr, gch, gval, ng, weighted):
-    """buf[tb:tb+Cr] += (gval[i] *) W[wbase + gch[i]*Cr : ... + Cr], for i = 0 .. ng-1 in turn.
+def rows_acc(buf, tb, W, wbase, Cr, gch, gval, g0, ng, weighted):
+    """buf[tb:tb+Cr] += (gval[i] *) W[wbase + gch[i]*Cr : ... + Cr], for i = g0 .. g0+ng-1
+    in turn: the rows of a group of events that reach the same receiving neurons (one
+    sender site's channels through one kernel offset, or the events of a dense
+    delivery).
 
-    The rows of events from one sender site (same kernel offset, different channels) are
-    added four at a time in registers before one store to ``buf``: a quarter of the
-    buffer loads and stores, and one offset walk per site instead of one per event.  The
-    additions stay in event order, ``(((buf + r0) + r1) + r2) + r3``, each rounded in the
-    dtype: exactly what adding the events one by one gives.  Indices are unsigned: Numba
-    then emits no negative-index wrap-around, and LLVM vectorises the loops (~6x faster)."""
+    The row is cut into blocks of four vectors (:mod:`.simd`, 64 float32 / 32 float64
+    lanes, the last vector of the row masked); per block the buffer is loaded once, every
+    row of the group is added in registers, and the block is stored once.  The additions
+    stay in event order, ``((buf + r0) + r1) + ...`` (weighted: ``+ (v * r)``), each
+    rounded in the dtype: exactly what adding the events one by one gives.  A block that
+    needs only one or two vectors uses a loop of one or two (no masked-off work)."""
+    L = vlanes(buf)
     t = np.uint64(tb)
-    n = np.uint64(Cr)
-    i = 0
-    if weighted:
-        while i + 4 <= ng:
-            a = np.uint64(wbase + gch[i] * Cr)
-            b = np.uint64(wbase + gch[i + 1] * Cr)
-            c = np.uint64(wbase + gch[i + 2] * Cr)
-            d = np.uint64(wbase + gch[i + 3] * Cr)
-            va, vb, vc, vd = gval[i], gval[i + 1], gval[i + 2], gval[i + 3]
-            for k in range(n):
-                buf[t + k] = (((buf[t + k] + va * W[a + k]) + vb * W[b + k]) + vc * W[c + k]) \
-                    + vd * W[d + k]
-            i += 4
-        while i < ng:
-            a = np.uint64(wbase + gch[i] * Cr)
-            va = gval[i]
-            for k in range(n):
-                buf[t + k] += va * W[a + k]
-            i += 1
-    else:
-        while i + 4 <= ng:
-            a = np.uint64(wbase + gch[i] * Cr)
-            b = np.uint64(wbase + gch[i + 1] * Cr)
-            c = np.uint64(wbase + gch[i + 2] * Cr)
-            d = np.uint64(wbase + gch[i + 3] * Cr)
-            for k in range(n):
-                buf[t + k] = (((buf[t + k] + W[a + k]) + W[b + k]) + W[c + k]) + W[d + k]
-            i += 4
-        while i < ng:
-            a = np.uint64(wbase + gch[i] * Cr)
-            for k in range(n):
-                buf[t + k] += W[a + k]
-            i += 1
+    ucr = np.uint64(Cr)
+    k0 = 0
+    while k0 < Cr:
+        n0 = Cr - k0
+        u = t + np.uint64(k0)
+        if n0 <= L:
+            a0 = vloadm(buf, u, n0)
+            for i in range(g0, g0 + ng):
+                r = np.uint64(wbase + k0) + np.uint64(gch[i]) * ucr
+                if weighted:
+                    a0 = vadd(a0, vmul(vsplat(gval[i], buf), vloadm(W, r, n0)))
+                else:
+                    a0 = vadd(a0, vloadm(W, r, n0))
+            vstorem(buf, u, a0, n0)
+        elif n0 <= 2 * L:
+            n1 = n0 - L
+            u1 = u + np.uint64(L)
+            a0 = vloadm(buf, u, L)
+            a1 = vloadm(buf, u1, n1)
+            for i in range(g0, g0 + ng):
+                r = np.uint64(wbase + k0) + np.uint64(gch[i]) * ucr
+                if weighted:
+                    s = vsplat(gval[i], buf)
+                    a0 = vadd(a0, vmul(s, vloadm(W, r, L)))
+                    a1 = vadd(a1, vmul(s, vloadm(W, r + np.uint64(L), n1)))
+                else:
+                    a0 = vadd(a0, vloadm(W, r, L))
+                    a1 = vadd(a1, vloadm(W, r + np.uint64(L), n1))
+            vstorem(buf, u, a0, L)
+            vstorem(buf, u1, a1, n1)
+        else:
+            n2 = n0 - 2 * L
+            n3 = n2 - L
+            u1 = u + np.uint64(L)
+            u2 = u1 + np.uint64(L)
+            u3 = u2 + np.uint64(L)
+            a0 = vloadm(buf, u, L)
+            a1 = vloadm(buf, u1, L)
+            a2 = vloadm(buf, u2, n2)
+            a3 = vloadm(buf, u3, n3)
+            for i in range(g0, g0 + ng):
+                r = np.uint64(wbase + k0) + np.uint64(gch[i]) * ucr
+                if weighted:
+                    s = vsplat(gval[i], buf)
+                    a0 = vadd(a0, vmul(s, vloadm(W, r, L)))
+                    a1 = vadd(a1, vmul(s, vloadm(W, r + np.uint64(L), L)))
+                    a2 = vadd(a2, vmul(s, vloadm(W, r + np.uint64(2 * L), n2)))
+                    a3 = vadd(a3, vmul(s, vloadm(W, r + np.uint64(3 * L), n3)))
+                else:
+                    a0 = vadd(a0, vloadm(W, r, L))
+                    a1 = vadd(a1, vloadm(W, r + np.uint64(L), L))
+                    a2 = vadd(a2, vloadm(W, r + np.uint64(2 * L), n2))
+                    a3 = vadd(a3, vloadm(W, r + np.uint64(3 * L), n3))
+            vstorem(buf, u, a0, L)
+            vstorem(buf, u1, a1, L)
+            vstorem(buf, u2, a2, n2)
+            vstorem(buf, u3, a3, n3)
+        k0 += 4 * L
 
 
 @numba.njit(**NJIT_INLINE)
@@ -112,13 +142,13 @@ def conv_scatter_group(buf, boff, W, woff, geo, tab, up, site_s, gch, gval, ng, 
                        do_mark, mark, tlist, tcount, p, site_off, sites, offs):
     """Conv (``up`` False) or transposed-conv (``up`` True) scatter of ``ng`` events of
     one sender site (channels ``gch``, values ``gval``): one walk (:mod:`.walk`), then per
-    receiving site the rows of the events summed in registers (:func:`_rows_add`).
+    receiving site the rows of the events summed in registers (:func:`rows_acc`).
     Returns the number of receiving sites."""
     Cs, Cr = geo[G_CS], geo[G_CR]
     n = up_walk(geo, tab, site_s, sites, offs) if up else down_walk(geo, tab, site_s, sites, offs)
     for i in range(n):
         site = sites[i]
-        _rows_add(buf, boff + site * Cr, W, woff + offs[i] * Cs * Cr, Cr, gch, gval, ng, weighted)
+        rows_acc(buf, boff + site * Cr, W, woff + offs[i] * Cs * Cr, Cr, gch, gval, 0, ng, weighted)
         if do_mark:
             _mark(site, mark, tlist, tcount, p, site_off)
     return n
