@@ -31,7 +31,7 @@ from . import _validate as V
 from . import config
 from .connectivity import Projection, site_table  # noqa: F401  (site_table: re-exported)
 from .connectivity import kernel_table as _kernel_table
-from .connectivity.conv import receiver_table
+from .connectivity.conv import receiver_table, sender_table
 from .neurons import LIF, CubaLIF, Ternary
 
 from .kernels import layout as L
@@ -312,8 +312,9 @@ def compile_program(net, backward=False, masks=()):
         tl.append(tab)
         if k in (K_CONV_DOWN, K_CONV_UP):
             rt = receiver_table(k, g)
-            roff[q], nr = nr, nr + rt.size
-            rl.append(rt.reshape(-1))
+            st = sender_table(rt, int(g[L.G_HR] * g[L.G_WR]))
+            roff[q], nr = nr, nr + rt.size + st.size
+            rl += [rt.reshape(-1), st.reshape(-1)]
         woff[q], nw = nw, L.align_up(nw + w.size, dtype)      # every part starts aligned
         wl.append(w)
         ioff[q], ni = ni, ni + ip_.size

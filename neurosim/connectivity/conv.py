@@ -61,6 +61,17 @@ def receiver_table(kind, geo):
     return np.where(ok, oy * Wr + ox, -1).astype(np.int64)
 
 
+def sender_table(rt, n_recv):
+    """int64 [kh*kw, n_recv]: the inverse of :func:`receiver_table` ``rt``, the sender site
+    that reaches each receiver site through each kernel offset (-1: none).  A receiver
+    hears at most one sender per offset (distinct offsets reach distinct senders)."""
+    nk, S = rt.shape
+    out = np.full((nk, n_recv), -1, np.int64)
+    k, s = np.nonzero(rt >= 0)
+    out[k, rt[k, s]] = s
+    return out
+
+
 def kernel_table(kind, geo):
     """The site table of a projection in one direction and kind code (empty for dense / CSR)."""
     if kind not in SPATIAL_KINDS:

@@ -44,6 +44,7 @@ from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP
                      G_PAD, G_STRIDE, G_WR, G_WS, M_CUBA, M_INPUT, M_LIF, M_SOURCE,
                      M_TERNARY, Scratch)
 from .neurons import leak, leak_steps, lif_fire, lif_update, ternary_fire, ternary_update
+from .simd import compact8
 from .scatter import (_mark, conv_scatter_group, csr_scatter, dense_scatter_group,
                       pool_scatter_group, rows_acc)
 
@@ -54,6 +55,7 @@ _GATHER = np.uint64(0x0102040810204080)
 _POPCOUNT = np.array([bin(m).count("1") for m in range(256)], np.int64)
 _LANES = np.array([[i for i in range(8) if m >> i & 1] + [0] * (8 - bin(m).count("1"))
                    for m in range(256)], np.int64)
+_LANES32 = _LANES.astype(np.int32)
 #: a touched population with at least 1/DENSE_SHARE of its sites touched is updated as one
 #: block (no per-site overhead); otherwise each run of consecutive touched sites is one
 #: block.  Results and counts are the same either way.  The backward phase uses
@@ -66,6 +68,12 @@ DENSE_SHARE_BWD = 1
 #: a touched list covering at least 1/SCAN_SHARE of the sites is put in order by a scan of
 #: the marks instead of a sort.
 SCAN_SHARE = 16
+#: a conv delivery whose sender sites carry fewer than GATHER_GROUP events each on average,
+#: and whose (sender site, kernel offset) pairs number at least GATHER_PAIRS per receiver
+#: site, runs receiver by receiver (:func:`_deliver_conv_gather`), else offset by offset
+#: (:func:`_deliver_conv`).  Results are the same either way.
+GATHER_GROUP = 4
+GATHER_PAIRS = 4
 
 
 @numba.njit(**NJIT_NORT)
@@ -149,6 +157,45 @@ def _deliver_conv(buf, boff, W, woff, Cs, Cr, S, nk, up, rt, gsite, gpos, na, gc
 
 
 @numba.njit(**NJIT_NORT)
+def _deliver_conv_gather(buf, boff, W, woff, Cs, Cr, S, R, nk, up, rt, gsite, gpos, na, gch,
+                         gval, weighted, do_mark, mark, tlist, tcount, r, so, gfirst, glast,
+                         grow, gvr):
+    """:func:`_deliver_conv` receiver by receiver, for steps whose sender sites carry few
+    events each (LeNet's second conv: ~2 of 15 channels): each receiver site collects
+    the weight rows of every event that reaches it -- offsets in the order of their
+    senders (the sender table after the receiver table in ``rt``), channels increasing
+    -- and adds them all in one pass (:func:`.scatter.rows_acc`): its buffer row is
+    read and written once per step instead of once per sender.  Same sums, same order."""
+    for a in range(na):
+        gfirst[gsite[a]] = gpos[a]
+        glast[gsite[a]] = gpos[a + 1]
+    st = rt[nk * S:]
+    uR = np.uint64(R)
+    for o in range(uR):
+        n = np.uint64(0)
+        for kk in range(nk):
+            k = np.uint64(nk - 1 - kk if up else kk)
+            s = st[k * uR + o]
+            if s < 0:
+                continue
+            base = k * np.uint64(Cs)
+            us = np.uint64(s)
+            for e in range(np.uint64(gfirst[us]), np.uint64(glast[us])):
+                grow[n] = base + np.uint64(gch[e])
+                if weighted:
+                    gvr[n] = gval[e]
+                n += np.uint64(1)
+        if n > 0:
+            rows_acc(buf, boff + np.int64(o) * Cr, W, woff, Cr, grow, gvr, 0, np.int64(n),
+                     weighted)
+            if do_mark:
+                _mark(np.int64(o), mark, tlist, tcount, r, so)
+    for a in range(na):
+        gfirst[gsite[a]] = 0
+        glast[gsite[a]] = 0
+
+
+@numba.njit(**NJIT_NORT)
 def _deliver(q, b, e0, e1, backward, net, run, out, sc):
     """Deliver the ring events ``e0:e1`` of projection q's sender.
 
@@ -221,10 +268,19 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
                                    r, so, sc.wsite, sc.woffs)
         if conv and na > 0:
             gpos[na] = pos
-            _deliver_conv(sc.buf, boff, net.weights, woff, geo[G_CS], geo[G_CR],
-                          geo[G_HS] * geo[G_WS], geo[G_KH] * geo[G_KW], up,
-                          net.rtab[net.proj_roff[q]:], gsite, gpos, na, gch, gval, backward,
-                          do_mark, sc.mark, sc.tlist, sc.tcount, r, so)
+            nk = geo[G_KH] * geo[G_KW]
+            S = geo[G_HS] * geo[G_WS]
+            R = geo[G_HR] * geo[G_WR]
+            rt = net.rtab[net.proj_roff[q]:]
+            if pos < GATHER_GROUP * na and na * nk >= GATHER_PAIRS * R:
+                _deliver_conv_gather(sc.buf, boff, net.weights, woff, geo[G_CS], geo[G_CR], S,
+                                     R, nk, up, rt, gsite, gpos, na, gch, gval, backward,
+                                     do_mark, sc.mark, sc.tlist, sc.tcount, r, so, sc.gfirst,
+                                     sc.glast, sc.grow, sc.gvr)
+            else:
+                _deliver_conv(sc.buf, boff, net.weights, woff, geo[G_CS], geo[G_CR], S, nk, up,
+                              rt, gsite, gpos, na, gch, gval, backward, do_mark, sc.mark,
+                              sc.tlist, sc.tcount, r, so)
         return
     if kind == K_DENSE:
         mrow = run.masks[b, moff:] if moff >= 0 else run.masks[b]
@@ -421,14 +477,17 @@ def _lean(p, backward, net):
 
 
 @numba.njit(**NJIT_NORT)
-def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs, rch, rc):
+def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs, rch, rc,
+                 pos_only):
     """Append the ``nz`` spikes of ``spk[0:n]`` (neurons ``j0 ..`` of a block starting at
     site ``s0``) to the ring (``ri, rv, rs, rch`` from its slot, ``rc`` used) in neuron
     order, count them (``cpos``/``cneg``: the population's counts) and record them
     (``rrow``, when ``rec_off >= 0``); returns the ring count.  A function of its own with
     few arguments: inlined into the block update, its loops compiled to several times
     the instructions (ad-hoc timings: ~14 ns per spike there, a few ns here).  The ring
-    position is unsigned inside (no negative-index wrap-around per store)."""
+    position is unsigned inside (no negative-index wrap-around per store).  ``pos_only``:
+    every spike is +1 (forward phase, sources), which lets busy blocks store eight
+    records at once (:func:`.simd.compact8`)."""
     u = np.uint64(rc)
     if ssz == 1:
         # one neuron per site: eight neurons per 64-bit word, a bit mask of the nonzero
@@ -476,7 +535,24 @@ def _emit_spikes(spk, n, nz, s0, ssz, j0, cpos, cneg, rrow, rec_off, ri, rv, rs,
         words = spk[:nw * np.uint64(8)].view(np.uint64)
         s = s0
         c0 = 0
-        if big and not few:
+        if big and not few and pos_only and rec_off < 0:
+            # busy block of 0/1 spikes: each nonzero word's records are written as eight
+            # lanes at once (simd.compact8: its set lanes from the lane table, the site
+            # and channel wrapped without a branch; a store never lands past the last
+            # lane's own slot), the position advanced by the word's spike count
+            for wi in range(nw):
+                w = words[wi]
+                if w != 0:
+                    x = (((w & _LOW7) + _LOW7) | w) & _HIGH1
+                    m = ((x >> np.uint64(7)) * _GATHER) >> np.uint64(56)
+                    compact8(ri, rv, rs, rch, u, _LANES32, m,
+                             j0 + np.int64(wi * np.uint64(8)), c0, s, ssz)
+                    u += np.uint64(_POPCOUNT[m])
+                c0 += 8
+                wrap = np.int64(c0 >= ssz)
+                c0 -= ssz * wrap
+                s += wrap
+        elif big and not few:
             # busy block: a nonzero word is compacted without a branch (every lane's
             # record is stored, the position advances by its 0/1 flag; a store never
             # lands past the lane's own slot), as in _emit_lean
@@ -640,7 +716,8 @@ def _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_
         else:
             rc = _emit_spikes(spk, n, nz, s0, ssz, j0, out.counts[b, off:],
                               out.counts_neg[b, off:], rrow, rec_off, sc.ring_idx[base:],
-                              sc.ring_val[base:], sc.ring_site[base:], sc.ring_ch[base:], rc)
+                              sc.ring_val[base:], sc.ring_site[base:], sc.ring_ch[base:], rc,
+                              not ternary)
     if keep_carry and nc > 0:    # densely updated populations need no carry list
         for s in range(s0, s1):
             carry = False
@@ -890,7 +967,7 @@ def _run_sample(b, T, backward, net, run, out, sc, cuba):
                                           out.counts[b, pop_off[p]:],
                                           out.counts_neg[b, pop_off[p]:], rrow, rec_off[p],
                                           sc.ring_idx[base:], sc.ring_val[base:],
-                                          sc.ring_site[base:], sc.ring_ch[base:], 0)
+                                          sc.ring_site[base:], sc.ring_ch[base:], 0, True)
             else:
                 ssz = net.pop_site[p]
                 so = pop_site_off[p]

@@ -160,3 +160,45 @@ def vsplat(typingctx, x, arr):
     def codegen(context, builder, signature, args):
         return _splat(builder, args[0], vt.lanes)
     return sig, codegen
+
+
+@intrinsic
+def compact8(typingctx, ri, rv, rs, rch, u, lanes, m, idx0, c0, s, ssz):
+    """Spike emission of one 64-bit word of eight 0/1 spike bytes (``kernels/engine``):
+    its set lanes, in order, are ``lanes[m, 0 .. popcount(m)-1]`` (an int32 [256, 8]
+    table, ``m`` the word's byte mask); eight ring records are stored at ``u`` (neuron
+    ``idx0 + lane``, value +1, site ``s`` and channel ``c0 + lane``, wrapped once into
+    the next site at ``ssz`` channels: ``ssz >= 8`` and ``c0 < ssz``).  Only the first
+    popcount(m) records are meaningful; the caller advances ``u`` by that many, and the
+    rest are overwritten by the next word or lie beyond the ring count (the caller
+    guarantees ``u + 8`` stays inside the ring slot)."""
+    for a, what in ((ri, "ri"), (rs, "rs"), (rch, "rch"), (lanes, "lanes")):
+        if not isinstance(a, types.Array) or a.dtype != types.int32:
+            raise TypeError(f"compact8: {what} must be an int32 array, got {a}")
+    if not isinstance(rv, types.Array) or rv.dtype != types.int8:
+        raise TypeError(f"compact8: rv must be an int8 array, got {rv}")
+    sig = types.void(ri, rv, rs, rch, types.uint64, lanes, types.uint64, types.int64,
+                     types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ri_, rv_, rs_, rch_, u_, lanes_, m_, idx0_, c0_, s_, ssz_ = args
+        at = signature.args
+        i32 = ir.IntType(32)
+        v8 = ir.VectorType(i32, 8)
+        lp = _ptr(context, builder, at[5], lanes_, builder.mul(m_, ir.Constant(ir.IntType(64), 8)))
+        lv = builder.load(builder.bitcast(lp, v8.as_pointer()), align=4)
+        sp = lambda x: _splat(builder, builder.trunc(x, i32), 8)
+        sz = sp(ssz_)
+        ch = builder.add(lv, sp(c0_))
+        wrap = builder.icmp_signed(">=", ch, sz)
+        ch = builder.select(wrap, builder.sub(ch, sz), ch)
+        site = builder.add(sp(s_), builder.zext(wrap, v8))
+        idx = builder.add(lv, sp(idx0_))
+        for arr, aty, val in ((ri_, at[0], idx), (rs_, at[2], site), (rch_, at[3], ch)):
+            p = _ptr(context, builder, aty, arr, u_)
+            builder.store(val, builder.bitcast(p, v8.as_pointer()), align=4)
+        p = _ptr(context, builder, at[1], rv_, u_)
+        ones = ir.Constant(ir.VectorType(ir.IntType(8), 8), [1] * 8)
+        builder.store(ones, builder.bitcast(p, ones.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+    return sig, codegen
