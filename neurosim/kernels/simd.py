@@ -19,6 +19,8 @@ Indices are unsigned offsets into the flat array (no wrap-around, no bounds chec
 masked load or store touches only the lanes ``0 .. n-1`` (``n <= 0``: none, ``n >=``
 lanes: all), so it may start at any offset inside the array.
 """
+import numba
+import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
@@ -202,3 +204,39 @@ def compact8(typingctx, ri, rv, rs, rch, u, lanes, m, idx0, c0, s, ssz):
         builder.store(ones, builder.bitcast(p, ones.type.as_pointer()), align=1)
         return context.get_dummy_value()
     return sig, codegen
+
+
+if numba.config.DISABLE_JIT:
+    # NUMBA_DISABLE_JIT=1 runs the kernels as Python: the same operations on numpy
+    # vectors (one rounding per lane in the array's dtype, as compiled)
+    def vlanes(arr):
+        return VBYTES // arr.itemsize
+
+    def vloadm(arr, idx, n):
+        v = np.zeros(VBYTES // arr.itemsize, arr.dtype)
+        k = max(0, min(int(n), v.size))
+        v[:k] = arr[int(idx):int(idx) + k]
+        return v
+
+    def vstorem(arr, idx, v, n):
+        k = max(0, min(int(n), v.size))
+        arr[int(idx):int(idx) + k] = v[:k]
+
+    def vadd(a, b):
+        return a + b
+
+    def vmul(a, b):
+        return a * b
+
+    def vsplat(x, arr):
+        return np.full(VBYTES // arr.itemsize, x, arr.dtype)
+
+    def compact8(ri, rv, rs, rch, u, lanes, m, idx0, c0, s, ssz):
+        u = int(u)
+        ln = lanes[int(m)].astype(np.int64)
+        ch = ln + int(c0)
+        wrap = ch >= int(ssz)
+        ri[u:u + 8] = ln + int(idx0)
+        rv[u:u + 8] = 1
+        rs[u:u + 8] = int(s) + wrap
+        rch[u:u + 8] = ch - int(ssz) * wrap
