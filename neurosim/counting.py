@@ -52,6 +52,11 @@ def synaptic_events(result, name):
     Forward: int64 [B].  Backward: (pos [B], neg [B]) for +1 and -1 events."""
     pr = result.network.projections[name]
     s, sn = _sent(result, name)
+    fast = getattr(result, "synops", None)     # the engine's own per-sample totals
+    if fast and name in fast:
+        if result.phase == "forward":
+            return fast[name]
+        return fast[name], result.synops_neg[name]
     if result.phase == "forward":
         return s @ out_degree(pr)
     d = in_degree(pr)
@@ -115,9 +120,13 @@ def totals(result):
             d["synaptic_operations_pos"], d["synaptic_operations_neg"] = ev
             d["synaptic_operations"] = ev[0] + ev[1]
         out["projections"][name] = d
+    fast = getattr(result, "spike_totals", None) or {}
     for name, c in result.counts.items():
         pop = net.populations[name]
-        spikes = c.sum(1).astype(np.int64) + result.counts_neg[name].sum(1)
+        if name in fast:
+            spikes = fast[name]
+        else:
+            spikes = c.sum(1).astype(np.int64) + result.counts_neg[name].sum(1)
         rate = spikes / (pop.n * result.steps)
         out["populations"][name] = dict(spikes=spikes, neuron_updates=result.neuron_updates[name],
                                         firing_rate=rate, activation_sparsity=1.0 - rate)

@@ -44,6 +44,15 @@ class PhaseResult:
         Multiply-accumulates of the analog input encoding (nonzero inputs × fan-out).
     spikes : dict name -> int8 [B, T, n] or None
         Spike trains (values in {0, 1}, backward {-1, 0, +1}) when recorded.
+    synops, synops_neg : dict projection -> int64 [B]
+        Synaptic events per sample (forward; backward +1 and -1 apart): ``sent`` times the
+        senders' degrees, summed by the kernel after each sample (the formulas of
+        :mod:`neurosim.counting`, which uses them when present).
+    spike_totals : dict name -> int64 [B]
+        Spikes per sample (+1 and -1).
+    counts_all, counts_neg_all : int32 [B, N]
+        The arrays ``counts`` / ``counts_neg`` are column ranges of (neurons in
+        ``program.arrays.pop_off`` order), for kernels that want C-contiguous rows.
     wall_s : float
     """
 
@@ -288,16 +297,30 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
             rec_off[i] = n_rec
             n_rec += int(prog.arrays.pop_off[i + 1] - prog.arrays.pop_off[i])
     rec = _buffers.take((B, T, n_rec) if n_rec else (1, 1, 1), np.int8, zero=True)
+    Q = len(prog.proj_names)
+    ops, ops_neg = np.empty((B, Q), np.int64), np.empty((B, Q), np.int64)
+    spk_tot = np.empty((B, P), np.int64)
     run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src=src_arr, src_off=src_off,
                       masks=masks_arr, gate=gate, rec_off=rec_off)
     res = L.OutArrays(counts=counts, counts_neg=counts_neg, u_out=u_out, wcount=wcount,
-                      sent=sent, sent_neg=sent_neg, nupd=nupd, rec=rec)
+                      sent=sent, sent_neg=sent_neg, nupd=nupd, rec=rec, ops=ops,
+                      ops_neg=ops_neg, spk=spk_tot)
     t0 = time.perf_counter()
     if plan is not None:      # one sample of a recurrent CubaLIF network: neuron ranges
         H, part, split_off, n_split = plan
         run_split(T, H, prog.n_buf, prog.max_ports, prog.arrays, run, res, part, split_off,
                   n_split)
         nupd[0, :] = np.where(prog.arrays.pop_model == M_CUBA, np.diff(prog.arrays.pop_off) * T, 0)
+        for q in range(Q):              # the per-sample totals run_phase writes itself
+            s0 = prog.arrays.proj_soff[q]
+            n = int(prog.arrays.pop_off[prog.arrays.proj_src[q] + 1] - prog.arrays.pop_off[prog.arrays.proj_src[q]])
+            d = prog.arrays.sent_deg[s0:s0 + n]
+            ops[:, q] = sent[:, s0:s0 + n] @ d
+            ops_neg[:, q] = sent_neg[:, s0:s0 + n] @ d
+        for i in range(P):
+            a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
+            spk_tot[:, i] = (counts[:, a:b_].sum(1, dtype=np.int64) +
+                             counts_neg[:, a:b_].sum(1, dtype=np.int64))
     else:
         # None: a specialisation of the kernel compiled without the CubaLIF paths
         cuba = True if np.any(prog.arrays.pop_model == M_CUBA) else None
@@ -308,7 +331,9 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         _pool.run_chunks(chunk, B, nth, n_chunks)
     wall = time.perf_counter() - t0
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
-               neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={})
+               neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={},
+               synops={}, synops_neg={}, spike_totals={}, counts_all=counts,
+               counts_neg_all=counts_neg)
     for i, name in enumerate(prog.pop_names):
         a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
         if prog.arrays.pop_model[i] == M_INPUT:
@@ -320,6 +345,7 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         lam = (pop.ternary.leak if backward else getattr(pop.neuron, "leak", 1.0)) if pop.spiking else 1.0
         out["weighted_counts"][name] = wcount[:, a:b_] if lam != 1.0 else None
         out["neuron_updates"][name] = nupd[:, i]
+        out["spike_totals"][name] = spk_tot[:, i]
         if name in rec_names:
             out["spikes"][name] = rec[:, :, rec_off[i]:rec_off[i] + (b_ - a)]
     for q, name in enumerate(prog.proj_names):
@@ -327,6 +353,8 @@ def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate,
         n = net.populations[prog.pop_names[prog.arrays.proj_src[q]]].n
         out["sent"][name] = sent[:, s0:s0 + n]
         out["sent_neg"][name] = sent_neg[:, s0:s0 + n]
+        out["synops"][name] = ops[:, q]
+        out["synops_neg"][name] = ops_neg[:, q]
     return out
 
 

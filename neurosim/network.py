@@ -299,7 +299,7 @@ def compile_program(net, backward=False, masks=()):
     tl, rl = [], []
     nt = nr = 0
     scale = np.ones(Q, dtype)
-    wl, il, xl = [], [], []
+    wl, il, xl, dl = [], [], [], []
     nw = ni = nx = nb = ns = nm = 0
     for q, pr in enumerate(projs):
         k, w, ip_, ix_, g, tab = pr.kernel_layout(backward)
@@ -323,6 +323,7 @@ def compile_program(net, backward=False, masks=()):
         xl.append(ix_)
         boff[q], nb = nb, L.align_up(nb + pops[b].n, dtype)
         soff[q], ns = ns, ns + pops[a].n
+        dl.append(pr.in_degree() if backward else pr.out_degree())
         if pr.name in masks:
             moff[q], nm = nm, nm + (pops[a].n if backward else pops[b].n)
         else:
@@ -355,7 +356,8 @@ def compile_program(net, backward=False, masks=()):
         proj_boff=boff, proj_soff=soff, proj_scale=scale, proj_moff=moff, proj_toff=toff,
         tabs=np.ascontiguousarray(np.concatenate(tl)) if tl else np.zeros((0, 4), np.int64),
         proj_roff=roff, rtab=cat(rl, np.int64),
-        weights=_aligned_weights(wl, woff, nw, dtype), indptr=cat(il, np.int64),
+        weights=_aligned_weights(wl, woff, nw, dtype), sent_deg=cat(dl, np.int64),
+        indptr=cat(il, np.int64),
         indices=cat(xl, config.INDEX_DTYPE))
     return Program(pop_names=[p.name for p in pops], proj_names=[q.name for q in projs],
                    arrays=arrays, n_buf=nb, n_sent=ns, n_mask=nm, max_ports=max_ports)

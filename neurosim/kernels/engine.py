@@ -1062,6 +1062,32 @@ def run_phase(T, backward, b0, b1, net, run, out, sc, cuba):
     (docs/decisions.md, 41)."""
     for b in range(b0, b1):
         _run_sample(b, T, backward, net, run, out, sc, cuba)
+        _sample_totals(b, net, out)
+
+
+@numba.njit(**NJIT_NORT)
+def _sample_totals(b, net, out):
+    """Per-sample totals of sample ``b``, while its rows are in cache: synaptic events of
+    every projection (``Σ_j sent[j] · sent_deg[j]``, +1 and -1 events apart: the
+    formulas of :mod:`neurosim.counting`) and spikes of every population."""
+    Q = net.proj_soff.shape[0]
+    P = net.pop_off.shape[0] - 1
+    for q in range(Q):
+        s0 = np.uint64(net.proj_soff[q])
+        n = np.uint64(net.pop_off[net.proj_src[q] + 1] - net.pop_off[net.proj_src[q]])
+        a = 0
+        c = 0
+        for j in range(s0, s0 + n):
+            d = net.sent_deg[j]
+            a += out.sent[b, j] * d
+            c += out.sent_neg[b, j] * d
+        out.ops[b, q] = a
+        out.ops_neg[b, q] = c
+    for p in range(P):
+        k = 0
+        for g in range(np.uint64(net.pop_off[p]), np.uint64(net.pop_off[p + 1])):
+            k += np.int64(out.counts[b, g]) + np.int64(out.counts_neg[b, g])
+        out.spk[b, p] = k
 
 
 #: samples per block and output columns per tile of the dense input-map gather

@@ -139,6 +139,9 @@ class NetArrays(NamedTuple):
                               # and receiver site o (R of them) the sender site at
                               # rtab[proj_roff + nk*S + k*R + o] (-1: none)
     weights: np.ndarray       # dtype, flat, kernel layout
+    sent_deg: np.ndarray      # int64 [n_sent] synapses an event of each sender traverses, per
+                              # projection (aligned with ``sent``: forward the out-degree of
+                              # the pre neuron, backward the in-degree of the forward post)
     indptr: np.ndarray        # int64
     indices: np.ndarray       # uint32
 
@@ -159,7 +162,10 @@ class OutArrays(NamedTuple):
     """What one phase produces (written by the kernels; :func:`.engine.run_phase`
     clears a sample's rows of ``counts``, ``counts_neg``, ``wcount``, ``sent``,
     ``sent_neg`` and ``nupd`` itself before it fills them, so the caller may pass them
-    with any content; the CubaLIF split runner needs them as zeros)."""
+    with any content; the CubaLIF split runner needs them as zeros).  ``ops``,
+    ``ops_neg`` and ``spk`` are the per-sample totals of ``sent`` (x ``sent_deg``) and of
+    the counts, written by :func:`.engine.run_phase` after each sample (the split runner
+    leaves them to its caller)."""
     counts: np.ndarray        # int32 [B, N] spikes (backward: +1 spikes)
     counts_neg: np.ndarray    # int32 [B, N] backward -1 spikes
     u_out: np.ndarray         # dtype [B, N] initial potentials in, final ones out
@@ -168,6 +174,9 @@ class OutArrays(NamedTuple):
     sent_neg: np.ndarray      # int64 [B, n_sent] backward -1 events
     nupd: np.ndarray          # int64 [B, P] neuron updates
     rec: np.ndarray           # int8 [B, T, n_rec] spike trains
+    ops: np.ndarray           # int64 [B, Q] synaptic events (+1 events x degree) per projection
+    ops_neg: np.ndarray       # int64 [B, Q] backward -1 events x degree
+    spk: np.ndarray           # int64 [B, P] spikes of each population (+1 and -1)
 
 
 class Scratch(NamedTuple):

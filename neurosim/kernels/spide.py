@@ -176,3 +176,39 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
     for ch in range(n_chunks):
         for i in range(n_w):
             G_out[i] += parts[ch, i]
+
+
+@numba.njit(**NJIT)
+def post_error(cpos, cneg, cfwd, c0, c1, f0, gate, mode, T, scale_b, steps_b, theta, b0, b1,
+               out):
+    """SPIDE's post error of one population for samples ``b0 .. b1-1``, in one pass:
+    ``out = (m * ((Θ_b * (n₊ - n₋)) / T_b)) / Θ`` in float64, the operations (and
+    roundings) of the numpy expression it replaces (:func:`neurosim.training.spide.
+    post_errors`): ``n₊``, ``n₋`` the backward counts, columns ``c0`` (``c1``) on of
+    ``cpos`` (``cneg``), ``m`` 1.0 or 0.0 from ``mode`` -- 0: ``1 <= c <= T-1`` for the
+    forward counts ``cfwd`` from column ``f0``, 1: ``gate != 0``, 2: 1.  The count arrays
+    are C-contiguous [B, N] (the engine's own, a population a column range), so each row
+    is a contiguous slice and the loop vectorises (two float64 divisions per neuron).
+    Not parallel itself: the caller runs sample ranges on threads."""
+    n = out.shape[1]
+    for b in range(b0, b1):
+        _post_error_row(cpos[b, c0:c0 + n], cneg[b, c1:c1 + n], cfwd[b, f0:f0 + n],
+                        gate[b] if mode == 1 else gate[0], mode, T, scale_b, steps_b, theta,
+                        out[b])
+
+
+@numba.njit(**NJIT_INLINE)
+def _post_error_row(cp, cn, cf, g, mode, T, scale_b, steps_b, theta, o):
+    for i in range(cp.shape[0]):
+        r = np.float64(cp[i]) - np.float64(cn[i])
+        r = scale_b * r
+        r = r / steps_b
+        if mode == 0:
+            c = cf[i]
+            m = (c >= 1) & (c <= T - 1)
+        elif mode == 1:
+            m = g[i] != 0
+        else:
+            m = True
+        d = (1.0 if m else 0.0) * r
+        o[i] = d / theta

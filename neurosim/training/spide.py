@@ -34,11 +34,13 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .. import _blas
+from .. import _blas, _pool
 from .. import _validate as V
 from .. import counting, losses
 from ..connectivity import chw_to_flat
-from ..engine import run_backward, run_forward
+from ..engine import PhaseResult, run_backward, run_forward
+from ..kernels import threads as _th
+from ..kernels.spide import post_error as _post_error
 from ..neurons import LIF
 from . import health
 from .grads import projection_grads
@@ -515,19 +517,57 @@ def output_gate(counts, g, T, rule="one-sided"):
     return ((c >= 1) & (c <= T - 1)) | ((c == 0) & (g < 0)) | ((c == T) & (g > 0))
 
 
-def post_errors(model, fwd, bwd, gate=None):
+def _columns(res, name, neg=False):
+    """(C-contiguous [B, N] array, first column) holding ``res.counts[name]``
+    (``counts_neg`` with ``neg``): the engine's own array where the result keeps it,
+    else a contiguous copy and 0."""
+    full = getattr(res, "counts_neg_all" if neg else "counts_all", None)
+    prog = getattr(res, "program", None)
+    if full is not None and prog is not None and name in prog.pop_names and \
+            full.flags.c_contiguous:
+        return full, int(prog.arrays.pop_off[prog.pop_names.index(name)])
+    return np.ascontiguousarray((res.counts_neg if neg else res.counts)[name]), 0
+
+
+def post_errors(model, fwd, bwd, gate=None, pops=None):
     """δ_l = m_l ⊙ β_l / Θ_l per spiking population (κ-scaled, [B, n]).
 
     ``gate`` (population -> bool [B, n]) replaces m where given: the backward phase's gate
     of a spiking output population (:func:`output_gate`).  Without it a spiking output
-    population (Spikemax, rate MSE) uses m = 1 (:func:`output_gate` rule ``"all"``)."""
+    population (Spikemax, rate MSE) uses m = 1 (:func:`output_gate` rule ``"all"``).
+    ``pops``: the populations to compute (default: every spiking one).
+
+    β = Θ_b (n₊ − n₋) / T_b, then (m · β) / Θ, every operation in float64: for a backward
+    phase without leak one pass of :func:`neurosim.kernels.spide.post_error` per
+    population on the engine's threads (the numpy expression, operation by operation);
+    with a leaky backward (weighted counts) the numpy expression itself."""
     out = {}
     gate = gate or {}
+    names = None if pops is None else set(pops)
+    nth = _th.get_threads()
     for p in model.net.spiking_populations:
-        m = gate.get(p.name)
+        if names is not None and p.name not in names:
+            continue
+        g = gate.get(p.name)
+        ones = g is None and p.name == model.output and not model.readout
+        if isinstance(fwd, PhaseResult) and isinstance(bwd, PhaseResult) and \
+                bwd.weighted_counts.get(p.name) is None:
+            (cpos, c0), (cneg, c1), (cf, f0) = (_columns(bwd, p.name),
+                                                 _columns(bwd, p.name, neg=True),
+                                                 _columns(fwd, p.name))
+            gm = (np.zeros((1, 1), np.uint8) if g is None
+                  else np.ascontiguousarray(np.asarray(g) != 0).view(np.uint8))
+            mode = 2 if ones else (1 if g is not None else 0)
+            d = np.empty(bwd.counts[p.name].shape, np.float64)
+            args = (cpos, cneg, cf, c0, c1, f0, gm, mode, int(fwd.steps),
+                    float(p.ternary.subtract), float(bwd.steps), float(p.neuron.subtract))
+            _pool.run_chunks(lambda c, b0, b1: _post_error(*args, b0, b1, d), d.shape[0], nth, nth)
+            out[p.name] = d
+            continue
+        m = g
         if m is None:
             m = fwd.mask(p.name)
-            if p.name == model.output and not model.readout:
+            if ones:
                 m = np.ones_like(m)
         d = m * bwd.rates(p.name)      # (m · β) / Θ, the division in place: same rounding
         d /= p.neuron.subtract         # (rates() may hand back an array it keeps)
@@ -541,7 +581,8 @@ def local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=None, gate=None):
     summed over projections).  ``ops_out`` (a dict), if given, receives them per projection
     (projection -> int64 [B]).  ``gate``: the backward gate, as in :func:`post_errors`."""
     net = model.net
-    delta = post_errors(model, fwd, bwd, gate)
+    posts = {pr.post for pr in net.projections.values() if pr.has_weights or pr.bias is not None}
+    delta = post_errors(model, fwd, bwd, gate, pops=posts)
     x_flat = np.asarray(x, np.float64)
     if x_flat.ndim == 4:                       # (B, C, H, W) -> neurosim's channel-last order
         x_flat = chw_to_flat(x_flat)
