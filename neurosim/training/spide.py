@@ -540,7 +540,8 @@ def post_errors(model, fwd, bwd, gate=None, pops=None):
     β = Θ_b (n₊ − n₋) / T_b, then (m · β) / Θ, every operation in float64: for a backward
     phase without leak one pass of :func:`neurosim.kernels.spide.post_error` per
     population on the engine's threads (the numpy expression, operation by operation);
-    with a leaky backward (weighted counts) the numpy expression itself."""
+    with a leaky backward (weighted counts), or for stand-ins that are not
+    PhaseResults, the numpy expression itself."""
     out = {}
     gate = gate or {}
     names = None if pops is None else set(pops)
