@@ -11,6 +11,8 @@ Shared here: :func:`site_table` (the per-sender-site start of the offset walk),
 :func:`offset_targets`, :class:`SpatialProjection` (the base of conv, conv-transpose and
 pool projections) and :class:`ConvProjection` (what Conv2d and ConvTranspose2d share).
 """
+import functools
+
 import numpy as np
 
 from .. import _validate as V
@@ -42,8 +44,14 @@ def receiver_table(kind, geo):
     """int64 [kh*kw, H_s*W_s]: the receiver site of every (kernel offset, sender site)
     pair of a conv (``K_CONV_DOWN``) or conv-transpose (``K_CONV_UP``) scatter, -1 where
     the offset leads outside the receiver map (or, down, between strided positions).
-    The engine's offset-major conv delivery reads it (``kernels/engine._deliver_conv``)."""
-    Cs, Hs, Ws, Cr, Hr, Wr, kh, kw, st, pad = (int(v) for v in geo[:N_GEO])
+    The engine's offset-major conv delivery reads it (``kernels/engine._deliver_conv``).
+    Read-only, computed once per geometry."""
+    return _receiver_table(int(kind), tuple(int(v) for v in geo[:N_GEO]))
+
+
+@functools.lru_cache(maxsize=256)
+def _receiver_table(kind, geo):
+    Cs, Hs, Ws, Cr, Hr, Wr, kh, kw, st, pad = geo
     y = np.repeat(np.arange(Hs), Ws)[None, :]
     x = np.tile(np.arange(Ws), Hs)[None, :]
     ky = np.repeat(np.arange(kh), kw)[:, None]
@@ -58,7 +66,9 @@ def receiver_table(kind, geo):
     else:
         raise ValueError(f"receiver_table: kind {kind} is not a conv scatter")
     ok &= (oy < Hr) & (ox < Wr)
-    return np.where(ok, oy * Wr + ox, -1).astype(np.int64)
+    out = np.where(ok, oy * Wr + ox, -1).astype(np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def sender_table(rt, n_recv):
@@ -108,7 +118,18 @@ class SpatialProjection(Projection):
 
     def offset_targets(self):
         """int64 [n_pre, kh*kw]: receiving site ``oy*W_out + ox`` of every (pre neuron,
-        kernel offset ``ky*kw + kx``) pair, or -1 where none exists."""
+        kernel offset ``ky*kw + kx``) pair, or -1 where none exists (read-only; computed
+        once per geometry: the engine asks for the degrees at every phase)."""
+        key = (tuple(self.pre_shape), tuple(self.post_shape), tuple(self.kernel_shape),
+               self.stride, self.padding, self._walk_up)
+        cached = self.__dict__.get("_targets_cache")
+        if cached is None or cached[0] != key:
+            t = self._offset_targets()
+            t.flags.writeable = False
+            cached = self.__dict__["_targets_cache"] = (key, t)
+        return cached[1]
+
+    def _offset_targets(self):
         C, H, W = self.pre_shape
         _, Ho, Wo = self.post_shape
         kh, kw = self.kernel_shape
