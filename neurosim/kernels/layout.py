@@ -211,6 +211,7 @@ class Scratch(NamedTuple):
     glast: np.ndarray         # int64 [max sites] conv gather: its end (== gfirst: none)
     grow: np.ndarray          # int64 [max kh*kw*C] conv gather: one receiver's weight rows
     gvr: np.ndarray           # dtype [max kh*kw*C] conv gather: their event values
+    gbits: np.ndarray         # uint64 [max sites] conv gather: spiking channels of each sender site
     wsite: np.ndarray         # int64 [max kh*kw] receiver sites of one offset walk
     woffs: np.ndarray         # int64 [max kh*kw] kernel offsets of one offset walk
 
@@ -252,5 +253,5 @@ def alloc_scratch(net, n_buf, max_ports):
                    cur=z(max_n, dt), spk=z(max_n, np.int8), gch=z(max_n, np.int64),
                    gval=z(max_n, dt), gsite=z(max_s, np.int64), gpos=z(max_s + 1, np.int64),
                    gfirst=z(max_s, np.int64), glast=z(max_s, np.int64),
-                   grow=z(max_kc, np.int64), gvr=z(max_kc, dt),
+                   grow=z(max_kc, np.int64), gvr=z(max_kc, dt), gbits=z(max_s, np.uint64),
                    wsite=z(max_k, np.int64), woffs=z(max_k, np.int64))

@@ -206,6 +206,18 @@ def compact8(typingctx, ri, rv, rs, rch, u, lanes, m, idx0, c0, s, ssz):
     return sig, codegen
 
 
+@intrinsic
+def ctz64(typingctx, x):
+    """Trailing zero bits of the uint64 ``x`` (its lowest set bit; 64 for 0)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64), ir.IntType(1)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.cttz.i64")
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
+    return sig, codegen
+
+
 if numba.config.DISABLE_JIT:
     # NUMBA_DISABLE_JIT=1 runs the kernels as Python: the same operations on numpy
     # vectors (one rounding per lane in the array's dtype, as compiled)
@@ -230,6 +242,10 @@ if numba.config.DISABLE_JIT:
 
     def vsplat(x, arr):
         return np.full(VBYTES // arr.itemsize, x, arr.dtype)
+
+    def ctz64(x):
+        x = int(x)
+        return np.uint64((x & -x).bit_length() - 1 if x else 64)
 
     def compact8(ri, rv, rs, rch, u, lanes, m, idx0, c0, s, ssz):
         u = int(u)
