@@ -68,10 +68,14 @@ DENSE_SHARE_BWD = 1
 #: a touched list covering at least 1/SCAN_SHARE of the sites is put in order by a scan of
 #: the marks instead of a sort.
 SCAN_SHARE = 16
-#: a conv delivery whose sender sites carry fewer than GATHER_GROUP events each on average,
-#: and whose (sender site, kernel offset) pairs number at least GATHER_PAIRS per receiver
-#: site, runs receiver by receiver (:func:`_deliver_conv_gather`), else offset by offset
-#: (:func:`_deliver_conv`).  Results are the same either way.
+#: a forward conv delivery from senders of at most 64 channels whose sender sites carry
+#: fewer than GATHER_GROUP events each on average, and whose (sender site, kernel offset)
+#: pairs number at least GATHER_PAIRS per receiver site, runs receiver by receiver
+#: (:func:`_deliver_conv_bits`), every other conv delivery offset by offset
+#: (:func:`_deliver_conv`).  Results are the same either way.  (A receiver-major path for
+#: weighted backward events, with a list of rows per receiver, measured no faster than
+#: offset-major on ConvNet-F's backward phase -- 0.97x, within noise -- and was dropped
+#: for compile time.)
 GATHER_GROUP = 4
 GATHER_PAIRS = 4
 
@@ -157,52 +161,15 @@ def _deliver_conv(buf, boff, W, woff, Cs, Cr, S, nk, up, rt, gsite, gpos, na, gc
 
 
 @numba.njit(**NJIT_NORT)
-def _deliver_conv_gather(buf, boff, W, woff, Cs, Cr, S, R, nk, up, rt, gsite, gpos, na, gch,
-                         gval, weighted, do_mark, mark, tlist, tcount, r, so, gfirst, glast,
-                         grow, gvr):
-    """:func:`_deliver_conv` receiver by receiver, for steps whose sender sites carry few
-    events each (LeNet's second conv: ~2 of 15 channels): each receiver site collects
-    the weight rows of every event that reaches it -- offsets in the order of their
-    senders (the sender table after the receiver table in ``rt``), channels increasing
-    -- and adds them all in one pass (:func:`.scatter.rows_acc`): its buffer row is
-    read and written once per step instead of once per sender.  Same sums, same order."""
-    for a in range(na):
-        gfirst[gsite[a]] = gpos[a]
-        glast[gsite[a]] = gpos[a + 1]
-    st = rt[nk * S:]
-    uR = np.uint64(R)
-    for o in range(uR):
-        n = np.uint64(0)
-        for kk in range(nk):
-            k = np.uint64(nk - 1 - kk if up else kk)
-            s = st[k * uR + o]
-            if s < 0:
-                continue
-            base = k * np.uint64(Cs)
-            us = np.uint64(s)
-            for e in range(np.uint64(gfirst[us]), np.uint64(glast[us])):
-                grow[n] = base + np.uint64(gch[e])
-                if weighted:
-                    gvr[n] = gval[e]
-                n += np.uint64(1)
-        if n > 0:
-            rows_acc(buf, boff + np.int64(o) * Cr, W, woff, Cr, grow, gvr, 0, np.int64(n),
-                     weighted)
-            if do_mark:
-                _mark(np.int64(o), mark, tlist, tcount, r, so)
-    for a in range(na):
-        gfirst[gsite[a]] = 0
-        glast[gsite[a]] = 0
-
-
-@numba.njit(**NJIT_NORT)
 def _deliver_conv_bits(buf, boff, W, woff, Cs, Cr, S, R, nk, up, rt, gsite, gpos, na, gch,
                        do_mark, mark, tlist, tcount, r, so, gbits):
-    """:func:`_deliver_conv_gather` for forward (unweighted) events of senders with at most
+    """:func:`_deliver_conv` receiver by receiver, for forward steps whose sender sites
+    carry few events each (LeNet's second conv: ~2 of 15 channels) and senders of at most
     64 channels: each sender site's spiking channels become the bits of one word
     (``gbits``), and each receiver site walks its offsets (in the order of their
     senders) and the set bits of each sender's word (channels increasing), adding every
-    weight row straight into registers -- no row list.  Same sums, same order."""
+    weight row straight into registers (:mod:`.simd`): its buffer row is read and
+    written once per step instead of once per sender.  Same sums, same order."""
     for a in range(na):
         m = np.uint64(0)
         for e in range(gpos[a], gpos[a + 1]):
@@ -330,16 +297,11 @@ def _deliver(q, b, e0, e1, backward, net, run, out, sc):
             S = geo[G_HS] * geo[G_WS]
             R = geo[G_HR] * geo[G_WR]
             rt = net.rtab[net.proj_roff[q]:]
-            if pos < GATHER_GROUP * na and na * nk >= GATHER_PAIRS * R and \
-                    not backward and geo[G_CS] <= 64:
+            if not backward and geo[G_CS] <= 64 and pos < GATHER_GROUP * na and \
+                    na * nk >= GATHER_PAIRS * R:
                 _deliver_conv_bits(sc.buf, boff, net.weights, woff, geo[G_CS], geo[G_CR], S, R,
                                    nk, up, rt, gsite, gpos, na, gch, do_mark, sc.mark,
                                    sc.tlist, sc.tcount, r, so, sc.gbits)
-            elif pos < GATHER_GROUP * na and na * nk >= GATHER_PAIRS * R:
-                _deliver_conv_gather(sc.buf, boff, net.weights, woff, geo[G_CS], geo[G_CR], S,
-                                     R, nk, up, rt, gsite, gpos, na, gch, gval, backward,
-                                     do_mark, sc.mark, sc.tlist, sc.tcount, r, so, sc.gfirst,
-                                     sc.glast, sc.grow, sc.gvr)
             else:
                 _deliver_conv(sc.buf, boff, net.weights, woff, geo[G_CS], geo[G_CR], S, nk, up,
                               rt, gsite, gpos, na, gch, gval, backward, do_mark, sc.mark,

@@ -207,10 +207,6 @@ class Scratch(NamedTuple):
     gval: np.ndarray          # dtype [max n] one sender site's event values (conv: all sites')
     gsite: np.ndarray         # int64 [max sites] conv delivery: the sender sites with events
     gpos: np.ndarray          # int64 [max sites + 1] conv delivery: their first event in gch
-    gfirst: np.ndarray        # int64 [max sites] conv gather: first event of each sender site
-    glast: np.ndarray         # int64 [max sites] conv gather: its end (== gfirst: none)
-    grow: np.ndarray          # int64 [max kh*kw*C] conv gather: one receiver's weight rows
-    gvr: np.ndarray           # dtype [max kh*kw*C] conv gather: their event values
     gbits: np.ndarray         # uint64 [max sites] conv gather: spiking channels of each sender site
     wsite: np.ndarray         # int64 [max kh*kw] receiver sites of one offset walk
     woffs: np.ndarray         # int64 [max kh*kw] kernel offsets of one offset walk
@@ -240,7 +236,6 @@ def alloc_scratch(net, n_buf, max_ports):
     max_s = max(1, int(np.diff(net.pop_site_off).max(initial=1)))
     kk = net.proj_geo[:, G_KH] * net.proj_geo[:, G_KW]
     max_k = max(1, int(kk.max(initial=1)))
-    max_kc = max(1, int((kk * net.proj_geo[:, G_CS]).max(initial=1)))
     has_cuba = bool(np.any(net.pop_model == M_CUBA))
     z = np.zeros
     return Scratch(u=z(N, dt), ref=z(N, np.int32), isyn=z((max_ports, N if has_cuba else 0), dt),
@@ -252,6 +247,5 @@ def alloc_scratch(net, n_buf, max_ports):
                    ring_cnt=z((P, maxd), np.int64), dense_pop=z(P, np.uint8),
                    cur=z(max_n, dt), spk=z(max_n, np.int8), gch=z(max_n, np.int64),
                    gval=z(max_n, dt), gsite=z(max_s, np.int64), gpos=z(max_s + 1, np.int64),
-                   gfirst=z(max_s, np.int64), glast=z(max_s, np.int64),
-                   grow=z(max_kc, np.int64), gvr=z(max_kc, dt), gbits=z(max_s, np.uint64),
+                   gbits=z(max_s, np.uint64),
                    wsite=z(max_k, np.int64), woffs=z(max_k, np.int64))
