@@ -488,7 +488,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad")
         if compiling:
             say("compiling the engine's kernels during the first batch (once after installing "
-                "or updating neurosim: about 25 s on 2 cores; later runs load them from the "
+                "or updating neurosim: 30-50 s on 2 cores; later runs load them from the "
                 f"cache{'' if kernels.CACHE_DIR is None else ' in ' + str(kernels.CACHE_DIR)})")
         for epoch in range(epoch0, cfg.epochs):
             t0 = time.perf_counter()
