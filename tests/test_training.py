@@ -131,7 +131,7 @@ def test_restore_gives_the_trained_network_under_a_norm_cap(tmp_path):
 def test_cli_train_says_when_it_compiles(tmp_path, monkeypatch, warm):
     """A first run (no compiled kernels in the cache) says so before the first batch."""
     from neurosim import kernels
-    monkeypatch.setattr(kernels, "cache_warm", lambda *names: warm)
+    monkeypatch.setattr(kernels, "cache_warm", lambda *names, **kw: warm)
     r = CliRunner().invoke(main, ["train", "--epochs", "1", "--max-train", "32", "--max-test", "16",
                                   "--out", str(tmp_path / "c.h5")])
     assert r.exit_code == 0, r.output
@@ -143,7 +143,7 @@ def test_eta_leaves_out_the_compiling_batch(tmp_path, monkeypatch):
     """The ETA after the batch that compiled is unknown (NaN), later ones are measured
     from the batches after it only (a first batch of 25 s must not predict 25 s per batch)."""
     from neurosim import kernels
-    monkeypatch.setattr(kernels, "cache_warm", lambda *names: False)
+    monkeypatch.setattr(kernels, "cache_warm", lambda *names, **kw: False)
     seen = []
     train("fsnn_mlp", "digits", out=tmp_path / "e.h5", overrides=dict(epochs=1, batch_size=8),
           max_train=32, max_test=8, progress=seen.append)
@@ -162,4 +162,36 @@ def test_cache_warm_knows_the_compiled_engine():
     net.add_projection("w", "s", "p", ns.Dense(np.ones((2, 2))))
     ns.run_forward(net, 2, batch=1)           # compiles (or loads) the engine
     assert kernels.cache_warm("engine.run_phase") is (kernels.CACHE_DIR is not None)
+    assert kernels.cache_warm("engine.run_phase", cuba=False) is (kernels.CACHE_DIR is not None)
     assert not kernels.cache_warm("engine.no_such_kernel")
+
+
+def test_cache_warm_tells_the_engine_specialisations_apart(monkeypatch):
+    """The trainer's "compiling" note asks for run_phase's specialisation without CubaLIF:
+    a cache holding only the CubaLIF one is not warm for it (decision 43), and neither is
+    an entry Numba would not load (another source)."""
+    from numba.core import types
+    from neurosim import kernels
+    if kernels.CACHE_DIR is None:
+        pytest.skip("caching is off (NEUROSIM_NO_CACHE)")
+    import neurosim as ns
+    net = ns.Network()
+    net.add_population("s", 2, "source")
+    net.add_population("p", 2, ns.LIF())
+    net.add_projection("w", "s", "p", ns.Dense(np.ones((2, 2))))
+    ns.run_forward(net, 2, batch=1)           # the cache now holds the LIF specialisation
+    sigs = kernels._cached_signatures("engine.run_phase")
+    assert sigs and any(s[-1] == types.none for s in sigs)
+    lif_only = [s for s in sigs if s[-1] == types.none]
+    cuba_only = [s for s in sigs if s[-1] != types.none] or [lif_only[0][:-1] + (types.boolean,)]
+    monkeypatch.setattr(kernels, "_cached_signatures", lambda name: cuba_only)
+    assert not kernels.cache_warm("engine.run_phase", cuba=False)
+    assert kernels.cache_warm("engine.run_phase", cuba=True)
+    assert kernels.cache_warm("engine.run_phase")
+    monkeypatch.setattr(kernels, "_cached_signatures", lambda name: lif_only)
+    assert kernels.cache_warm("engine.run_phase", cuba=False)
+    assert not kernels.cache_warm("engine.run_phase", cuba=True)
+    monkeypatch.setattr(kernels, "_cached_signatures", lambda name: [])   # nothing loadable
+    assert not kernels.cache_warm("engine.run_phase")
+    monkeypatch.setattr(kernels, "_cached_signatures", lambda name: None)  # unreadable index
+    assert kernels.cache_warm("engine.run_phase", cuba=True)               # the file decides

@@ -114,13 +114,43 @@ CACHE_KEY = cache_key()
 CACHE_DIR = _choose_cache_dir(CACHE_KEY)
 
 
-def cache_warm(*kernels):
+def cache_warm(*kernels, cuba=None):
     """Whether the on-disk cache already holds the named kernels (``"engine.run_phase"``,
-    ``"module.function"``): False means their first call compiles them (about a minute
-    for the engine on 2 cores).  Always False when caching is off."""
+    ``"module.function"``): False means their first call compiles them (30-50 s for the
+    engine on 2 cores).  Always False when caching is off.
+
+    ``cuba`` selects a specialisation of ``engine.run_phase`` (decision 43): False asks
+    for the one compiled for networks without a CubaLIF population (what training runs),
+    True for the one with, None for either.  A kernel counts as cached when Numba's index
+    holds an entry for it that Numba would load now (same source, same CPU and options);
+    where that index cannot be read (another Numba version's layout), the presence of
+    the index file decides, as before."""
     if CACHE_DIR is None:
         return False
-    return all(any(CACHE_DIR.rglob(f"{k}-*.nbi")) for k in kernels)
+    for k in kernels:
+        if not any(CACHE_DIR.rglob(f"{k}-*.nbi")):
+            return False
+        want = None if cuba is None or k != "engine.run_phase" else bool(cuba)
+        sigs = _cached_signatures(k)
+        if sigs is None:
+            continue
+        if not any(want is None or (s[-1] != numba.types.none) == want for s in sigs):
+            return False
+    return True
+
+
+def _cached_signatures(name):
+    """Argument types of the entries of ``name``'s cache index that Numba would load in
+    this process, or None where the index cannot be read (Numba's private layout)."""
+    mod, _, fn = name.partition(".")
+    try:
+        disp = getattr(importlib.import_module(f"{__name__}.{mod}"), fn)
+        cache = disp._cache
+        codegen = disp.targetctx.codegen()
+        index = cache._cache_file._load_index()
+        return [key[0] for key in index if cache._index_key(key[0], codegen) == key]
+    except Exception:      # noqa: BLE001 - any layout change of Numba's internals
+        return None
 
 
 def _import_kernels():

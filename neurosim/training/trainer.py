@@ -485,7 +485,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     if engine is not None:
         engine.start(net)
     with _stop_on_signals(handle_signals) as stop:
-        compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad")
+        compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad", cuba=False)
         if compiling:
             say("compiling the engine's kernels during the first batch (once after installing "
                 "or updating neurosim: 30-50 s on 2 cores; later runs load them from the "
