@@ -591,6 +591,30 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
 # ---------------------------------------------------------------------------------------
 # twins of neurosim/kernels/spide.py and of the engine's spike packing
 
+def post_error(cpos, cneg, cfwd, gate, mode, T, scale_b, steps_b, theta):
+    """Dense twin of ``kernels.spide.post_error`` on whole [B, n] arrays:
+    ``(m * ((Θ_b * (n₊ - n₋)) / T_b)) / Θ`` in float64 with m = 1[1 <= cfwd <= T-1]
+    (mode 0), ``gate != 0`` (mode 1) or 1 (mode 2)."""
+    r = (scale_b * (np.asarray(cpos, np.float64) - np.asarray(cneg, np.float64))) / steps_b
+    cfwd = np.asarray(cfwd)
+    m = {0: (cfwd >= 1) & (cfwd <= T - 1), 1: np.asarray(gate) != 0,
+         2: np.ones(r.shape, bool)}[mode]
+    return (m.astype(np.float64) * r) / theta
+
+
+def rows_acc(buf, tb, W, wbase, Cr, gch, gval, g0, ng, weighted):
+    """Dense twin of ``kernels.scatter.rows_acc``: a copy of ``buf`` with the rows of
+    events ``g0 .. g0+ng-1`` added one event at a time, each addition rounded in the
+    dtype."""
+    out = buf.copy()
+    for i in range(g0, g0 + ng):
+        r = wbase + int(gch[i]) * Cr
+        for k in range(Cr):
+            add = gval[i] * W[r + k] if weighted else W[r + k]
+            out[tb + k] = out.dtype.type(out[tb + k] + add)
+    return out
+
+
 def weight_grad(pr, a, d):
     """Dense twin of ``kernels.spide.weight_grad`` at the projection level.
 

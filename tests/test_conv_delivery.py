@@ -47,16 +47,6 @@ def test_vector_ops_touch_only_their_lanes(dtype, n):
     np.testing.assert_array_equal(out, want)
 
 
-def _rows_one_by_one(buf, tb, W, wbase, Cr, gch, gval, g0, ng, weighted):
-    out = buf.copy()
-    for i in range(g0, g0 + ng):
-        r = wbase + int(gch[i]) * Cr
-        for k in range(Cr):
-            add = gval[i] * W[r + k] if weighted else W[r + k]
-            out[tb + k] = out.dtype.type(out[tb + k] + add)
-    return out
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("Cr", [1, 5, 8, 16, 17, 31, 40, 64, 65, 100, 130])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -68,7 +58,7 @@ def test_rows_acc_adds_event_by_event(dtype, Cr, weighted):
         buf = rng.normal(size=Cr + 11).astype(dtype)
         gch = rng.integers(0, n_rows, 12).astype(np.int64)
         gval = rng.normal(size=12).astype(dtype)
-        want = _rows_one_by_one(buf, 4, W, 3, Cr, gch, gval, 2, ng, weighted)
+        want = reference.rows_acc(buf, 4, W, 3, Cr, gch, gval, 2, ng, weighted)
         rows_acc(buf, 4, W, 3, Cr, gch, gval, 2, ng, weighted)
         np.testing.assert_array_equal(buf, want, err_msg=f"Cr {Cr}, {ng} rows")
 

@@ -248,3 +248,35 @@ def test_output_gate_one_sided():
     assert config_for(load_model("fsnn_mlp_spiking"), {})[0].output_gate == "one-sided"
     with pytest.raises(ValueError, match="output_gate"):
         SPIDEConfig(output_gate="both")
+
+
+@pytest.mark.parametrize("builder", [_fc_net, _conv_net])
+@pytest.mark.parametrize("readout", [True, False])
+def test_post_error_kernel_matches_dense_twin(builder, readout):
+    """post_errors on the engine's results (kernels.spide.post_error on the threads)
+    against its dense twin, exactly: the forward-count mask (mode 0), a given gate (mode
+    1) and, without a readout, the spiking output's m = 1 (mode 2)."""
+    from neurosim.training.spide import post_errors
+    from reference import post_error
+    rng = np.random.default_rng(2)           # a seed with forward and backward activity
+    net, x = builder(rng)
+    out = [p.name for p in net.spiking_populations][-1]
+    model = SPIDEModel(net, classes=net.populations[out].n if not readout else 2,
+                       output=out, readout=readout)
+    T, Tb = 20, 40
+    fwd = ns.run_forward(net, T, inputs={"x": x})
+    bwd = ns.run_backward(net, fwd, {out: rng.uniform(-0.6, 0.6, (x.shape[0], net.populations[out].n))}, Tb)
+    gated = [p.name for p in net.spiking_populations][0]
+    gate = {gated: rng.random(fwd.counts[gated].shape) < 0.5}
+    delta = post_errors(model, fwd, bwd, gate=gate)
+    modes = set()
+    for p in net.spiking_populations:
+        n = p.name
+        assert bwd.weighted_counts.get(n) is None          # the kernel path
+        mode = 1 if n in gate else (2 if n == out and not readout else 0)
+        modes.add(mode)
+        want = post_error(bwd.counts[n], bwd.counts_neg[n], fwd.counts[n], gate.get(n), mode,
+                          T, p.ternary.subtract, Tb, p.neuron.subtract)
+        np.testing.assert_array_equal(delta[n], want, err_msg=n)
+    assert all(np.count_nonzero(d) for d in delta.values())
+    assert {1, 0 if readout else 2} <= modes      # (mode 0 without readout: the conv net)
