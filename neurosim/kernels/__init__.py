@@ -128,12 +128,12 @@ def cache_warm(*kernels, cuba=None):
     if CACHE_DIR is None:
         return False
     for k in kernels:
-        if not any(CACHE_DIR.rglob(f"{k}-*.nbi")):
-            return False
-        want = None if cuba is None or k != "engine.run_phase" else bool(cuba)
         sigs = _cached_signatures(k)
-        if sigs is None:
+        if sigs is None:                     # unreadable index: the file decides
+            if not any(CACHE_DIR.rglob(f"{k}-*.nbi")):
+                return False
             continue
+        want = None if cuba is None or k != "engine.run_phase" else bool(cuba)
         if not any(want is None or (s[-1] != numba.types.none) == want for s in sigs):
             return False
     return True
