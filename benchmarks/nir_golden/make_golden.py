@@ -125,6 +125,17 @@ def _to_numpy_graph(graph):
     return graph
 
 
+def _sorted_edges(graph):
+    """Edges in sorted order: nirtorch collects them in a set, so their order (and the
+    file's bytes) would change with Python's string hash seed; the graph is the same."""
+    import nir
+    graph.edges = sorted(tuple(e) for e in graph.edges)
+    for node in graph.nodes.values():
+        if isinstance(node, nir.NIRGraph):
+            _sorted_edges(node)
+    return graph
+
+
 def _make_writable(graph, runs):
     """The least hand edit that lets ``nir.write`` store an exporter's graph: 0-d
     parameters (arrays and numpy scalars) -> shape (1,); a Conv2d without ``input_shape`` gets the (H, W) of the
@@ -186,7 +197,7 @@ class Recorder:
         spikes)), and the manifest entry."""
         import nir
         stem = f"{fw}_{net_name}"
-        graph = _to_numpy_graph(graph)
+        graph = _sorted_edges(_to_numpy_graph(graph))
         info = dict(info)
         tmp = OUT / f".{stem}.nir.tmp"
         # uncompressed: gzip chunks make these tiny graphs 2-3x larger
