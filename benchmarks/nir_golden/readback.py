@@ -41,6 +41,50 @@ def plain_network():
     return net
 
 
+def plain_lif_network():
+    """source(20) -> Dense -> LIF -> Dense -> LIF (leak 0.9, value reset to 0): what
+    snnTorch's importer can express (it turns IF into a leaky neuron, beta = 0.9)."""
+    from neurosim import Network
+    from neurosim.connectivity import Dense
+    from neurosim.neurons import LIF
+    rng = np.random.default_rng(32)
+    net = Network(name="plain_lif")
+    net.add_population("inp", 20, "source")
+    for name in ("hid", "out"):
+        net.add_population(name, 30 if name == "hid" else 10,
+                           LIF(v_th=1.0, leak=0.9, reset="value", v_reset=0.0))
+    net.add_projection("w1", "inp", "hid", Dense(rng.uniform(-0.6, 0.9, (20, 30)).astype(np.float32)))
+    net.add_projection("w2", "hid", "out", Dense(rng.uniform(-0.6, 0.9, (30, 10)).astype(np.float32)))
+    return net
+
+
+def _euler_taus(graph, dt):
+    """Hand edit: every LIF's tau rewritten for forward Euler, tau = dt/(1 - leak) with the
+    leak neurosim keeps in the node's metadata, and r = tau/dt (input gain 1)."""
+    import nir
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF):
+            lam = json.loads(node.metadata["neurosim_neuron"])["leak"]
+            tau = np.full_like(np.asarray(node.tau), dt / (1.0 - lam))
+            node.tau, node.r = tau, tau / dt
+    return graph
+
+
+def _fold_r(graph, dt):
+    """Hand edit after :func:`_euler_taus`: r folded into the weights of the Linear /
+    Affine node feeding each LIF (rows times r), r = 1 (Norse's importer ignores r)."""
+    import nir
+    for a, b in graph.edges:
+        na, nb = graph.nodes[a], graph.nodes[b]
+        if isinstance(nb, nir.LIF) and isinstance(na, (nir.Linear, nir.Affine)):
+            r = np.asarray(nb.r, np.float64)
+            na.weight = (np.asarray(na.weight, np.float64) * r[:, None]).astype(np.float32)
+            if isinstance(na, nir.Affine):
+                na.bias = (np.asarray(na.bias, np.float64) * r).astype(np.float32)
+            nb.r = np.ones_like(np.asarray(nb.r))
+    return graph
+
+
 def export(out):
     import warnings
     from neurosim.nir import export_nir, write_nir
@@ -66,6 +110,21 @@ def export(out):
     x = fixed_inputs()["mlp_spikes"]
     fwd = run_forward(net, x.shape[0], spikes={"inp": x[None].astype(np.uint8)}, record=True)
     for stem in ("plain", "plain_dt1e-4"):
+        np.savez_compressed(out / f"{stem}.npz", input=x,
+                            **{f"spikes.{p}": fwd.spikes[p][0] for p in ("hid", "out")})
+    # LIF only, for snnTorch's dt = 1e-4; as exported (exact leak) and hand-edited to the
+    # Euler time constants snnTorch and Norse integrate with
+    import nir
+    from neurosim.nir import to_nir
+    lnet = plain_lif_network()
+    fwd = run_forward(lnet, x.shape[0], spikes={"inp": x[None].astype(np.uint8)}, record=True)
+    for stem, edit in (("plain_lif_dt1e-4", None), ("plain_lif_dt1e-4_euler", _euler_taus),
+                       ("plain_lif_dt1e-4_euler_r1",
+                        lambda g, dt: _fold_r(_euler_taus(g, dt), dt))):
+        g = to_nir(lnet, dt=1e-4)
+        if edit is not None:
+            g = edit(g, 1e-4)
+        nir.write(out / f"{stem}.nir", g)
         np.savez_compressed(out / f"{stem}.npz", input=x,
                             **{f"spikes.{p}": fwd.spikes[p][0] for p in ("hid", "out")})
     (out / "export_notes.json").write_text(json.dumps(notes, indent=1) + "\n")
@@ -124,7 +183,9 @@ def read(dirname):
                     mod = import_from_nir(nir.read(f, type_check=False))
                 else:
                     import norse.torch as norse
-                    mod = norse.from_nir(nir.read(f, type_check=False))
+                    # Norse's from_nir takes the dt (default 1e-3)
+                    dt = 1e-4 if "dt1e-4" in name else 1e-3
+                    mod = norse.from_nir(nir.read(f, type_check=False), dt=dt)
                 row[tool] = "imported"
             except Exception as e:
                 row[tool] = "import failed: " + _err(e)
