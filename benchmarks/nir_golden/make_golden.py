@@ -551,7 +551,7 @@ def make_sinabs(rec, X):
 # ------------------------------------------------------------------------- SpikingJelly
 def make_spikingjelly(rec, X):
     import torch
-    from spikingjelly.activation_based import neuron, layer, functional
+    from spikingjelly.activation_based import neuron, layer
     from spikingjelly.activation_based.nir_exchange import export_to_nir
     base = dict(exporter="spikingjelly nir_exchange.export_to_nir(dt=1e-4 default): IF -> "
                          "IF(r=1/dt), LIF(tau) -> LIF(tau*dt, r=1 (decay_input), "
