@@ -14,8 +14,9 @@ Parts:
 * ``digits``: ``neurosim train --epochs 2 --max-train 400 --max-test 200`` on the bundled
   digits (seed 0): a sha256 over every dataset and attribute of the run file except
   :data:`_VOLATILE` (wall times, the command line, the creation time, the attribute digest
-  that covers them) and the ``*_version`` attributes: what may differ between two honest
-  runs of the same inputs.
+  that covers them), the ``*_version`` attributes and the ``source`` paths inside JSON
+  attributes (where the checkout lies): what may differ between two honest runs of the
+  same inputs.
 
 Two commits whose fingerprints agree compute the same bits.  This is the check behind
 "behaviour unchanged" in refactors (docs/decisions.md) and behind thread-count
@@ -75,6 +76,25 @@ def step_hashes(threads=1):
     return out
 
 
+def _canonical_attr(v):
+    """An attribute's value as hashed: JSON text without its ``source`` paths (the model
+    file's absolute path depends on where the repository is checked out)."""
+    if isinstance(v, str) and v[:1] in "{[":
+        try:
+            d = json.loads(v)
+        except ValueError:
+            return repr(v)
+
+        def strip(o):
+            if isinstance(o, dict):
+                return {k: strip(x) for k, x in o.items() if k != "source"}
+            if isinstance(o, list):
+                return [strip(x) for x in o]
+            return o
+        return json.dumps(strip(d), sort_keys=True)
+    return repr(v)
+
+
 def _volatile(name):
     return name in _VOLATILE or name.endswith("_version")
 
@@ -99,13 +119,13 @@ def runfile_hash(path):
             if _volatile(k):
                 continue
             v = obj.attrs[k]
-            h.update(f"{name}@{k}={v!r}".encode() if not isinstance(v, np.ndarray)
+            h.update(f"{name}@{k}={_canonical_attr(v)}".encode() if not isinstance(v, np.ndarray)
                      else f"{name}@{k}".encode() + v.tobytes())
 
     with h5py.File(path, "r") as f:
         for k in sorted(f.attrs):
             if not _volatile(k):
-                h.update(f"/@{k}={f.attrs[k]!r}".encode())
+                h.update(f"/@{k}={_canonical_attr(f.attrs[k])}".encode())
         f.visititems(visit)
     return h.hexdigest()[:16], skipped
 
