@@ -53,7 +53,7 @@ def installed(tmp_path_factory):
     wheels = tmp / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels),
           str(src)])
-    (wheel,) = wheels.glob("neurosim-*.whl")
+    (wheel,) = wheels.glob("neurosim_events-*.whl")     # distribution name (setup.cfg)
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
