@@ -18,6 +18,8 @@ over the receiving channels — and per kernel weight (the weight's own shape; p
 ``[kh, kw]``).  Each kind computes its own layouts
 (:meth:`neurosim.connectivity.Projection.synapse_counts`, ``kernel_weight_counts``).
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _validate as V
@@ -130,4 +132,94 @@ def totals(result):
         rate = spikes / (pop.n * result.steps)
         out["populations"][name] = dict(spikes=spikes, neuron_updates=result.neuron_updates[name],
                                         firing_rate=rate, activation_sparsity=1.0 - rate)
+    return out
+
+
+# ======================================================================================
+# the one accounting record of a training step
+# ======================================================================================
+class PhaseCounts(NamedTuple):
+    """Per-sample op counts of one phase, summed over the network (int64 [B] each), under
+    NeuroBench's names (the same phase and metric names as :class:`neurosim.ops.OpsTable`).
+
+    ``synaptic_operations`` counts every synaptic event (forward: accumulates; backward:
+    +1 and -1 events; input encoding and weight update: multiply-accumulates), with the
+    backward's signs in ``synaptic_operations_pos`` / ``_neg`` (zero in the other phases);
+    ``neuron_updates`` and ``spikes`` of the spiking phases (zero in the others)."""
+    synaptic_operations: np.ndarray
+    synaptic_operations_pos: np.ndarray
+    synaptic_operations_neg: np.ndarray
+    neuron_updates: np.ndarray
+    spikes: np.ndarray
+
+
+#: the phases of a training step's counts, in order.
+STEP_PHASES = ("input_encoding", "forward", "backward", "weight_update")
+
+#: the run file's name of each count of a training step (``/training/history``,
+#: ``docs/training.md``: schema names, kept): name -> (phase, PhaseCounts field).  The
+#: only place these names are spelled; :data:`neurosim.training.checkpoint.OPS` is its keys.
+STEP_COUNT_NAMES = {
+    "fwd_synops": ("forward", "synaptic_operations"),
+    "fwd_updates": ("forward", "neuron_updates"),
+    "fwd_spikes": ("forward", "spikes"),
+    "encoding_macs": ("input_encoding", "synaptic_operations"),
+    "bwd_synops_pos": ("backward", "synaptic_operations_pos"),
+    "bwd_synops_neg": ("backward", "synaptic_operations_neg"),
+    "bwd_updates": ("backward", "neuron_updates"),
+    "bwd_spikes": ("backward", "spikes"),
+    "update_macs": ("weight_update", "synaptic_operations"),
+}
+#: the names that an evaluation (forward phase and input encoding only) has.
+FORWARD_COUNT_NAMES = tuple(k for k, (ph, _) in STEP_COUNT_NAMES.items()
+                            if ph in ("forward", "input_encoding"))
+
+
+def zero_counts(B):
+    """The :class:`PhaseCounts` of a phase that did not run (zeros [B])."""
+    z = np.zeros(B, np.int64)
+    return PhaseCounts(z, z, z, z, z)
+
+
+def _sum(values, B):
+    return sum(values, np.zeros(B, np.int64))
+
+
+def phase_counts(result):
+    """The :class:`PhaseCounts` of a PhaseResult, from :func:`totals` (the engine's own
+    per-sample totals where it keeps them)."""
+    B = result.batch
+    tot = totals(result)
+    pr, po = tot["projections"].values(), tot["populations"].values()
+    syn = _sum((d["synaptic_operations"] for d in pr), B)
+    if result.phase == "forward":
+        pos, neg = syn, np.zeros(B, np.int64)
+    else:
+        pos = _sum((d["synaptic_operations_pos"] for d in pr), B)
+        neg = _sum((d["synaptic_operations_neg"] for d in pr), B)
+    return PhaseCounts(syn, pos, neg, _sum((d["neuron_updates"] for d in po), B),
+                       _sum((d["spikes"] for d in po), B))
+
+
+def mac_counts(ops, B):
+    """The :class:`PhaseCounts` of a multiply-accumulate phase (input encoding, weight
+    update) from its MACs per projection (dict projection -> int64 [B])."""
+    z = np.zeros(B, np.int64)
+    m = _sum(ops.values(), B)
+    return PhaseCounts(m, z, z, z, z)
+
+
+def step_counts_named(counts):
+    """A step's counts (dict phase -> :class:`PhaseCounts`) under the run file's names
+    (:data:`STEP_COUNT_NAMES`), for the phases present."""
+    return {k: getattr(counts[ph], f) for k, (ph, f) in STEP_COUNT_NAMES.items() if ph in counts}
+
+
+def named_to_phases(named):
+    """The inverse of :func:`step_counts_named` on per-sample means (a history row:
+    name -> float): dict phase -> dict field -> value, for the names present."""
+    out = {}
+    for k, (ph, f) in STEP_COUNT_NAMES.items():
+        if k in named:
+            out.setdefault(ph, {})[f] = named[k]
     return out

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import neurosim as ns
+from neurosim.local_rule import post_errors
 import reference
 from conftest import random_case
 from neurosim import ops
@@ -219,7 +220,7 @@ def test_update_ops_equal_an_independent_count(seed):
     fwd = ns.run_forward(net, case.steps, **case.fwd_kwargs)
     bwd = ns.run_backward(net, fwd, case.grad, case.steps_b)
     got = ops.update_ops(fwd, bwd, inputs=case.inputs)
-    delta = ops.table.post_errors(fwd, bwd)
+    delta = post_errors(net, fwd, bwd)
     for name, o in got.items():
         pr = net.projections[name]
         pre = net.populations[pr.pre]
@@ -630,7 +631,7 @@ def test_training_run_data_equal_a_direct_simulation(run, request):
     and gate, and update_ops from the spiking post errors."""
     from neurosim.ops.runfile import load_run_data
     from neurosim.training.checkpoint import restore
-    from neurosim.training.spide import dropout_masks, output_loss, post_errors
+    from neurosim.training.spide import dropout_masks, output_loss
     path = request.getfixturevalue(run)
     data = load_run_data(path, n_samples=20, record=True)
     net, model, cfg, st = restore(path)
@@ -657,7 +658,7 @@ def test_training_run_data_equal_a_direct_simulation(run, request):
     for name in masks:
         np.testing.assert_array_equal(data.forward.masks[name], masks[name], err_msg=name)
     want = ops.update_ops(fwd, bwd, inputs={model.input: x},
-                          delta=post_errors(model, fwd, bwd, gate=gate), masked=not cfg.spide_quirks)
+                          delta=post_errors(net, fwd, bwd, gate), masked=not cfg.spide_quirks)
     assert set(data.update_ops) == set(want)
     for name, v in want.items():
         np.testing.assert_array_equal(data.update_ops[name], v, err_msg=name)

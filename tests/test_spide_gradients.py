@@ -183,7 +183,7 @@ def test_backward_phase_converges_to_linear_solve():
 def test_weight_grad_kernel_matches_dense_twin(seed):
     """kernels.spide.weight_grad (through projection_grads) against its dense twin, on
     dyadic values (exact in float64) with zeros in both factors."""
-    from neurosim.training.grads import projection_grads
+    from neurosim.local_rule import projection_grads
     from reference import weight_grad
     rng = np.random.default_rng(seed)
     dy = lambda shape: rng.integers(-8, 9, shape) / 8.0
@@ -207,7 +207,7 @@ def test_weight_grad_sparse_and_dense_error_rows(seed):
     sites with few nonzero errors and the whole-row path elsewhere; both against the dense
     twin, exactly (dyadic values), with sites of 0, 1, a few and most channels nonzero."""
     from neurosim.kernels import spide as K
-    from neurosim.training.grads import projection_grads
+    from neurosim.local_rule import projection_grads
     from reference import weight_grad
     rng = np.random.default_rng(10 + seed)
     dy = lambda shape: rng.integers(-8, 9, shape) / 8.0
@@ -254,29 +254,59 @@ def test_output_gate_one_sided():
 @pytest.mark.parametrize("readout", [True, False])
 def test_post_error_kernel_matches_dense_twin(builder, readout):
     """post_errors on the engine's results (kernels.spide.post_error on the threads)
-    against its dense twin, exactly: the forward-count mask (mode 0), a given gate (mode
-    1) and, without a readout, the spiking output's m = 1 (mode 2)."""
-    from neurosim.training.spide import post_errors
+    against its dense twin, exactly: the forward-count mask (mode 0, the one default, also
+    for a spiking output without a readout: decisions 51) and a given gate (mode 1); the
+    kernel's m = 1 (mode 2), which the library no longer asks for, called directly."""
+    from neurosim.kernels.spide import post_error as kernel
+    from neurosim.local_rule import post_errors
     from reference import post_error
     rng = np.random.default_rng(2)           # a seed with forward and backward activity
     net, x = builder(rng)
     out = [p.name for p in net.spiking_populations][-1]
-    model = SPIDEModel(net, classes=net.populations[out].n if not readout else 2,
-                       output=out, readout=readout)
     T, Tb = 20, 40
     fwd = ns.run_forward(net, T, inputs={"x": x})
     bwd = ns.run_backward(net, fwd, {out: rng.uniform(-0.6, 0.6, (x.shape[0], net.populations[out].n))}, Tb)
     gated = [p.name for p in net.spiking_populations][0]
     gate = {gated: rng.random(fwd.counts[gated].shape) < 0.5}
-    delta = post_errors(model, fwd, bwd, gate=gate)
+    delta = post_errors(net, fwd, bwd, gate)
     modes = set()
     for p in net.spiking_populations:
         n = p.name
         assert bwd.weighted_counts.get(n) is None          # the kernel path
-        mode = 1 if n in gate else (2 if n == out and not readout else 0)
+        mode = 1 if n in gate else 0
         modes.add(mode)
         want = post_error(bwd.counts[n], bwd.counts_neg[n], fwd.counts[n], gate.get(n), mode,
                           T, p.ternary.subtract, Tb, p.neuron.subtract)
         np.testing.assert_array_equal(delta[n], want, err_msg=n)
     assert all(np.count_nonzero(d) for d in delta.values())
-    assert {1, 0 if readout else 2} <= modes      # (mode 0 without readout: the conv net)
+    assert modes == {0, 1}
+    if not readout:
+        p = net.populations[out]
+        c = lambda a: np.ascontiguousarray(a)
+        d = np.empty(fwd.counts[out].shape, np.float64)
+        kernel(c(bwd.counts[out]), c(bwd.counts_neg[out]), c(fwd.counts[out]), 0, 0, 0,
+               np.zeros((1, 1), np.uint8), 2, T, float(p.ternary.subtract), float(Tb),
+               float(p.neuron.subtract), 0, d.shape[0], d)
+        want = post_error(bwd.counts[out], bwd.counts_neg[out], fwd.counts[out], None, 2,
+                          T, p.ternary.subtract, Tb, p.neuron.subtract)
+        np.testing.assert_array_equal(d, want)
+
+
+@pytest.mark.parametrize("builder", [_fc_net, _conv_net])
+def test_post_errors_default_gate_is_the_backward_phases(builder):
+    """One default gate (decisions 51): without a given gate every population, a spiking
+    output included, is gated by its forward mask m, as run_backward gates its senders;
+    the same δ as with m given, and different from the former m = 1 of the output."""
+    from neurosim import local_rule as LR
+    rng = np.random.default_rng(2)
+    net, x = builder(rng)
+    out = [p.name for p in net.spiking_populations][-1]
+    fwd = ns.run_forward(net, 20, inputs={"x": x})
+    bwd = ns.run_backward(net, fwd, {out: rng.uniform(-0.6, 0.6, (x.shape[0], net.populations[out].n))}, 40)
+    m = fwd.mask(out)
+    assert not m.all()                          # the old default would differ here
+    got = LR.post_errors(net, fwd, bwd)
+    np.testing.assert_array_equal(got[out], LR.post_errors(net, fwd, bwd, {out: m})[out])
+    np.testing.assert_array_equal(LR.gate(fwd, out), m)
+    ones = LR.post_errors(net, fwd, bwd, {out: np.ones_like(m)})[out]
+    assert not np.array_equal(got[out], ones)

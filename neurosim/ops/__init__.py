@@ -25,9 +25,9 @@ from .neurobench import format_neurobench, neurobench_metrics
 from .report import format_energy
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, read_ops, run_kind, table_from_data
 from .synapses import synapse_counts
+from ..local_rule import update_ops
 from .table import (OP_KIND, POPULATION_PHASES, PROJECTION_PHASES, OpsError, OpsTable, add_sums,
-                    nonzero_in_degree, nonzero_out_degree, phase_sums, table_from_phases,
-                    update_ops)
+                    nonzero_in_degree, nonzero_out_degree, phase_sums, table_from_phases)
 
 __all__ = ["DEFAULT_PROFILE", "DEFAULT_SAMPLES", "EnergyError", "EnergyProfile", "OP_KIND",
            "OpsError", "OpsTable", "POPULATION_PHASES", "PROJECTION_PHASES", "RunData",

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .table import OpsError, _flat_input, table_from_phases
+from ..local_rule import flat_input
+from .table import OpsError, table_from_phases
 
 #: projection kinds that are NeuroBench connection layers (torch.nn.Linear / Conv2d).
 CONNECTION_KINDS = ("dense", "sparse", "conv2d")
@@ -120,7 +121,7 @@ def _layer(net, fwd, inputs, name, pr):
         if pr.pre not in inputs or inputs[pr.pre] is None:
             raise OpsError(f"projection {name!r}: NeuroBench counts need the analog values of "
                            f"input population {pr.pre!r}, which this run does not carry")
-        x = _flat_input(inputs[pr.pre], pre)
+        x = flat_input(inputs[pr.pre], pre)
         frames = [x] * T if x.ndim == 2 else [x[:, t] for t in range(x.shape[1])]
         kinds = set()
         for f in frames:                      # one NeuroBench call per step
@@ -145,10 +146,6 @@ def _layer(net, fwd, inputs, name, pr):
     else:
         d["weights"] = d["zero_weights"] = None
     return d
-
-
-def _per(v, B):
-    return None if v is None else v / B
 
 
 def neurobench_metrics(data):

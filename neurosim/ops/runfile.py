@@ -3,7 +3,7 @@
 ``neurosim simulate`` run files (``docs/hdf5-schema.md``) store every phase result, so
 their table is read, not recomputed: :func:`load_run_data` returns the stored
 PhaseResults.  The weight-update rows are computed from them with SPIDE's local rule
-(:func:`neurosim.ops.table.update_ops`), the ops an update would cost for that
+(:func:`neurosim.local_rule.update_ops`), the ops an update would cost for that
 forward/backward pair.
 
 ``neurosim train`` run files store the network after the last epoch and the per-epoch
@@ -24,12 +24,15 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _validate as V
+from .. import counting
 from ..io.hdf5 import open_run_file, read_run
-from .table import OpsTable, phase_sums, update_ops
+from ..local_rule import update_ops
+from .table import OpsTable, phase_sums
 
 #: default number of training samples a training run's table is recomputed on.
 DEFAULT_SAMPLES = 64
-#: history datasets a training run file must have (per-sample means per epoch).
+#: history datasets a training run file must have (per-sample means per epoch; the count
+#: names are :data:`neurosim.counting.STEP_COUNT_NAMES`), in the order the table quotes them.
 HISTORY_KEYS = ("epoch", "fwd_synops", "fwd_updates", "fwd_spikes", "encoding_macs",
                 "bwd_synops_pos", "bwd_synops_neg", "bwd_updates", "bwd_spikes", "update_macs",
                 "test_accuracy", "test_fwd_synops", "test_fwd_updates", "test_encoding_macs")
@@ -96,21 +99,23 @@ def history_energy_counts(last, net, T, T_b):
     input encoding, backward, weight update) and inference (test set: forward, input
     encoding)."""
     n_spiking = sum(p.n for p in net.spiking_populations)
-    fwd_steps = n_spiking * T
+    tr = counting.named_to_phases(last)
+    te = counting.named_to_phases({k[5:]: v for k, v in last.items() if k.startswith("test_")})
+
+    def spiking(ph, steps, syn):
+        return dict(synaptic_operations=syn, neuron_updates=ph["neuron_updates"],
+                    dense_neuron_updates=float(n_spiking * steps))
+    bwd = tr["backward"]
     return {
         "training": dict(
-            forward=dict(synaptic_operations=last["fwd_synops"], neuron_updates=last["fwd_updates"],
-                         dense_neuron_updates=float(fwd_steps)),
-            input_encoding_macs=last["encoding_macs"],
-            backward=dict(synaptic_operations=last["bwd_synops_pos"] + last["bwd_synops_neg"],
-                          neuron_updates=last["bwd_updates"],
-                          dense_neuron_updates=float(n_spiking * T_b)),
-            weight_update_macs=last["update_macs"]),
+            forward=spiking(tr["forward"], T, tr["forward"]["synaptic_operations"]),
+            input_encoding_macs=tr["input_encoding"]["synaptic_operations"],
+            backward=spiking(bwd, T_b, bwd["synaptic_operations_pos"] +
+                             bwd["synaptic_operations_neg"]),
+            weight_update_macs=tr["weight_update"]["synaptic_operations"]),
         "inference": dict(
-            forward=dict(synaptic_operations=last["test_fwd_synops"],
-                         neuron_updates=last["test_fwd_updates"],
-                         dense_neuron_updates=float(fwd_steps)),
-            input_encoding_macs=last["test_encoding_macs"]),
+            forward=spiking(te["forward"], T, te["forward"]["synaptic_operations"]),
+            input_encoding_macs=te["input_encoding"]["synaptic_operations"]),
     }
 
 

@@ -19,7 +19,7 @@ Phases of a projection (one row each):
 ``weight_update``
     multiply-accumulates of SPIDE's local update (pre rate × post error, counted where
     both factors are nonzero; bias terms included), as
-    :func:`neurosim.training.grads.projection_grads` performs them.
+    :func:`neurosim.local_rule.projection_grads` performs them.
 
 Populations have a ``forward`` and a ``backward`` row: neuron updates the engine did,
 the updates a clock-driven simulator would do (neurons × steps), spikes (backward: +1
@@ -34,8 +34,9 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
-from ..connectivity import chw_to_flat
 from ..io.hdf5 import json_default
+from .. import local_rule as rule
+from ..local_rule import flat_input
 
 #: projection phases, in table order.
 PROJECTION_PHASES = ("input_encoding", "forward", "backward", "backward_pos", "backward_neg",
@@ -50,8 +51,6 @@ PROJECTION_METRICS = ("synaptic_operations", "synaptic_operations_nonzero", "den
 #: population metrics.
 POPULATION_METRICS = ("neuron_updates", "dense_neuron_updates", "spikes", "spikes_pos",
                       "spikes_neg")
-#: phases that add up to the whole cost (backward_pos/_neg are parts of backward).
-SUMMED_PHASES = ("input_encoding", "forward", "backward", "weight_update")
 
 
 class OpsError(V.NeurosimError):
@@ -78,13 +77,6 @@ def nonzero_in_degree(pr, dtype=np.float64):
 # ======================================================================================
 # sums over a batch
 # ======================================================================================
-def _flat_input(x, pop):
-    x = np.asarray(x)
-    if len(pop.shape) == 3 and x.ndim >= 4 and x.shape[-3:] == tuple(pop.shape):
-        x = chw_to_flat(x)
-    return x
-
-
 def _bias_terms(pr):
     return pr.n_post if pr.bias is not None else 0
 
@@ -109,7 +101,8 @@ def phase_sums(forward, backward=None, *, inputs=None, update_ops=None):
         ``run_forward``).  Needed for the input-encoding rows' nonzero-weight and
         dense-equivalent counts (None without it).
     update_ops : dict projection -> int [B], optional
-        Weight-update MACs per projection and sample (:func:`update_ops`).
+        Weight-update MACs per projection and sample
+        (:func:`neurosim.local_rule.update_ops`).
 
     Returns
     -------
@@ -136,7 +129,7 @@ def phase_sums(forward, backward=None, *, inputs=None, update_ops=None):
         x = inputs.get(pr.pre)
         nz = dense = None
         if x is not None:
-            x = _flat_input(x, net.populations[pr.pre])
+            x = flat_input(x, net.populations[pr.pre])
             per_step = x.ndim == 3
             nzx = (x != 0).reshape(-1, pr.n_pre).sum(0).astype(np.int64)
             nz = nzx @ nonzero_out_degree(pr, dt)
@@ -183,70 +176,6 @@ def phase_sums(forward, backward=None, *, inputs=None, update_ops=None):
     return {"samples": int(B), "steps": {"forward": int(T),
                                          "backward": None if backward is None else int(backward.steps)},
             "projections": projs, "populations": pops}
-
-
-# ======================================================================================
-# weight-update MACs
-# ======================================================================================
-def _pre_activity(forward, pr, inputs):
-    """SPIDE's pre factor of ``pr``'s update: the analog input for an input map (its mean
-    over time when given per step), else the forward rate."""
-    net = forward.network
-    pre = net.populations[pr.pre]
-    if pre.kind == "input":
-        if inputs is None or pr.pre not in inputs:
-            raise OpsError(f"weight-update ops of input map {pr.name!r} need the input values "
-                           f"of population {pr.pre!r}")
-        x = np.asarray(_flat_input(inputs[pr.pre], pre), np.float64)
-        return x.mean(1) if x.ndim == 3 else x
-    if pre.kind == "source":
-        return forward.counts[pr.pre] / forward.steps
-    return forward.rates(pr.pre)
-
-
-def post_errors(forward, backward, gate=None):
-    """SPIDE's post errors δ = m ⊙ β / Θ per spiking population ([B, n]).
-
-    ``m`` is the backward gate: ``gate[name]`` when given, else the forward mask
-    ``1 <= count <= T-1`` (what :func:`neurosim.run_backward` uses by default)."""
-    out = {}
-    gate = dict(gate or {})
-    for p in forward.network.spiking_populations:
-        m = gate.get(p.name)
-        m = forward.mask(p.name) if m is None else np.asarray(m, bool)
-        out[p.name] = m * backward.rates(p.name) / p.neuron.subtract
-    return out
-
-
-def update_ops(forward, backward, *, inputs=None, delta=None, gate=None, masked=True):
-    """Weight-update MACs of SPIDE's local rule, per projection and sample.
-
-    The update of projection ``pr`` is (pre activity) × (post error) summed over the batch
-    (:func:`neurosim.training.grads.projection_grads`, which counts the products whose
-    two factors are nonzero, plus one per nonzero bias term).  The pre activity is the
-    forward rate (an input map: the analog input); the post error ``delta`` defaults to
-    :func:`post_errors` (with ``gate``), times the projection's dropout mask when
-    ``masked`` (as the trainer does without ``spide_quirks``).
-
-    Returns dict projection -> int64 [B] for every projection with weights or a bias.
-    """
-    from ..training.grads import projection_grads
-    net = forward.network
-    if delta is None:
-        delta = post_errors(forward, backward, gate)
-    masks = forward.masks or {}
-    out = {}
-    for name, pr in net.projections.items():
-        if not (pr.has_weights or pr.bias is not None):
-            continue
-        if pr.post not in delta:
-            continue
-        d = delta[pr.post]
-        if masked and name in masks:
-            d = d * masks[name]
-        _, ops = projection_grads(pr, _pre_activity(forward, pr, inputs), d)
-        out[name] = ops
-    return out
 
 
 def add_sums(a, b):
@@ -447,10 +376,11 @@ def table_from_phases(forward, backward=None, *, inputs=None, update=True, gate=
                       source=None):
     """An :class:`OpsTable` straight from PhaseResults (notebook use).
 
-    ``update`` adds the weight-update rows (SPIDE's local rule, :func:`update_ops`) when a
+    ``update`` adds the weight-update rows (SPIDE's local rule,
+    :func:`neurosim.local_rule.update_ops`) when a
     backward phase is given; ``gate`` is the backward gate if not the default."""
     ups = None
     if backward is not None and update:
-        ups = update_ops(forward, backward, inputs=inputs, gate=gate)
+        ups = rule.update_ops(forward, backward, inputs=inputs, gate=gate)
     return OpsTable(phase_sums(forward, backward, inputs=inputs, update_ops=ups),
                     forward.network, source)

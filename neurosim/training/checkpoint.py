@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from .. import _validate as V
+from .. import counting
 from ..io.hdf5 import (RunFileError, atomic_h5, open_run_file, read_network, write_dataset,
                        write_header, write_network)
 from .spide import SPIDEConfig, build_model
@@ -48,12 +49,12 @@ READOUT = ("readout_weight", "readout_bias")
 #: sub-groups: raw weights under a norm cap, momentum buffers, per-epoch history,
 #: mid-epoch progress.
 RAW, OPTIMIZER, HISTORY_GROUP, PROGRESS = "raw", "optimizer", "history", "progress"
-#: per-epoch history keys that are op counts (means per sample).
-OPS = ("fwd_synops", "fwd_updates", "fwd_spikes", "encoding_macs", "bwd_synops_pos",
-       "bwd_synops_neg", "bwd_updates", "bwd_spikes", "update_macs")
-#: every per-epoch history key.
+#: per-epoch history keys that are op counts (means per sample): the run file's names of
+#: a step's :class:`~neurosim.counting.PhaseCounts` (:data:`~neurosim.counting.STEP_COUNT_NAMES`).
+OPS = tuple(counting.STEP_COUNT_NAMES)
+#: every per-epoch history key (the test pass has the forward counts only).
 HISTORY = ("epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "test_loss",
-           "wall_s") + OPS + tuple("test_" + k for k in OPS[:4])
+           "wall_s") + OPS + tuple("test_" + k for k in counting.FORWARD_COUNT_NAMES)
 #: optional group written by ``train(diagnose=N)`` (last epoch's backward diagnostics).
 DIAGNOSTICS = "diagnostics"
 #: per-population datasets of /training/diagnostics (aligned with ``populations``).

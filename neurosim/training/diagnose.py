@@ -29,6 +29,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .. import _validate as V
+from .. import local_rule as rule
 from .spide import local_gradients, output_loss, spide_phases
 
 #: default limit on the spiking neurons of a network for the exact solve.
@@ -38,11 +39,6 @@ MAX_NEURONS = 50_000
 def projection_matrix(pr):
     """scipy.sparse CSR ``W[n_pre, n_post]`` of a projection (its ``sparse_matrix()``)."""
     return pr.sparse_matrix()
-
-
-def _backward_gate(model, fwd, gate, name):
-    m = (gate or {}).get(name)
-    return fwd.mask(name) if m is None else np.asarray(m, bool)
 
 
 def _check_size(net, max_neurons):
@@ -73,7 +69,7 @@ def exact_beta(model, fwd, g, masks=None, gate=None, max_neurons=MAX_NEURONS):
         blocks = []
         for q, W in projs:
             post = net.populations[q.post]
-            col = _backward_gate(model, fwd, gate, q.post)[b].astype(np.float64) / post.neuron.subtract
+            col = rule.gate(fwd, q.post, gate)[b].astype(np.float64) / post.neuron.subtract
             if q.name in masks:
                 col = col * masks[q.name][b]
             Wb = (W @ sp.diags(col)).tocoo()

@@ -14,7 +14,7 @@ One training step on a batch (``shared/spec/SPIDE.md`` sections 1-4):
    by gated neurons; :math:`\beta_l = (\Theta_b / T_b) \sum_t q_l(t)`.
 5. **Local updates**: post error :math:`\delta_l = m_l \odot \beta_l / \Theta_l`; each
    projection's gradient is (pre rate) × (post error) summed over the batch
-   (:mod:`neurosim.training.grads`), divided by :math:`\kappa`; the input map uses the analog
+   (:mod:`neurosim.local_rule`), divided by :math:`\kappa`; the input map uses the analog
    input as its "pre rate".  SGD with momentum, weight decay, step milestones, linear
    warm-up.
 
@@ -34,22 +34,17 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .. import _blas, _pool
+from .. import _blas
 from .. import _validate as V
 from .. import counting, losses
-from ..connectivity import chw_to_flat
-from ..engine import PhaseResult, run_backward, run_forward
-from ..kernels import threads as _th
-from ..kernels.spide import post_error as _post_error
+from .. import local_rule as rule
+from ..engine import run_backward, run_forward
+from ..local_rule import OUTPUT_GATES, output_gate
 from ..neurons import LIF
 from . import health
-from .grads import projection_grads
 
 LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
-#: allowed ``output_gate`` values (spiking output population, no readout).
-OUTPUT_GATES = ("one-sided", "all")
-_HINT = ("training diverged: lower the learning rate (--lr), the loss scale (--kappa) or "
-         "the initial weights")
+_HINT = "lower the learning rate (lr), the loss scale (kappa) or the initial weights"
 
 
 @dataclass
@@ -302,18 +297,21 @@ def dropout_masks(model, cfg, B, rng):
 
 
 class StepResult:
-    """Loss, predictions and op counts of one batch (attributes)."""
+    """Loss, predictions and op counts of one batch (attributes).
+
+    ``counts`` (phase -> :class:`neurosim.counting.PhaseCounts`) is the one record of the
+    step's op counts; the run file's names for them (``fwd_synops``, ...,
+    :data:`neurosim.counting.STEP_COUNT_NAMES`) read it."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
 
-
-def _phase_ops(res):
-    tot = counting.totals(res)
-    syn = sum(d["synaptic_operations"] for d in tot["projections"].values())
-    upd = sum(d["neuron_updates"] for d in tot["populations"].values())
-    spk = sum(d["spikes"] for d in tot["populations"].values())
-    return np.asarray(syn, np.int64), np.asarray(upd, np.int64), np.asarray(spk, np.int64)
+    def __getattr__(self, name):
+        where = counting.STEP_COUNT_NAMES.get(name)
+        counts = self.__dict__.get("counts")
+        if where is None or counts is None:
+            raise AttributeError(f"StepResult has no attribute {name!r}")
+        return getattr(counts[where[0]], where[1])
 
 
 def output_loss(model, cfg, fwd, y):
@@ -395,14 +393,11 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
         net, cfg.T, inputs={model.input: x}, masks=masks, record=rec, n_threads=n_threads)
     t_fwd = time.perf_counter()
     lres, dlda, pred = output_loss(model, cfg, fwd, y)
-    f_syn, f_upd, f_spk = _phase_ops(fwd)
-    enc = sum(fwd.input_ops.values()) if fwd.input_ops else np.zeros(B, np.int64)
+    counts = {"input_encoding": counting.mac_counts(fwd.input_ops or {}, B),
+              "forward": counting.phase_counts(fwd), "backward": counting.zero_counts(B),
+              "weight_update": counting.zero_counts(B)}
     res = StepResult(loss=lres.loss, pred=pred, correct=int(np.sum(pred == y)), batch=B,
-                     fwd_synops=f_syn, fwd_updates=f_upd, fwd_spikes=f_spk,
-                     encoding_macs=np.asarray(enc, np.int64),
-                     bwd_synops_pos=np.zeros(B, np.int64), bwd_synops_neg=np.zeros(B, np.int64),
-                     bwd_updates=np.zeros(B, np.int64), bwd_spikes=np.zeros(B, np.int64),
-                     update_macs=np.zeros(B, np.int64), forward=fwd, backward=None,
+                     counts=counts, forward=fwd, backward=None,
                      masks=masks, gate=None, grads=None, update_ops={},
                      fwd_s=t_fwd - t0, bwd_s=0.0, update_s=0.0)
     if not train:
@@ -424,16 +419,9 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
     res.backward = bwd
     t_upd = time.perf_counter()
     res.bwd_s = t_upd - t_bwd
-    tot = counting.totals(bwd)
-    res.bwd_synops_pos = sum((d["synaptic_operations_pos"] for d in tot["projections"].values()),
-                             np.zeros(B, np.int64))
-    res.bwd_synops_neg = sum((d["synaptic_operations_neg"] for d in tot["projections"].values()),
-                             np.zeros(B, np.int64))
-    res.bwd_updates = sum((d["neuron_updates"] for d in tot["populations"].values()), np.zeros(B, np.int64))
-    res.bwd_spikes = sum((d["spikes"] for d in tot["populations"].values()), np.zeros(B, np.int64))
-    grads, upd_ops = local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=res.update_ops,
-                                     gate=res.gate)
-    res.update_macs = upd_ops
+    counts["backward"] = counting.phase_counts(bwd)
+    grads, res.update_ops = local_gradients(model, cfg, x, fwd, bwd, masks, gate=res.gate)
+    counts["weight_update"] = counting.mac_counts(res.update_ops, B)
     if model.readout:
         grads["readout.weight"] = lres.grad_C
         grads["readout.bias"] = lres.grad_c
@@ -493,119 +481,12 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     return res
 
 
-def output_gate(counts, g, T, rule="one-sided"):
-    """Backward gate (bool [B, K]) of a spiking output population (Spikemax, rate MSE).
-
-    SPIDE's m = 1[1 <= N <= T-1] would leave a silent output neuron (m = 0) unable ever to
-    be pushed to fire, so an all-silent output could never learn; the gate replaces the
-    clamp's derivative by a straight-through estimate.  ``rule``:
-
-    ``"one-sided"``
-        m, plus silent neurons (N = 0) whose injected current g is negative (the loss asks
-        for more spikes) and saturated neurons (N = T) whose g is positive (fewer spikes).
-        A gradient that would drive a neuron further outside its range is dropped: it
-        cannot change the output, but it keeps lowering the weights into a silent neuron
-        (Spikemax gives every wrong class g = κ/S > 0, silent or not) and, through the
-        shared hidden layer, silences the whole output layer (``docs/losses.md``,
-        "Choosing a loss for a spiking output").
-    ``"all"``
-        every neuron (the first straight-through rule: m = 1).
-    """
-    if rule == "all":
-        return np.ones(np.shape(counts), dtype=bool)
-    c = np.asarray(counts)
-    return ((c >= 1) & (c <= T - 1)) | ((c == 0) & (g < 0)) | ((c == T) & (g > 0))
-
-
-def _columns(res, name, neg=False):
-    """(C-contiguous [B, N] array, first column) holding ``res.counts[name]``
-    (``counts_neg`` with ``neg``): the engine's own array where the result keeps it,
-    else a contiguous copy and 0."""
-    full = getattr(res, "counts_neg_all" if neg else "counts_all", None)
-    prog = getattr(res, "program", None)
-    if full is not None and prog is not None and name in prog.pop_names and \
-            full.flags.c_contiguous:
-        return full, int(prog.arrays.pop_off[prog.pop_names.index(name)])
-    return np.ascontiguousarray((res.counts_neg if neg else res.counts)[name]), 0
-
-
-def post_errors(model, fwd, bwd, gate=None, pops=None):
-    """δ_l = m_l ⊙ β_l / Θ_l per spiking population (κ-scaled, [B, n]).
-
-    ``gate`` (population -> bool [B, n]) replaces m where given: the backward phase's gate
-    of a spiking output population (:func:`output_gate`).  Without it a spiking output
-    population (Spikemax, rate MSE) uses m = 1 (:func:`output_gate` rule ``"all"``).
-    ``pops``: the populations to compute (default: every spiking one).
-
-    β = Θ_b (n₊ − n₋) / T_b, then (m · β) / Θ, every operation in float64: for a backward
-    phase without leak one pass of :func:`neurosim.kernels.spide.post_error` per
-    population on the engine's threads (the numpy expression, operation by operation);
-    with a leaky backward (weighted counts), or for stand-ins that are not
-    PhaseResults, the numpy expression itself."""
-    out = {}
-    gate = gate or {}
-    names = None if pops is None else set(pops)
-    nth = _th.get_threads()
-    for p in model.net.spiking_populations:
-        if names is not None and p.name not in names:
-            continue
-        g = gate.get(p.name)
-        ones = g is None and p.name == model.output and not model.readout
-        if isinstance(fwd, PhaseResult) and isinstance(bwd, PhaseResult) and \
-                bwd.weighted_counts.get(p.name) is None:
-            (cpos, c0), (cneg, c1), (cf, f0) = (_columns(bwd, p.name),
-                                                 _columns(bwd, p.name, neg=True),
-                                                 _columns(fwd, p.name))
-            gm = (np.zeros((1, 1), np.uint8) if g is None
-                  else np.ascontiguousarray(np.asarray(g) != 0).view(np.uint8))
-            mode = 2 if ones else (1 if g is not None else 0)
-            d = np.empty(bwd.counts[p.name].shape, np.float64)
-            args = (cpos, cneg, cf, c0, c1, f0, gm, mode, int(fwd.steps),
-                    float(p.ternary.subtract), float(bwd.steps), float(p.neuron.subtract))
-            _pool.run_chunks(lambda c, b0, b1: _post_error(*args, b0, b1, d), d.shape[0], nth, nth)
-            out[p.name] = d
-            continue
-        m = g
-        if m is None:
-            m = fwd.mask(p.name)
-            if ones:
-                m = np.ones_like(m)
-        d = m * bwd.rates(p.name)      # (m · β) / Θ, the division in place: same rounding
-        d /= p.neuron.subtract         # (rates() may hand back an array it keeps)
-        out[p.name] = d
-    return out
-
-
-def local_gradients(model, cfg, x, fwd, bwd, masks, ops_out=None, gate=None):
-    """Gradients (dict ``proj.weight`` / ``proj.bias`` -> array) of every projection into
-    a spiking population, divided by κ; and the weight-update MACs per sample (int64 [B],
-    summed over projections).  ``ops_out`` (a dict), if given, receives them per projection
-    (projection -> int64 [B]).  ``gate``: the backward gate, as in :func:`post_errors`."""
-    net = model.net
-    posts = {pr.post for pr in net.projections.values() if pr.has_weights or pr.bias is not None}
-    delta = post_errors(model, fwd, bwd, gate, pops=posts)
-    x_flat = np.asarray(x, np.float64)
-    if x_flat.ndim == 4:                       # (B, C, H, W) -> neurosim's channel-last order
-        x_flat = chw_to_flat(x_flat)
-    grads = {}
-    ops = np.zeros(x.shape[0], np.int64)
-    for name, pr in net.projections.items():
-        if not (pr.has_weights or pr.bias is not None):
-            continue
-        pre = net.populations[pr.pre]
-        if pre.kind == "input":
-            a_pre = x_flat
-        elif pre.kind == "source":  # pragma: no cover - sources are not trained inputs
-            a_pre = fwd.counts[pr.pre] / fwd.steps
-        else:
-            a_pre = fwd.rates(pr.pre)
-        d = delta[pr.post]
-        if name in masks and not cfg.spide_quirks:
-            d = d * masks[name]
-        g, o = projection_grads(pr, a_pre, d)
-        ops += o
-        if ops_out is not None:
-            ops_out[name] = o
-        for k, v in g.items():
-            grads[f"{name}.{k}"] = v / cfg.kappa
-    return grads, ops
+def local_gradients(model, cfg, x, fwd, bwd, masks, gate=None):
+    """The local rule (:func:`neurosim.local_rule.local_gradients`) under ``cfg``:
+    gradients (``proj.weight`` / ``proj.bias`` -> array, divided by κ) of every projection
+    into a spiking population, and the weight-update MACs per projection (projection ->
+    int64 [B]).  ``x`` is the model's input, ``masks`` the dropout masks (left out of the
+    gradient with ``spide_quirks``), ``gate`` the backward gate where not the default."""
+    return rule.local_gradients(model.net, fwd, bwd, {model.input: x}, masks=masks,
+                                given_gate=gate, masked=not cfg.spide_quirks,
+                                kappa=cfg.kappa)
