@@ -17,7 +17,7 @@ BENCH = "training_accuracy"
 
 
 def record_run(path, command=None, threads=None):
-    from neurosim.training.trainer import load_checkpoint
+    from neurosim.training.checkpoint import load_checkpoint
     net, st = load_checkpoint(path)
     h = st["history"]
     cfg = st["config"]

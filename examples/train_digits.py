@@ -12,7 +12,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from neurosim.training.trainer import load_checkpoint, train
+from neurosim.training.checkpoint import load_checkpoint
+from neurosim.training.trainer import train
 
 
 def main(argv=None):

@@ -296,8 +296,8 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
     (143); continue with --resume."""
     import warnings
     from click.core import ParameterSource
-    from .training.health import RunawayActivityWarning
-    from .training.trainer import TrainingInterrupted, train as run
+    from .training.health import NumericalError, RunawayActivityWarning
+    from .training.trainer import ResumeError, TrainingInterrupted, train as run
     overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
                      milestones=milestones, loss=loss, spide_quirks=spide_quirks)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
@@ -322,13 +322,20 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
         with _errors(debug), warnings.catch_warnings():
             warnings.simplefilter("always", RunawayActivityWarning)
             warnings.showwarning = lambda m, *a, **k: report(f"warning: {m}")
-            s = run(model, dataset, data_dir=data_dir, out=out, overrides=overrides,
-                    resume=resume, force=force, seed=seed, max_train=max_train,
-                    max_test=max_test, report=report, progress=_progress_printer(),
-                    n_threads=threads, command=command,
-                    checkpoint_every=checkpoint_every, engine=engine, diagnose=diagnose)
+            try:
+                s = run(model, dataset, data_dir=data_dir, out=out, overrides=overrides,
+                        resume=resume, force=force, seed=seed, max_train=max_train,
+                        max_test=max_test, report=report, progress=_progress_printer(),
+                        n_threads=threads, command=command,
+                        checkpoint_every=checkpoint_every, engine=engine, diagnose=diagnose)
+            except ResumeError as e:
+                raise BadInput(_resume_message(e)) from e
+            except NumericalError as e:      # the hint in the command's option names
+                raise NumericalError(e.detail, what=e.what, name=e.name,
+                                     hint=_DIVERGED_HINT) from e
     except TrainingInterrupted as e:
-        click.echo(f"\n[neurosim] {e}", err=True)
+        click.echo(f"\n[neurosim] {e}; continue with: neurosim train --out {e.out} --resume",
+                   err=True)
         ctx.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo(f"\n[neurosim] interrupted; {str(out)!r} holds the last complete "
@@ -356,6 +363,28 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
                                   "backward_neg": ops.get("bwd_synops_neg"),
                                   "weight_update": ops.get("update_macs")}
         click.echo(json.dumps(keep))
+
+
+_DIVERGED_HINT = ("lower the learning rate (--lr), the loss scale (--kappa) or the initial "
+                  "weights")
+#: the train options whose name is not the library's parameter with ``--`` and dashes.
+_TRAIN_OPTION = {"T": "--tf", "T_b": "--tb"}
+
+
+def _resume_message(e):
+    """A :class:`~neurosim.training.trainer.ResumeError` in the train command's words."""
+    p = str(e.path)
+    if e.problem == "missing":
+        return f"--resume: {p!r} does not exist; start without --resume"
+    if e.problem == "fewer_epochs":
+        return (f"--resume: --epochs {e.given} is fewer than the {e.stored} epochs already "
+                f"done in {p!r}")
+    if e.problem == "differs":
+        opt = _TRAIN_OPTION.get(e.option, "--" + e.option.replace("_", "-"))
+        return (f"--resume: {opt} {e.given!r} differs from the run's {e.stored!r} stored in "
+                f"{p!r}; a resumed run keeps its settings (only --epochs may change); drop "
+                f"{opt} or start a new run with another --out")
+    return "--" + str(e).replace("data folder", "--data-dir", 1)
 
 
 @main.command(name="eval")

@@ -301,3 +301,23 @@ def test_error_checked_before_simulating(runner, tmp_path):
     res = _sim(runner, tmp_path, "--model", str(p), "--input", "digits", "--steps", "3")
     assert res.exit_code == 0, res.stderr
     assert "cuba_lif" in res.stdout
+
+
+def test_train_words_resume_conflicts_with_its_options(runner, tmp_path):
+    """The library reports a resume conflict as (option, given, stored); the train command
+    words it with its own option names (--tf for T, --max-train for max_train)."""
+    out = tmp_path / "r.h5"
+    base = ["train", "--epochs", "1", "--tf", "4", "--tb", "6", "--max-train", "32",
+            "--max-test", "16", "--out", str(out)]
+    assert runner.invoke(main, base).exit_code == 0
+    for extra, words in ((["--tf", "5"], "--tf 5 differs from the run's 4"),
+                         (["--tb", "7"], "--tb 7 differs from the run's 6"),
+                         (["--lr", "0.5"], "--lr 0.5 differs from the run's 0.1"),
+                         (["--max-train", "40"], "--max-train 40 differs from the run's 32")):
+        r = runner.invoke(main, ["train", "--out", str(out), "--resume"] + extra)
+        assert r.exit_code == 2, r.output
+        assert f"--resume: {words}" in r.output and f"drop {extra[0]}" in r.output, r.output
+    r = runner.invoke(main, ["train", "--out", str(out), "--resume", "--epochs", "0"])
+    assert r.exit_code == 2 and "--epochs 0 is fewer than the 1 epochs already done" in r.output
+    r = runner.invoke(main, ["train", "--out", str(tmp_path / "none.h5"), "--resume"])
+    assert r.exit_code == 2 and "does not exist; start without --resume" in r.output

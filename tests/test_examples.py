@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import neurosim as ns
 from neurosim.cli import main as cli_main
-from neurosim.training.trainer import load_checkpoint
+from neurosim.training.checkpoint import load_checkpoint
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 # cmos45-fp32 (Horowitz, ISSCC 2014): 0.9 pJ per fp32 add, 3.7 + 0.9 pJ per multiply-add

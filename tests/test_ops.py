@@ -593,8 +593,7 @@ def train_run_dropout(tmp_path_factory):
 
 def _first_digits(n):
     from neurosim import datasets as D
-    from neurosim.training.trainer import _normalised
-    xtr, ytr, _, _ = _normalised(D.load("digits"))
+    xtr, ytr, _, _ = D.load("digits").normalised()
     return xtr[:n].reshape(n, -1), ytr[:n]
 
 
@@ -798,3 +797,4 @@ def test_ops_on_a_digits_training_run_takes_under_two_seconds(train_run):
     t0 = time.perf_counter()
     subprocess.run(cmd, capture_output=True, check=True)
     assert time.perf_counter() - t0 < 2.0
+

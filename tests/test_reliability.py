@@ -25,8 +25,9 @@ from neurosim.io import RunFileError, atomic
 from neurosim.io import hdf5 as H
 from neurosim.models import models_dir
 from neurosim.training import health
-from neurosim.training.trainer import (CheckpointError, TrainingError, TrainingInterrupted,
-                                       load_checkpoint, train)
+from neurosim.training.checkpoint import load_checkpoint
+from neurosim.training.trainer import (CheckpointError, ResumeError, TrainingError,
+                                       TrainingInterrupted, train)
 
 ARGS = ["--epochs", "3", "--max-train", "96", "--max-test", "32", "--tf", "5", "--tb", "10",
         "--batch-size", "16", "--seed", "2"]
@@ -358,7 +359,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic, "commit", full_disk)
     with pytest.raises(CheckpointError, match=r"could not write the checkpoint after epoch 2 to "
                        r"'.*f.h5' \(No space left on device\); the previous checkpoint \(after "
-                       r"epoch 1\) is intact; fix the cause .* continue with --resume"):
+                       r"epoch 1\) is intact; fix the cause .* resume the run"):
         train(out=out, overrides=dict(epochs=3, T=4, T_b=6, batch_size=16), max_train=32,
               max_test=16, progress=progress)
     assert _sha(out) == seen["sha"] and load_checkpoint(out)[1]["epoch"] == 1
@@ -427,16 +428,23 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
 def test_resume_refuses_changed_settings(tmp_path):
     out = tmp_path / "r.h5"
     train(out=out, overrides=dict(epochs=1, T=4, T_b=6), max_train=32, max_test=16, seed=1)
-    for kw, opt in ((dict(overrides=dict(lr=0.5)), "--lr 0.5"),
-                    (dict(overrides=dict(T=5)), "--tf 5"),
-                    (dict(seed=2), "--seed 2"),
-                    (dict(max_train=40), "--max-train 40"),
-                    (dict(dataset="mnist"), "--dataset 'mnist'"),
-                    (dict(model="fsnn_mlp_fmnist"), "--model 'fsnn_mlp_fmnist'")):
-        with pytest.raises(TrainingError, match=f"--resume: {opt} differs from the run's"):
+    for kw, option, given, stored in (
+            (dict(overrides=dict(lr=0.5)), "lr", 0.5, 0.1),
+            (dict(overrides=dict(T=5)), "T", 5, 4),
+            (dict(seed=2), "seed", 2, 1),
+            (dict(max_train=40), "max_train", 40, 32),
+            (dict(dataset="mnist"), "dataset", "mnist", "digits"),
+            (dict(model="fsnn_mlp_fmnist"), "model", "fsnn_mlp_fmnist", "fsnn_mlp")):
+        with pytest.raises(ResumeError, match=f"resume: {option} {given!r} differs from the "
+                           f"run's {stored!r}") as ei:
             train(out=out, resume=True, **kw)
-    with pytest.raises(TrainingError, match="--epochs 0 is fewer than the 1 epochs already done"):
+        e = ei.value            # structured: the library never speaks the CLI's option names
+        assert (e.problem, e.option, e.given, e.stored, e.path) == ("differs", option, given,
+                                                                    stored, out)
+        assert "--" not in str(e)
+    with pytest.raises(ResumeError, match="epochs 0 is fewer than the 1 epochs already done") as ei:
         train(out=out, resume=True, overrides=dict(epochs=0))
+    assert (ei.value.problem, ei.value.given, ei.value.stored) == ("fewer_epochs", 0, 1)
     s = train(out=out, resume=True, model="fsnn_mlp", seed=1, overrides=dict(epochs=2, T=4))
     assert s["epochs"] == 2 and s["n_train"] == 32      # stored --max-train reused
 

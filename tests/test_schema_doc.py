@@ -20,7 +20,8 @@ import pytest
 import neurosim as ns
 from neurosim.io import write_run
 from neurosim.models import models_dir
-from neurosim.training.trainer import HISTORY, TrainingInterrupted, train
+from neurosim.training.checkpoint import HISTORY
+from neurosim.training.trainer import TrainingInterrupted, train
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "hdf5-schema.md").read_text()
 #: groups whose members are named by the user (populations, projections, stimulus keys).

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from neurosim.cli import main
-from neurosim.training.trainer import TrainingError, load_checkpoint, train
+from neurosim.training.checkpoint import load_checkpoint
+from neurosim.training.trainer import ResumeError, TrainingError, train
 
 
 def test_ci_sized_training_reaches_90_percent(tmp_path):
@@ -47,8 +48,9 @@ def test_resume_reaches_the_same_weights(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(TrainingError, match="does not exist; start without --resume"):
+    with pytest.raises(ResumeError, match="does not exist; start a new run instead") as ei:
         train(out=tmp_path / "nope.h5", resume=True)
+    assert ei.value.problem == "missing" and ei.value.path == tmp_path / "nope.h5"
     (tmp_path / "x.h5").write_bytes(b"")
     with pytest.raises(FileExistsError, match="already exists; pass --force"):
         train(out=tmp_path / "x.h5")

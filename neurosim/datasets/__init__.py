@@ -43,12 +43,45 @@ class Dataset(NamedTuple):
     def n_classes(self):
         return len(self.label_names)
 
+    def normalised(self):
+        """(x_train, y_train, x_test, y_test), the images as SPIDE normalises this data set:
+        digits by the mean and standard deviation of its training images (float32), MNIST
+        and Fashion-MNIST by their published channel statistics, CIFAR (uint8) by
+        :data:`CIFAR_MEAN` / :data:`CIFAR_STD`; float CIFAR images are taken as they are."""
+        if self.name == "digits":
+            mu, sd = float(self.x_train.mean()), float(self.x_train.std())
+            f = lambda x: ((x - mu) / sd).astype(np.float32)
+        elif self.name in _NORMALISATION:
+            f = lambda x: normalize(x, *_NORMALISATION[self.name])
+        else:
+            f = lambda x: x if x.dtype != np.uint8 else normalize(x, CIFAR_MEAN, CIFAR_STD)
+        return f(self.x_train), self.y_train, f(self.x_test), self.y_test
+
+    @property
+    def augmented(self):
+        """Whether training batches of this data set are augmented (:meth:`augment`):
+        CIFAR-10 and CIFAR-100, as SPIDE's scripts do."""
+        return self.name in ("cifar10", "cifar100")
+
+    def augment(self, idx, rng):
+        """The training images ``idx`` augmented with ``rng`` and normalised (CIFAR:
+        :func:`augment_cifar`, then :data:`CIFAR_MEAN` / :data:`CIFAR_STD`); a data set
+        that is not :attr:`augmented` refuses."""
+        if not self.augmented:
+            raise NeurosimError(f"data set {self.name!r} has no training augmentation; "
+                                "augmented: cifar10, cifar100")
+        return normalize(augment_cifar(self.x_train[idx], rng), CIFAR_MEAN, CIFAR_STD)
+
 
 from .idx import (FASHION_MNIST_DEFAULT_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD,  # noqa: E402
                   MNIST_MEAN, MNIST_STD, load_idx_dataset, normalize, read_idx)
 from .cifar import (CIFAR_MEAN, CIFAR_STD, augment_cifar, load_cifar, random_crop,  # noqa: E402
                     random_flip)
 from .digits import load_digits_dataset  # noqa: E402
+
+#: per-channel (mean, std) of the data sets normalised by published statistics.
+_NORMALISATION = {"mnist": (MNIST_MEAN, MNIST_STD),
+                  "fashion-mnist": (FASHION_MNIST_MEAN, FASHION_MNIST_STD)}
 from . import events  # noqa: E402
 from .events import load_events, resize_frames, save_events, to_frames  # noqa: E402
 

@@ -47,9 +47,15 @@ LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
 _HINT = "lower the learning rate (lr), the loss scale (kappa) or the initial weights"
 
 
-@dataclass
+def _set(obj, name, value):
+    object.__setattr__(obj, name, value)      # a frozen dataclass normalising its fields
+
+
+@dataclass(frozen=True)
 class SPIDEConfig:
-    """Hyper-parameters of SPIDE training (defaults: SPIDE's MNIST scripts).
+    """Hyper-parameters of SPIDE training (defaults: SPIDE's MNIST scripts); frozen: a
+    resolved run's configuration never changes (:func:`dataclasses.replace` makes a new
+    one, e.g. a resumed run's new ``epochs``).
 
     Parameters
     ----------
@@ -106,32 +112,32 @@ class SPIDEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        self.T = V.check_int(self.T, "T", low=1)
-        self.T_b = V.check_int(self.T_b, "T_b", low=1)
-        self.kappa = V.check_real(self.kappa, "kappa", positive=True)
-        self.lr = V.check_real(self.lr, "lr", nonneg=True)
-        self.momentum = V.check_real(self.momentum, "momentum", low=0.0, high=1.0)
-        self.weight_decay = V.check_real(self.weight_decay, "weight_decay", nonneg=True)
-        self.epochs = V.check_int(self.epochs, "epochs", low=0)
-        self.batch_size = V.check_int(self.batch_size, "batch_size", low=1)
+        _set(self, "T", V.check_int(self.T, "T", low=1))
+        _set(self, "T_b", V.check_int(self.T_b, "T_b", low=1))
+        _set(self, "kappa", V.check_real(self.kappa, "kappa", positive=True))
+        _set(self, "lr", V.check_real(self.lr, "lr", nonneg=True))
+        _set(self, "momentum", V.check_real(self.momentum, "momentum", low=0.0, high=1.0))
+        _set(self, "weight_decay", V.check_real(self.weight_decay, "weight_decay", nonneg=True))
+        _set(self, "epochs", V.check_int(self.epochs, "epochs", low=0))
+        _set(self, "batch_size", V.check_int(self.batch_size, "batch_size", low=1))
         if not isinstance(self.milestones, (list, tuple)):
             raise V.NeurosimTypeError(f"milestones must be a list of epochs such as [20, 27], "
                                       f"got {type(self.milestones).__name__} {self.milestones!r}")
-        self.milestones = tuple(V.check_int(m, "milestone", low=1) for m in self.milestones)
-        self.gamma = V.check_real(self.gamma, "gamma", positive=True)
-        self.warmup_iters = V.check_int(self.warmup_iters, "warmup_iters", low=0)
+        _set(self, "milestones", tuple(V.check_int(m, "milestone", low=1) for m in self.milestones))
+        _set(self, "gamma", V.check_real(self.gamma, "gamma", positive=True))
+        _set(self, "warmup_iters", V.check_int(self.warmup_iters, "warmup_iters", low=0))
         V.check_choice(self.loss, "loss", set(LOSSES))
         V.check_choice(self.output_gate, "output_gate", set(OUTPUT_GATES))
         V.check_choice(self.spikemax_mode, "spikemax_mode", set(losses.SPIKEMAX_MODES))
-        self.window = V.check_int(self.window, "window", low=1)
-        self.spikemax_beta = V.check_real(self.spikemax_beta, "spikemax_beta", positive=True)
-        self.rate_true = V.check_real(self.rate_true, "rate_true", low=0.0, high=1.0)
-        self.rate_false = V.check_real(self.rate_false, "rate_false", low=0.0, high=1.0)
+        _set(self, "window", V.check_int(self.window, "window", low=1))
+        _set(self, "spikemax_beta", V.check_real(self.spikemax_beta, "spikemax_beta", positive=True))
+        _set(self, "rate_true", V.check_real(self.rate_true, "rate_true", low=0.0, high=1.0))
+        _set(self, "rate_false", V.check_real(self.rate_false, "rate_false", low=0.0, high=1.0))
         if not isinstance(self.spide_quirks, (bool, np.bool_)):
             raise V.NeurosimTypeError(f"spide_quirks must be true or false, got "
                                       f"{self.spide_quirks!r}")
-        self.spide_quirks = bool(self.spide_quirks)
-        self.seed = V.check_int(self.seed, "seed", low=0)
+        _set(self, "spide_quirks", bool(self.spide_quirks))
+        _set(self, "seed", V.check_int(self.seed, "seed", low=0))
         for key in ("dropout", "norm_cap"):
             d = getattr(self, key)
             if not isinstance(d, dict):

@@ -6,8 +6,16 @@ epoch.  The file holds the network with its current weights (the run-file schema
 ``/network``), and ``/training``: the configuration, the readout, the optimizer's momentum
 buffers, the random generator's state, the epoch/iteration counters and the per-epoch
 history of metrics and operation counts (``docs/training.md``; written, read and restored
-by :mod:`neurosim.training.checkpoint`, whose ``save_checkpoint`` / ``load_checkpoint`` are
-re-exported here).
+by :mod:`neurosim.training.checkpoint`).
+
+The run is composed of parts: :func:`resolve_run` turns a request (fresh or resumed) into a
+frozen :class:`RunSpec` (what the run is) and a :class:`~neurosim.training.loop.TrainState`
+(where it stands); :func:`~neurosim.training.loop.run_epochs` runs the epochs with hooks
+(progress, health, diagnostics, checkpoints, the epoch report, all in this module); the
+data set normalises and augments its own images (:meth:`neurosim.datasets.Dataset.normalised`,
+:meth:`~neurosim.datasets.Dataset.augment`).  The library speaks its own parameter names:
+a resumed run that conflicts with its file raises :class:`ResumeError` with the option,
+the value given and the value stored; the CLI words it with its option names.
 
 Reliability (``docs/reliability.md``):
 
@@ -31,36 +39,63 @@ Reliability (``docs/reliability.md``):
   :class:`~neurosim.training.health.RunawayActivityWarning` once per epoch.
 """
 import contextlib
+import dataclasses
 import hashlib
 import signal
 import threading
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from .. import _testhooks
 from .. import _validate as V
 from .. import datasets as D
 from .. import kernels
 from ..io import atomic
 from ..models import load_model, read_model_file, resolve_model_path
 from ..network import Network
-from . import health
 from . import diagnose as _diagnostics
-from .checkpoint import HISTORY, OPS, load_checkpoint, restore, save_checkpoint  # noqa: F401
-from .spide import (SGD, SPIDEConfig, build_model, learning_rate, spide_phases,  # noqa: F401
-                    spide_step)
+from . import health
+from .checkpoint import OPS, restore, save_checkpoint
+from .loop import TrainState, evaluate, model_input, run_epochs
+from .spide import SGD, SPIDEConfig, build_model
 
 #: the model ``neurosim train`` uses when none is given
 DEFAULT_MODEL = "fsnn_mlp"
-TRAINING_KEYS = {f.name for f in SPIDEConfig.__dataclass_fields__.values()} | {
+TRAINING_KEYS = {f.name for f in dataclasses.fields(SPIDEConfig)} | {
     "readout", "dataset", "output"}
 
 
 class TrainingError(V.NeurosimError):
     """A training run cannot start or continue (bad options, incompatible checkpoint)."""
+
+
+class ResumeError(TrainingError):
+    """A resumed run conflicts with its run file (structured, so that a front end can word
+    it with its own option names).
+
+    Attributes: ``problem`` — ``"missing"`` (no run file), ``"differs"`` (``option`` was
+    given as ``given`` but the run stored ``stored``), ``"fewer_epochs"`` (``epochs``
+    ``given`` is below the ``stored`` epochs done), ``"data"`` (the data read now differ:
+    ``given`` / ``stored`` training-sample counts); ``path`` (the run file).  Options are
+    :func:`train`'s parameter names and :class:`SPIDEConfig` fields."""
+
+    def __init__(self, problem, path, option=None, given=None, stored=None, message=None):
+        self.problem, self.path = problem, Path(path)
+        self.option, self.given, self.stored = option, given, stored
+        p = str(path)
+        if message is None:
+            message = {
+                "missing": f"resume: {p!r} does not exist; start a new run instead",
+                "differs": f"resume: {option} {given!r} differs from the run's {stored!r} "
+                           f"stored in {p!r}; a resumed run keeps its settings (only epochs "
+                           "may change); leave {option} out or start a new run in another file",
+                "fewer_epochs": f"resume: epochs {given} is fewer than the {stored} epochs "
+                                f"already done in {p!r}",
+            }[problem].replace("{option}", str(option))
+        super().__init__(message)
 
 
 class CheckpointError(RuntimeError):
@@ -72,8 +107,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT / SIGTERM after writing a checkpoint.
 
     Attributes: ``signum``, ``exit_code`` (128 + signum: 130 for SIGINT, 143 for SIGTERM),
-    ``out`` (the run file), ``epoch`` (completed epochs) and ``batch`` (batches done in the
-    next epoch)."""
+    ``out`` (the run file; continue with ``train(out=out, resume=True)``), ``epoch``
+    (completed epochs) and ``batch`` (batches done in the next epoch)."""
 
     def __init__(self, message, signum, out, epoch, batch):
         super().__init__(message)
@@ -84,33 +119,27 @@ class TrainingInterrupted(KeyboardInterrupt):
         return self.args[0]
 
 
-def _normalised(ds):
-    """(x_train, y_train, x_test, y_test) as float32, normalised as SPIDE does per data set."""
-    if ds.name == "digits":
-        mu, sd = float(ds.x_train.mean()), float(ds.x_train.std())
-        f = lambda x: ((x - mu) / sd).astype(np.float32)
-    elif ds.name == "mnist":
-        f = lambda x: D.normalize(x, D.MNIST_MEAN, D.MNIST_STD)
-    elif ds.name == "fashion-mnist":
-        f = lambda x: D.normalize(x, D.FASHION_MNIST_MEAN, D.FASHION_MNIST_STD)
-    else:
-        f = lambda x: x if x.dtype != np.uint8 else D.normalize(x, D.CIFAR_MEAN, D.CIFAR_STD)
-    return f(ds.x_train), ds.y_train, f(ds.x_test), ds.y_test
-
-
+# ======================================================================================
+# data and configuration
+# ======================================================================================
 def load_data(name, data_dir=None):
     """(data set, x_train, y_train, x_test, y_test): data set ``name`` (from ``data_dir``;
-    the bundled digits need none), normalised as SPIDE does (:func:`_normalised`)."""
+    the bundled digits need none), normalised as SPIDE does
+    (:meth:`neurosim.datasets.Dataset.normalised`)."""
     ds = D.load(name, data_dir) if name != "digits" else D.load("digits")
-    return (ds,) + _normalised(ds)
+    return (ds,) + ds.normalised()
 
 
-def model_input(net, population, x):
-    """``x`` [B, ...] as input population ``population`` of ``net`` takes it: images
-    [B, C, H, W] flattened for a flat (1-D) population, otherwise unchanged."""
-    if np.ndim(x) == 4 and len(net.populations[population].shape) == 1:
-        return x.reshape(len(x), -1)
-    return x
+class TrainData(NamedTuple):
+    """The data of a run: the :class:`~neurosim.datasets.Dataset` (for augmentation), its
+    normalised splits cut to the run's subsets, and ``info`` (subset sizes and the data
+    fingerprint, stored in the run file)."""
+    dataset: object
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    info: dict
 
 
 def _check_meta(net, meta, where):
@@ -187,34 +216,164 @@ def _fingerprint(*arrays):
     return h.hexdigest()
 
 
-def _batches(n, bs, rng):
-    perm = rng.permutation(n)
-    return perm, [perm[i:i + bs] for i in range(0, n, bs)]
+def _read_data(ds_name, data_dir, max_train, max_test):
+    ds, xtr, ytr, xte, yte = load_data(ds_name, data_dir)
+    if max_train:
+        xtr, ytr = xtr[:max_train], ytr[:max_train]
+    if max_test:
+        xte, yte = xte[:max_test], yte[:max_test]
+    info = dict(max_train=max_train, max_test=max_test, n_train=int(len(xtr)),
+                n_test=int(len(xte)), fingerprint=_fingerprint(xtr, ytr, xte, yte))
+    return TrainData(ds, xtr, ytr, xte, yte, info)
 
 
-class _EvalStopped(Exception):
-    pass
+# ======================================================================================
+# the run: specification and resolution
+# ======================================================================================
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSpec:
+    """What a training run is, resolved once and never changed: ``model`` (name),
+    ``dataset`` (name), ``cfg`` (the :class:`SPIDEConfig`; its ``epochs`` the run's target),
+    ``meta`` (the model file's ``[training]`` readout / output / dataset entries),
+    ``classes``, ``data`` (:class:`TrainData`: the subsets ``max_train`` / ``max_test``
+    are in ``data.info``), ``out`` (the run file) and ``command`` (stored in the file)."""
+    model: str
+    dataset: str
+    cfg: SPIDEConfig
+    meta: dict
+    classes: int
+    data: TrainData
+    out: Path
+    command: str = ""
+
+    @property
+    def seed(self):
+        return self.cfg.seed
+
+    def record(self):
+        """The spec's entries of the checkpoint's state dict."""
+        return dict(model=self.model, dataset=self.dataset, classes=self.classes,
+                    meta=self.meta, data=self.data.info, command=self.command)
 
 
-def evaluate(model, cfg, x, y, batch_size=200, n_threads=None, stop=None, engine=None):
-    """Forward-only test pass: accuracy, mean loss and forward op counts per sample.
+def _resume_conflicts(out, st, cfg, model, dataset, seed, overrides, max_train, max_test):
+    """The first option that would make a resumed run differ from the stored one, as a
+    :class:`ResumeError` (None: no conflict)."""
+    def differs(opt, given, stored):
+        return ResumeError("differs", out, opt, given, stored)
+    if model is not None and str(model) != st["model"]:
+        try:                                    # a model file whose name is the stored one
+            p = resolve_model_path(model)
+            same = read_model_file(p).get("name", p.stem) == st["model"]
+        except V.NeurosimError:
+            same = False
+        if not same:
+            return differs("model", str(model), st["model"])
+    if dataset is not None:
+        key = str(dataset).strip().lower().replace("_", "-")
+        if D._ALIASES.get(key, key) != st["dataset"]:
+            return differs("dataset", dataset, st["dataset"])
+    if seed is not None and seed != cfg.seed:
+        return differs("seed", seed, cfg.seed)
+    stored = cfg.to_dict()
+    for k, v in overrides.items():
+        if k == "epochs":
+            continue
+        s = stored.get(k)
+        same = (list(v) == list(s)) if k == "milestones" else v == s
+        if not same:
+            return differs(k, v, s)
+    data = st.get("data") or {}
+    for key, given in (("max_train", max_train), ("max_test", max_test)):
+        if given is not None and key in data and given != data[key]:
+            return differs(key, given, data[key])
+    return None
 
-    ``stop`` (callable) is polled between batches; when it returns True the pass is
-    abandoned (used by the trainer on SIGINT)."""
-    correct, loss, n = 0, 0.0, 0
-    ops = {k: 0 for k in ("fwd_synops", "fwd_updates", "fwd_spikes", "encoding_macs")}
-    for i in range(0, len(x), batch_size):
-        if stop is not None and stop():
-            raise _EvalStopped()
-        r = spide_phases(model, x[i:i + batch_size], y[i:i + batch_size], cfg, None,
-                         train=False, n_threads=n_threads, engine=engine)
-        correct += r.correct
-        loss += r.loss * r.batch
-        n += r.batch
-        for k in ops:
-            ops[k] += int(np.sum(getattr(r, k)))
-    return dict(accuracy=correct / max(n, 1), loss=loss / max(n, 1),
-                **{k: v / max(n, 1) for k, v in ops.items()})
+
+def resolve_run(model=None, dataset=None, *, out, data_dir=None, overrides=None, resume=False,
+                force=False, seed=None, max_train=None, max_test=None, command=None):
+    """A training request resolved into ``(RunSpec, TrainState)``.
+
+    Fresh start: the model (a name, path or :class:`~neurosim.Network`), its
+    configuration (the model file's ``[training]`` table under ``overrides``), the data
+    set, a new :class:`~neurosim.training.spide.SPIDEModel`, optimizer and generator.
+    ``resume``: all of it from the run file ``out``; anything given that differs from the
+    stored run raises :class:`ResumeError` (only ``overrides["epochs"]`` may change, and
+    not below the epochs done).  Parameters as in :func:`train`."""
+    out = Path(out)
+    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    if resume:
+        if out.is_dir():
+            raise IsADirectoryError(f"output {str(out)!r} is a directory; give the run file")
+        if not out.exists():
+            raise ResumeError("missing", out)
+        net, model_obj, cfg, st = restore(out)
+        conflict = _resume_conflicts(out, st, cfg, model, dataset, seed, overrides, max_train,
+                                     max_test)
+        if conflict is not None:
+            raise conflict
+        if "epochs" in overrides:
+            epochs = V.check_int(overrides["epochs"], "epochs", low=0)
+            if epochs < st["epoch"]:
+                raise ResumeError("fewer_epochs", out, "epochs", epochs, st["epoch"])
+            cfg = dataclasses.replace(cfg, epochs=epochs)
+        meta = st["meta"]
+        net.metadata = net.metadata or {"name": st["model"]}   # keep the stored model spec
+        model_name, ds_name = st["model"], st["dataset"]
+        stored = st.get("data") or {}
+        max_train = stored.get("max_train", max_train)
+        max_test = stored.get("max_test", max_test)
+    else:
+        if out.is_file() and not force:
+            raise FileExistsError(f"output {str(out)!r} already exists; pass --force to overwrite "
+                                  "it or --resume to continue it")
+        atomic.check_destination(out, force)
+        if isinstance(model, Network):       # built in code (e.g. neurosim.experiments.sparsity)
+            net = model
+        else:
+            net = load_model(DEFAULT_MODEL if model is None else model,
+                             seed=0 if seed is None else seed)
+        overrides.setdefault("seed", 0 if seed is None else seed)
+        cfg, meta = config_for(net, overrides)
+        model_name = net.metadata.get("model") or net.name
+        ds_name = dataset or meta.get("dataset") or "digits"
+        st = None
+    for what, v in (("max_train", max_train), ("max_test", max_test)):
+        if v is not None:
+            V.check_int(v, what, low=1)
+    data = _read_data(ds_name, data_dir, max_train, max_test)
+    if st is not None and (st.get("data") or {}).get("fingerprint") not in (None, data.info["fingerprint"]):
+        raise ResumeError(
+            "data", out, "data", len(data.x_train), st["data"].get("n_train"),
+            message=f"resume: the {ds_name} data read now differ from the data the run in "
+                    f"{str(out)!r} was trained on ({len(data.x_train)} training samples now, "
+                    f"{st['data'].get('n_train')} then); resume with the same data folder "
+                    "and files")
+    if st is not None:
+        classes = int(st["classes"])
+    else:
+        classes = int(meta.get("readout", {}).get("classes", data.dataset.n_classes)) if \
+            isinstance(meta.get("readout"), dict) else data.dataset.n_classes
+        model_obj = build_model(net, cfg, meta, classes)
+    _check_data_fits(model_obj, model_name, ds_name, data.x_train,
+                     np.concatenate([data.y_train, data.y_test]), classes)
+    spec = RunSpec(model=model_name, dataset=ds_name, cfg=cfg, meta=meta, classes=classes,
+                   data=data, out=Path(out), command=command or "")
+    state = TrainState(model=model_obj, opt=SGD(cfg.momentum, cfg.weight_decay),
+                       rng=np.random.default_rng(cfg.seed))
+    if st is not None:
+        state.opt.load_state(st["optimizer"])
+        state.rng.bit_generator.state = st["rng"]
+        state.history.update({k: list(v) for k, v in st["history"].items()})
+        state.epoch, state.iteration = int(st["epoch"]), int(st["iteration"])
+        state.progress = st["progress"]
+        if state.progress is not None and len(state.progress["perm"]) != len(data.x_train):
+            raise ResumeError(
+                "data", out, "data", len(data.x_train), len(state.progress["perm"]),
+                message=f"resume: the mid-epoch checkpoint in {str(out)!r} covers "
+                        f"{len(state.progress['perm'])} training samples, the data have "
+                        f"{len(data.x_train)}")
+    return spec, state
 
 
 # ======================================================================================
@@ -252,45 +411,147 @@ def _stop_on_signals(enabled):
 
 
 # ======================================================================================
+# hooks of the epoch loop
+# ======================================================================================
+class Checkpointer:
+    """Writes the run file (:func:`~neurosim.training.checkpoint.save_checkpoint`) for
+    :func:`~neurosim.training.loop.run_epochs`: after every epoch, mid-epoch when
+    ``every`` seconds have passed or on a stop request; words the errors that say what
+    the file on disk then holds."""
+
+    def __init__(self, spec, state, every=None, resumed=False):
+        self.spec, self.every = spec, every
+        self.what = None                       # the last checkpoint of this run, in words
+        if resumed:
+            p = state.progress
+            self.what = (f"after epoch {state.epoch}" if p is None else
+                         f"epoch {state.epoch + 1}, batch {p['batch']}/{p['n_batches']}")
+        self.resumed = resumed
+        self.t = time.perf_counter()
+
+    def due(self):
+        return self.every is not None and time.perf_counter() - self.t >= self.every
+
+    def save(self, state, part=None):
+        spec = self.spec
+        rec = dict(spec.record(), **state.record(spec.cfg.epochs, part))
+        try:
+            save_checkpoint(spec.out, state.model, spec.cfg, rec, force=True, partial=part)
+        except (KeyboardInterrupt, FileExistsError, IsADirectoryError):
+            raise
+        except OSError as e:
+            prev = (f"the previous checkpoint ({self.what}) is intact" if self.what
+                    else "no checkpoint of this run was written before")
+            where = (f"after epoch {state.epoch}" if part is None else
+                     f"in epoch {state.epoch + 1} after batch {part['batch']}")
+            raise CheckpointError(
+                f"could not write the checkpoint {where} to {str(spec.out)!r} "
+                f"({e.strerror or e}); {prev}; fix the cause (disk space, permissions) and "
+                "resume the run") from e
+        self.what = (f"after epoch {state.epoch}" if part is None else
+                     f"epoch {state.epoch + 1}, batch {part['batch']}/{part['n_batches']}")
+        self.t = time.perf_counter()
+
+    def interrupted(self, stop, epoch_done, batch, n_batches):
+        name = signal.Signals(stop.signum).name
+        where = (f"after epoch {epoch_done}" if batch == 0 else
+                 f"after batch {batch}/{n_batches} of epoch {epoch_done + 1}")
+        out = self.spec.out
+        return TrainingInterrupted(
+            f"interrupted by {name}: stopped {where}, checkpoint written to {str(out)!r}",
+            stop.signum, out, epoch_done, batch)
+
+    def diverged(self, e, state, epoch, bi, nb):
+        out = self.spec.out
+        keep = (f"{str(out)!r} keeps the last good checkpoint ({self.what or 'as found at the start'})"
+                if self.what or self.resumed else
+                f"no checkpoint was written ({str(out)!r} is unchanged)")
+        return health.NumericalError(f"{e.detail} at epoch {epoch + 1}, batch {bi + 1}/{nb} "
+                                     f"(iteration {state.iteration + 1}): training diverged and "
+                                     f"was stopped; {keep}", what=e.what, name=e.name,
+                                     hint=e.hint)
+
+
+class ProgressHook:
+    """Says when the first batch (which compiles the kernels) is done and hands
+    ``progress`` a dict per batch with the ETA measured from the batches after it."""
+
+    def __init__(self, progress, say, compiling):
+        self.progress, self.say, self.compiling = progress, say, compiling
+        self.rate0 = None
+
+    def epoch_start(self, state, epoch, t0):
+        self.rate0 = None    # (time, batches done) the ETA is measured from: after compiling
+
+    def batch_end(self, state, info):
+        done, t0 = info["done"], info["t0"]
+        if self.compiling:
+            self.compiling = False
+            self.rate0 = (time.perf_counter(), done)
+            self.say(f"first batch done in {self.rate0[0] - t0:.1f} s (compilation included)")
+        if self.progress is not None:
+            t_r, d_r = (t0, 0) if self.rate0 is None else self.rate0
+            el = time.perf_counter() - t_r
+            nb = info["n_batches"]
+            eta = (el / (done - d_r) * (nb - info["batch"]) if done > d_r else float("nan"))
+            self.progress(dict(epoch=info["epoch"], epochs=info["epochs"], batch=info["batch"],
+                               n_batches=nb, loss=info["loss"], accuracy=info["accuracy"],
+                               eta_s=eta))
+
+
+class HealthHook:
+    """A :class:`~neurosim.training.health.RunawayActivityWarning` per epoch and
+    population that fired at every forward step (the loop's activity monitor)."""
+
+    def __init__(self, monitor, T):
+        self.monitor, self.T = monitor, T
+
+    def epoch_end(self, state, record):
+        for pop, frac in self.monitor.runaway():
+            warnings.warn(
+                f"runaway activity in population {pop!r}: {100 * frac:.1f} % of its neurons "
+                f"fired at every one of the T = {self.T} forward steps in epoch "
+                f"{record['epoch']} (its rates carry no information and SPIDE's mask stops its "
+                "gradients); lower the learning rate or the input scale, or raise its "
+                "threshold v_th", health.RunawayActivityWarning, stacklevel=2)
+
+
+class DiagnoseHook:
+    """After every epoch, the backward diagnostics on the first ``n`` training samples
+    (:func:`neurosim.training.diagnose.diagnose`), kept in ``state.diagnostics`` (and so in
+    the checkpoint)."""
+
+    def __init__(self, spec, n, n_threads):
+        self.spec, self.n, self.n_threads = spec, n, n_threads
+
+    def epoch_end(self, state, record):
+        spec, model = self.spec, state.model
+        x = model_input(model.net, model.input, spec.data.x_train[:self.n])
+        d = _diagnostics.diagnose(model, spec.cfg, x, spec.data.y_train[:self.n],
+                                  seed=spec.cfg.seed, n_threads=self.n_threads)
+        d["epoch"] = record["epoch"]
+        state.diagnostics = d
+
+
+class EpochReport:
+    """One line per epoch (after its checkpoint), preceded by the diagnostics table when
+    one was computed."""
+
+    def __init__(self, say, epochs, diagnose):
+        self.say, self.epochs, self.diagnose = say, epochs, diagnose
+
+    def epoch_saved(self, state, r):
+        if self.diagnose and state.diagnostics is not None:
+            for line in _diagnostics.format_table(state.diagnostics):
+                self.say(line)
+        self.say(f"epoch {r['epoch']}/{self.epochs}: loss {r['train_loss']:.4f}, train acc "
+                 f"{r['train_accuracy']:.4f}, test acc {r['test_accuracy']:.4f} "
+                 f"({r['wall_s']:.1f} s)")
+
+
+# ======================================================================================
 # training
 # ======================================================================================
-def _check_resume(out, st, cfg, model, dataset, seed, overrides, max_train, max_test):
-    """Refuse options that would make a resumed run differ from the stored one."""
-    def refuse(opt, given, stored):
-        raise TrainingError(f"--resume: {opt} {given!r} differs from the run's {stored!r} "
-                            f"stored in {str(out)!r}; a resumed run keeps its settings (only "
-                            f"--epochs may change); drop {opt} or start a new run with "
-                            "another --out")
-    if model is not None and str(model) != st["model"]:
-        try:                                    # a model file whose name is the stored one
-            p = resolve_model_path(model)
-            same = read_model_file(p).get("name", p.stem) == st["model"]
-        except V.NeurosimError:
-            same = False
-        if not same:
-            refuse("--model", str(model), st["model"])
-    if dataset is not None:
-        key = str(dataset).strip().lower().replace("_", "-")
-        if D._ALIASES.get(key, key) != st["dataset"]:
-            refuse("--dataset", dataset, st["dataset"])
-    if seed is not None and seed != cfg.seed:
-        refuse("--seed", seed, cfg.seed)
-    stored = cfg.to_dict()
-    for k, v in overrides.items():
-        if k == "epochs":
-            continue
-        s = stored.get(k)
-        same = (list(v) == list(s)) if k == "milestones" else v == s
-        if not same:
-            refuse(f"--{k.replace('_', '-')}" if k not in ("T", "T_b") else
-                   {"T": "--tf", "T_b": "--tb"}[k], v, s)
-    data = st.get("data") or {}
-    for opt, given, key in (("--max-train", max_train, "max_train"),
-                            ("--max-test", max_test, "max_test")):
-        if given is not None and key in data and given != data[key]:
-            refuse(opt, given, data[key])
-
-
 def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overrides=None,
           resume=False, force=False, seed=None, max_train=None, max_test=None, report=None,
           progress=None, n_threads=None, command=None, checkpoint_every=None,
@@ -346,7 +607,8 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     Raises
     ------
     TrainingError
-        Bad options, a model that does not fit the data, an incompatible run file.
+        Bad options, a model that does not fit the data, an incompatible run file
+        (:class:`ResumeError`: structured, option / given / stored).
     NumericalError
         NaN / inf during training (the run file keeps the last good checkpoint).
     CheckpointError
@@ -354,255 +616,47 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     TrainingInterrupted
         SIGINT / SIGTERM; a checkpoint was written.
     """
-    out = Path(out)
-    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
     say = report if report is not None else (lambda msg: None)
     if checkpoint_every is not None:
         checkpoint_every = V.check_real(checkpoint_every, "checkpoint_every", positive=True)
     t_start = time.perf_counter()
-    if resume:
-        if out.is_dir():
-            raise IsADirectoryError(f"--out {str(out)!r} is a directory; give the run file")
-        if not out.exists():
-            raise TrainingError(f"--resume: {str(out)!r} does not exist; start without --resume")
-        net, model_obj, cfg, st = restore(out)
-        _check_resume(out, st, cfg, model, dataset, seed, overrides, max_train, max_test)
-        if "epochs" in overrides:
-            cfg.epochs = V.check_int(overrides["epochs"], "epochs", low=0)
-            if cfg.epochs < st["epoch"]:
-                raise TrainingError(f"--resume: --epochs {cfg.epochs} is fewer than the "
-                                    f"{st['epoch']} epochs already done in {str(out)!r}")
-        meta = st["meta"]
-        net.metadata = net.metadata or {"name": st["model"]}   # keep the stored model spec
-        model_name, ds_name = st["model"], st["dataset"]
-        data = st.get("data") or {}
-        max_train, max_test = data.get("max_train", max_train), data.get("max_test", max_test)
-    else:
-        if out.is_file() and not force:
-            raise FileExistsError(f"output {str(out)!r} already exists; pass --force to overwrite "
-                                  "it or --resume to continue it")
-        atomic.check_destination(out, force)
-        if isinstance(model, Network):       # built in code (e.g. neurosim.ops.sparsity)
-            net = model
-        else:
-            net = load_model(DEFAULT_MODEL if model is None else model,
-                             seed=0 if seed is None else seed)
-        overrides.setdefault("seed", 0 if seed is None else seed)
-        cfg, meta = config_for(net, overrides)
-        model_name = net.metadata.get("model") or net.name
-        ds_name = dataset or meta.get("dataset") or "digits"
-    for what, v in (("max_train", max_train), ("max_test", max_test)):
-        if v is not None:
-            V.check_int(v, what, low=1)
-    atomic.check_writable(out)
-    for p in atomic.remove_stale_temps(out):
+    spec, state = resolve_run(model, dataset, out=out, data_dir=data_dir, overrides=overrides,
+                              resume=resume, force=force, seed=seed, max_train=max_train,
+                              max_test=max_test, command=command)
+    atomic.check_writable(spec.out)
+    for p in atomic.remove_stale_temps(spec.out):
         say(f"removed {p.name}, a temporary file left by an interrupted write")
-    ds, xtr, ytr, xte, yte = load_data(ds_name, data_dir)
-    if max_train:
-        xtr, ytr = xtr[:max_train], ytr[:max_train]
-    if max_test:
-        xte, yte = xte[:max_test], yte[:max_test]
-    fp = _fingerprint(xtr, ytr, xte, yte)
-    data = dict(max_train=max_train, max_test=max_test, n_train=int(len(xtr)),
-                n_test=int(len(xte)), fingerprint=fp)
-    if resume and (st.get("data") or {}).get("fingerprint") not in (None, fp):
-        raise TrainingError(f"--resume: the {ds_name} data read now differ from the data the "
-                            f"run in {str(out)!r} was trained on ({len(xtr)} training samples "
-                            f"now, {st['data'].get('n_train')} then); resume with the same "
-                            "--data-dir and files")
-    if resume:
-        classes = int(st["classes"])
-    else:
-        classes = int(meta.get("readout", {}).get("classes", ds.n_classes)) if isinstance(
-            meta.get("readout"), dict) else ds.n_classes
-        model_obj = build_model(net, cfg, meta, classes)
-    _check_data_fits(model_obj, model_name, ds_name, xtr, np.concatenate([ytr, yte]), classes)
-    opt = SGD(cfg.momentum, cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
-    history = {k: [] for k in HISTORY}
-    epoch0, it, partial = 0, 0, None
-    if resume:
-        opt.load_state(st["optimizer"])
-        rng.bit_generator.state = st["rng"]
-        history.update({k: list(v) for k, v in st["history"].items()})
-        epoch0, it, partial = int(st["epoch"]), int(st["iteration"]), st["progress"]
-        if partial is not None and len(partial["perm"]) != len(xtr):
-            raise TrainingError(f"--resume: the mid-epoch checkpoint in {str(out)!r} covers "
-                                f"{len(partial['perm'])} training samples, the data have "
-                                f"{len(xtr)}")
     if diagnose is not None:
-        diagnose = min(V.check_int(diagnose, "diagnose", low=1), len(xtr))
-    state = dict(model=model_name, dataset=ds_name, classes=classes, meta=meta, data=data,
-                 command=command or "", finished=False)
-    diag = None
+        diagnose = min(V.check_int(diagnose, "diagnose", low=1), len(spec.data.x_train))
+    net = state.model.net
     monitor = health.ActivityMonitor([p.name for p in net.spiking_populations])
-    saved = {"what": None, "t": time.perf_counter()}   # last checkpoint of this run
-
-    def save(epoch_done, part=None):
-        state.update(epoch=epoch_done, iteration=it, rng=rng.bit_generator.state,
-                     optimizer=opt.state(), history=history,
-                     finished=part is None and epoch_done == cfg.epochs,
-                     wall_s=float(sum(history["wall_s"])))
-        try:
-            save_checkpoint(out, model_obj, cfg, state, force=True, partial=part)
-        except (KeyboardInterrupt, FileExistsError, IsADirectoryError):
-            raise
-        except OSError as e:
-            prev = (f"the previous checkpoint ({saved['what']}) is intact" if saved["what"]
-                    else "no checkpoint of this run was written before")
-            where = (f"after epoch {epoch_done}" if part is None else
-                     f"in epoch {epoch_done + 1} after batch {part['batch']}")
-            raise CheckpointError(
-                f"could not write the checkpoint {where} to {str(out)!r} "
-                f"({e.strerror or e}); {prev}; fix the cause (disk space, permissions) and "
-                "continue with --resume") from e
-        saved["what"] = (f"after epoch {epoch_done}" if part is None else
-                         f"epoch {epoch_done + 1}, batch {part['batch']}/{part['n_batches']}")
-        saved["t"] = time.perf_counter()
-
-    def interrupted(stop, epoch_done, batch, n_batches):
-        name = signal.Signals(stop.signum).name
-        where = (f"after epoch {epoch_done}" if batch == 0 else
-                 f"after batch {batch}/{n_batches} of epoch {epoch_done + 1}")
-        return TrainingInterrupted(
-            f"interrupted by {name}: stopped {where}, checkpoint written to {str(out)!r}; "
-            f"continue with: neurosim train --out {out} --resume",
-            stop.signum, out, epoch_done, batch)
-
-    def diverged(e, epoch, bi, nb):
-        keep = (f"{str(out)!r} keeps the last good checkpoint ({saved['what'] or 'as found at the start'})"
-                if saved["what"] or resume else
-                f"no checkpoint was written ({str(out)!r} is unchanged)")
-        return health.NumericalError(f"{e.detail} at epoch {epoch + 1}, batch {bi + 1}/{nb} "
-                                     f"(iteration {it + 1}): training diverged and was stopped; "
-                                     f"{keep}", what=e.what, name=e.name,
-                                     hint="lower the learning rate (--lr), the loss scale "
-                                          "(--kappa) or the initial weights")
-
-    if resume:
-        saved["what"] = (f"after epoch {epoch0}" if partial is None else
-                         f"epoch {epoch0 + 1}, batch {partial['batch']}/{partial['n_batches']}")
+    checkpoint = Checkpointer(spec, state, checkpoint_every, resumed=resume)
+    compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad", cuba=False)
+    hooks = [ProgressHook(progress, say, compiling), HealthHook(monitor, spec.cfg.T)]
+    if diagnose:
+        hooks.append(DiagnoseHook(spec, diagnose, n_threads))
+    hooks.append(EpochReport(say, spec.cfg.epochs, bool(diagnose)))
     if engine is not None:
         engine.start(net)
     with _stop_on_signals(handle_signals) as stop:
-        compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad", cuba=False)
         if compiling:
             say("compiling the engine's kernels during the first batch (once after installing "
                 "or updating neurosim: 30-50 s on 2 cores; later runs load them from the "
                 f"cache{'' if kernels.CACHE_DIR is None else ' in ' + str(kernels.CACHE_DIR)})")
-        for epoch in range(epoch0, cfg.epochs):
-            t0 = time.perf_counter()
-            rate0 = None   # (time, batches done) the ETA is measured from: after compiling
-            if partial is not None:
-                perm = np.asarray(partial["perm"], np.int64)
-                batches = [perm[i:i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
-                bi0 = int(partial["batch"])
-                sums = {k: float(partial["sums"][k]) for k in OPS}
-                loss_sum, correct, n = (float(partial["loss_sum"]), int(partial["correct"]),
-                                        int(partial["n"]))
-                t0 -= float(partial["wall_s"])
-                monitor.saturated = dict(partial["activity"]["saturated"])
-                monitor.total = dict(partial["activity"]["total"])
-                partial = None
-            else:
-                perm, batches = _batches(len(xtr), cfg.batch_size, rng)
-                bi0, sums, loss_sum, correct, n = 0, {k: 0.0 for k in OPS}, 0.0, 0, 0
-                monitor.reset()
-
-            def snapshot(next_batch):
-                return dict(perm=perm, batch=next_batch, n_batches=len(batches),
-                            loss_sum=loss_sum, correct=correct, n=n, sums=dict(sums),
-                            wall_s=time.perf_counter() - t0,
-                            activity=dict(saturated=monitor.saturated, total=monitor.total))
-
-            for bi in range(bi0, len(batches)):
-                idx = batches[bi]
-                xb = model_input(net, model_obj.input, xtr[idx])
-                if ds_name in ("cifar10", "cifar100"):
-                    xb = D.normalize(D.augment_cifar(ds.x_train[idx], rng), D.CIFAR_MEAN, D.CIFAR_STD)
-                lr = learning_rate(cfg, epoch, it)
-                try:
-                    r = spide_step(model_obj, xb, ytr[idx], cfg, rng, lr, opt, n_threads=n_threads,
-                                   engine=engine)
-                except health.NumericalError as e:
-                    raise diverged(e, epoch, bi, len(batches)) from None
-                it += 1
-                loss_sum += r.loss * r.batch
-                correct += r.correct
-                n += r.batch
-                for k in OPS:
-                    sums[k] += float(np.sum(getattr(r, k)))
-                monitor.add(r.forward, cfg.T)
-                _testhooks.pause("batch")
-                done = bi + 1 - bi0
-                if compiling:
-                    compiling = False
-                    rate0 = (time.perf_counter(), done)
-                    say(f"first batch done in {rate0[0] - t0:.1f} s (compilation included)")
-                if progress is not None:
-                    t_r, d_r = (t0, 0) if rate0 is None else rate0
-                    el = time.perf_counter() - t_r
-                    eta = (el / (done - d_r) * (len(batches) - bi - 1) if done > d_r else
-                           float("nan"))
-                    progress(dict(epoch=epoch + 1, epochs=cfg.epochs, batch=bi + 1,
-                                  n_batches=len(batches), loss=loss_sum / n, accuracy=correct / n,
-                                  eta_s=eta))
-                due = checkpoint_every is not None and \
-                    time.perf_counter() - saved["t"] >= checkpoint_every
-                if (stop() or due) and bi + 1 < len(batches):
-                    save(epoch, snapshot(bi + 1))
-                    if stop():
-                        raise interrupted(stop, epoch, bi + 1, len(batches))
-            xe = model_input(net, model_obj.input, xte)
-            try:
-                ev = evaluate(model_obj, cfg, xe, yte, n_threads=n_threads, stop=stop,
-                              engine=engine)
-            except _EvalStopped:
-                save(epoch, snapshot(len(batches)))
-                raise interrupted(stop, epoch, len(batches), len(batches)) from None
-            wall = time.perf_counter() - t0
-            history["epoch"].append(epoch + 1)
-            history["lr"].append(learning_rate(cfg, epoch, max(it - 1, 0)))
-            history["train_loss"].append(loss_sum / n)
-            history["train_accuracy"].append(correct / n)
-            history["test_accuracy"].append(ev["accuracy"])
-            history["test_loss"].append(ev["loss"])
-            history["wall_s"].append(wall)
-            for k in OPS:
-                history[k].append(sums[k] / n)
-            for k in OPS[:4]:
-                history["test_" + k].append(ev[k])
-            for pop, frac in monitor.runaway():
-                warnings.warn(
-                    f"runaway activity in population {pop!r}: {100 * frac:.1f} % of its neurons "
-                    f"fired at every one of the T = {cfg.T} forward steps in epoch {epoch + 1} "
-                    "(its rates carry no information and SPIDE's mask stops its gradients); "
-                    "lower the learning rate or the input scale, or raise its threshold v_th",
-                    health.RunawayActivityWarning, stacklevel=2)
-            if diagnose:
-                diag = _diagnostics.diagnose(
-                    model_obj, cfg, model_input(net, model_obj.input, xtr[:diagnose]),
-                    ytr[:diagnose], seed=cfg.seed, n_threads=n_threads)
-                diag["epoch"] = epoch + 1
-                state["diagnostics"] = diag
-            save(epoch + 1)
-            if diag is not None:
-                for line in _diagnostics.format_table(diag):
-                    say(line)
-            say(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / n:.4f}, train acc "
-                f"{correct / n:.4f}, test acc {ev['accuracy']:.4f} ({wall:.1f} s)")
-            if stop() and epoch + 1 < cfg.epochs:
-                raise interrupted(stop, epoch + 1, 0, 0)
-    if epoch0 >= cfg.epochs and not history["epoch"]:
+        epoch0 = state.epoch
+        run_epochs(spec, state, hooks, checkpoint, stop, monitor=monitor, n_threads=n_threads,
+                   engine=engine)
+    h = state.history
+    if epoch0 >= spec.cfg.epochs and not h["epoch"]:
         raise TrainingError("nothing to do: 0 epochs")
-    summary = dict(model=model_name, dataset=ds_name, seed=cfg.seed, epochs=cfg.epochs,
-                   test_accuracy=history["test_accuracy"][-1] if history["test_accuracy"] else None,
-                   train_accuracy=history["train_accuracy"][-1] if history["train_accuracy"] else None,
-                   wall_s=time.perf_counter() - t_start, train_wall_s=float(sum(history["wall_s"])),
-                   n_train=int(len(xtr)), n_test=int(len(xte)), out=str(out),
-                   ops_per_sample={k: history[k][-1] for k in OPS} if history["epoch"] else {},
-                   config=cfg.to_dict(), diagnostics=diag)
-    return summary
+    return dict(model=spec.model, dataset=spec.dataset, seed=spec.seed, epochs=spec.cfg.epochs,
+                test_accuracy=h["test_accuracy"][-1] if h["test_accuracy"] else None,
+                train_accuracy=h["train_accuracy"][-1] if h["train_accuracy"] else None,
+                wall_s=time.perf_counter() - t_start, train_wall_s=float(sum(h["wall_s"])),
+                n_train=int(len(spec.data.x_train)), n_test=int(len(spec.data.x_test)),
+                out=str(spec.out),
+                ops_per_sample={k: h[k][-1] for k in OPS} if h["epoch"] else {},
+                config=spec.cfg.to_dict(), diagnostics=state.diagnostics)
 
 
 def evaluate_run(path, dataset=None, *, data_dir=None, max_test=None, n_threads=None):
