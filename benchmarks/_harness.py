@@ -29,7 +29,6 @@ table from these files.
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -57,38 +56,16 @@ _ENV_THREADS = "NEUROSIM_BENCH_THREADS"         # thread count of a worker proce
 # ---------------------------------------------------------------------------------------
 # provenance
 def git_commit():
-    """``git rev-parse --short HEAD``, with ``+dirty`` when the work tree has changes.
-
-    Changes under ``benchmarks/results/`` (the records being written) do not count;
-    untracked files do (they may be imported)."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        status = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if status else "")
+    """``git rev-parse --short HEAD``, with ``+dirty`` when the work tree has changes
+    outside ``benchmarks/results/`` (:func:`neurosim.experiments.provenance.git_commit`)."""
+    from neurosim.experiments.provenance import git_commit as commit
+    return commit(REPO_ROOT)
 
 
 def machine():
-    """CPU model (``/proc/cpuinfo``) and the number of cores this process may use."""
-    model = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count()
-    return f"{model} ({n} cores)"
+    """CPU model and usable cores (:func:`neurosim.experiments.provenance.machine`)."""
+    from neurosim.experiments.provenance import machine as which
+    return which()
 
 
 _PROVENANCE = None
@@ -102,13 +79,8 @@ def provenance():
         if env:
             _PROVENANCE = json.loads(env)
         else:
-            import numba
-            import numpy
-            import neurosim
-            _PROVENANCE = dict(version=neurosim.__version__, commit=git_commit(),
-                               machine=machine(), numba_version=numba.__version__,
-                               numpy_version=numpy.__version__,
-                               python=platform.python_version())
+            from neurosim.experiments.provenance import provenance as record
+            _PROVENANCE = record(REPO_ROOT)
     return _PROVENANCE
 
 

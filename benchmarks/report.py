@@ -169,7 +169,7 @@ def _sweep_points(recs):
 
 def sparsity_section(records):
     """Markdown of the latest sweep of every model/data set in the sparsity records."""
-    from neurosim.ops.sparsity import crossover
+    from neurosim.experiments.sparsity import crossover
     recs = [r for r in records if r.get("bench") == "sparsity"]
     if not recs:
         return "_No sparsity sweep recorded yet: run `neurosim bench sparsity`._\n"

@@ -20,7 +20,7 @@ and creates ``.go``.  Points:
     inside an atomic HDF5 write, after the temporary file is complete and fsync'ed and
     before it is renamed over the destination;
 ``sweep-point``
-    at the start of a sparsity-sweep point (:func:`neurosim.ops.sparsity.run_point`; on a
+    at the start of a sparsity-sweep point (:func:`neurosim.experiments.sparsity.run_point`; on a
     Dask worker: the test kills that worker).
 
 Without the variable :func:`pause` returns at once (one dictionary look-up).

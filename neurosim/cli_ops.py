@@ -84,8 +84,8 @@ def bench():
 
 
 def _parse_values(ctx, param, values):
-    """``NAME=V1,V2,...`` options -> {name: [values]} (typed by neurosim.ops.sparsity)."""
-    from .ops.sparsity import SWEEPABLE
+    """``NAME=V1,V2,...`` options -> {name: [values]} (typed by neurosim.experiments.sparsity)."""
+    from .experiments.sparsity import SWEEPABLE
     out = {}
     for text in values:
         name, sep, vals = text.partition("=")
@@ -134,7 +134,7 @@ def _sweep_command(ctx, no_record):
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Numba threads (engine) and BLAS threads (dense baseline).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("benchmarks/results/sparsity.jsonl"), show_default=True,
+              default=Path("sparsity.jsonl"), show_default=True,
               help="JSON-lines file the records are appended to (atomically).")
 @click.option("--no-record", is_flag=True, help="Do not write JSON lines.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -152,14 +152,14 @@ def sparsity(ctx, model, dataset, data_dir, params, base, grid, epochs, max_trai
              seed, reps, threads, out, no_record, plot_dir, as_json, scheduler, workers, debug):
     """Sweep training parameters: accuracy vs operations, event-driven vs dense time."""
     import json
-    from .ops import sparsity as S
+    from .experiments import sparsity as S
     command = _sweep_command(ctx, no_record)
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
     if scheduler is not None and workers is not None:
         raise click.UsageError("give at most one of --scheduler and --workers")
     if scheduler is not None or workers is not None:
         from .cli import BadInput
-        from .ops import dask_sweep
+        from .experiments import dask_sweep
         if not dask_sweep.available():
             raise BadInput("--scheduler / --workers need Dask's distributed scheduler; "
                            f"install the extra: {dask_sweep.EXTRA_HINT}")

@@ -153,6 +153,11 @@ class PhaseCounts(NamedTuple):
     spikes: np.ndarray
 
 
+#: the kind of operation each projection phase of an op table counts (accumulates of
+#: spike events, multiply-accumulates of analog values).
+OP_KIND = {"input_encoding": "MAC", "forward": "AC", "backward": "AC", "backward_pos": "AC",
+           "backward_neg": "AC", "weight_update": "MAC"}
+
 #: the phases of a training step's counts, in order.
 STEP_PHASES = ("input_encoding", "forward", "backward", "weight_update")
 

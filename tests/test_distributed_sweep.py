@@ -1,4 +1,4 @@
-"""The sparsity sweep on Dask (neurosim.ops.dask_sweep): a 2-worker LocalCluster gives the
+"""The sparsity sweep on Dask (neurosim.experiments.dask_sweep): a 2-worker LocalCluster gives the
 serial sweep's records (timing fields aside), a killed worker's point is re-run and
 recorded exactly once, and the options exit 2 naming the extra when Dask is missing."""
 import json
@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from neurosim.cli import main
-from neurosim.ops import sparsity as S
+from neurosim.experiments import sparsity as S
 
 SMALL = dict(base={"T": 6, "T_b": 8}, epochs=1, max_train=48, max_test=24, reps=1)
 
@@ -94,7 +94,7 @@ def test_killed_worker_point_is_rerun_once(serial, tmp_path, monkeypatch):
 
 
 def test_options_without_dask_exit_2(monkeypatch):
-    from neurosim.ops import dask_sweep
+    from neurosim.experiments import dask_sweep
     monkeypatch.setattr(dask_sweep, "available", lambda: False)
     r = CliRunner().invoke(main, ["bench", "sparsity", "--workers", "2", "--no-record"])
     assert r.exit_code == 2 and "neurosim[dask]" in r.output

@@ -798,3 +798,43 @@ def test_ops_on_a_digits_training_run_takes_under_two_seconds(train_run):
     subprocess.run(cmd, capture_output=True, check=True)
     assert time.perf_counter() - t0 < 2.0
 
+
+def _imports(path):
+    """(module imported, enclosing function or None) of every import in a source file,
+    relative imports resolved against the neurosim package."""
+    import ast
+    import pathlib
+    p = pathlib.Path(path)
+    pkg = p.relative_to(pathlib.Path(ns.__file__).parent.parent).with_suffix("").parts[:-1]
+    out = []
+
+    def visit(node, fn):
+        for ch in ast.iter_child_nodes(node):
+            f = ch.name if isinstance(ch, (ast.FunctionDef, ast.AsyncFunctionDef)) else fn
+            if isinstance(ch, ast.ImportFrom):
+                base = list(pkg[:len(pkg) - ch.level + 1]) if ch.level else []
+                mod = ".".join(base + ([ch.module] if ch.module else []))
+                out.extend((f"{mod}.{a.name}" if not ch.module else mod, f) for a in ch.names)
+            elif isinstance(ch, ast.Import):
+                out.extend((a.name, f) for a in ch.names)
+            visit(ch, f)
+    visit(ast.parse(p.read_text()), None)
+    return out
+
+
+def test_layering_of_the_local_rule_ops_and_experiments():
+    """The local rule sits below training/ and ops/; ops/ does not import training/ (the one
+    exception: a training run file's ops are recomputed with the training step,
+    ops/runfile._training_data); nothing below experiments/ imports it (decisions 51, 54)."""
+    import pathlib
+    root = pathlib.Path(ns.__file__).parent
+    for mod, fn in _imports(root / "local_rule.py"):
+        assert not mod.startswith(("neurosim.training", "neurosim.ops")), mod
+    for f in sorted((root / "ops").glob("*.py")):
+        for mod, fn in _imports(f):
+            if mod.startswith("neurosim.training"):
+                assert (f.name, fn) == ("runfile.py", "_training_data"), (f.name, fn, mod)
+    for f in sorted(root.rglob("*.py")):
+        if f.parent.name == "experiments" or f.name in ("cli.py", "cli_ops.py"):
+            continue
+        assert not any(m.startswith("neurosim.experiments") for m, _ in _imports(f)), f

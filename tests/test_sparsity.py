@@ -1,4 +1,4 @@
-"""The sparsity sweep (neurosim.ops.sparsity, `neurosim bench sparsity`): its dense
+"""The sparsity sweep (neurosim.experiments.sparsity, `neurosim bench sparsity`): its dense
 timing baseline against the engine (dense, sparse, conv, conv-transpose and pooling
 projections) and against the explicit-loop matrices of tests/reference.py, the point
 list, the crossover, and tiny sweeps end to end on digits (an MLP and a miniature
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import neurosim as ns
 from neurosim.cli import main
-from neurosim.ops import sparsity as S
+from neurosim.experiments import sparsity as S
 
 import reference
 
@@ -287,3 +287,13 @@ def test_cli_bench_sparsity(tmp_path):
     assert r.exit_code == 2 and "sweepable: T, T_b, v_th, kappa, dropout" in r.output
     r = CliRunner().invoke(main, ["bench", "sparsity", "--param", "T=ten"])
     assert r.exit_code == 2 and "T takes int values" in r.output
+
+
+def test_default_out_is_outside_the_repository_results():
+    """`bench sparsity` appends to the file the user names; by default sparsity.jsonl in the
+    current folder, never the tracked benchmarks/results/ (decisions 54)."""
+    from pathlib import Path
+    from neurosim.cli import main
+    cmd = main.commands["bench"].commands["sparsity"]
+    default = [p for p in cmd.params if p.name == "out"][0].default
+    assert Path(default) == S.DEFAULT_OUT == Path("sparsity.jsonl")

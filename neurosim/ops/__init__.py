@@ -1,7 +1,6 @@
-"""Operation accounting, energy estimates and sparsity benchmarks.
+"""Operation accounting and energy estimates.
 
-The library behind ``neurosim ops`` and ``neurosim bench sparsity`` (the CLI only calls
-these functions; ``docs/ops-energy.md`` defines every number):
+The library behind ``neurosim ops`` (the CLI only calls these functions; ``docs/ops-energy.md`` defines every number):
 
 - :func:`read_ops` — the operation table of a run file (either kind), an
   :class:`OpsTable` per layer and phase (input encoding, forward, backward ±1, weight
@@ -14,9 +13,13 @@ these functions; ``docs/ops-energy.md`` defines every number):
   (Footprint, ConnectionSparsity, ActivationSparsity, SynapticOperations, ...) computed
   from the exact counts (``neurosim ops --neurobench``);
 - :func:`synapse_counts` — per-synapse counts aligned with the stored connectivity;
-- :mod:`neurosim.ops.plots` (matplotlib) and :mod:`neurosim.ops.sparsity` (the sweep),
-  imported on use.
+- :mod:`neurosim.ops.plots` (matplotlib), imported on use.
+
+The sparsity sweep (``neurosim bench sparsity``), which trains models, lives above this
+package and :mod:`neurosim.training`: :mod:`neurosim.experiments.sparsity`.
 """
+from ..counting import OP_KIND
+from ..local_rule import update_ops
 from .energy import (DEFAULT_PROFILE, EnergyError, EnergyProfile, baseline_ops, list_profiles,
                      load_profile)
 from .energy import estimate as estimate_energy
@@ -25,8 +28,7 @@ from .neurobench import format_neurobench, neurobench_metrics
 from .report import format_energy
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, read_ops, run_kind, table_from_data
 from .synapses import synapse_counts
-from ..local_rule import update_ops
-from .table import (OP_KIND, POPULATION_PHASES, PROJECTION_PHASES, OpsError, OpsTable, add_sums,
+from .table import (POPULATION_PHASES, PROJECTION_PHASES, OpsError, OpsTable, add_sums,
                     nonzero_in_degree, nonzero_out_degree, phase_sums, table_from_phases)
 
 __all__ = ["DEFAULT_PROFILE", "DEFAULT_SAMPLES", "EnergyError", "EnergyProfile", "OP_KIND",

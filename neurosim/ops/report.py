@@ -1,7 +1,7 @@
 """Text rendering of an operation table and its energy estimate (``neurosim ops``)."""
 import textwrap
 
-from .table import OP_KIND
+from ..counting import OP_KIND
 
 
 def fmt(v):

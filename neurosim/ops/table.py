@@ -34,18 +34,17 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
+from ..counting import OP_KIND
 from ..io.hdf5 import json_default
 from .. import local_rule as rule
 from ..local_rule import flat_input
+from .report import format_table
 
 #: projection phases, in table order.
 PROJECTION_PHASES = ("input_encoding", "forward", "backward", "backward_pos", "backward_neg",
                      "weight_update")
 #: population phases.
 POPULATION_PHASES = ("forward", "backward")
-#: the kind of operation each projection phase counts.
-OP_KIND = {"input_encoding": "MAC", "forward": "AC", "backward": "AC", "backward_pos": "AC",
-           "backward_neg": "AC", "weight_update": "MAC"}
 #: projection metrics (integers summed over samples; None where undefined).
 PROJECTION_METRICS = ("synaptic_operations", "synaptic_operations_nonzero", "dense_macs")
 #: population metrics.
@@ -357,7 +356,6 @@ class OpsTable:
 
     def format(self, energy=None):
         """The human-readable table (what ``neurosim ops`` prints)."""
-        from .report import format_table
         return format_table(self, energy)
 
     def __repr__(self):

@@ -1,7 +1,7 @@
 """Sparsity-sweep points on Dask workers (``neurosim bench sparsity --workers N`` /
 ``--scheduler ADDRESS``; optional extra ``neurosim[dask]``).
 
-One task per point (:func:`neurosim.ops.sparsity.run_point`, which trains in its own
+One task per point (:func:`neurosim.experiments.sparsity.run_point`, which trains in its own
 temporary folder and returns the point's records); the client appends each point's
 records to the JSON-lines file as it finishes, so an interrupted sweep keeps what is done.
 
@@ -11,7 +11,7 @@ records to the JSON-lines file as it finishes, so an interrupted sweep keeps wha
   result each task delivers, so a re-run point appears exactly once.  Exceptions raised
   by a point itself (bad input) are not retried: they stop the sweep.
 * **Same records as a serial sweep** except the timing fields
-  (:data:`neurosim.ops.sparsity.TIMING_FIELDS`, :func:`~neurosim.ops.sparsity.comparable`):
+  (:data:`neurosim.experiments.sparsity.TIMING_FIELDS`, :func:`~neurosim.experiments.sparsity.comparable`):
   each point is seeded by the sweep's seed only, never by where or when it runs.  The
   file's line order is the order in which points finish.
 * **Numba's cache: compile once, then fan out.**  Before the points are submitted, one
@@ -30,9 +30,16 @@ records to the JSON-lines file as it finishes, so an interrupted sweep keeps wha
 import logging
 import time
 
-from .sparsity import SweepError, run_point
+from .. import _testhooks
+from .. import _validate as V
 
 EXTRA_HINT = "pip install 'neurosim[dask]'  (or: pip install 'dask[distributed]')"
+
+
+class SweepError(V.NeurosimError):
+    """A sweep cannot run with these arguments (or its points were lost).  Defined here,
+    below :mod:`neurosim.experiments.sparsity`, which raises it too, so that the sweep imports
+    this module and not the other way round."""
 
 
 def _dask():
@@ -59,15 +66,14 @@ def _thread_env(threads):
             "MKL_NUM_THREADS": n}
 
 
-def _warm_up(spec):
+def _warm_up(run_point, spec):
     """Compile every kernel a point uses (into the shared on-disk cache)."""
     small = dict(spec, max_train=8, max_test=8, epochs=1, reps=1, command=None)
     run_point(small)
     return True
 
 
-def _task(spec):
-    from .. import _testhooks
+def _task(run_point, spec):
     _testhooks.pause("sweep-point")
     return run_point(spec)
 
@@ -76,8 +82,9 @@ def _eta(done, total, elapsed):
     return elapsed / done * (total - done) if done else float("nan")
 
 
-def map_points(specs, *, scheduler=None, workers=None, threads=1, report=None):
-    """Run :func:`~neurosim.ops.sparsity.run_point` on every spec on Dask; yields
+def map_points(specs, run_point, *, scheduler=None, workers=None, threads=1, report=None):
+    """Run ``run_point`` (:func:`~neurosim.experiments.sparsity.run_point`, a module-level
+    function the workers import) on every spec on Dask; yields
     ``(index, point, records)`` as points finish.  ``scheduler``: address of a running
     scheduler; ``workers``: start a :class:`distributed.LocalCluster` of that many
     single-threaded worker processes (closed at the end)."""
@@ -102,8 +109,8 @@ def map_points(specs, *, scheduler=None, workers=None, threads=1, report=None):
     try:
         if specs:
             say("warm-up: compiling the kernels once (Numba cache) before the points")
-            client.submit(_warm_up, specs[0], pure=False).result()
-        futures = {client.submit(_task, sp, pure=False,
+            client.submit(_warm_up, run_point, specs[0], pure=False).result()
+        futures = {client.submit(_task, run_point, sp, pure=False,
                                  key=f"neurosim-point-{sp['sweep']}-{sp['index']}"): sp
                    for sp in specs}
         t1 = time.perf_counter()

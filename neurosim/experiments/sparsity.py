@@ -31,7 +31,7 @@ The crossover is where the event-driven forward phase stops being faster than th
 one: the activity (synaptic events per dense-equivalent MAC) at which the time ratio
 event-driven / dense crosses 1, interpolated between neighbouring points.
 
-Results are JSON lines (default ``benchmarks/results/sparsity.jsonl``) in the record
+Results are JSON lines (default ``sparsity.jsonl`` in the current folder) in the record
 schema of ``benchmarks/_harness.py`` (``bench, case, impl, threads, batch, metric, unit,
 median, min, max, n_runs, version, commit, machine, date, ...``) plus ``params`` (the
 swept values) and ``sweep`` (an id shared by the points of one sweep).
@@ -41,10 +41,7 @@ import dataclasses
 import datetime
 import itertools
 import json
-import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -55,9 +52,17 @@ from .. import _validate as V
 from ..connectivity import chw_to_flat
 from ..engine import run_forward
 from ..io.atomic import atomic_write_text
+from ..models import load_model
 from ..neurons import LIF
 from ..neurons.lif import LIFState
 from ..neurons.lif import step as lif_model_step
+from ..ops.energy import estimate
+from ..ops.report import _grid
+from ..ops.runfile import history_energy_counts
+from ..training.checkpoint import load_checkpoint
+from ..training.trainer import config_for, load_data, model_input, train
+from .dask_sweep import SweepError, map_points
+from .provenance import provenance
 
 
 def lif_dense_step(v, cur, neuron, dtype, ref=None):
@@ -82,12 +87,10 @@ SWEEPABLE = {"T": int, "T_b": int, "v_th": float, "kappa": float, "dropout": flo
 DEFAULT_PARAMS = {"T": [10, 20, 50], "T_b": [25, 50], "v_th": [0.5, 2.0, 4.0],
                   "kappa": [10.0], "dropout": [0.2]}
 #: default output, relative to the current folder.
-DEFAULT_OUT = Path("benchmarks") / "results" / "sparsity.jsonl"
+#: where records go unless the caller names a file: the current folder, never the
+#: repository's tracked ``benchmarks/results/`` (decisions 54).
+DEFAULT_OUT = Path("sparsity.jsonl")
 BENCH = "sparsity"
-
-
-class SweepError(V.NeurosimError):
-    """A sweep cannot run with these arguments."""
 
 
 # ======================================================================================
@@ -342,50 +345,6 @@ def dense_forward(net, steps, inputs):
 # ======================================================================================
 # provenance and records
 # ======================================================================================
-def _git_commit():
-    here = Path(__file__).resolve().parent
-    try:
-        c = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-                           capture_output=True, text=True, timeout=5)
-        if c.returncode != 0:
-            return "unknown"
-        d = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5)
-        return c.stdout.strip() + ("+dirty" if d.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _machine():
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count()
-    return f"{model or platform.machine()} ({n} cores)"
-
-
-def provenance():
-    """Run-constant record fields (as ``benchmarks/_harness.provenance``)."""
-    from importlib.metadata import PackageNotFoundError, version
-    import neurosim
-    try:
-        numba_version = version("numba")
-    except PackageNotFoundError:  # pragma: no cover - numba is a dependency
-        numba_version = "unknown"
-    return dict(version=neurosim.__version__, commit=_git_commit(), machine=_machine(),
-                numba_version=numba_version, numpy_version=np.__version__,
-                python=platform.python_version())
-
-
 def _record(prov, case, impl, metric, unit, values, *, threads, batch, params, sweep, extra):
     vals = [float(v) for v in values]
     rec = dict(bench=BENCH, case=case, impl=impl, threads=int(threads), batch=int(batch),
@@ -464,7 +423,6 @@ def _check_params(params):
 
 
 def _baseline(net, base):
-    from ..training.trainer import config_for
     cfg, _ = config_for(net, {})
     th = sorted({float(p.neuron.v_th) for p in net.spiking_populations})
     b = dict(T=cfg.T, T_b=cfg.T_b, v_th=th[0] if len(th) == 1 else None, kappa=cfg.kappa,
@@ -492,7 +450,6 @@ def sweep_points(baseline, params, grid=False):
 
 
 def _network(model, seed, v_th):
-    from ..models import load_model
     net = load_model(model, seed=seed)
     if v_th is not None:
         for p in net.spiking_populations:
@@ -576,10 +533,6 @@ def run_point(spec):
     ``data_dir``, ``epochs``, ``max_train``, ``max_test``, ``seed``, ``reps``, ``threads``,
     ``command``, ``sweep`` (the sweep id) and ``prov`` (:func:`provenance`).  Each point
     trains in its own temporary folder, so points are independent and can run anywhere."""
-    from ..training.checkpoint import load_checkpoint
-    from ..training.trainer import load_data, model_input, train
-    from .energy import estimate
-    from .runfile import history_energy_counts
     i, point = spec["index"], spec["point"]
     model, seed, threads, reps = spec["model"], spec["seed"], spec["threads"], spec["reps"]
     max_train, max_test, epochs = spec["max_train"], spec["max_test"], spec["epochs"]
@@ -715,7 +668,7 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
         The command line that started the sweep (stored in every record's ``extra``).
     scheduler : str, optional
         Address of a running Dask scheduler: one task per point on its workers
-        (:mod:`neurosim.ops.dask_sweep`; needs the ``dask`` extra).
+        (:mod:`neurosim.experiments.dask_sweep`; needs the ``dask`` extra).
     workers : int, optional
         Start a local Dask cluster of this many single-threaded workers instead.
 
@@ -755,8 +708,7 @@ def sweep(model="fsnn_mlp", dataset=None, *, params=None, base=None, grid=False,
                 yield run_point(sp)
         done_points = serial()
     else:
-        from .dask_sweep import map_points
-        done_points = map_points(specs, scheduler=scheduler, workers=workers, threads=threads,
+        done_points = map_points(specs, run_point, scheduler=scheduler, workers=workers, threads=threads,
                                  report=say)
     results, records = [None] * len(specs), []
     for i, pt, recs in done_points:
@@ -784,7 +736,6 @@ def _g(v, spec=".3g"):
 
 def format_sweep(result):
     """Text table of a sweep's points and its crossover."""
-    from .report import _grid
     rows = []
     for p in result["points"]:
         q = p["params"]
@@ -805,7 +756,7 @@ def format_sweep(result):
 def plot_sweep(result, out_dir):
     """``sparsity.png``: accuracy vs operations per sample (training, inference) and the
     wall time of both implementations against activity, with the crossover."""
-    from .plots import _figure, _save
+    from ..ops.plots import _figure, _save
     pts = result["points"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
