@@ -49,7 +49,7 @@ from . import _validate as V
 from . import config
 from .connectivity import PROJECTION_KINDS, Conv2d, ConvTranspose2d, Dense, Sparse
 from .network import Network
-from .neurons import LIF, CubaLIF, Ternary
+from .neurons import BACKWARD_MODEL, NEURON_KINDS
 
 #: value of the ``format`` key this version reads.
 FORMAT = "neurosim-model/1"
@@ -57,16 +57,11 @@ FORMAT = "neurosim-model/1"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 _TOP_KEYS = {"format", "name", "description", "dtype", "populations", "projections", "training"}
-_LIF_KEYS = {"v_th", "subtract", "leak", "reset", "v_reset", "t_ref"}
-_CUBA_KEYS = {"v_rest", "v_th", "v_reset", "tau_mem", "tau_syn", "t_ref", "i_e", "dt"}
-_TERNARY_KEYS = {"v_th", "subtract", "leak"}
 _POP_COMMON = {"name", "shape", "kind"}
-_POP_KINDS = {
-    "input": set(),
-    "source": set(),
-    "lif": _LIF_KEYS | {"ternary"},
-    "cuba_lif": _CUBA_KEYS | {"ternary"},
-}
+#: population kind -> its keys besides the common ones (a neuron model's parameters and
+#: the ``ternary`` table of its backward couples).
+_POP_KINDS = {"input": set(), "source": set(),
+              **{k: set(c.keys()) | {"ternary"} for k, c in NEURON_KINDS.items()}}
 _PROJ_COMMON = {"name", "pre", "post", "kind", "delay", "port"}
 _WEIGHTED = {"bias", "bias_value", "init", "init_scale"}
 _PROJ_KINDS = {
@@ -283,19 +278,15 @@ def _population(ctx, net, i, t, used):
     params = {k: v for k, v in t.items() if k not in _POP_COMMON and k != "ternary"}
     if kind in ("input", "source"):
         neuron = kind
-    elif kind == "lif":
-        neuron = _wrap(ctx, where, LIF, **params)
     else:
-        if "tau_syn" in params and isinstance(params["tau_syn"], list):
-            params["tau_syn"] = tuple(params["tau_syn"])
-        neuron = _wrap(ctx, where, CubaLIF, **params)
+        neuron = _wrap(ctx, where, NEURON_KINDS[kind].from_dict, params)
     ternary = None
     if "ternary" in t:
         tt = t["ternary"]
         if not isinstance(tt, dict):
             _fail(ctx, f"{where}: ternary must be a table like {{ v_th = 0.5 }}, got {tt!r}")
-        _check_keys(ctx, tt, _TERNARY_KEYS, f"the ternary table of {where}")
-        ternary = _wrap(ctx, f"{where} ternary", Ternary, **tt)
+        _check_keys(ctx, tt, BACKWARD_MODEL.keys(), f"the ternary table of {where}")
+        ternary = _wrap(ctx, f"{where} ternary", BACKWARD_MODEL.from_dict, tt)
     _wrap(ctx, where, net.add_population, name, tuple(shape), neuron, ternary)
 
 
@@ -490,7 +481,8 @@ def model_from_dict(d, seed=0, *, source="<model dict>", default_name="model"):
     for i, t in enumerate(projs):
         _projection(ctx, net, i, t, used, seed)
     if not net.spiking_populations:
-        _fail(ctx, "the model has no spiking population (kind 'lif' or 'cuba_lif')")
+        _fail(ctx, "the model has no spiking population (kind "
+                   f"{' or '.join(repr(k) for k in NEURON_KINDS)})")
     net.metadata = dict(model=name, description=desc, training=training, source=source,
                         seed=seed, spec=d)
     return net
@@ -500,15 +492,7 @@ def model_from_dict(d, seed=0, *, source="<model dict>", default_name="model"):
 def _neuron_params(p):
     if not p.spiking:
         return ""
-    d = p.neuron.to_dict()
-    d.pop("model")
-    if p.kind == "lif":
-        keep = {"v_th": d["v_th"], "subtract": d["subtract"], "leak": d["leak"]}
-        if d["reset"] != "subtract":
-            keep.update(reset=d["reset"], v_reset=d["v_reset"])
-        if d["t_ref"]:
-            keep["t_ref"] = d["t_ref"]
-        d = keep
+    d = p.neuron.summary()
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
 
 
@@ -535,7 +519,7 @@ def model_info(net):
         populations=pops, projections=projs,
         totals=dict(populations=len(pops), neurons=sum(p["neurons"] for p in pops),
                     spiking_neurons=sum(p["neurons"] for p in pops
-                                        if p["kind"] in ("lif", "cuba_lif")),
+                                        if p["kind"] in NEURON_KINDS),
                     projections=len(projs), synapses=sum(q["synapses"] for q in projs),
                     dense_macs=sum(q["dense_macs"] for q in projs),
                     parameters=sum(q["parameters"] for q in projs)),

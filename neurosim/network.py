@@ -32,7 +32,7 @@ from . import config
 from .connectivity import Projection, site_table  # noqa: F401  (site_table: re-exported)
 from .connectivity import kernel_table as _kernel_table
 from .connectivity.conv import receiver_table, sender_table
-from .neurons import LIF, CubaLIF, Ternary
+from .neurons import BACKWARD_MODEL, NEURON_KINDS, NeuronModel
 
 from .kernels import layout as L
 # codes shared with the kernels (defined once, in neurosim.kernels.layout)
@@ -47,7 +47,7 @@ class Population:
     ----------
     name : str
     shape : int or (C, H, W)
-    neuron : LIF, CubaLIF, "source" or "input"
+    neuron : a neuron model of :data:`neurosim.neurons.NEURON_KINDS`, "source" or "input"
     ternary : Ternary
         Backward-phase couples of this population (spiking populations only).
     """
@@ -57,13 +57,15 @@ class Population:
         self.shape = V.check_shape(shape, f"population {name!r} shape")
         if isinstance(neuron, str):
             V.check_choice(neuron, f"population {name!r} neuron", {"source", "input"})
-        elif not isinstance(neuron, (LIF, CubaLIF)):
-            raise TypeError(f"population {name!r}: neuron must be LIF, CubaLIF, 'source' or 'input', "
+        elif not isinstance(neuron, NeuronModel) or neuron.role != "forward":
+            models = ", ".join(c.__name__ for c in NEURON_KINDS.values())
+            raise TypeError(f"population {name!r}: neuron must be {models}, 'source' or 'input', "
                             f"got {type(neuron).__name__}")
         self.neuron = neuron
-        if ternary is not None and not isinstance(ternary, Ternary):
-            raise TypeError(f"population {name!r}: ternary must be a Ternary, got {type(ternary).__name__}")
-        self.ternary = ternary if ternary is not None else Ternary()
+        if ternary is not None and (not isinstance(ternary, NeuronModel) or ternary.role != "backward"):
+            raise TypeError(f"population {name!r}: ternary must be a {BACKWARD_MODEL.__name__}, "
+                            f"got {type(ternary).__name__}")
+        self.ternary = ternary if ternary is not None else BACKWARD_MODEL()
 
     @property
     def n(self):
@@ -73,7 +75,7 @@ class Population:
     def kind(self):
         if isinstance(self.neuron, str):
             return self.neuron
-        return "lif" if isinstance(self.neuron, LIF) else "cuba_lif"
+        return self.neuron.kind
 
     @property
     def spiking(self):
@@ -146,7 +148,7 @@ class Network:
                                   "population and cannot receive synapses")
         if P.kind == "input" and projection.delay != 0:
             raise V.NeurosimError(f"projection {name!r}: an input map must have delay 0, got {projection.delay}")
-        if isinstance(Q.neuron, CubaLIF) and projection.port >= Q.neuron.n_ports:
+        if Q.neuron.n_ports is not None and projection.port >= Q.neuron.n_ports:
             raise V.NeurosimError(f"projection {name!r}: port {projection.port} but {post!r} has "
                                   f"{Q.neuron.n_ports} receptor ports")
         projection.name = name
@@ -261,8 +263,9 @@ def compile_program(net, backward=False, masks=()):
         projs = [q for q in net.projections.values()
                  if net.populations[q.pre].spiking and net.populations[q.post].spiking]
         for p in pops:
-            if isinstance(p.neuron, CubaLIF):
-                raise V.NeurosimError(f"the backward phase needs LIF populations; {p.name!r} is CubaLIF")
+            if p.spiking and p.neuron.forward_only:
+                raise V.NeurosimError(f"the backward phase needs LIF populations; {p.name!r} is "
+                                      f"{type(p.neuron).__name__}")
     else:
         # input maps (from analog "input" populations) become constant currents instead
         projs = [q for q in net.projections.values() if net.populations[q.pre].kind != "input"]
@@ -285,8 +288,8 @@ def compile_program(net, backward=False, masks=()):
         else:
             params = p.ternary if backward else nr
             model[i] = params.pack(fp[i], ipar[i], syn[i])
-            lam[i] = getattr(params, "leak", 1.0)
-            max_ports = max(max_ports, getattr(params, "n_ports", 1))
+            lam[i] = params.leak
+            max_ports = max(max_ports, params.n_ports or 1)
     Q = len(projs)
     kind = np.zeros(Q, np.int64)
     src = np.zeros(Q, np.int64)

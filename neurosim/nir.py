@@ -57,7 +57,7 @@ from . import _validate as V
 from .connectivity import (AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, SumPool2d,
                            chw_to_flat)
 from .network import Network
-from .neurons import LIF, CubaLIF
+from .neurons import NEURON_KINDS, LIF, CubaLIF
 
 #: the NIR node types :func:`from_nir` accepts.
 NEURON_TYPES = ("IF", "LIF", "CubaLIF", "I", "LI", "CubaLI", "Threshold")
@@ -469,8 +469,7 @@ def _hinted(name, meta, mapped):
         return None
     try:
         d = json.loads(meta["neuron"])
-        model = d.pop("model")
-        hinted = LIF(**d) if model == "lif" else CubaLIF(**d)
+        hinted = NEURON_KINDS[d.pop("model")].from_dict(d)
     except Exception:
         warnings.warn(f"NIR node {name!r}: unreadable neurosim metadata ignored",
                       NIRApproximationWarning, stacklevel=3)
@@ -864,9 +863,9 @@ def to_nir(net, *, dt=DEFAULT_DT):
             nodes[nm] = nir.Delay(delay=np.full(Q.shape, q.delay * dt))
             edges.append((prev, nm))
             prev = nm
-        if isinstance(Q.neuron, CubaLIF) and q.port != 0:
+        if Q.neuron.n_ports is not None and q.port != 0:
             raise NIRError(f"projection {q.name!r} drives port {q.port} of {Q.name!r}; NIR's "
-                           "CubaLIF has one synaptic current (port 0)")
+                           f"{type(Q.neuron).__name__} has one synaptic current (port 0)")
         edges.append((prev, q.post))
     if approx:
         warnings.warn("NIR export is approximate for: " + "; ".join(approx) + " (exact values "
@@ -883,35 +882,16 @@ def _export_population(nir, p, dt, dtype, approx):
     shp = np.array(p.shape)
     if not p.spiking:
         return nir.Input(input_type=shp, metadata=dict(neurosim_kind=p.kind))
-    nr = p.neuron
-    full = lambda v: np.full(p.shape, v, dtype=dtype)
-    below = lambda th: float(np.nextafter(np.asarray(th, dtype), np.asarray(-np.inf, dtype)))
-    meta = dict(neurosim_neuron=json.dumps(nr.to_dict()), neurosim_gain=1.0)
-    if isinstance(nr, LIF):
-        if nr.reset == "subtract":
-            approx.append(f"{p.name!r}: subtractive reset by {nr.subtract} written as reset to "
-                          f"{nr.v_th - nr.subtract}")
-            vr = nr.v_th - nr.subtract
-        else:
-            vr = nr.v_reset
-        if nr.t_ref:
-            approx.append(f"{p.name!r}: refractory period of {nr.t_ref} steps dropped")
-        th = below(nr.v_th)
-        if nr.leak == 1.0:
-            return nir.IF(r=full(1.0), v_threshold=full(th), v_reset=full(vr), metadata=meta)
-        tau = -dt / math.log(nr.leak)
-        meta["neurosim_gain"] = (tau / dt) * dt / tau
-        return nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=full(0.0), v_threshold=full(th),
-                       v_reset=full(vr), metadata=meta)
-    if nr.n_ports != 1:
-        raise NIRError(f"population {p.name!r}: CubaLIF with {nr.n_ports} receptor ports; NIR's "
-                       "CubaLIF has one synaptic current")
-    if nr.t_ref or nr.i_e:
-        approx.append(f"{p.name!r}: t_ref / i_e dropped")
-    s = nr.dt / dt      # neurosim ms per NIR time unit
-    return nir.CubaLIF(tau_syn=full(nr.tau_syn[0] / s), tau_mem=full(nr.tau_mem / s),
-                       r=full(1.0), v_leak=full(nr.v_rest), v_threshold=full(below(nr.v_th)),
-                       v_reset=full(nr.v_reset), w_in=full(1.0), metadata=meta)
+    try:
+        typ, params, gain, notes = p.neuron.to_nir(dt, dtype)
+    except NIRError:
+        raise
+    except V.NeurosimError as e:
+        raise NIRError(f"population {p.name!r}: {e}") from e
+    approx += [f"{p.name!r}: {n}" for n in notes]
+    meta = dict(neurosim_neuron=json.dumps(p.neuron.to_dict()), neurosim_gain=gain)
+    return getattr(nir, typ)(**{k: np.full(p.shape, v, dtype=dtype) for k, v in params.items()},
+                             metadata=meta)
 
 
 def _export_projection(nir, q, P, Q, dtype):

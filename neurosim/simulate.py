@@ -292,9 +292,10 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         out = check_output(out, force)
     net = open_model(model, seed, dt=dt)
     if backward_steps is not None:
-        cuba = [p.name for p in net.spiking_populations if p.kind == "cuba_lif"]
-        if cuba:
-            raise InputError(f"the backward phase needs LIF populations; {cuba} are cuba_lif "
+        fwd_only = [p for p in net.spiking_populations if p.neuron.forward_only]
+        if fwd_only:
+            raise InputError(f"the backward phase needs LIF populations; {[p.name for p in fwd_only]} "
+                             f"are {'/'.join(sorted({p.kind for p in fwd_only}))} "
                              "(drop --backward-steps)")
     ins, src, labels = resolve_inputs(net, inputs, steps, n_samples)
     arrays = list(ins.values()) + list(src.values())

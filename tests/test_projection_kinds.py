@@ -110,13 +110,43 @@ def test_kernel_counts_need_a_spatial_kind(pr):
         pr.kernel_weight_counts(np.zeros(pr.n_pre, np.int64))
 
 
+def _dispatch_hits(pat, home, allow=()):
+    """``file:line`` of every line of neurosim/ outside the package ``home`` that matches
+    ``pat``, less the substrings in ``allow``."""
+    root = Path(ns.__file__).parent
+    return [f"{p.relative_to(root).as_posix()}:{i}" for p in sorted(root.rglob("*.py"))
+            if home not in p.relative_to(root).parts
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if pat.search(line) and not any(a in line for a in allow)]
+
+
 def test_no_projection_class_dispatch_outside_connectivity():
     """The engine-unification rule: per-kind logic lives in neurosim/connectivity/ only."""
     names = "|".join(c.__name__ for c in K.PROJECTION_KINDS.values())
     pat = re.compile(rf"isinstance\([^)]*\b({names}|Projection|SpatialProjection|ConvProjection|Pool2d)\b")
-    root = Path(ns.__file__).parent
-    hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
-            if "connectivity" not in p.relative_to(root).parts
-            for i, line in enumerate(p.read_text().splitlines(), 1)
-            if pat.search(line) and "isinstance(projection, Projection)" not in line]
-    assert hits == []
+    assert _dispatch_hits(pat, "connectivity", ("isinstance(projection, Projection)",)) == []
+
+
+#: files owned by other work (issue 28) that still dispatch on neuron kinds; to be emptied
+#: by their owners, never extended.
+NEURON_DISPATCH_LEFT = {
+    "engine.py",                 # run_forward's CubaLIF-only options
+    "ops/sparsity.py",           # the dense baseline's LIF-only check
+    "training/spide.py",         # "SPIDE training needs LIF"
+}
+
+
+def test_no_neuron_class_dispatch_outside_neurons():
+    """The same rule for neuron models: per-model logic lives in neurosim/neurons/ only
+    (isinstance on a model class, or a comparison of a kind / model string with a model's
+    stored name); code elsewhere uses the NeuronModel interface and NEURON_KINDS."""
+    from neurosim.neurons import BACKWARD_MODEL, NEURON_KINDS
+    classes = list(NEURON_KINDS.values()) + [BACKWARD_MODEL]
+    names = "|".join(c.__name__ for c in classes)
+    kinds = "|".join(c.kind for c in classes)
+    pat = re.compile(rf"isinstance\([^)]*\b({names})\b"
+                     rf"|\b(kind|model)\b\s*[!=]=\s*['\"]({kinds})['\"]"
+                     rf"|['\"]({kinds})['\"]\s*[!=]=\s*[\w.]*\b(kind|model)\b"
+                     rf"|\b(kind|model)\b\s+(not\s+)?in\s+\([^)]*['\"]({kinds})['\"]")
+    hits = _dispatch_hits(pat, "neurons")
+    assert [h for h in hits if h.rsplit(":", 1)[0] not in NEURON_DISPATCH_LEFT] == []

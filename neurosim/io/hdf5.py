@@ -35,7 +35,7 @@ from .. import counting
 from ..connectivity import PROJECTION_KINDS
 from ..engine import PhaseResult, run_backward, run_forward
 from ..network import Network
-from ..neurons import LIF, CubaLIF, Ternary
+from ..neurons import BACKWARD_MODEL, NEURON_KINDS
 from . import atomic as _atomic
 
 #: value of the root attribute ``format``.
@@ -161,7 +161,7 @@ def _leak(pop, forward):
     """λ of a population in one phase (1 for sources and CubaLIF, which have none)."""
     if not pop.spiking:
         return 1.0
-    return getattr(pop.neuron, "leak", 1.0) if forward else pop.ternary.leak
+    return pop.neuron.leak if forward else pop.ternary.leak
 
 
 def _write_phase(f, res, stimulus):
@@ -553,12 +553,10 @@ def _neuron(r, h, d):
     model = d.pop("model")
     if model in ("input", "source"):
         return model
-    if model == "lif":
-        return LIF(**d)
-    if model == "cuba_lif":
-        d["tau_syn"] = tuple(d.get("tau_syn", (5.0,)))
-        return CubaLIF(**d)
-    r.fail(f"{h.name}: unknown neuron model {model!r}; known: input, source, lif, cuba_lif")
+    if model in NEURON_KINDS:
+        return NEURON_KINDS[model].from_dict(d)
+    r.fail(f"{h.name}: unknown neuron model {model!r}; known: "
+           f"{', '.join(['input', 'source', *NEURON_KINDS])}")
 
 
 def _projection(r, h):
@@ -590,8 +588,7 @@ def _read_network(r):
             tern = r.attr(h, "ternary", "json")
             net.add_population(name, tuple(int(s) for s in r.attr(h, "shape")),
                                _neuron(r, h, r.attr(h, "neuron", "json")),
-                               Ternary(**{k: v for k, v in tern.items() if k != "model"})
-                               if tern else None)
+                               BACKWARD_MODEL.from_dict(tern) if tern else None)
         for name in proj_order:
             h = r.group(gq, name)
             net.add_projection(name, str(r.attr(h, "pre")), str(r.attr(h, "post")), _projection(r, h))

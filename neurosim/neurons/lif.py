@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import _validate as V
 from ..kernels import layout as L
+from .base import NeuronModel, below
 
 #: reset-mode codes shared with the kernels.
 RESET_SUBTRACT = 0
@@ -48,8 +49,21 @@ RESET_VALUE = 1
 _RESETS = {"subtract": RESET_SUBTRACT, "value": RESET_VALUE}
 
 
+class LIFState(NamedTuple):
+    """State of n :class:`LIF` neurons: potential ``v`` and refractory counter ``ref``."""
+    v: np.ndarray
+    ref: np.ndarray
+
+
+class CubaLIFState(NamedTuple):
+    """State of n :class:`CubaLIF` neurons: ``v``, ``i_syn`` (ports × n), ``ref`` (steps)."""
+    v: np.ndarray
+    i_syn: np.ndarray
+    ref: np.ndarray
+
+
 @dataclass(frozen=True)
-class LIF:
+class LIF(NeuronModel):
     """SPIDE-style discrete IF/LIF neuron parameters (dimensionless potential, steps).
 
     Parameters
@@ -69,6 +83,10 @@ class LIF:
         Refractory period in steps (>= 0): input is ignored and no spike is emitted for
         that many steps after a spike.
     """
+
+    kind = "lif"
+    code = L.M_LIF
+    State = LIFState
 
     v_th: float = 1.0
     subtract: float = None
@@ -90,13 +108,6 @@ class LIF:
             raise V.NeurosimError(
                 f"LIF.v_reset must be below v_th={self.v_th} with reset='value', got {self.v_reset}")
 
-    @classmethod
-    def from_tau(cls, tau_mem, dt=1.0, **kw):
-        """Build an LIF whose leak is λ = exp(−dt/τ_mem) (both in ms)."""
-        tau = V.check_real(tau_mem, "tau_mem", positive=True)
-        dt = V.check_real(dt, "dt", positive=True)
-        return cls(leak=math.exp(-dt / tau), **kw)
-
     @property
     def rho(self):
         """Reset potential θ − Θ reached by a neuron firing exactly at threshold."""
@@ -115,13 +126,53 @@ class LIF:
         ip[L.IP_RESET], ip[L.IP_TREF] = self.reset_code, self.t_ref
         return L.M_LIF
 
-    def to_dict(self):
-        return dict(model="lif", v_th=self.v_th, subtract=self.subtract, leak=self.leak,
-                    reset=self.reset, v_reset=self.v_reset, t_ref=self.t_ref)
+    def summary(self):
+        keep = {"v_th": self.v_th, "subtract": self.subtract, "leak": self.leak}
+        if self.reset != "subtract":
+            keep.update(reset=self.reset, v_reset=self.v_reset)
+        if self.t_ref:
+            keep["t_ref"] = self.t_ref
+        return keep
+
+    def init_state(self, n, dtype=np.float64):
+        """Resting state of ``n`` neurons (potential 0)."""
+        n = V.check_int(n, "n", low=0)
+        dtype = V.check_dtype(dtype)
+        return LIFState(np.zeros(n, dtype), np.zeros(n, np.int32))
+
+    def step(self, state, current):
+        """Advance ``state`` by one step under input ``current`` (length n); returns
+        (spikes, state), the state updated in place."""
+        from ..kernels.neurons import lif_step
+        fp, ip, _ = _packed(self, state.v.dtype)
+        spikes = np.zeros(state.v.shape, np.bool_)
+        cur = V.check_array(current, "current", shape=state.v.shape, dtype=state.v.dtype)
+        lif_step(state.v, state.ref, cur, fp[L.FP_VTH], fp[L.FP_SUB], fp[L.FP_LEAK],
+                 ip[L.IP_RESET], fp[L.FP_VRESET], ip[L.IP_TREF], spikes)
+        return spikes, state
+
+    def to_nir(self, dt, dtype):
+        """IF (λ = 1) or LIF (``tau = -dt/ln λ``, ``r = tau/dt``, ``v_leak = 0``); the
+        subtractive reset becomes a reset to θ − Θ, refractoriness is dropped."""
+        notes = []
+        if self.reset == "subtract":
+            notes.append(f"subtractive reset by {self.subtract} written as reset to "
+                         f"{self.v_th - self.subtract}")
+            vr = self.v_th - self.subtract
+        else:
+            vr = self.v_reset
+        if self.t_ref:
+            notes.append(f"refractory period of {self.t_ref} steps dropped")
+        th = below(self.v_th, dtype)
+        if self.leak == 1.0:
+            return "IF", dict(r=1.0, v_threshold=th, v_reset=vr), 1.0, notes
+        tau = -dt / math.log(self.leak)
+        return ("LIF", dict(tau=tau, r=tau / dt, v_leak=0.0, v_threshold=th, v_reset=vr),
+                (tau / dt) * dt / tau, notes)
 
 
 @dataclass(frozen=True)
-class CubaLIF:
+class CubaLIF(NeuronModel):
     """Classic current-based LIF with exponential synapses (ms, mV-like units).
 
     Parameters
@@ -144,6 +195,11 @@ class CubaLIF:
     dt : float
         Time step in ms (> 0).
     """
+
+    kind = "cuba_lif"
+    code = L.M_CUBA
+    State = CubaLIFState
+    forward_only = True          # no ternary backward phase for CubaLIF populations
 
     v_rest: float = 0.0
     v_th: float = 1.0
@@ -217,59 +273,66 @@ class CubaLIF:
         return L.M_CUBA
 
     def to_dict(self):
-        return dict(model="cuba_lif", v_rest=self.v_rest, v_th=self.v_th, v_reset=self.v_reset,
-                    tau_mem=self.tau_mem, tau_syn=list(self.tau_syn), t_ref=self.t_ref,
-                    i_e=self.i_e, dt=self.dt)
+        d = super().to_dict()
+        d["tau_syn"] = list(self.tau_syn)
+        return d
+
+    def init_state(self, n, dtype=np.float64):
+        """Resting state of ``n`` neurons (potential ``v_rest``, no current)."""
+        n = V.check_int(n, "n", low=0)
+        dtype = V.check_dtype(dtype)
+        return CubaLIFState(np.full(n, self.v_rest, dtype), np.zeros((self.n_ports, n), dtype),
+                            np.zeros(n, np.int32))
+
+    def step(self, state, current):
+        """Advance ``state`` by one step; ``current`` has shape (ports, n): the summed
+        weights of the events arriving on each port this step.  Returns (spikes, state),
+        the state updated in place."""
+        from ..kernels.neurons import cuba_step
+        fp, ip, syn = _packed(self, state.v.dtype)
+        spikes = np.zeros(state.v.shape, np.bool_)
+        cur = V.check_array(current, "current", shape=state.i_syn.shape, dtype=state.v.dtype)
+        n = self.n_ports
+        cuba_step(state.v, state.i_syn, state.ref, cur, np.zeros_like(state.v), fp[L.FP_VREST],
+                  fp[L.FP_VTH], fp[L.FP_VRESET], fp[L.FP_AMEM], fp[L.FP_DMEM],
+                  syn[L.SYN_ALPHA, :n].copy(), syn[L.SYN_P, :n].copy(), fp[L.FP_IE],
+                  ip[L.IP_TREF], spikes)
+        return spikes, state
+
+    def to_nir(self, dt, dtype):
+        """CubaLIF (one port only; ``t_ref`` and ``i_e`` are dropped)."""
+        if self.n_ports != 1:
+            raise V.NeurosimError(f"CubaLIF with {self.n_ports} receptor ports; NIR's "
+                                  "CubaLIF has one synaptic current")
+        notes = ["t_ref / i_e dropped"] if self.t_ref or self.i_e else []
+        s = self.dt / dt      # neurosim ms per NIR time unit
+        return ("CubaLIF", dict(tau_syn=self.tau_syn[0] / s, tau_mem=self.tau_mem / s, r=1.0,
+                                v_leak=self.v_rest, v_threshold=below(self.v_th, dtype),
+                                v_reset=self.v_reset, w_in=1.0), 1.0, notes)
 
 
-class LIFState(NamedTuple):
-    """State of n :class:`LIF` neurons: potential ``v`` and refractory counter ``ref``."""
-    v: np.ndarray
-    ref: np.ndarray
-
-
-class CubaLIFState(NamedTuple):
-    """State of n :class:`CubaLIF` neurons: ``v``, ``i_syn`` (ports × n), ``ref`` (steps)."""
-    v: np.ndarray
-    i_syn: np.ndarray
-    ref: np.ndarray
+def _packed(params, dtype):
+    """The parameters as the engine holds them: (fp, ip, syn) rows of one population."""
+    fp = np.zeros(L.N_FP, dtype)
+    ip = np.zeros(L.N_IP, np.int64)
+    syn = np.zeros((2, L.MAX_PORTS), dtype)
+    params.pack(fp, ip, syn)
+    return fp, ip, syn
 
 
 def init_state(n, params, dtype=np.float64):
-    """Resting state of ``n`` neurons of ``params`` (potential 0 / ``v_rest``)."""
-    n = V.check_int(n, "n", low=0)
-    dtype = V.check_dtype(dtype)
-    if isinstance(params, LIF):
-        return LIFState(np.zeros(n, dtype), np.zeros(n, np.int32))
-    if isinstance(params, CubaLIF):
-        return CubaLIFState(np.full(n, params.v_rest, dtype),
-                            np.zeros((params.n_ports, n), dtype), np.zeros(n, np.int32))
-    raise TypeError(f"params must be LIF or CubaLIF, got {type(params).__name__}")
+    """Resting state of ``n`` neurons of ``params`` (see ``params.init_state``)."""
+    _check_model(params)
+    return params.init_state(n, dtype)
 
 
 def step(state, current, params):
-    """Advance ``state`` by one step under input ``current`` (length n); returns (spikes, state).
+    """Advance ``state`` by one step under input ``current``; returns (spikes, state).
+    See ``params.step``: :meth:`LIF.step`, :meth:`CubaLIF.step`."""
+    _check_model(params)
+    return params.step(state, current)
 
-    For :class:`CubaLIF`, ``current`` has shape (ports, n): the summed weights of the
-    events arriving on each port this step.  The state arrays are updated in place.
-    """
-    from ..kernels.neurons import cuba_step, lif_step
-    if not isinstance(params, (LIF, CubaLIF)):
+
+def _check_model(params):
+    if not isinstance(params, NeuronModel) or params.role != "forward":
         raise TypeError(f"params must be LIF or CubaLIF, got {type(params).__name__}")
-    fp = np.zeros(L.N_FP, state.v.dtype)      # the parameters as the engine holds them
-    ip = np.zeros(L.N_IP, np.int64)
-    syn = np.zeros((2, L.MAX_PORTS), state.v.dtype)
-    params.pack(fp, ip, syn)
-    spikes = np.zeros(state.v.shape, np.bool_)
-    if isinstance(params, LIF):
-        cur = V.check_array(current, "current", shape=state.v.shape, dtype=state.v.dtype)
-        lif_step(state.v, state.ref, cur, fp[L.FP_VTH], fp[L.FP_SUB], fp[L.FP_LEAK],
-                 ip[L.IP_RESET], fp[L.FP_VRESET], ip[L.IP_TREF], spikes)
-        return spikes, state
-    cur = V.check_array(current, "current", shape=state.i_syn.shape, dtype=state.v.dtype)
-    n = params.n_ports
-    cuba_step(state.v, state.i_syn, state.ref, cur, np.zeros_like(state.v), fp[L.FP_VREST],
-              fp[L.FP_VTH], fp[L.FP_VRESET], fp[L.FP_AMEM], fp[L.FP_DMEM],
-              syn[L.SYN_ALPHA, :n].copy(), syn[L.SYN_P, :n].copy(), fp[L.FP_IE], ip[L.IP_TREF],
-              spikes)
-    return spikes, state

@@ -25,10 +25,16 @@ import numpy as np
 
 from .. import _validate as V
 from ..kernels import layout as L
+from .base import NeuronModel
+
+
+class TernaryState(NamedTuple):
+    """State of n ternary couples: potential ``w``."""
+    w: np.ndarray
 
 
 @dataclass(frozen=True)
-class Ternary:
+class Ternary(NeuronModel):
     """Ternary couple parameters (dimensionless potential).
 
     Parameters
@@ -40,6 +46,11 @@ class Ternary:
     leak : float
         λ in (0, 1] applied after the reset; 1 (default) is no leak.
     """
+
+    kind = "ternary"
+    code = L.M_TERNARY
+    role = "backward"
+    State = TernaryState
 
     v_th: float = 0.5
     subtract: float = None
@@ -57,26 +68,26 @@ class Ternary:
         fp[L.FP_VTH], fp[L.FP_SUB], fp[L.FP_LEAK] = self.v_th, self.subtract, self.leak
         return L.M_TERNARY
 
-    def to_dict(self):
-        return dict(model="ternary", v_th=self.v_th, subtract=self.subtract, leak=self.leak)
+    def init_state(self, n, dtype=np.float64):
+        """Zero state of ``n`` couples."""
+        n = V.check_int(n, "n", low=0)
+        return TernaryState(np.zeros(n, V.check_dtype(dtype)))
 
-
-class TernaryState(NamedTuple):
-    """State of n ternary couples: potential ``w``."""
-    w: np.ndarray
+    def step(self, state, current):
+        """Advance by one step; returns (q in {-1, 0, +1} as int8, state).  In place."""
+        from ..kernels.neurons import ternary_step
+        cur = V.check_array(current, "current", shape=state.w.shape, dtype=state.w.dtype)
+        q = np.zeros(state.w.shape, np.int8)
+        dt = state.w.dtype.type
+        ternary_step(state.w, cur, dt(self.v_th), dt(self.subtract), dt(self.leak), q)
+        return q, state
 
 
 def init_state(n, params=None, dtype=np.float64):
     """Zero state of ``n`` couples."""
-    n = V.check_int(n, "n", low=0)
-    return TernaryState(np.zeros(n, V.check_dtype(dtype)))
+    return (params or Ternary()).init_state(n, dtype)
 
 
 def step(state, current, params):
-    """Advance by one step; returns (q in {-1, 0, +1} as int8, state).  In place."""
-    from ..kernels.neurons import ternary_step
-    cur = V.check_array(current, "current", shape=state.w.shape, dtype=state.w.dtype)
-    q = np.zeros(state.w.shape, np.int8)
-    dt = state.w.dtype.type
-    ternary_step(state.w, cur, dt(params.v_th), dt(params.subtract), dt(params.leak), q)
-    return q, state
+    """Advance by one step (:meth:`Ternary.step`)."""
+    return params.step(state, current)
