@@ -211,10 +211,11 @@ def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record,
 @_debug
 def info(model, seed, as_json, dt, debug):
     """Describe a model: populations, projections, synapses, MACs and parameters."""
-    from .models import format_model_info, list_models, model_info
-    from .simulate import open_model
+    from .io.model_file import list_models
+    from .io.sources import open_network
+    from .models import format_model_info, model_info
     with _errors(debug):
-        d = model_info(open_model(model, seed, dt=dt))
+        d = model_info(open_network(model, seed=seed, dt=dt))
         d["known_models"] = list_models()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -434,7 +435,8 @@ if __name__ == "__main__":  # pragma: no cover
 def export_nir(model, run_file, out, dt, seed, force, debug):
     """Export a model or a run file's network to NIR (docs/nir.md: what is approximate)."""
     import warnings
-    from .nir import NIRApproximationWarning, export_nir as run
+    from .io.nir import NIRApproximationWarning
+    from .simulate import export_nir as run
     with _errors(debug), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NIRApproximationWarning)
         path = run(model=model, run=run_file, out=out, dt=dt, seed=seed, force=force)

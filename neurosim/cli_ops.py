@@ -48,7 +48,7 @@ def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_d
                                "--json, as JSON; it takes neither --csv nor --plot")
     if neurobench:
         import json
-        from .io.hdf5 import json_default
+        from .io.runfile import json_default
         with _errors(debug):
             data = O.load_run_data(run_file, n_samples=samples, data_dir=data_dir,
                                    n_threads=threads)

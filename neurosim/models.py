@@ -15,9 +15,11 @@ documented key by key in ``docs/model-format.md``; in short::
     name = "F"; pre = "x"; post = "l0"; kind = "dense"; bias = true
 
 :func:`load_model` reads a file (or a name: the stem of a file in the model directory),
-:func:`model_from_dict` builds from an already parsed dict, :func:`list_models` lists
-the named models.  Every defect raises :class:`ModelError` (a ``ValueError``) naming the
-file, the table and the key, and what is allowed.
+:func:`model_from_dict` builds from an already parsed dict.  Finding, parsing and the
+checks of the file format live in :mod:`neurosim.io.model_file` (which also lists the named
+models, :func:`~neurosim.io.model_file.list_models`); every defect raises
+:class:`~neurosim.io.model_file.ModelError` (a ``ValueError``) naming the file, the table
+and the key, and what is allowed.
 
 Initialisation.  Each weighted projection draws its weights from its own generator
 ``numpy.random.default_rng([seed, crc32(projection name)])``, so a projection's weights
@@ -37,111 +39,17 @@ depend only on the seed and its name.  ``weight = init_scale * base`` with ``bas
 Biases (``bias = true``) are the constant ``bias_value`` (default 0).
 """
 import math
-import os
-import re
-import tomllib
 import zlib
-from pathlib import Path
 
 import numpy as np
 
-from . import _validate as V
-from . import config
 from .connectivity import PROJECTION_KINDS, Conv2d, ConvTranspose2d, Dense, Sparse
+from .io.model_file import (FORMAT, INITS, POP_COMMON, POP_KINDS, PROJ_COMMON, PROJ_KINDS,
+                            TOP_KEYS, ModelError, check_keys, check_name, fail, get_int,
+                            get_pair, get_real, get_str, read_model_file, reserve,
+                            resolve_model_path, wrap)
 from .network import Network
 from .neurons import BACKWARD_MODEL, NEURON_KINDS
-
-#: value of the ``format`` key this version reads.
-FORMAT = "neurosim-model/1"
-
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-
-_TOP_KEYS = {"format", "name", "description", "dtype", "populations", "projections", "training"}
-_POP_COMMON = {"name", "shape", "kind"}
-#: population kind -> its keys besides the common ones (a neuron model's parameters and
-#: the ``ternary`` table of its backward couples).
-_POP_KINDS = {"input": set(), "source": set(),
-              **{k: set(c.keys()) | {"ternary"} for k, c in NEURON_KINDS.items()}}
-_PROJ_COMMON = {"name", "pre", "post", "kind", "delay", "port"}
-_WEIGHTED = {"bias", "bias_value", "init", "init_scale"}
-_PROJ_KINDS = {
-    "dense": _WEIGHTED,
-    "sparse": _WEIGHTED | {"p", "fan_in", "allow_self"},
-    "conv2d": _WEIGHTED | {"kernel", "stride", "padding"},
-    "conv_transpose2d": _WEIGHTED | {"kernel", "stride", "padding", "output_padding"},
-    "avgpool2d": {"kernel", "stride"},
-    "sumpool2d": {"kernel", "stride"},
-}
-INITS = ("kaiming_normal", "uniform_unit_norm", "normal", "constant", "zeros")
-
-
-class ModelError(V.NeurosimError):
-    """A model file or model dict is malformed (a ``ValueError``)."""
-
-
-#: the model files shipped with neurosim (package data: in the wheel, the sdist and an
-#: editable install alike; see ``models/README.md`` and ``docs/decisions.md``).
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
-
-
-def models_dir():
-    """The directory of named models.
-
-    Returns
-    -------
-    Path
-        ``$NEUROSIM_MODELS`` if set (and not empty), else :data:`SHIPPED_MODELS_DIR`
-        (``neurosim/data/models/`` inside the installed package).
-    """
-    env = os.environ.get("NEUROSIM_MODELS")
-    if env:
-        return Path(env)
-    return SHIPPED_MODELS_DIR
-
-
-def list_models():
-    """Sorted names (file stems) of the ``*.toml`` files in :func:`models_dir`."""
-    d = models_dir()
-    if not d.is_dir():
-        return []
-    return sorted(p.stem for p in d.glob("*.toml"))
-
-
-def resolve_model_path(path_or_name):
-    """Path of a model file given as a path or as a name from :func:`list_models`."""
-    s = os.fspath(path_or_name)
-    p = Path(s)
-    if p.suffix == ".toml" or os.sep in s or (os.altsep and os.altsep in s) or p.exists():
-        if not p.exists():
-            hint = ""
-            if p.suffix == ".toml" and p.parent.name == "models" and \
-                    (models_dir() / p.name).is_file():
-                hint = (f"; the named model {p.stem!r} is shipped with neurosim: give its name "
-                        f"(--model {p.stem}) or the file {str(models_dir() / p.name)!r}")
-            raise ModelError(f"model file {s!r} does not exist{hint}")
-        if not p.is_file():
-            raise ModelError(f"model file {s!r} is not a regular file")
-        return p
-    cand = models_dir() / f"{s}.toml"
-    if cand.is_file():
-        return cand
-    raise ModelError(f"unknown model {s!r}: not a file, and not a model name; known names: "
-                     f"{list_models()} (in {models_dir()}; set NEUROSIM_MODELS to use another "
-                     "directory)")
-
-
-def read_model_file(path):
-    """Parse a model file into a dict (no validation beyond TOML syntax)."""
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as e:
-        raise ModelError(f"model file {str(p)!r} is not valid TOML: {e}") from e
-    except UnicodeDecodeError as e:
-        raise ModelError(f"model file {str(p)!r} is not UTF-8 text: {e}") from e
-    except OSError as e:
-        raise ModelError(f"cannot read model file {str(p)!r}: {e.strerror or e}") from e
 
 
 def load_model(path_or_name, seed=0):
@@ -150,7 +58,8 @@ def load_model(path_or_name, seed=0):
     Parameters
     ----------
     path_or_name : str or Path
-        A ``.toml`` file, or the name (stem) of a file in :func:`models_dir`.
+        A ``.toml`` file, or the name (stem) of a file in
+        :func:`neurosim.io.model_file.models_dir`.
     seed : int
         Seed of the weight initialisation (and of random sparse connectivity).
 
@@ -164,130 +73,39 @@ def load_model(path_or_name, seed=0):
     return model_from_dict(d, seed=seed, source=str(p), default_name=p.stem)
 
 
-# -- validation helpers ----------------------------------------------------------------
-def _fail(ctx, msg):
-    raise ModelError(f"{ctx['source']}: {msg}")
-
-
-def _check_keys(ctx, table, allowed, where):
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        _fail(ctx, f"unknown key {unknown[0]!r} in {where}; allowed keys: {sorted(allowed)}")
-
-
-def _get_str(ctx, table, key, where, required=True, default=None):
-    if key not in table:
-        if required:
-            _fail(ctx, f"{where} is missing the required key {key!r}")
-        return default
-    v = table[key]
-    if not isinstance(v, str):
-        _fail(ctx, f"{where}: {key} must be a string, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _get_int(ctx, table, key, where, default, low=None):
-    v = table.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int):
-        _fail(ctx, f"{where}: {key} must be an integer, got {type(v).__name__} {v!r}")
-    if low is not None and v < low:
-        _fail(ctx, f"{where}: {key} must be >= {low}, got {v}")
-    return v
-
-
-def _get_real(ctx, table, key, where, default):
-    v = table.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        _fail(ctx, f"{where}: {key} must be a number, got {type(v).__name__} {v!r}")
-    if not math.isfinite(v):
-        _fail(ctx, f"{where}: {key} must be finite, got {v}")
-    return float(v)
-
-
-def _get_pair(ctx, table, key, where, default=None):
-    """An int or a pair [a, b] of ints (kernel sizes)."""
-    v = table.get(key, default)
-    if v is None:
-        _fail(ctx, f"{where} is missing the required key {key!r}")
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = [v, v]
-    if (not isinstance(v, list) or len(v) != 2
-            or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v)):
-        _fail(ctx, f"{where}: {key} must be a positive integer or a pair [h, w] of them, got {v!r}")
-    return tuple(v)
-
-
-def _human(nbytes):
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if nbytes < 1024 or unit == "PiB":
-            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-
-
-def _reserve(ctx, where, nbytes, what):
-    """Count the memory a model needs before allocating it (``config.MAX_MODEL_BYTES``)."""
-    ctx["bytes"] = ctx.get("bytes", 0) + int(nbytes)
-    if ctx["bytes"] > config.MAX_MODEL_BYTES:
-        _fail(ctx, f"{where}: {what} would bring the model to about {_human(ctx['bytes'])}, more "
-                   f"than the {_human(config.MAX_MODEL_BYTES)} a model may use (by default half of "
-                   "this machine's memory; NEUROSIM_MAX_MODEL_MB sets it); check the shapes "
-                   "and kernel sizes")
-
-
-def _wrap(ctx, where, fn, *a, **kw):
-    """Call a neurosim constructor; re-raise its errors with the model context."""
-    try:
-        return fn(*a, **kw)
-    except ModelError:
-        raise
-    except (V.NeurosimError, TypeError) as e:
-        _fail(ctx, f"{where}: {e}")
-
-
-def _name(ctx, table, where, used):
-    n = _get_str(ctx, table, "name", where)
-    if not _NAME_RE.match(n):
-        _fail(ctx, f"{where}: name {n!r} must start with a letter or '_' and contain only "
-                   "letters, digits, '_', '.' and '-'")
-    if n in used:
-        _fail(ctx, f"{where}: name {n!r} is already used by another population or projection")
-    used.add(n)
-    return n
-
-
 # -- populations -----------------------------------------------------------------------
 def _population(ctx, net, i, t, used):
     where = f"[[populations]] #{i + 1}"
     if not isinstance(t, dict):
-        _fail(ctx, f"{where} must be a table, got {type(t).__name__}")
-    name = _name(ctx, t, where, used)
+        fail(ctx, f"{where} must be a table, got {type(t).__name__}")
+    name = check_name(ctx, t, where, used)
     where = f"[[populations]] {name!r}"
-    kind = _get_str(ctx, t, "kind", where)
-    if kind not in _POP_KINDS:
-        _fail(ctx, f"{where}: unknown kind {kind!r}; allowed kinds: {sorted(_POP_KINDS)}")
-    _check_keys(ctx, t, _POP_COMMON | _POP_KINDS[kind], f"{where} (kind {kind!r})")
+    kind = get_str(ctx, t, "kind", where)
+    if kind not in POP_KINDS:
+        fail(ctx, f"{where}: unknown kind {kind!r}; allowed kinds: {sorted(POP_KINDS)}")
+    check_keys(ctx, t, POP_COMMON | POP_KINDS[kind], f"{where} (kind {kind!r})")
     if "shape" not in t:
-        _fail(ctx, f"{where} is missing the required key 'shape'")
+        fail(ctx, f"{where} is missing the required key 'shape'")
     shape = t["shape"]
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = [shape]
     if (not isinstance(shape, list) or len(shape) not in (1, 3)
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
-        _fail(ctx, f"{where}: shape must be [n] or [C, H, W] with positive integers, got {t['shape']!r}")
-    _reserve(ctx, where, 64 * math.prod(shape), f"{math.prod(shape)} neurons")
-    params = {k: v for k, v in t.items() if k not in _POP_COMMON and k != "ternary"}
+        fail(ctx, f"{where}: shape must be [n] or [C, H, W] with positive integers, got {t['shape']!r}")
+    reserve(ctx, where, 64 * math.prod(shape), f"{math.prod(shape)} neurons")
+    params = {k: v for k, v in t.items() if k not in POP_COMMON and k != "ternary"}
     if kind in ("input", "source"):
         neuron = kind
     else:
-        neuron = _wrap(ctx, where, NEURON_KINDS[kind].from_dict, params)
+        neuron = wrap(ctx, where, NEURON_KINDS[kind].from_dict, params)
     ternary = None
     if "ternary" in t:
         tt = t["ternary"]
         if not isinstance(tt, dict):
-            _fail(ctx, f"{where}: ternary must be a table like {{ v_th = 0.5 }}, got {tt!r}")
-        _check_keys(ctx, tt, BACKWARD_MODEL.keys(), f"the ternary table of {where}")
-        ternary = _wrap(ctx, f"{where} ternary", BACKWARD_MODEL.from_dict, tt)
-    _wrap(ctx, where, net.add_population, name, tuple(shape), neuron, ternary)
+            fail(ctx, f"{where}: ternary must be a table like {{ v_th = 0.5 }}, got {tt!r}")
+        check_keys(ctx, tt, BACKWARD_MODEL.keys(), f"the ternary table of {where}")
+        ternary = wrap(ctx, f"{where} ternary", BACKWARD_MODEL.from_dict, tt)
+    wrap(ctx, where, net.add_population, name, tuple(shape), neuron, ternary)
 
 
 # -- projections -----------------------------------------------------------------------
@@ -326,72 +144,72 @@ def _init_weight(ctx, where, kind, init, scale, wshape, rng, fan_in=None):
 def _projection(ctx, net, i, t, used, seed):
     where = f"[[projections]] #{i + 1}"
     if not isinstance(t, dict):
-        _fail(ctx, f"{where} must be a table, got {type(t).__name__}")
-    name = _name(ctx, t, where, used)
+        fail(ctx, f"{where} must be a table, got {type(t).__name__}")
+    name = check_name(ctx, t, where, used)
     where = f"[[projections]] {name!r}"
-    kind = _get_str(ctx, t, "kind", where)
-    if kind not in _PROJ_KINDS:
-        _fail(ctx, f"{where}: unknown kind {kind!r}; allowed kinds: {sorted(_PROJ_KINDS)}")
-    _check_keys(ctx, t, _PROJ_COMMON | _PROJ_KINDS[kind], f"{where} (kind {kind!r})")
+    kind = get_str(ctx, t, "kind", where)
+    if kind not in PROJ_KINDS:
+        fail(ctx, f"{where}: unknown kind {kind!r}; allowed kinds: {sorted(PROJ_KINDS)}")
+    check_keys(ctx, t, PROJ_COMMON | PROJ_KINDS[kind], f"{where} (kind {kind!r})")
     pops = net.populations
-    pre = _get_str(ctx, t, "pre", where)
-    post = _get_str(ctx, t, "post", where)
+    pre = get_str(ctx, t, "pre", where)
+    post = get_str(ctx, t, "post", where)
     for role, p in (("pre", pre), ("post", post)):
         if p not in pops:
-            _fail(ctx, f"{where}: {role} population {p!r} does not exist; populations: {list(pops)}")
+            fail(ctx, f"{where}: {role} population {p!r} does not exist; populations: {list(pops)}")
     P, Q = pops[pre], pops[post]
     where = f"[[projections]] {name!r} ({pre} -> {post})"
-    delay = _get_int(ctx, t, "delay", where, 0, low=0)
-    port = _get_int(ctx, t, "port", where, 0, low=0)
+    delay = get_int(ctx, t, "delay", where, 0, low=0)
+    port = get_int(ctx, t, "port", where, 0, low=0)
     common = dict(delay=delay, port=port)
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     init = t.get("init", "kaiming_normal")
     if init not in INITS:
-        _fail(ctx, f"{where}: unknown init {init!r}; allowed: {list(INITS)}")
-    scale = _get_real(ctx, t, "init_scale", where, 1.0)
+        fail(ctx, f"{where}: unknown init {init!r}; allowed: {list(INITS)}")
+    scale = get_real(ctx, t, "init_scale", where, 1.0)
     has_bias = t.get("bias", False)
     if not isinstance(has_bias, bool):
-        _fail(ctx, f"{where}: bias must be true or false, got {has_bias!r}")
+        fail(ctx, f"{where}: bias must be true or false, got {has_bias!r}")
     if "bias_value" in t and not has_bias:
-        _fail(ctx, f"{where}: bias_value is given but bias is not true")
-    bias_value = _get_real(ctx, t, "bias_value", where, 0.0)
+        fail(ctx, f"{where}: bias_value is given but bias is not true")
+    bias_value = get_real(ctx, t, "bias_value", where, 0.0)
 
     def need_chw(role, pop):
         if len(pop.shape) != 3:
-            _fail(ctx, f"{where}: a {kind} projection needs a (C, H, W) {role} population; "
+            fail(ctx, f"{where}: a {kind} projection needs a (C, H, W) {role} population; "
                        f"{pop.name!r} has shape {list(pop.shape)}")
 
     if kind == "dense":
-        _reserve(ctx, where, 16 * P.n * Q.n, f"{P.n} x {Q.n} dense weights")
+        reserve(ctx, where, 16 * P.n * Q.n, f"{P.n} x {Q.n} dense weights")
         w = _init_weight(ctx, where, kind, init, scale, (P.n, Q.n), rng)
         bias = np.full(Q.n, bias_value) if has_bias else None
-        pr = _wrap(ctx, where, Dense, w, pre_shape=P.shape, post_shape=Q.shape, bias=bias, **common)
+        pr = wrap(ctx, where, Dense, w, pre_shape=P.shape, post_shape=Q.shape, bias=bias, **common)
     elif kind == "sparse":
         if ("p" in t) == ("fan_in" in t):
-            _fail(ctx, f"{where}: a sparse projection needs exactly one of 'p' (connection "
+            fail(ctx, f"{where}: a sparse projection needs exactly one of 'p' (connection "
                        "probability) or 'fan_in' (synapses per post neuron)")
         bias = np.full(Q.n, bias_value) if has_bias else None
         cseed = int(rng.integers(2 ** 63))
         if "p" in t:
-            p = _get_real(ctx, t, "p", where, None)
+            p = get_real(ctx, t, "p", where, None)
             if 0.0 <= p <= 1.0:
-                _reserve(ctx, where, 32 * (p * P.n * Q.n + P.n),
+                reserve(ctx, where, 32 * (p * P.n * Q.n + P.n),
                          f"about {p * P.n * Q.n:.0f} sparse synapses")
             allow_self = t.get("allow_self", True)
             if not isinstance(allow_self, bool):
-                _fail(ctx, f"{where}: allow_self must be true or false, got {allow_self!r}")
-            pr = _wrap(ctx, where, Sparse.fixed_probability, P.n, Q.n, p, 1.0, seed=cseed,
+                fail(ctx, f"{where}: allow_self must be true or false, got {allow_self!r}")
+            pr = wrap(ctx, where, Sparse.fixed_probability, P.n, Q.n, p, 1.0, seed=cseed,
                        allow_self=allow_self, pre_shape=P.shape, post_shape=Q.shape, bias=bias,
                        **common)
             fan_in = p * P.n
         else:
             if "allow_self" in t:
-                _fail(ctx, f"{where}: allow_self applies to 'p' connectivity only")
-            k = _get_int(ctx, t, "fan_in", where, None, low=0)
+                fail(ctx, f"{where}: allow_self applies to 'p' connectivity only")
+            k = get_int(ctx, t, "fan_in", where, None, low=0)
             if k > P.n:
-                _fail(ctx, f"{where}: fan_in must be <= n_pre = {P.n}, got {k}")
-            _reserve(ctx, where, 32 * k * Q.n, f"{k * Q.n} sparse synapses")
-            pr = _wrap(ctx, where, Sparse.fixed_fan_in, P.n, Q.n, k, 1.0, seed=cseed,
+                fail(ctx, f"{where}: fan_in must be <= n_pre = {P.n}, got {k}")
+            reserve(ctx, where, 32 * k * Q.n, f"{k * Q.n} sparse synapses")
+            pr = wrap(ctx, where, Sparse.fixed_fan_in, P.n, Q.n, k, 1.0, seed=cseed,
                        pre_shape=P.shape, post_shape=Q.shape, bias=bias, **common)
             fan_in = k
         nnz = pr.indices.shape[0]
@@ -404,44 +222,44 @@ def _projection(ctx, net, i, t, used, seed):
             w = np.divide(w, norm[post_idx], out=np.zeros_like(w), where=norm[post_idx] > 0)
         with np.errstate(over="ignore"):           # an overflow is reported below
             w = scale * w
-        _wrap(ctx, where, pr.set_weight, w)
+        wrap(ctx, where, pr.set_weight, w)
     elif kind in ("conv2d", "conv_transpose2d"):
         need_chw("pre", P)
         need_chw("post", Q)
-        kh, kw = _get_pair(ctx, t, "kernel", where)
-        stride = _get_int(ctx, t, "stride", where, 1, low=1)
-        padding = _get_int(ctx, t, "padding", where, 0, low=0)
+        kh, kw = get_pair(ctx, t, "kernel", where)
+        stride = get_int(ctx, t, "stride", where, 1, low=1)
+        padding = get_int(ctx, t, "padding", where, 0, low=0)
         Cin, Cout = P.shape[0], Q.shape[0]
-        _reserve(ctx, where, 48 * Cin * Cout * kh * kw, f"{Cin * Cout * kh * kw} kernel weights")
+        reserve(ctx, where, 48 * Cin * Cout * kh * kw, f"{Cin * Cout * kh * kw} kernel weights")
         bias = np.full(Cout, bias_value) if has_bias else None
         if kind == "conv2d":
             w = _init_weight(ctx, where, kind, init, scale, (Cout, Cin, kh, kw), rng)
-            pr = _wrap(ctx, where, Conv2d, w, pre_shape=P.shape, stride=stride, padding=padding,
+            pr = wrap(ctx, where, Conv2d, w, pre_shape=P.shape, stride=stride, padding=padding,
                        bias=bias, **common)
         else:
-            op = _get_int(ctx, t, "output_padding", where, 0, low=0)
+            op = get_int(ctx, t, "output_padding", where, 0, low=0)
             w = _init_weight(ctx, where, kind, init, scale, (Cin, Cout, kh, kw), rng)
-            pr = _wrap(ctx, where, ConvTranspose2d, w, pre_shape=P.shape, stride=stride,
+            pr = wrap(ctx, where, ConvTranspose2d, w, pre_shape=P.shape, stride=stride,
                        padding=padding, output_padding=op, bias=bias, **common)
     else:  # avgpool2d, sumpool2d
         need_chw("pre", P)
         need_chw("post", Q)
         if "kernel" not in t:
-            _fail(ctx, f"{where} is missing the required key 'kernel'")
-        k = _get_int(ctx, t, "kernel", where, None, low=1)
-        stride = _get_int(ctx, t, "stride", where, k, low=1)
-        pr = _wrap(ctx, where, PROJECTION_KINDS[kind], k, pre_shape=P.shape, stride=stride, **common)
+            fail(ctx, f"{where} is missing the required key 'kernel'")
+        k = get_int(ctx, t, "kernel", where, None, low=1)
+        stride = get_int(ctx, t, "stride", where, k, low=1)
+        pr = wrap(ctx, where, PROJECTION_KINDS[kind], k, pre_shape=P.shape, stride=stride, **common)
     big = float(np.finfo(net.dtype).max)
     for what, a in list(pr.weight_arrays().items()) + [("bias", pr.bias)]:
         if a is not None and a.size and float(np.max(np.abs(a))) > big:
-            _fail(ctx, f"{where}: init_scale / bias_value give {what} values up to "
+            fail(ctx, f"{where}: init_scale / bias_value give {what} values up to "
                        f"{float(np.max(np.abs(a))):.3g}, beyond the largest "
                        f"{np.dtype(net.dtype).name} ({big:.3g}); use smaller values")
     if tuple(pr.post_shape) != tuple(Q.shape):
-        _fail(ctx, f"{where}: the {kind} projection produces shape {list(pr.post_shape)} from "
+        fail(ctx, f"{where}: the {kind} projection produces shape {list(pr.post_shape)} from "
                    f"{pre!r} of shape {list(P.shape)}, but post population {post!r} has shape "
                    f"{list(Q.shape)}")
-    _wrap(ctx, where, net.add_projection, name, pre, post, pr)
+    wrap(ctx, where, net.add_projection, name, pre, post, pr)
 
 
 def model_from_dict(d, seed=0, *, source="<model dict>", default_name="model"):
@@ -450,30 +268,30 @@ def model_from_dict(d, seed=0, *, source="<model dict>", default_name="model"):
     ``source`` names the dict in error messages (a file path when loading a file)."""
     ctx = {"source": source}
     if not isinstance(d, dict):
-        _fail(ctx, f"a model must be a table, got {type(d).__name__}")
+        fail(ctx, f"a model must be a table, got {type(d).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ModelError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
-    _check_keys(ctx, d, _TOP_KEYS, "the top-level table")
+    check_keys(ctx, d, TOP_KEYS, "the top-level table")
     fmt = d.get("format")
     if fmt is None:
-        _fail(ctx, f"the top-level table is missing the required key 'format' (= {FORMAT!r})")
+        fail(ctx, f"the top-level table is missing the required key 'format' (= {FORMAT!r})")
     if fmt != FORMAT:
-        _fail(ctx, f"format is {fmt!r}; this neurosim reads {FORMAT!r}")
-    name = _get_str(ctx, d, "name", "the top-level table", required=False, default=default_name)
-    desc = _get_str(ctx, d, "description", "the top-level table", required=False, default="")
-    dtype = _get_str(ctx, d, "dtype", "the top-level table", required=False, default="float32")
+        fail(ctx, f"format is {fmt!r}; this neurosim reads {FORMAT!r}")
+    name = get_str(ctx, d, "name", "the top-level table", required=False, default=default_name)
+    desc = get_str(ctx, d, "description", "the top-level table", required=False, default="")
+    dtype = get_str(ctx, d, "dtype", "the top-level table", required=False, default="float32")
     if dtype not in ("float32", "float64"):
-        _fail(ctx, f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        fail(ctx, f"dtype must be 'float32' or 'float64', got {dtype!r}")
     pops = d.get("populations")
     if not isinstance(pops, list) or not pops:
-        _fail(ctx, "a model needs at least one [[populations]] table")
+        fail(ctx, "a model needs at least one [[populations]] table")
     projs = d.get("projections", [])
     if not isinstance(projs, list):
-        _fail(ctx, f"projections must be an array of tables ([[projections]]), got {type(projs).__name__}")
+        fail(ctx, f"projections must be an array of tables ([[projections]]), got {type(projs).__name__}")
     training = d.get("training", {})
     if not isinstance(training, dict):
-        _fail(ctx, f"training must be a table ([training]), got {type(training).__name__}")
+        fail(ctx, f"training must be a table ([training]), got {type(training).__name__}")
     net = Network(dtype=np.dtype(dtype).type, name=name)
     used = set()
     for i, t in enumerate(pops):
@@ -481,7 +299,7 @@ def model_from_dict(d, seed=0, *, source="<model dict>", default_name="model"):
     for i, t in enumerate(projs):
         _projection(ctx, net, i, t, used, seed)
     if not net.spiking_populations:
-        _fail(ctx, "the model has no spiking population (kind "
+        fail(ctx, "the model has no spiking population (kind "
                    f"{' or '.join(repr(k) for k in NEURON_KINDS)})")
     net.metadata = dict(model=name, description=desc, training=training, source=source,
                         seed=seed, spec=d)

@@ -38,9 +38,11 @@ from . import _validate as V
 from . import counting
 from .data import load_digits
 from .engine import run_backward, run_forward
-from .io.hdf5 import load_network, write_run
+from .io.atomic import check_destination
+from .io.nir import DEFAULT_DT, write_nir
+from .io.runfile import load_network, write_run
+from .io.sources import open_network
 from .kernels.threads import max_threads
-from .models import load_model
 from .network import Network
 
 
@@ -203,32 +205,6 @@ def resolve_grad(net, grad, batch, seed):
     return out
 
 
-def open_model(model, seed=0, dt=None):
-    """A Network from a Network, a model file or name, a run file (``.h5``) or a NIR file
-    (``.nir``, imported at time step ``dt``; default 1e-3, see :func:`neurosim.nir.from_nir`)."""
-    if isinstance(model, Network):
-        return model
-    s = os.fspath(model)
-    if s.endswith((".h5", ".hdf5")):
-        return load_network(s)
-    if s.endswith(".nir"):
-        from .nir import DEFAULT_DT, from_nir
-        return from_nir(s, dt=DEFAULT_DT if dt is None else dt)
-    return load_model(s, seed=seed)
-
-
-def check_output(out, force):
-    """Raise before any work if ``out`` cannot be written (exists without force, no folder)."""
-    p = Path(out)
-    if p.is_dir():
-        raise InputError(f"output {str(p)!r} is a directory; give a file name such as run.h5")
-    if p.exists() and not force:
-        raise InputError(f"output {str(p)!r} already exists; use --force (force=True) to overwrite it")
-    if not p.parent.is_dir():
-        raise InputError(f"output folder {str(p.parent)!r} does not exist")
-    return p
-
-
 def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=None,
              record=False, seed=0, n_threads=None, out=None, force=False, command=None,
              report=None, dt=None):
@@ -237,8 +213,8 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     Parameters
     ----------
     model : Network, str or Path
-        A network, a model file / model name (:func:`neurosim.models.load_model`), or a
-        run file (``.h5``) whose network is reused.
+        A network, a model file / model name, a run file (``.h5``) whose network is reused,
+        or a NIR file (:func:`neurosim.io.sources.open_network`).
     inputs : "digits", str, Path or dict
         The stimulus; see the module docstring.
     steps : int
@@ -289,8 +265,8 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
             raise InputError(f"threads: {n_threads} asked for, at most {max_threads()} are "
                              "available (NUMBA_NUM_THREADS)")
     if out is not None:
-        out = check_output(out, force)
-    net = open_model(model, seed, dt=dt)
+        out = check_destination(out, force)
+    net = open_network(model, seed=seed, dt=dt)
     if backward_steps is not None:
         fwd_only = [p for p in net.spiking_populations if p.neuron.forward_only]
         if fwd_only:
@@ -318,6 +294,38 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         report(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, elapsed {elapsed()})")
     return Simulation(network=net, forward=fwd, backward=bwd, inputs=ins, spikes=src, grad=g,
                       labels=labels, path=out, seed=seed)
+
+
+def rerun(run, record=None, n_threads=None):
+    """Re-simulate a stored run (a :class:`neurosim.io.Run` from
+    :func:`neurosim.io.read_run`) from the file's contents alone.
+
+    Returns (forward, backward-or-None) PhaseResults.  ``record`` defaults to whether the
+    file holds spike trains."""
+    fwd_rec = run.forward.spikes is not None if record is None else record
+    fwd = run_forward(run.network, run.forward.steps, inputs=run.inputs or None,
+                      spikes=run.source_spikes or None, currents=run.currents or None,
+                      masks=run.masks or None, batch=run.forward.batch, record=fwd_rec,
+                      n_threads=n_threads)
+    bwd = None
+    if run.backward is not None:
+        bwd_rec = run.backward.spikes is not None if record is None else record
+        bwd = run_backward(run.network, fwd, run.grad, run.backward.steps,
+                           gate=run.gate or None, record=bwd_rec, n_threads=n_threads)
+    return fwd, bwd
+
+
+def export_nir(model=None, run=None, out=None, *, dt=DEFAULT_DT, seed=0, force=False):
+    """Library behind ``neurosim export-nir``: a model file / name or a run file (its
+    network, trained weights included) written as a NIR file (:func:`neurosim.io.nir.write_nir`)."""
+    if (model is None) == (run is None):
+        raise V.NeurosimError("give exactly one of --model (model file or name) and --run "
+                              "(run file .h5)")
+    if out is None:
+        raise V.NeurosimError("--out is required")
+    check_destination(out, force)
+    net = load_network(run) if run is not None else open_network(model, seed=seed)
+    return write_nir(out, net, dt=dt, force=force)
 
 
 def summarize(res):

@@ -30,7 +30,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from neurosim import config                                           # noqa: E402
-from neurosim.models import models_dir                                # noqa: E402
+from neurosim.io.model_file import models_dir                        # noqa: E402
 
 from test_datasets import (cifar_batch, idx_bytes, make_cifar10_dir,  # noqa: E402
                            make_idx_dir, py2_pickle)

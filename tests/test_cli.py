@@ -10,7 +10,9 @@ import neurosim as ns
 import neurosim.simulate as S
 from neurosim.cli import main
 from neurosim.io import read_run
-from neurosim.models import list_models, load_model, models_dir
+from neurosim.io.model_file import models_dir
+from neurosim.models import load_model
+from neurosim.simulate import rerun
 
 
 
@@ -103,7 +105,7 @@ def test_simulate_digits_forward_and_backward(runner, tmp_path):
     for k in sim.forward.counts:
         np.testing.assert_array_equal(sim.forward.counts[k], run.forward.counts[k])
         np.testing.assert_array_equal(sim.backward.counts_neg[k], run.backward.counts_neg[k])
-    fwd2, bwd2 = run.rerun()
+    fwd2, bwd2 = rerun(run)
     np.testing.assert_array_equal(fwd2.spikes["l0"], run.forward.spikes["l0"])
     np.testing.assert_array_equal(bwd2.spikes["l1"], run.backward.spikes["l1"])
 
@@ -260,11 +262,11 @@ def test_runtime_failure_exits_1_and_leaves_no_file(runner, tmp_path, monkeypatc
 
 
 def test_failure_while_writing_leaves_no_file(runner, tmp_path, monkeypatch):
-    import neurosim.io.hdf5 as H
+    import neurosim.io.runfile as H
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(H, "_write_network", boom)
+    monkeypatch.setattr(H, "write_network", boom)
     res = _sim(runner, tmp_path, "--model", "fsnn_mlp", "--input", "digits", "--steps", "3")
     assert res.exit_code == 1          # a full disk is a runtime failure, not bad input
     assert "No space left on device" in res.stderr

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from neurosim.cli import main
-from neurosim.models import models_dir
+from neurosim.io.model_file import models_dir
 
 #: attributes and datasets that legitimately differ between two identical runs.
 TIMINGS = {"wall_s", "created", "attrs_sha256"}

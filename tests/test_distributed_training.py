@@ -67,7 +67,7 @@ def _neurosim(*args):
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """fsnn_mlp with dropout (masks drawn for the whole batch, then sliced per rank)."""
-    from neurosim.models import resolve_model_path
+    from neurosim.io.model_file import resolve_model_path
     text = resolve_model_path("fsnn_mlp").read_text()
     assert "\nbatch_size = 32\n" in text
     p = tmp_path_factory.mktemp("model") / "fsnn_mlp_dropout.toml"

@@ -41,7 +41,8 @@ from neurosim.datasets import cifar as C
 from neurosim.datasets import events as E
 from neurosim.datasets import idx as I
 from neurosim.io import RunFileError, read_run, write_run
-from neurosim.models import ModelError, load_model, model_from_dict, models_dir
+from neurosim.io.model_file import ModelError, models_dir
+from neurosim.models import load_model, model_from_dict
 from neurosim.training.checkpoint import load_checkpoint
 
 from test_datasets import cifar_batch, idx_bytes, py2_pickle

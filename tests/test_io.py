@@ -8,8 +8,9 @@ import pytest
 import neurosim as ns
 from neurosim import counting as C
 from neurosim.io import RunFileError, load_network, read_run, write_run
-from neurosim.io import hdf5 as H
+from neurosim.io import runfile as H
 from neurosim.models import load_model
+from neurosim.simulate import rerun
 
 from conftest import random_case
 
@@ -93,7 +94,7 @@ def test_round_trip_model_files(tmp_path, name):
     for q in fwd.sent:
         np.testing.assert_array_equal(C.synaptic_events(run.forward, q), C.synaptic_events(fwd, q))
     # the network rebuilt from the file alone re-simulates identically
-    fwd2, bwd2 = run.rerun()
+    fwd2, bwd2 = rerun(run)
     _assert_same_phase(fwd, fwd2)
     _assert_same_phase(bwd, bwd2)
 
@@ -112,7 +113,7 @@ def test_round_trip_random_networks(tmp_path, seed):
                      currents=case.currents, grad=case.grad if bwd else None)
     run = read_run(path)
     _assert_same_network(net, run.network)
-    fwd2, bwd2 = run.rerun()
+    fwd2, bwd2 = rerun(run)
     _assert_same_phase(fwd, fwd2)
     if bwd is not None:
         _assert_same_phase(bwd, bwd2)
@@ -127,7 +128,7 @@ def test_round_trip_without_backward_or_record(tmp_path):
     assert run.backward is None and run.forward.spikes is None and run.grad == {}
     with h5py.File(path) as f:
         assert "backward" not in f and "spikes" not in f["forward/populations/l0"]
-    fwd2, bwd2 = run.rerun()
+    fwd2, bwd2 = rerun(run)
     assert bwd2 is None
     _assert_same_phase(fwd, fwd2)
 
@@ -140,7 +141,7 @@ def test_custom_gate_is_stored_and_used(tmp_path):
                      gate=gate)
     run = read_run(path)
     np.testing.assert_array_equal(run.gate["l0"], gate["l0"])
-    _, bwd2 = run.rerun()
+    _, bwd2 = rerun(run)
     _assert_same_phase(bwd, bwd2)
 
 

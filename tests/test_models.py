@@ -7,7 +7,8 @@ import pytest
 
 import neurosim as ns
 from neurosim import models as M
-from neurosim.models import ModelError, list_models, load_model, model_from_dict
+from neurosim.io.model_file import ModelError, list_models
+from neurosim.models import load_model, model_from_dict
 
 
 def _mlp():

@@ -10,8 +10,9 @@ import pytest
 nir = pytest.importorskip("nir")
 
 import neurosim as ns                                      # noqa: E402
-from neurosim import nir as nb                             # noqa: E402
-from neurosim.models import list_models, load_model        # noqa: E402
+from neurosim.io import nir as nb                          # noqa: E402
+from neurosim.io.model_file import list_models             # noqa: E402
+from neurosim.models import load_model                     # noqa: E402
 
 DT = 2.0 ** -10          # dyadic time step and time constants: dt/tau is exact
 TAU = 2.0 ** -5
@@ -429,7 +430,7 @@ def test_cli(tmp_path):
 def test_neurosim_imports_without_nir():
     import subprocess
     import sys
-    code = ("import sys; sys.modules['nir'] = None; import neurosim, neurosim.nir as nb\n"
+    code = ("import sys; sys.modules['nir'] = None; import neurosim, neurosim.io.nir as nb\n"
             "try:\n    nb.from_nir('x.nir')\nexcept nb.NIRError as e:\n    print('ok', e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.startswith("ok") and "pip install" in out.stdout, out.stderr

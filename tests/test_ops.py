@@ -17,7 +17,8 @@ from conftest import random_case
 from neurosim import ops
 from neurosim.cli import main
 from neurosim.io import RunFileError, read_run, write_run
-from neurosim.models import list_models, load_model
+from neurosim.io.model_file import list_models
+from neurosim.models import load_model
 
 
 def _source_net(proj, pre_shape, post_shape):

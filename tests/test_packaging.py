@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import neurosim
-from neurosim.models import SHIPPED_MODELS_DIR
+from neurosim.io.model_file import SHIPPED_MODELS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPENDENCIES = ("numpy", "numba", "llvmlite", "scipy", "h5py", "click")
@@ -91,7 +91,7 @@ def test_wheel_holds_the_package_data(installed):
 
 def test_installed_copy_is_used_and_knows_the_models(installed):
     res = _run([str(installed["python"]), "-c",
-                "import json, neurosim, neurosim.models as m; print(json.dumps("
+                "import json, neurosim, neurosim.io.model_file as m; print(json.dumps("
                 "[neurosim.__file__, str(m.models_dir()), m.list_models()]))"],
                env=installed["env"], cwd=installed["cwd"])
     file, mdir, names = json.loads(res.stdout)

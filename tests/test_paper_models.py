@@ -37,7 +37,8 @@ from click.testing import CliRunner
 
 import neurosim as ns
 from neurosim.cli import main
-from neurosim.models import list_models, load_model, model_info, models_dir
+from neurosim.io.model_file import list_models, models_dir
+from neurosim.models import load_model, model_info
 
 # -- the architectures of SPIDE.md section 5, written out layer by layer -----------------------
 # projections: (name, kind, pre, post, C_in, C_out, k, stride, padding, output_padding, delay, bias)

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from neurosim.io import RunFileError, atomic
-from neurosim.io import hdf5 as H
-from neurosim.models import models_dir
+from neurosim.io import runfile as H
+from neurosim.io.model_file import models_dir
 from neurosim.training import health
 from neurosim.training.checkpoint import load_checkpoint
 from neurosim.training.trainer import (CheckpointError, ResumeError, TrainingError,

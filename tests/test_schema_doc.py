@@ -19,7 +19,7 @@ import pytest
 
 import neurosim as ns
 from neurosim.io import write_run
-from neurosim.models import models_dir
+from neurosim.io.model_file import models_dir
 from neurosim.training.checkpoint import HISTORY
 from neurosim.training.trainer import TrainingInterrupted, train
 

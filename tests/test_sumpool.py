@@ -9,7 +9,9 @@ from neurosim import counting as C
 from neurosim import ops
 from neurosim.connectivity import PROJECTION_KINDS, AvgPool2d, SumPool2d
 from neurosim.io import read_run, write_run
-from neurosim.models import ModelError, load_model, model_from_dict, model_info
+from neurosim.io.model_file import ModelError
+from neurosim.models import load_model, model_from_dict, model_info
+from neurosim.simulate import rerun
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def test_run_file_round_trip(tmp_path):
     run = read_run(out)
     q = run.network.projections["pool"]
     assert type(q) is SumPool2d and q.params() == net.projections["pool"].params()
-    f2, b2 = run.rerun()
+    f2, b2 = rerun(run)
     for a, b in ((fwd, f2), (bwd, b2)):
         for k in a.counts:
             np.testing.assert_array_equal(a.counts[k], b.counts[k])

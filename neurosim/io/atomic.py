@@ -1,7 +1,7 @@
 """Atomic, durable output files: a reader sees the old file or the new one, never half of one.
 
 Every file neurosim writes goes through here (HDF5 through
-:func:`neurosim.io.hdf5.atomic_h5`, anything else through :func:`atomic_open`):
+:func:`neurosim.io.runfile.atomic_h5`, anything else through :func:`atomic_open`):
 
 1. the destination is checked first: not a folder, its folder exists, and an existing
    file is only replaced with ``force=True`` (:func:`check_destination`);

@@ -57,7 +57,7 @@ class NeuronModel:
         The single-population dense step (validating wrapper of the kernel twin).
     to_nir(dt, dtype) -> (NIR node type, fields, notes)
         Export: the NIR node type name, its scalar fields, and what NIR cannot say
-        (approximations); see :mod:`neurosim.nir`.  Backward models have none.
+        (approximations); see :mod:`neurosim.io.nir`.  Backward models have none.
     """
 
     kind = None

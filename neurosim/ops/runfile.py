@@ -25,8 +25,9 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
-from ..io.hdf5 import open_run_file, read_run
+from ..io.runfile import open_run_file, read_run
 from ..local_rule import update_ops
+from ..simulate import rerun as resimulate
 from .table import OpsTable, phase_sums
 
 #: default number of training samples a training run's table is recomputed on.
@@ -159,7 +160,7 @@ def load_run_data(path, *, n_samples=DEFAULT_SAMPLES, record=False, data_dir=Non
         Training runs: how many training samples to recompute on.
     record : bool
         Spike trains needed: a simulate run without stored spike trains is re-simulated
-        from the file (bit-identical, :meth:`neurosim.io.Run.rerun`); a training run is
+        from the file (bit-identical, :func:`neurosim.simulate.rerun`); a training run is
         recomputed with recording.
     data_dir : path, optional
         Training runs on file-based data sets: the data set's folder.
@@ -171,7 +172,7 @@ def load_run_data(path, *, n_samples=DEFAULT_SAMPLES, record=False, data_dir=Non
     fwd, bwd = run.forward, run.backward
     rerun = False
     if record and (fwd.spikes is None or (bwd is not None and bwd.spikes is None)):
-        fwd, bwd = run.rerun(record=True, n_threads=n_threads)
+        fwd, bwd = resimulate(run, record=True, n_threads=n_threads)
         rerun = True
     ups = None
     if bwd is not None:

@@ -35,7 +35,7 @@ import numpy as np
 from .. import _validate as V
 from .. import counting
 from ..counting import OP_KIND
-from ..io.hdf5 import json_default
+from ..io.runfile import json_default
 from .. import local_rule as rule
 from ..local_rule import flat_input
 from .report import format_table

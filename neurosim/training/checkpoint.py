@@ -17,11 +17,11 @@ with the current weights) plus ``/training``:
 Why here and not in :mod:`neurosim.io`: the layout is the training loop's state
 (:class:`SPIDEConfig`, :class:`SPIDEModel`, the optimizer), and :func:`restore` builds
 training objects; :mod:`neurosim.io` sits below the training layer and must not import
-it.  All the HDF5 mechanics come from :mod:`neurosim.io.hdf5`'s public building blocks:
-:func:`~neurosim.io.hdf5.atomic_h5` (atomic write, attribute digest ``attrs_sha256``),
-:func:`~neurosim.io.hdf5.write_header`, :func:`~neurosim.io.hdf5.write_network`,
-:func:`~neurosim.io.hdf5.write_dataset` (Fletcher-32 checksums),
-:func:`~neurosim.io.hdf5.open_run_file` and :func:`~neurosim.io.hdf5.read_network`.
+it.  All the HDF5 mechanics come from :mod:`neurosim.io.runfile`'s public building blocks:
+:func:`~neurosim.io.runfile.atomic_h5` (atomic write, attribute digest ``attrs_sha256``),
+:func:`~neurosim.io.runfile.write_header`, :func:`~neurosim.io.runfile.write_network`,
+:func:`~neurosim.io.runfile.write_dataset` (Fletcher-32 checksums),
+:func:`~neurosim.io.runfile.open_run_file` and :func:`~neurosim.io.runfile.read_network`.
 """
 import json
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
-from ..io.hdf5 import (RunFileError, atomic_h5, open_run_file, read_network, write_dataset,
+from ..io.runfile import (RunFileError, atomic_h5, open_run_file, read_network, write_dataset,
                        write_header, write_network)
 from .spide import SPIDEConfig, build_model
 

@@ -19,7 +19,7 @@ the value given and the value stored; the CLI words it with its option names.
 
 Reliability (``docs/reliability.md``):
 
-* every write is atomic (:func:`neurosim.io.hdf5.atomic_h5`): a crash never leaves a
+* every write is atomic (:func:`neurosim.io.runfile.atomic_h5`): a crash never leaves a
   half-written file, and the previous checkpoint stays intact until the new one is
   complete;
 * ``resume=True`` continues from the file and reaches the same final weights, metrics and
@@ -54,7 +54,8 @@ from .. import _validate as V
 from .. import datasets as D
 from .. import kernels
 from ..io import atomic
-from ..models import load_model, read_model_file, resolve_model_path
+from ..io.model_file import read_model_file, resolve_model_path
+from ..models import load_model
 from ..network import Network
 from . import diagnose as _diagnostics
 from . import health

@@ -5,7 +5,12 @@ phase exactly as given, and everything the phases produced: spike counts, final
 potentials, events sent per projection and sender neuron, per-synapse event counts and,
 when recorded, the spike trains.  The schema is specified in ``docs/hdf5-schema.md``;
 the file alone is enough to rebuild the network and re-simulate the run
-(:meth:`Run.rerun`).
+(:func:`neurosim.simulate.rerun`; this module only reads and writes, it runs nothing).
+
+The building blocks :func:`write_header`, :func:`write_network`, :func:`write_dataset`
+(checksummed datasets), :func:`atomic_h5`, :func:`open_run_file` and :func:`read_network`
+serve the files that extend this schema (a training run file is a run file plus
+``/training``, :mod:`neurosim.training.checkpoint`).
 
 :func:`write_run` writes atomically: the file is assembled under a temporary name in the
 destination folder, flushed and fsync'ed, then renamed over the destination; on any
@@ -33,7 +38,7 @@ from .. import _testhooks
 from .. import _validate as V
 from .. import counting
 from ..connectivity import PROJECTION_KINDS
-from ..engine import PhaseResult, run_backward, run_forward
+from ..engine import PhaseResult
 from ..network import Network
 from ..neurons import BACKWARD_MODEL, NEURON_KINDS
 from . import atomic as _atomic
@@ -55,7 +60,7 @@ class RunFileError(V.NeurosimError):
 # ======================================================================================
 # writing
 # ======================================================================================
-def _dset(g, name, a):
+def write_dataset(g, name, a):
     a = np.asarray(a)
     if a.dtype.kind == "U":
         a = a.astype(h5py.string_dtype())
@@ -90,7 +95,7 @@ def _check_name(name, what):
                               "contain '/' nor start with '.'")
 
 
-def _write_network(f, net):
+def write_network(f, net):
     g = f.create_group("network")
     sched = net.schedule()
     bsched = net.schedule(backward=True)
@@ -130,7 +135,7 @@ def _write_network(f, net):
         h.attrs["n_synapses"] = pr.n_synapses
         h.attrs["dense_macs"] = pr.dense_macs
         for k, a in arrays.items():
-            _dset(h, k, a)
+            write_dataset(h, k, a)
 
 
 def _write_arrays(g, name, arrays, net, kind):
@@ -143,18 +148,18 @@ def _write_arrays(g, name, arrays, net, kind):
         a = np.asarray(a)
         if a.dtype == object or a.dtype.kind not in "biuf":
             raise V.NeurosimError(f"{name}[{k!r}] must be a numeric array, got dtype {a.dtype}")
-        _dset(h, k, a)
+        write_dataset(h, k, a)
 
 
 def _write_spike_trains(h, trains, signed):
     """Spike trains [B, T, n] -> parallel int32 (sample, step, neuron) [+ int8 sign]."""
     b, t, j = np.nonzero(trains)
     s = h.create_group("spikes")
-    _dset(s, "sample", b.astype(np.int32))
-    _dset(s, "step", t.astype(np.int32))
-    _dset(s, "neuron", j.astype(np.int32))
+    write_dataset(s, "sample", b.astype(np.int32))
+    write_dataset(s, "step", t.astype(np.int32))
+    write_dataset(s, "neuron", j.astype(np.int32))
     if signed:
-        _dset(s, "sign", trains[b, t, j].astype(np.int8))
+        write_dataset(s, "sign", trains[b, t, j].astype(np.int8))
 
 
 def _leak(pop, forward):
@@ -178,40 +183,40 @@ def _write_phase(f, res, stimulus):
     for name in res.counts:
         h = gp.create_group(name)
         if fwd:
-            _dset(h, "counts", res.counts[name])
+            write_dataset(h, "counts", res.counts[name])
         else:
-            _dset(h, "count_pos", res.counts[name])
-            _dset(h, "count_neg", res.counts_neg[name])
-        _dset(h, "v_final", res.v_final[name])
+            write_dataset(h, "count_pos", res.counts[name])
+            write_dataset(h, "count_neg", res.counts_neg[name])
+        write_dataset(h, "v_final", res.v_final[name])
         if res.weighted_counts.get(name) is not None and _leak(net.populations[name], fwd) != 1.0:
-            _dset(h, "weighted_counts", res.weighted_counts[name])
-        _dset(h, "neuron_updates", np.asarray(res.neuron_updates[name], np.int64))
+            write_dataset(h, "weighted_counts", res.weighted_counts[name])
+        write_dataset(h, "neuron_updates", np.asarray(res.neuron_updates[name], np.int64))
         if res.spikes is not None and name in res.spikes:
             _write_spike_trains(h, res.spikes[name], signed=not fwd)
     gq = g.create_group("projections")
     for name, ops in (res.input_ops or {}).items():
         h = gq.create_group(name)
         h.attrs["input_map"] = True
-        _dset(h, "synaptic_operations", np.asarray(ops, np.int64))
+        write_dataset(h, "synaptic_operations", np.asarray(ops, np.int64))
     for name in res.sent:
         pr = net.projections[name]
         h = gq.create_group(name)
         h.attrs["input_map"] = False
         ev = counting.synaptic_events(res, name)
         if fwd:
-            _dset(h, "sent", res.sent[name])
-            _dset(h, "synaptic_operations", ev)
+            write_dataset(h, "sent", res.sent[name])
+            write_dataset(h, "synaptic_operations", ev)
         else:
-            _dset(h, "sent_pos", res.sent[name])
-            _dset(h, "sent_neg", res.sent_neg[name])
-            _dset(h, "synaptic_operations", ev[0] + ev[1])
-            _dset(h, "synaptic_operations_pos", ev[0])
-            _dset(h, "synaptic_operations_neg", ev[1])
+            write_dataset(h, "sent_pos", res.sent[name])
+            write_dataset(h, "sent_neg", res.sent_neg[name])
+            write_dataset(h, "synaptic_operations", ev[0] + ev[1])
+            write_dataset(h, "synaptic_operations_pos", ev[0])
+            write_dataset(h, "synaptic_operations_neg", ev[1])
         for k, a in counting.per_synapse(res, name).items():
-            _dset(h, k, a)
+            write_dataset(h, k, a)
         if pr.spatial:
             for k, a in counting.per_kernel_weight(res, name).items():
-                _dset(h, "count_per_kernel_weight" + k[len("count"):], a)
+                write_dataset(h, "count_per_kernel_weight" + k[len("count"):], a)
 
 
 def _check_result(res, phase, net, what):
@@ -274,8 +279,8 @@ def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None
                 raise V.NeurosimError(f"{what} given for unknown population {k!r}; known: "
                                       f"{list(network.populations)}")
     def fill(f):
-        _write_header(f, network, seed, command)
-        _write_network(f, network)
+        write_header(f, network, seed, command)
+        write_network(f, network)
         _write_phase(f, forward, {"inputs": dict(inputs or {}),
                                   "source_spikes": dict(spikes or {}),
                                   "currents": dict(currents or {}),
@@ -286,7 +291,7 @@ def write_run(path, network, forward, backward=None, *, inputs=None, spikes=None
     return atomic_h5(path, fill, force=force)
 
 
-def _write_header(f, network, seed, command):
+def write_header(f, network, seed, command):
     f.attrs["format"] = FORMAT
     f.attrs["schema_version"] = SCHEMA_VERSION
     f.attrs["neurosim_version"] = neurosim.__version__
@@ -395,23 +400,6 @@ class Run:
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
-
-    def rerun(self, record=None, n_threads=None):
-        """Re-simulate the stored run from the file's contents alone.
-
-        Returns (forward, backward-or-None) PhaseResults.  ``record`` defaults to
-        whether the file holds spike trains."""
-        fwd_rec = self.forward.spikes is not None if record is None else record
-        fwd = run_forward(self.network, self.forward.steps, inputs=self.inputs or None,
-                          spikes=self.source_spikes or None, currents=self.currents or None,
-                          masks=self.masks or None, batch=self.forward.batch, record=fwd_rec,
-                          n_threads=n_threads)
-        bwd = None
-        if self.backward is not None:
-            bwd_rec = self.backward.spikes is not None if record is None else record
-            bwd = run_backward(self.network, fwd, self.grad, self.backward.steps,
-                               gate=self.gate or None, record=bwd_rec, n_threads=n_threads)
-        return fwd, bwd
 
     def __repr__(self):
         ph = "forward+backward" if self.backward is not None else "forward"
@@ -574,7 +562,7 @@ def _projection(r, h):
     return cls.from_stored(geo, arrays, delay=delay, port=port)
 
 
-def _read_network(r):
+def read_network(r):
     g = r.group(r.f, "network")
     gp = r.group(g, "populations")
     gq = r.group(g, "projections")
@@ -702,15 +690,6 @@ def open_run_file(path, *, verify=True, name_errors=False):
         raise RunFileError(f"run file {str(path)!r} is corrupt or truncated: {why}") from e
 
 
-#: public names of the building blocks for files that extend this schema (a training run
-#: file is a run file plus ``/training``, :mod:`neurosim.training.checkpoint`): the same
-#: root header, ``/network`` group and checksummed datasets as :func:`write_run`.
-write_header = _write_header
-write_network = _write_network
-write_dataset = _dset
-read_network = _read_network
-
-
 def read_run(path):
     """Read and validate a run file; returns a :class:`Run`.
 
@@ -722,7 +701,7 @@ def read_run(path):
     """
     with open_run_file(path) as r:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in r.f.attrs.items()}
-        net = _read_network(r)
+        net = read_network(r)
         fwd, stim, syn_f = _read_phase(r, net, "forward")
         bwd, bstim, syn_b = _read_phase(r, net, "backward")
     fwd.masks = dict(stim["masks"])
@@ -737,4 +716,4 @@ def read_run(path):
 def load_network(path):
     """The :class:`~neurosim.Network` stored in a run file (validated like :func:`read_run`)."""
     with open_run_file(path) as r:
-        return _read_network(r)
+        return read_network(r)

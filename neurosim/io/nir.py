@@ -53,11 +53,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _validate as V
-from .connectivity import (AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, SumPool2d,
+from .. import _validate as V
+from ..connectivity import (AvgPool2d, Conv2d, ConvTranspose2d, Dense, Sparse, SumPool2d,
                            chw_to_flat)
-from .network import Network
-from .neurons import NEURON_KINDS, LIF, CubaLIF
+from ..network import Network
+from ..neurons import NEURON_KINDS, LIF, CubaLIF
+from . import atomic
 
 #: the NIR node types :func:`from_nir` accepts.
 NEURON_TYPES = ("IF", "LIF", "CubaLIF", "I", "LI", "CubaLI", "Threshold")
@@ -973,29 +974,9 @@ def _conv_transpose_dense(q):
 def write_nir(path, net, *, dt=DEFAULT_DT, force=False):
     """Export ``net`` (see :func:`to_nir`) to a NIR file, atomically: the graph is written
     to a temporary file in the same folder and renamed, so a failure leaves no file."""
-    from .io import atomic
     nir = _nir()
     path = atomic.check_destination(path, force)
     g = to_nir(net, dt=dt)
     with atomic.atomic_path(path, force=force) as tmp:
         nir.write(tmp, g)
     return path
-
-
-def export_nir(model=None, run=None, out=None, *, dt=DEFAULT_DT, seed=0, force=False):
-    """Library behind ``neurosim export-nir``: a model file / name or a run file (its
-    network, trained weights included) written as a NIR file."""
-    if (model is None) == (run is None):
-        raise V.NeurosimError("give exactly one of --model (model file or name) and --run "
-                              "(run file .h5)")
-    if out is None:
-        raise V.NeurosimError("--out is required")
-    from .io.atomic import check_destination
-    check_destination(out, force)
-    if run is not None:
-        from .io.hdf5 import load_network
-        net = load_network(run)
-    else:
-        from .simulate import open_model
-        net = open_model(model, seed)
-    return write_nir(out, net, dt=dt, force=force)
