@@ -8,12 +8,7 @@ from pathlib import Path
 
 import click
 
-_debug = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
-
-
-def _errors(debug):
-    from .cli import _errors as errors
-    return errors(debug)
+from ._cli_common import BadInput, _command_line, _debug, _errors, _text
 
 
 @click.command()
@@ -104,8 +99,6 @@ def _parse_values(ctx, param, values):
 
 def _sweep_command(ctx, no_record):
     """The invocation rebuilt from the parsed options (stored with the records)."""
-    from .cli import _command_line, _text
-
     def values(opt):
         return lambda v: [a for n, xs in v.items()
                           for a in (opt, f"{n}=" + ",".join(_text(x) for x in xs))]
@@ -158,7 +151,6 @@ def sparsity(ctx, model, dataset, data_dir, params, base, grid, epochs, max_trai
     if scheduler is not None and workers is not None:
         raise click.UsageError("give at most one of --scheduler and --workers")
     if scheduler is not None or workers is not None:
-        from .cli import BadInput
         from .experiments import dask_sweep
         if not dask_sweep.available():
             raise BadInput("--scheduler / --workers need Dask's distributed scheduler; "

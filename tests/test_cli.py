@@ -323,3 +323,45 @@ def test_train_words_resume_conflicts_with_its_options(runner, tmp_path):
     assert r.exit_code == 2 and "--epochs 0 is fewer than the 1 epochs already done" in r.output
     r = runner.invoke(main, ["train", "--out", str(tmp_path / "none.h5"), "--resume"])
     assert r.exit_code == 2 and "does not exist; start without --resume" in r.output
+
+
+def test_python_m_neurosim_cli_knows_every_command():
+    """``python -m neurosim.cli`` registers every command before running (export-nir was
+    once registered below the ``__main__`` guard and unknown there)."""
+    import subprocess
+    import sys
+    run = lambda *a: subprocess.run([sys.executable, "-m", "neurosim.cli", *a],
+                                    capture_output=True, text=True)
+    res = run("--help")
+    assert res.returncode == 0, res.stderr
+    for name in main.commands:
+        assert name in res.stdout
+    res = run("export-nir", "--help")
+    assert res.returncode == 0 and "--out" in res.stdout, res.stderr
+
+
+def test_command_modules_and_file_layer_import_no_cycle():
+    """cli_ops takes its helpers from _cli_common, not from cli; io/ imports no
+    application module (simulate, cli, training, ops); nothing imports io.nir's old home."""
+    import ast
+    from pathlib import Path
+    root = Path(ns.__file__).parent
+
+    def imports(path):
+        pkg = ".".join(path.relative_to(root.parent).with_suffix("").parts[:-1])
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = pkg.rsplit(".", node.level - 1)[0] if node.level else ""
+                mod = ".".join(x for x in (base, node.module) if x)
+                out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+        return out
+
+    assert not {"neurosim.cli"} & imports(root / "cli_ops.py")
+    app = ("neurosim.simulate", "neurosim.cli", "neurosim.training", "neurosim.ops",
+           "neurosim.experiments")
+    for p in (root / "io").glob("*.py"):
+        bad = [m for m in imports(p) if m.startswith(app)]
+        assert bad == [], (p.name, bad)
