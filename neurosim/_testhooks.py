@@ -29,7 +29,6 @@ import os
 import time
 
 ENV = "NEUROSIM_TEST_PAUSE"
-POINTS = ("batch", "h5-fill", "h5-rename", "sweep-point")
 #: longest wait for the ``.go`` file, seconds
 TIMEOUT_S = 120.0
 

@@ -29,8 +29,6 @@ import numpy as np
 DEFAULT_DTYPE = np.float32
 #: dtypes a network may use.
 ALLOWED_DTYPES = (np.float32, np.float64)
-#: dtype of every spike / event counter.
-COUNT_DTYPE = np.int64
 #: dtype of CSR ``indices`` (unsigned: Numba then skips its negative-index wrap-around check).
 INDEX_DTYPE = np.uint32
 #: dtype of CSR ``indptr``.

@@ -29,15 +29,14 @@ import numpy as np
 
 from . import _validate as V
 from . import config
-from .connectivity import Projection, site_table  # noqa: F401  (site_table: re-exported)
-from .connectivity import kernel_table as _kernel_table
+from .connectivity import Projection
 from .connectivity.conv import receiver_table, sender_table
-from .neurons import BACKWARD_MODEL, NEURON_KINDS, NeuronModel
-
 from .kernels import layout as L
-# codes shared with the kernels (defined once, in neurosim.kernels.layout)
-from .kernels.layout import (K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE, K_POOL_DOWN,  # noqa: F401
-                             K_POOL_UP, M_CUBA, M_INPUT, M_LIF, M_SOURCE, M_TERNARY)
+from .kernels.layout import K_CONV_DOWN, K_CONV_UP, M_INPUT, M_SOURCE
+# neurosim/engine.py still takes these codes from here; they belong to kernels.layout
+# (to drop once engine.py imports them from there: issue 28)
+from .kernels.layout import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA  # noqa: F401
+from .neurons import BACKWARD_MODEL, NEURON_KINDS, NeuronModel
 
 
 class Population:
@@ -229,17 +228,6 @@ class Program(NamedTuple):
     max_ports: int
 
 
-def kernel_table(kind, geo):
-    """The site table of a projection in one direction (empty for dense / CSR); see
-    :func:`neurosim.connectivity.kernel_table`."""
-    return _kernel_table(kind, geo)
-
-
-def _kernel_weights(pr, backward):
-    """(kind code, flat weights, indptr, indices, geometry) of one projection and phase."""
-    return pr.kernel_layout(backward)[:5]
-
-
 def _aligned_weights(wl, woff, n, dtype):
     """The projections' kernel weights in one flat array of ``dtype`` (cast while
     copying), projection ``q`` at ``woff[q]``: the array and every part start at a
@@ -296,7 +284,7 @@ def compile_program(net, backward=False, masks=()):
     dst = np.zeros(Q, np.int64)
     delay = np.zeros(Q, np.int64)
     port = np.zeros(Q, np.int64)
-    geo = np.zeros((Q, 10), np.int64)
+    geo = np.zeros((Q, L.N_GEO), np.int64)
     woff, ioff, xoff, boff, soff, moff, toff = (np.zeros(Q, np.int64) for _ in range(7))
     roff = np.full(Q, -1, np.int64)
     tl, rl = [], []

@@ -13,11 +13,10 @@ import scipy.linalg
 import neurosim as ns
 import reference
 from conftest import assert_close
-from neurosim.connectivity import check_csr
+from neurosim.connectivity import check_csr, kernel_table
 from neurosim.kernels import neurons as kn
 from neurosim.kernels import scatter as ks
 from neurosim.kernels.engine import apply_map as k_apply_map
-from neurosim.network import kernel_table
 
 SIZES = [(1, 1), (7, 5), (50, 40)]
 DENSITIES = [0.0, 0.05, 1.0]

@@ -35,10 +35,8 @@ from .sparse import Sparse, check_csr
 #: kind string (as model files and run files store it) -> projection class.
 PROJECTION_KINDS = {c.kind: c for c in (Dense, Sparse, Conv2d, ConvTranspose2d, AvgPool2d,
                                         SumPool2d)}
-#: former name of :data:`PROJECTION_KINDS`.
-KINDS = PROJECTION_KINDS
 
-__all__ = ["AvgPool2d", "Conv2d", "ConvProjection", "ConvTranspose2d", "Dense", "KINDS",
+__all__ = ["AvgPool2d", "Conv2d", "ConvProjection", "ConvTranspose2d", "Dense",
            "KernelLayout", "PROJECTION_KINDS", "Pool2d", "Projection", "SpatialProjection",
            "Sparse", "SumPool2d", "check_csr", "chw_to_flat", "flat_to_chw", "kernel_table",
            "offset_targets", "site_table"]
