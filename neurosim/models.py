@@ -45,7 +45,7 @@ import numpy as np
 
 from .connectivity import PROJECTION_KINDS, Conv2d, ConvTranspose2d, Dense, Sparse
 from .io.model_file import (FORMAT, INITS, POP_COMMON, POP_KINDS, PROJ_COMMON, PROJ_KINDS,
-                            TOP_KEYS, ModelError, check_keys, check_name, fail, get_int,
+                            TOP_KEYS, ModelError, check_keys, check_table, fail, get_int,
                             get_pair, get_real, get_str, read_model_file, reserve,
                             resolve_model_path, wrap)
 from .network import Network
@@ -75,15 +75,7 @@ def load_model(path_or_name, seed=0):
 
 # -- populations -----------------------------------------------------------------------
 def _population(ctx, net, i, t, used):
-    where = f"[[populations]] #{i + 1}"
-    if not isinstance(t, dict):
-        fail(ctx, f"{where} must be a table, got {type(t).__name__}")
-    name = check_name(ctx, t, where, used)
-    where = f"[[populations]] {name!r}"
-    kind = get_str(ctx, t, "kind", where)
-    if kind not in POP_KINDS:
-        fail(ctx, f"{where}: unknown kind {kind!r}; allowed kinds: {sorted(POP_KINDS)}")
-    check_keys(ctx, t, POP_COMMON | POP_KINDS[kind], f"{where} (kind {kind!r})")
+    name, kind, where = check_table(ctx, t, "populations", i, used, POP_COMMON, POP_KINDS)
     if "shape" not in t:
         fail(ctx, f"{where} is missing the required key 'shape'")
     shape = t["shape"]
@@ -142,15 +134,7 @@ def _init_weight(ctx, where, kind, init, scale, wshape, rng, fan_in=None):
 
 
 def _projection(ctx, net, i, t, used, seed):
-    where = f"[[projections]] #{i + 1}"
-    if not isinstance(t, dict):
-        fail(ctx, f"{where} must be a table, got {type(t).__name__}")
-    name = check_name(ctx, t, where, used)
-    where = f"[[projections]] {name!r}"
-    kind = get_str(ctx, t, "kind", where)
-    if kind not in PROJ_KINDS:
-        fail(ctx, f"{where}: unknown kind {kind!r}; allowed kinds: {sorted(PROJ_KINDS)}")
-    check_keys(ctx, t, PROJ_COMMON | PROJ_KINDS[kind], f"{where} (kind {kind!r})")
+    name, kind, where = check_table(ctx, t, "projections", i, used, PROJ_COMMON, PROJ_KINDS)
     pops = net.populations
     pre = get_str(ctx, t, "pre", where)
     post = get_str(ctx, t, "post", where)

@@ -198,3 +198,18 @@ def check_name(ctx, table, where, used):
         fail(ctx, f"{where}: name {n!r} is already used by another population or projection")
     used.add(n)
     return n
+
+
+def check_table(ctx, t, section, i, used, common, kinds):
+    """The checks every ``[[section]]`` table starts with: a table, a new valid name, a
+    known ``kind`` and only that kind's keys.  Returns (name, kind, where)."""
+    where = f"[[{section}]] #{i + 1}"
+    if not isinstance(t, dict):
+        fail(ctx, f"{where} must be a table, got {type(t).__name__}")
+    name = check_name(ctx, t, where, used)
+    where = f"[[{section}]] {name!r}"
+    kind = get_str(ctx, t, "kind", where)
+    if kind not in kinds:
+        fail(ctx, f"{where}: unknown kind {kind!r}; allowed kinds: {sorted(kinds)}")
+    check_keys(ctx, t, common | kinds[kind], f"{where} (kind {kind!r})")
+    return name, kind, where
