@@ -183,10 +183,19 @@ class ConvProjection(SpatialProjection):
     user layout differs by kind (:meth:`_user_from_scr`, :meth:`_scr_from_user`)."""
 
     stored_arrays = ("weight",)
+    #: geometry keys besides pre_shape, stride and padding that :meth:`from_stored` passes on.
+    stored_options = ()
 
     @property
     def kernel_shape(self):
         return self.weight.shape[2:]
+
+    @classmethod
+    def from_stored(cls, geometry, arrays, *, delay=0, port=0):
+        return cls(arrays["weight"], pre_shape=tuple(geometry["pre_shape"]),
+                   stride=geometry["stride"], padding=geometry["padding"],
+                   **{k: geometry[k] for k in cls.stored_options}, bias=arrays.get("bias"),
+                   delay=delay, port=port)
 
     def params(self):
         return dict(super().params(), stride=self.stride, padding=self.padding,
@@ -350,9 +359,3 @@ class Conv2d(ConvProjection):
         Cout, Ho, Wo = self.post_shape
         kh, kw = self.kernel_shape
         return Cout * Ho * Wo * self.pre_shape[0] * kh * kw
-
-    @classmethod
-    def from_stored(cls, geometry, arrays, *, delay=0, port=0):
-        return cls(arrays["weight"], pre_shape=tuple(geometry["pre_shape"]),
-                   stride=geometry["stride"], padding=geometry["padding"],
-                   bias=arrays.get("bias"), delay=delay, port=port)

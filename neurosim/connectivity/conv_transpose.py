@@ -15,6 +15,7 @@ class ConvTranspose2d(ConvProjection):
     """
 
     kind = "conv_transpose2d"
+    stored_options = ("output_padding",)
     _kinds = (K_CONV_UP, K_CONV_DOWN)
     _walk_up = True
     count_layout = ("[n_pre, kh*kw] per (pre neuron, kernel offset ky*kw+kx), summed over "
@@ -59,10 +60,3 @@ class ConvTranspose2d(ConvProjection):
         Cin, H, W = self.pre_shape
         kh, kw = self.kernel_shape
         return Cin * H * W * self.post_shape[0] * kh * kw
-
-    @classmethod
-    def from_stored(cls, geometry, arrays, *, delay=0, port=0):
-        return cls(arrays["weight"], pre_shape=tuple(geometry["pre_shape"]),
-                   stride=geometry["stride"], padding=geometry["padding"],
-                   output_padding=geometry["output_padding"], bias=arrays.get("bias"),
-                   delay=delay, port=port)
