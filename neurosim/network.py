@@ -61,7 +61,8 @@ class Population:
             raise TypeError(f"population {name!r}: neuron must be {models}, 'source' or 'input', "
                             f"got {type(neuron).__name__}")
         self.neuron = neuron
-        if ternary is not None and (not isinstance(ternary, NeuronModel) or ternary.role != "backward"):
+        if ternary is not None and (not isinstance(ternary, NeuronModel)
+                                    or ternary.role != "backward"):
             raise TypeError(f"population {name!r}: ternary must be a {BACKWARD_MODEL.__name__}, "
                             f"got {type(ternary).__name__}")
         self.ternary = ternary if ternary is not None else BACKWARD_MODEL()

@@ -270,8 +270,8 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     if backward_steps is not None:
         fwd_only = [p for p in net.spiking_populations if p.neuron.forward_only]
         if fwd_only:
-            raise InputError(f"the backward phase needs LIF populations; {[p.name for p in fwd_only]} "
-                             f"are {'/'.join(sorted({p.kind for p in fwd_only}))} "
+            raise InputError("the backward phase needs LIF populations; "
+                             f"{[p.name for p in fwd_only]} are {'/'.join(sorted({p.kind for p in fwd_only}))} "
                              "(drop --backward-steps)")
     ins, src, labels = resolve_inputs(net, inputs, steps, n_samples)
     arrays = list(ins.values()) + list(src.values())

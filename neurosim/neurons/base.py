@@ -1,4 +1,5 @@
-"""The neuron-model interface shared by every model, mirroring :class:`neurosim.connectivity.Projection`.
+"""The neuron-model interface shared by every model (the pattern of
+:class:`neurosim.connectivity.Projection`).
 
 Every neuron model lives in one module of this package (``lif``: :class:`LIF` and
 :class:`CubaLIF`; ``ternary``: the backward couples :class:`Ternary`) and answers, as
