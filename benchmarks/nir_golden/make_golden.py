@@ -14,7 +14,7 @@ Two modes, two interpreters:
 
 * ``--check`` runs with neurosim's interpreter (``/work/venv/bin/python`` and
   ``PYTHONPATH=<worktree>``; imports no torch): for every golden file it imports the NIR
-  file with :func:`neurosim.nir.from_nir` under a sweep of import options (and the hand
+  file with :func:`neurosim.io.nir.from_nir` under a sweep of import options (and the hand
   edits listed in ``EDITS``), simulates the recorded input and compares every layer's
   spikes with the framework's; ``--json FILE`` writes the whole table.
 
@@ -865,7 +865,7 @@ def _load_graph(path, edits):
 
 def _chw_flat(net, pop, s):
     """neurosim spikes [T, n] (channel-last for C,H,W) -> NIR C-order."""
-    from neurosim.nir import _order
+    from neurosim.io.nir import _order
     shape = net.populations[pop].shape
     ns2chw, _ = _order(shape)
     out = np.zeros_like(s)
@@ -877,7 +877,7 @@ def check_one(entry, options, edits=()):
     """Import, simulate, compare.  Returns a dict: loaded / error / per-node counts /
     exact / first mismatch.  ``edits``: graph edits, then (names starting with ``net_``)
     edits of the imported network."""
-    from neurosim.nir import from_nir
+    from neurosim.io.nir import from_nir
     from neurosim.engine import run_forward
     res = dict(options={k: v for k, v in options.items()}, edits=[e.__name__ for e in edits])
     z = np.load(OUT / entry["npz"])
@@ -901,7 +901,7 @@ def check_one(entry, options, edits=()):
     src = srcs[0]
     x = inp.reshape(T, -1)
     if len(src.shape) == 3:           # C-order -> neurosim order
-        from neurosim.nir import _order
+        from neurosim.io.nir import _order
         _, chw2ns = _order(src.shape)
         xx = np.zeros_like(x)
         xx[:, chw2ns] = x
@@ -1057,7 +1057,7 @@ def check_neurobench():
     """``neurosim ops --neurobench`` (the library behind it) on the exact imports of the
     snnTorch nets, next to the real NeuroBench numbers in the manifest."""
     import tempfile
-    from neurosim.nir import from_nir
+    from neurosim.io.nir import from_nir
     from neurosim.simulate import simulate
     from neurosim import ops as O
     manifest = json.loads((OUT / "manifest.json").read_text())

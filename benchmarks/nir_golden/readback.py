@@ -3,7 +3,7 @@
 Two steps, two interpreters (README.md beside this file):
 
 1. ``--export DIR`` with neurosim's interpreter: writes to DIR the NIR files of some
-   shipped models (``neurosim.nir.export_nir``, the library behind ``export-nir``) and of
+   shipped models (``neurosim.simulate.export_nir``, the library behind ``export-nir``) and of
    a small hand-built network that NIR expresses exactly (value resets, LIF and IF, no
    refractoriness), with neurosim's own spike trains on the golden MLP input
    (``<name>.npz``: ``input`` [T, n], ``spikes.<population>`` [T, n]).
@@ -87,7 +87,8 @@ def _fold_r(graph, dt):
 
 def export(out):
     import warnings
-    from neurosim.nir import export_nir, write_nir
+    from neurosim.io.nir import write_nir
+    from neurosim.simulate import export_nir
     from neurosim.engine import run_forward
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def export(out):
     # LIF only, for snnTorch's dt = 1e-4; as exported (exact leak) and hand-edited to the
     # Euler time constants snnTorch and Norse integrate with
     import nir
-    from neurosim.nir import to_nir
+    from neurosim.io.nir import to_nir
     lnet = plain_lif_network()
     fwd = run_forward(lnet, x.shape[0], spikes={"inp": x[None].astype(np.uint8)}, record=True)
     for stem, edit in (("plain_lif_dt1e-4", None), ("plain_lif_dt1e-4_euler", _euler_taus),
