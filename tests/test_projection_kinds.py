@@ -127,7 +127,7 @@ def test_no_projection_class_dispatch_outside_connectivity():
 #: by their owners, never extended.
 NEURON_DISPATCH_LEFT = {
     "engine.py",                 # run_forward's CubaLIF-only options
-    "ops/sparsity.py",           # the dense baseline's LIF-only check
+    "experiments/sparsity.py",   # the dense baseline's LIF-only check
     "training/spide.py",         # "SPIDE training needs LIF"
 }
 
