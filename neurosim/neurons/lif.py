@@ -43,12 +43,6 @@ from .. import _validate as V
 from ..kernels import layout as L
 from .base import NeuronModel, below
 
-#: reset-mode codes shared with the kernels.
-RESET_SUBTRACT = 0
-RESET_VALUE = 1
-_RESETS = {"subtract": RESET_SUBTRACT, "value": RESET_VALUE}
-
-
 class LIFState(NamedTuple):
     """State of n :class:`LIF` neurons: potential ``v`` and refractory counter ``ref``."""
     v: np.ndarray
@@ -60,6 +54,12 @@ class CubaLIFState(NamedTuple):
     v: np.ndarray
     i_syn: np.ndarray
     ref: np.ndarray
+
+
+#: reset-mode codes shared with the kernels.
+RESET_SUBTRACT = 0
+RESET_VALUE = 1
+_RESETS = {"subtract": RESET_SUBTRACT, "value": RESET_VALUE}
 
 
 @dataclass(frozen=True)
