@@ -18,8 +18,9 @@ sits below all three and imports neither (decisions 51).
 * :func:`local_gradients` — every trained projection's gradients and update MACs;
 * :func:`update_ops` — the update MACs alone (the ``weight_update`` rows of an op table).
 
-Every arithmetic operation is the one the trainer has always done (same order, float64),
-so gradients and counts are bit-identical to those before this module existed.
+Every arithmetic operation is the one the trainer has always done (float64), except the
+order of the sums over a batch, fixed since decisions 55 (blocks of samples in a fixed
+tree, independent of the thread count).
 """
 import numpy as np
 
@@ -29,7 +30,7 @@ from .connectivity import chw_to_flat
 from .engine import PhaseResult
 from .kernels import threads as _th
 from .kernels.spide import post_error as _post_error
-from .kernels.spide import weight_grad
+from .kernels.spide import batch_sum, block_bounds, tree_sum, weight_grad
 
 #: allowed rules of :func:`output_gate`.
 OUTPUT_GATES = ("one-sided", "all")
@@ -154,20 +155,29 @@ def projection_grads(pr, a_pre, d_post):
       (:func:`neurosim.kernels.spide.weight_grad`), and a MAC is counted where both
       factors are nonzero;
     * bias: ``Σ_b d_post[b]`` (conv: also summed over positions, per output channel), one
-      MAC per nonzero post error."""
+      MAC per nonzero post error.
+
+    Both sums over the batch are taken over fixed blocks of samples combined in a fixed
+    tree (:func:`neurosim.kernels.spide.block_bounds`, ``tree_sum``): the same bits for
+    any number of threads (docs/decisions.md, 55)."""
     a = V.check_array(a_pre, "pre rates", shape=(None, pr.n_pre), dtype=np.float64)
     d = V.check_array(d_post, "post errors", shape=(a.shape[0], pr.n_post), dtype=np.float64)
     B = a.shape[0]
     out = {}
     ops = np.zeros(B, np.int64)
+    bounds = block_bounds(B)
     if pr.has_weights:
         k, w, ip, ix, geo, tab = pr.kernel_layout(backward=False)
-        G = np.zeros(w.size, np.float64)
-        n_chunks = max(1, min(B, _th.get_threads()))
-        weight_grad(k, geo, tab, ip, ix.astype(np.uint32), a, d, w.size, n_chunks, G, ops)
+        parts = np.empty((bounds.size - 1, w.size), np.float64)
+        weight_grad(k, geo, tab, ip, ix.astype(np.uint32), a, d, bounds, parts, ops)
+        G = np.empty(w.size, np.float64)
+        tree_sum(parts, G)
         out.update(pr.grad_to_user(G))
     if pr.bias is not None:
-        s = d.sum(0)
+        parts = np.empty((bounds.size - 1, pr.n_post), np.float64)
+        batch_sum(d, bounds, parts)
+        s = np.empty(pr.n_post, np.float64)
+        tree_sum(parts, s)
         out["bias"] = s.reshape(-1, pr.post_shape[0]).sum(0) if len(pr.post_shape) == 3 else s
         ops += np.count_nonzero(d, axis=1)
     return out, ops

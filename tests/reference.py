@@ -11,6 +11,8 @@ Public twins (same names and signatures as the kernels):
 * :func:`lif_step`, :func:`ternary_step`, :func:`cuba_step` (``neurosim/kernels/neurons.py``),
 * :func:`csr_propagate`, :func:`dense_propagate`, :func:`conv_propagate`
   (``neurosim/kernels/scatter.py``), :func:`apply_map` (``neurosim/kernels/engine.py``),
+* :func:`weight_grad` (projection level), :func:`batch_sum`, :func:`tree_sum`,
+  :func:`block_bounds` (``neurosim/kernels/spide.py``): the blocked batch sums, bit for bit,
 * :func:`run_phase` with a *network-level* signature (the kernel's flat-array one is an
   implementation detail): it returns per-population spike trains, counts, final
   potentials, input sums Σ_t I(t) and per-projection delivered events per sender.
@@ -31,6 +33,8 @@ from neurosim.connectivity import AvgPool2d, Conv2d, ConvTranspose2d, Dense, Spa
 
 # scatter kind codes of ``apply_map`` (defined once, in neurosim.kernels.layout)
 from neurosim.kernels.layout import K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE, K_POOL_DOWN  # noqa: E402
+# number of sample blocks of a batch sum (defined once, in neurosim.kernels.spide)
+from neurosim.kernels.spide import N_BLOCKS  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
@@ -615,43 +619,95 @@ def rows_acc(buf, tb, W, wbase, Cr, gch, gval, g0, ng, weighted):
     return out
 
 
-def weight_grad(pr, a, d):
-    """Dense twin of ``kernels.spide.weight_grad`` at the projection level.
+def block_bounds(B):
+    """Twin of ``kernels.spide.block_bounds``: ``n = max(1, min(B, N_BLOCKS))`` blocks of a
+    batch of ``B``, block ``k`` samples ``k*B//n .. (k+1)*B//n - 1``."""
+    n = max(1, min(B, N_BLOCKS))
+    return [k * B // n for k in range(n + 1)]
 
-    Returns (gradient in the projection's user weight layout, ops [B]).  Conv weights by
-    explicit loops over kernel entries and positions; ops = number of synapses whose pre
-    rate and post error are both nonzero, from the synapse multiplicity matrix."""
+
+def tree_sum(parts):
+    """Twin of ``kernels.spide.tree_sum``: the rows of ``parts`` (a list of arrays) added in
+    the fixed pairwise tree (``s = 1, 2, 4, ...``: row ``k``, a multiple of ``2s``, plus row
+    ``k + s``)."""
+    parts = [np.array(p, np.float64) for p in parts]
+    s = 1
+    while s < len(parts):
+        for k in range(0, len(parts) - s, 2 * s):
+            parts[k] = parts[k] + parts[k + s]
+        s *= 2
+    return parts[0]
+
+
+def batch_sum(d):
+    """Twin of ``kernels.spide.batch_sum`` + ``tree_sum``: Σ_b d[b] of a [B, m] array,
+    rows added one by one in sample order within each block, blocks combined by
+    :func:`tree_sum`."""
+    d = np.asarray(d, np.float64)
+    bnd = block_bounds(d.shape[0])
+    parts = []
+    for k in range(len(bnd) - 1):
+        acc = np.zeros(d.shape[1])
+        for b in range(bnd[k], bnd[k + 1]):
+            acc = acc + d[b]
+        parts.append(acc)
+    return tree_sum(parts)
+
+
+def _sample_weight_grad(pr, a, d, G):
+    """Add one sample's weight-gradient terms to ``G`` (user layout), each entry's terms in
+    increasing sender (pre site) order: a dense or CSR entry has one term; a conv entry one
+    per valid position, visited in row-major order of the sender positions."""
+    if isinstance(pr, Dense):
+        return G + np.outer(a, d)
+    if isinstance(pr, Sparse):
+        pre = np.repeat(np.arange(pr.n_pre), np.diff(pr.indptr))
+        return G + a[pre] * d[pr.indices.astype(np.int64)]
+    C_i, H, W = pr.pre_shape
+    C_o, Ho, Wo = pr.post_shape
+    kh, kw = pr.kernel_shape
+    s, p = pr.stride, pr.padding
+    A = a.reshape(H, W, C_i)
+    D = d.reshape(Ho, Wo, C_o)
+    G = G.copy()
+    conv = isinstance(pr, Conv2d)
+    for ky in range(kh):
+        for kx in range(kw):
+            if conv:               # weight [C_o, C_i, kh, kw]; sender (y, x) rises with (oy, ox)
+                for oy in range(Ho):
+                    for ox in range(Wo):
+                        y, x = oy * s - p + ky, ox * s - p + kx
+                        if 0 <= y < H and 0 <= x < W:
+                            G[:, :, ky, kx] = G[:, :, ky, kx] + np.outer(D[oy, ox], A[y, x])
+            else:                  # conv-transpose weight [C_i, C_o, kh, kw]
+                for y in range(H):
+                    for x in range(W):
+                        oy, ox = y * s - p + ky, x * s - p + kx
+                        if 0 <= oy < Ho and 0 <= ox < Wo:
+                            G[:, :, ky, kx] = G[:, :, ky, kx] + np.outer(A[y, x], D[oy, ox])
+    return G
+
+
+def weight_grad(pr, a, d):
+    """Dense twin of ``kernels.spide.weight_grad`` (+ ``tree_sum``) at the projection level.
+
+    Returns (gradient in the projection's user weight layout, ops [B]).  The batch is cut
+    into the blocks of :func:`block_bounds`; within a block the samples' terms are added
+    one sample after the other (:func:`_sample_weight_grad`), the blocks combined by
+    :func:`tree_sum`: the kernel's float additions, so equal bits for any values.  ops =
+    number of synapses whose pre rate and post error are both nonzero, from the synapse
+    multiplicity matrix."""
     a = np.asarray(a, np.float64)
     d = np.asarray(d, np.float64)
     S = dense_matrix(pr, structure=True)
     ops = np.array([(a[b] != 0).astype(float) @ S @ (d[b] != 0).astype(float)
                     for b in range(a.shape[0])]).round().astype(np.int64)
-    if isinstance(pr, Dense):
-        return a.T @ d, ops
-    if isinstance(pr, Sparse):
-        pre = np.repeat(np.arange(pr.n_pre), np.diff(pr.indptr))
-        post = pr.indices.astype(np.int64)
-        return np.einsum("bs,bs->s", a[:, pre], d[:, post]), ops
-    C_i, H, W = pr.pre_shape
-    C_o, Ho, Wo = pr.post_shape
-    kh, kw = pr.kernel_shape
-    s, p = pr.stride, pr.padding
-    G = np.zeros(pr.weight.shape)
-    A = a.reshape(-1, H, W, C_i)
-    D = d.reshape(-1, Ho, Wo, C_o)
-    conv = isinstance(pr, Conv2d)
-    for ky in range(kh):
-        for kx in range(kw):
-            if conv:
-                for oy in range(Ho):
-                    for ox in range(Wo):
-                        y, x = oy * s - p + ky, ox * s - p + kx
-                        if 0 <= y < H and 0 <= x < W:
-                            G[:, :, ky, kx] += D[:, oy, ox, :].T @ A[:, y, x, :]
-            else:
-                for y in range(H):
-                    for x in range(W):
-                        oy, ox = y * s - p + ky, x * s - p + kx
-                        if 0 <= oy < Ho and 0 <= ox < Wo:
-                            G[:, :, ky, kx] += A[:, y, x, :].T @ D[:, oy, ox, :]
-    return G, ops
+    shape = pr.weight.shape if not isinstance(pr, Sparse) else (pr.indices.size,)
+    bnd = block_bounds(a.shape[0])
+    parts = []
+    for k in range(len(bnd) - 1):
+        G = np.zeros(shape)
+        for b in range(bnd[k], bnd[k + 1]):
+            G = _sample_weight_grad(pr, a[b], d[b], G)
+        parts.append(G)
+    return tree_sum(parts), ops

@@ -16,6 +16,15 @@ bit-identical to the whole-row loop.
 
 ``ops[b]`` counts the multiply-accumulates whose two factors are both nonzero (the work an
 event-driven learning engine must do), independent of how this kernel batches them.
+
+**Sums over the batch do not depend on the threads (docs/decisions.md, 55).**  A batch of
+``B`` samples is cut into :func:`block_bounds` ``(B)``: ``n = min(B, N_BLOCKS)`` blocks,
+block ``k`` the samples ``k*B//n .. (k+1)*B//n - 1`` -- boundaries that depend on ``B``
+only.  :func:`weight_grad` and :func:`batch_sum` sum each block into its own row of
+``parts`` in sample order (threads take whole blocks); :func:`tree_sum` combines the rows
+in one fixed pairwise tree.  Every float addition is therefore the same whatever the number
+of threads, and a process that holds whole blocks of a sharded batch can compute their
+rows and hand them to the same :func:`tree_sum`.
 """
 import numba
 import numpy as np
@@ -32,6 +41,59 @@ from .walk import down_walk, up_walk
 #: every sum bit-identical.
 SPARSE_ROW = 8
 SPARSE_MIN_C = 32
+
+#: sums over a batch: at most N_BLOCKS blocks of samples (:func:`block_bounds`), each with
+#: its own float64 accumulator row (memory N_BLOCKS x the gradient; the threads of one
+#: reduction are at most N_BLOCKS).  A choice, not a measurement; changing it changes the
+#: rounding of every batch gradient (the fingerprint).
+N_BLOCKS = 8
+
+
+@numba.njit(**NJIT)
+def block_bounds(B):
+    """Sample boundaries (int64 [n + 1]) of the ``n = max(1, min(B, N_BLOCKS))`` blocks of a
+    batch of ``B``: block ``k`` is samples ``bounds[k] .. bounds[k+1] - 1``,
+    ``bounds[k] = k * B // n``.  A function of ``B`` only."""
+    n = max(1, min(B, N_BLOCKS))
+    out = np.empty(n + 1, np.int64)
+    for k in range(n + 1):
+        out[k] = k * B // n
+    return out
+
+
+@numba.njit(**NJIT_PARALLEL)
+def tree_sum(parts, out):
+    """``out[:] =`` the sum of the rows of ``parts`` (float64 [n, m], overwritten) in one
+    fixed pairwise tree: for ``s = 1, 2, 4, ...``, row ``k`` (a multiple of ``2s``) adds
+    row ``k + s`` (where it exists); the result is row 0.  Parallel over column ranges
+    (each column's additions are the same whatever the threads)."""
+    n, m = parts.shape
+    n_ch = max(1, min(m // 4096, 64))
+    for c in numba.prange(n_ch):
+        i0, i1 = c * m // n_ch, (c + 1) * m // n_ch
+        s = 1
+        while s < n:
+            for k in range(0, n - s, 2 * s):
+                for i in range(i0, i1):
+                    parts[k, i] += parts[k + s, i]
+            s *= 2
+        for i in range(i0, i1):
+            out[i] = parts[0, i] if n > 0 else 0.0
+
+
+@numba.njit(**NJIT_PARALLEL)
+def batch_sum(d, bounds, parts):
+    """``parts[k] =`` the sum of the rows ``d[b]`` (float64 [B, m]) of block ``k``
+    (``bounds`` from :func:`block_bounds`), added in sample order; parallel over blocks.
+    :func:`tree_sum` of ``parts`` is the batch sum."""
+    m = d.shape[1]
+    for k in numba.prange(bounds.shape[0] - 1):
+        acc = parts[k]
+        for i in range(m):
+            acc[i] = 0.0
+        for b in range(bounds[k], bounds[k + 1]):
+            for i in range(m):
+                acc[i] += d[b, i]
 
 
 @numba.njit(**NJIT_INLINE)
@@ -86,20 +148,24 @@ def _site_rows_sparse(G, n, sites, offs, nz_site, chs, vals, nc, Cs, Cr, db, dk,
 
 
 @numba.njit(**NJIT_PARALLEL)
-def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops):
-    """Accumulate the weight gradient of one projection into ``G_out`` (float64 [n_w]).
+def weight_grad(kind, geo, tab, indptr, indices, a, d, bounds, parts, ops):
+    """The weight gradient of one projection, per block of samples: ``parts[k]`` (float64
+    [n_blocks, n_w], overwritten) the sum over the samples of block ``k`` (``bounds`` from
+    :func:`block_bounds`), added in sample order; :func:`tree_sum` of ``parts`` is the
+    gradient.
 
     a: float64 [B, n_pre] pre rates (or analog input); d: float64 [B, n_post] post
-    errors; ops: int64 [B] (written).  Parallel over chunks of samples with private
-    accumulators, reduced at the end."""
-    B = a.shape[0]
+    errors; ops: int64 [B] (written).  Parallel over blocks (a thread takes whole
+    blocks, so no sum depends on the threads)."""
     n_pre = a.shape[1]
     n_post = d.shape[1]
+    n_w = parts.shape[1]
     Cs, Cr, Hr, Wr = geo[0], geo[3], geo[4], geo[5]
     kh, kw = geo[6], geo[7]
-    parts = np.zeros((n_chunks, n_w), np.float64)
-    for ch in numba.prange(n_chunks):
+    for ch in numba.prange(bounds.shape[0] - 1):
         G = parts[ch]
+        for i in range(n_w):
+            G[i] = 0.0
         if kind == K_CONV_DOWN or kind == K_CONV_UP:
             nz_site = np.zeros(Hr * Wr, np.int64)
         else:
@@ -112,7 +178,7 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
         sparse = (kind == K_CONV_DOWN or kind == K_CONV_UP) and Cr >= SPARSE_MIN_C
         dk = np.zeros(max(1, n_post) if sparse else 1, np.int64)
         dv = np.zeros(dk.shape[0], np.float64)
-        for b in range(ch * B // n_chunks, (ch + 1) * B // n_chunks):
+        for b in range(bounds[ch], bounds[ch + 1]):
             db = d[b]
             nnz_d = 0
             for i in range(n_post):
@@ -173,9 +239,6 @@ def weight_grad(kind, geo, tab, indptr, indices, a, d, n_w, n_chunks, G_out, ops
                         G[s] += aj * db[i]
                         nops += db[i] != 0.0
             ops[b] = nops
-    for ch in range(n_chunks):
-        for i in range(n_w):
-            G_out[i] += parts[ch, i]
 
 
 @numba.njit(**NJIT)
