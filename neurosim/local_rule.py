@@ -19,7 +19,7 @@ sits below all three and imports neither (decisions 51).
 * :func:`update_ops` — the update MACs alone (the ``weight_update`` rows of an op table).
 
 Every arithmetic operation is the one the trainer has always done (float64), except the
-order of the sums over a batch, fixed since decisions 55 (blocks of samples in a fixed
+order of the sums over a batch, fixed since decisions 58 (blocks of samples in a fixed
 tree, independent of the thread count).
 """
 import numpy as np
@@ -159,7 +159,7 @@ def projection_grads(pr, a_pre, d_post):
 
     Both sums over the batch are taken over fixed blocks of samples combined in a fixed
     tree (:func:`neurosim.kernels.spide.block_bounds`, ``tree_sum``): the same bits for
-    any number of threads (docs/decisions.md, 55)."""
+    any number of threads (docs/decisions.md, 58)."""
     a = V.check_array(a_pre, "pre rates", shape=(None, pr.n_pre), dtype=np.float64)
     d = V.check_array(d_post, "post errors", shape=(a.shape[0], pr.n_post), dtype=np.float64)
     B = a.shape[0]

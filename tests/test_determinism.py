@@ -1,4 +1,4 @@
-"""Training results do not depend on the number of threads (docs/decisions.md, 55).
+"""Training results do not depend on the number of threads (docs/decisions.md, 58).
 
 Every float sum over the samples of a batch (weight and bias gradients) is taken over fixed
 blocks of samples combined in a fixed tree (``kernels.spide.block_bounds``, ``tree_sum``),

@@ -17,7 +17,7 @@ bit-identical to the whole-row loop.
 ``ops[b]`` counts the multiply-accumulates whose two factors are both nonzero (the work an
 event-driven learning engine must do), independent of how this kernel batches them.
 
-**Sums over the batch do not depend on the threads (docs/decisions.md, 55).**  A batch of
+**Sums over the batch do not depend on the threads (docs/decisions.md, 58).**  A batch of
 ``B`` samples is cut into :func:`block_bounds` ``(B)``: ``n = min(B, N_BLOCKS)`` blocks,
 block ``k`` the samples ``k*B//n .. (k+1)*B//n - 1`` -- boundaries that depend on ``B``
 only.  :func:`weight_grad` and :func:`batch_sum` sum each block into its own row of
