@@ -28,6 +28,7 @@ records to the JSON-lines file as it finishes, so an interrupted sweep keeps wha
   external scheduler must be started the same way (``docs/distributed.md``).
 """
 import logging
+import os
 import time
 
 from .. import _testhooks
@@ -66,14 +67,27 @@ def _thread_env(threads):
             "MKL_NUM_THREADS": n}
 
 
+def _pin_thread_env():
+    """Numba re-reads ``NUMBA_NUM_THREADS`` from the environment whenever it compiles and
+    refuses a value other than the one its threads started with.  A worker process can
+    lose the variable its nanny set at start-up; Numba's default (the core count) then
+    differs and the first compilation in the worker fails ("Cannot set
+    NUMBA_NUM_THREADS to a different value once the threads have been launched").  Pin it
+    to the count the worker's Numba started with."""
+    from ..kernels import threads
+    os.environ["NUMBA_NUM_THREADS"] = str(threads.max_threads())
+
+
 def _warm_up(run_point, spec):
     """Compile every kernel a point uses (into the shared on-disk cache)."""
+    _pin_thread_env()
     small = dict(spec, max_train=8, max_test=8, epochs=1, reps=1, command=None)
     run_point(small)
     return True
 
 
 def _task(run_point, spec):
+    _pin_thread_env()
     _testhooks.pause("sweep-point")
     return run_point(spec)
 
