@@ -2,7 +2,7 @@
 
 ``kernels.simd`` (512-bit vectors with masked loads / stores), ``kernels.scatter.rows_acc``
 (the rows of a group of events summed in registers) and the offset-major / receiver-major
-conv deliveries of ``kernels.engine`` must give the documented sums exactly: every event
+conv deliveries of ``kernels.deliver`` must give the documented sums exactly: every event
 added one by one, in increasing sender index, one rounding per addition
 (docs/hdf5-schema.md, "Arithmetic").  Values here are not dyadic, so a different order
 of additions would show.
@@ -15,7 +15,7 @@ import neurosim as ns
 import reference
 from conftest import needs_jit
 from neurosim.connectivity.conv import receiver_table, sender_table
-from neurosim.kernels import engine as E
+from neurosim.kernels import deliver as D
 from neurosim.kernels.layout import K_CONV_DOWN, K_CONV_UP, aligned_zeros, align_up, ALIGN
 from neurosim.kernels.scatter import rows_acc
 from neurosim.kernels.simd import vadd, vlanes, vloadm, vmul, vsplat, vstorem
@@ -112,10 +112,10 @@ def test_receiver_and_sender_tables(make):
 
 
 def _uses_gather(n_events_per_site, nk, R):
-    """The engine's choice for one delivery (kernels.engine, GATHER_GROUP / _PAIRS)."""
+    """The engine's choice for one delivery (kernels.deliver, GATHER_GROUP / _PAIRS)."""
     ev = np.asarray(n_events_per_site)
     na = int((ev > 0).sum())
-    return na > 0 and ev.sum() < E.GATHER_GROUP * na and na * nk >= E.GATHER_PAIRS * R
+    return na > 0 and ev.sum() < D.GATHER_GROUP * na and na * nk >= D.GATHER_PAIRS * R
 
 
 def _conv_net(dtype, Cs, Co, H, k, stride, pad, transpose=False, seed=0):

@@ -166,7 +166,7 @@ def vsplat(typingctx, x, arr):
 
 @intrinsic
 def compact8(typingctx, ri, rv, rs, rch, u, lanes, m, idx0, c0, s, ssz):
-    """Spike emission of one 64-bit word of eight 0/1 spike bytes (``kernels/engine``):
+    """Spike emission of one 64-bit word of eight 0/1 spike bytes (``kernels/emit``):
     its set lanes, in order, are ``lanes[m, 0 .. popcount(m)-1]`` (an int32 [256, 8]
     table, ``m`` the word's byte mask); eight ring records are stored at ``u`` (neuron
     ``idx0 + lane``, value +1, site ``s`` and channel ``c0 + lane``, wrapped once into
