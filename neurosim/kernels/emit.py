@@ -34,7 +34,6 @@ def _push(sc, base, rc, jl, val, site, ch):
     return rc + 1
 
 
-
 @numba.njit(**NJIT_INLINE)
 def _putu(ri, rv, rs, rch, u, jl, val, site, ch):
     """:func:`_push` on the ring's arrays from the slot's start, at the unsigned position

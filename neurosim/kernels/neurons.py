@@ -3,7 +3,11 @@
 Every path of the engine that updates a neuron — a touched site, a vectorised block, a
 refractory neuron, the lazy catch-up of an untouched site, the final state, the
 neuron-parallel CubaLIF runner and the dense one-step kernels below — calls these
-functions, so each model's arithmetic is written exactly once.  They are small and
+functions, so each model's arithmetic is written exactly once.  The engine's update of a
+model goes through its pair ``update_site_<kind>`` (a touched site, refractoriness
+included) / ``update_block_<kind>`` (a vectorised block), which return the spike and the
+*carry* (whether the neuron must be updated next step without input: ``carry_<kind>``),
+so the threshold test is written here only (:mod:`.update`).  They are small and
 compiled into their callers (LLVM inlines them, and the block loops still vectorise:
 the branches are selects).
 
@@ -67,6 +71,32 @@ def lif_update(u, ref, I, v_th, sub, lam, by_value, v_reset, t_ref):
     return leak(u, lam), ref, s
 
 
+@numba.njit(**NJIT_NORT)
+def carry_lif(u, v_th):
+    """Whether an LIF neuron at ``u`` must be updated next step without input (the
+    engine's carry test): left at or above threshold."""
+    return u >= v_th
+
+
+@numba.njit(**NJIT_NORT)
+def update_site_lif(u, ref, I, v_th, sub, lam, by_value, v_reset, t_ref):
+    """The engine's LIF update of one neuron of a touched site (refractoriness included):
+    :func:`lif_update`.  Returns (u, ref, spiked, carry): ``carry`` when the neuron is left
+    at/above threshold (:func:`carry_lif`) or refractory."""
+    u, ref, s = lif_update(u, ref, I, v_th, sub, lam, by_value, v_reset, t_ref)
+    return u, ref, s, carry_lif(u, v_th) or ref > 0
+
+
+@numba.njit(**NJIT_NORT)
+def update_block_lif(u, I, v_th, sub, by_value, v_reset, lam):
+    """The engine's LIF update of one neuron of a vectorised block (no refractoriness):
+    :func:`lif_fire`, then the leak.  Returns (u, spiked, carry) (:func:`carry_lif`).
+    Branch-free, so that the block loop vectorises."""
+    u, f = lif_fire(u, I, v_th, sub, by_value, v_reset)
+    u = leak(u, lam)
+    return u, f, carry_lif(u, v_th)
+
+
 # -- ternary neuron couple (neurosim.neurons.Ternary) ------------------------------------
 @numba.njit(**NJIT_NORT)
 def ternary_fire(w, I, v_th, sub):
@@ -85,6 +115,31 @@ def ternary_update(w, I, v_th, sub, lam):
     """One ternary-couple step: :func:`ternary_fire`, then the leak.  Returns (w, q)."""
     w, q = ternary_fire(w, I, v_th, sub)
     return leak(w, lam), q
+
+
+@numba.njit(**NJIT_NORT)
+def carry_ternary(w, v_th):
+    """Whether a ternary couple at ``w`` must be updated next step without input (the
+    engine's carry test): ``w >= v_th`` or ``w <= -v_th``."""
+    return (w >= v_th) | (w <= -v_th)
+
+
+@numba.njit(**NJIT_NORT)
+def update_site_ternary(w, I, v_th, sub, lam):
+    """The engine's ternary update of one couple of a touched site: :func:`ternary_update`.
+    Returns (w, q, carry) (:func:`carry_ternary`)."""
+    w, q = ternary_update(w, I, v_th, sub, lam)
+    return w, q, carry_ternary(w, v_th)
+
+
+@numba.njit(**NJIT_NORT)
+def update_block_ternary(w, I, v_th, sub, lam):
+    """The engine's ternary update of one couple of a vectorised block: :func:`ternary_fire`,
+    then the leak (the same operations as :func:`update_site_ternary`).  Returns
+    (w, q, carry)."""
+    w, q = ternary_fire(w, I, v_th, sub)
+    w = leak(w, lam)
+    return w, q, carry_ternary(w, v_th)
 
 
 # -- current-based LIF (neurosim.neurons.CubaLIF) ----------------------------------------

@@ -11,11 +11,26 @@ from numba.core import types
 from numba.extending import overload
 
 from ..config import NJIT_INLINE, NJIT_NORT
-from .cuba import cuba_population, cuba_site
+from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
 from .emit import _emit_lean, _emit_spikes, _lean, _push
-from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_RESET, IP_TREF, M_CUBA, M_LIF,
-                     M_TERNARY)
-from .neurons import leak, leak_steps, lif_fire, lif_update, ternary_fire, ternary_update
+from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, M_CUBA,
+                     M_LIF, M_SOURCE, M_TERNARY)
+from .neurons import (carry_lif, carry_ternary, leak_steps, update_block_lif,
+                      update_block_ternary, update_site_lif, update_site_ternary)
+
+#: a touched population with at least 1/DENSE_SHARE of its sites touched is updated as one
+#: block (no per-site overhead); otherwise each run of consecutive touched sites is one
+#: block.  Results and counts are the same either way.  The backward phase uses
+#: DENSE_SHARE_BWD = 1 (one block only when every site is touched): its populations are
+#: touched in short runs, and updating only those was 9-12 % faster for ConvNet-F's and
+#: LeNet's backward phase, while the forward phase's busier layers measured ~2 % slower
+#: (benchmarks/README.md, "Touched runs").
+DENSE_SHARE = 4
+DENSE_SHARE_BWD = 1
+#: a touched list covering at least 1/SCAN_SHARE of the sites is put in order by a scan of
+#: the marks instead of a sort.
+SCAN_SHARE = 16
+
 
 @numba.njit(**NJIT_INLINE)
 def _gather_site(p, g0, j0, ssz, t, b, model, net, run, sc, cur):
@@ -44,7 +59,6 @@ def _gather_site(p, g0, j0, ssz, t, b, model, net, run, sc, cur):
                 else:
                     cur[k] = cur[k] + x
                 sc.buf[bo + k] = 0
-
 
 
 @numba.njit(**NJIT_NORT)
@@ -80,17 +94,15 @@ def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, 
             if wc:
                 out.wcount[b, g] = leak_steps(out.wcount[b, g], net.pop_lam[p], gap)
         if model == M_LIF:
-            v, r, s = lif_update(v, sc.ref[g], cur[k], v_th, fp[p, FP_SUB], lam,
-                                 net.pop_ip[p, IP_RESET] == 1, fp[p, FP_VRESET],
-                                 net.pop_ip[p, IP_TREF])
+            v, r, s, c = update_site_lif(v, sc.ref[g], cur[k], v_th, fp[p, FP_SUB], lam,
+                                         net.pop_ip[p, IP_RESET] == 1, fp[p, FP_VRESET],
+                                         net.pop_ip[p, IP_TREF])
             sc.ref[g] = r
             qv = np.int8(s)
-            if v >= v_th or r > 0:
-                carry = True
         else:  # ternary
-            v, qv = ternary_update(v, cur[k], v_th, fp[p, FP_SUB], lam)
-            if v >= v_th or v <= -v_th:
-                carry = True
+            v, qv, c = update_site_ternary(v, cur[k], v_th, fp[p, FP_SUB], lam)
+        if c:
+            carry = True
         sc.u[g] = v
         if wc:
             out.wcount[b, g] = out.wcount[b, g] * net.pop_lam[p] + qv
@@ -103,7 +115,6 @@ def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, 
                 out.rec[b, t, rec_off + j0 + k] = qv
             rc = _push(sc, base, rc, j0 + k, qv, site, k)
     return rc, carry
-
 
 
 @numba.njit(**NJIT_INLINE)
@@ -168,20 +179,18 @@ def _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_
     nc = 0                       # neurons left at/above threshold (carry)
     if ternary:
         for k in range(n):
-            v, qv = ternary_fire(u[ug + k], cur[k], v_th, sub)
-            v = leak(v, lam)
+            v, qv, c = update_block_ternary(u[ug + k], cur[k], v_th, sub, lam)
             u[ug + k] = v
             spk[k] = qv
             nz += qv != 0
-            nc += (v >= v_th) | (v <= -v_th)
+            nc += c
     else:
         for k in range(n):
-            v, f = lif_fire(u[ug + k], cur[k], v_th, sub, by_value, v_reset)
-            v = leak(v, lam)
+            v, f, c = update_block_lif(u[ug + k], cur[k], v_th, sub, by_value, v_reset, lam)
             u[ug + k] = v
             spk[k] = f
             nz += f
-            nc += v >= v_th
+            nc += c
     if wc:
         lw = net.pop_lam[p]
         for k in range(n):
@@ -201,7 +210,7 @@ def _update_block(model, p, s0, s1, t, b, net, run, out, sc, last, has_leak, by_
             carry = False
             for k in range(s * ssz, (s + 1) * ssz):
                 v = u[off + k]
-                if v >= v_th or (ternary and v <= -v_th):
+                if carry_ternary(v, v_th) if ternary else carry_lif(v, v_th):
                     carry = True
             if carry:
                 sc.clist[so + sc.ccount[p]] = s
@@ -246,7 +255,6 @@ def _update_fast(model, p, use_all, ns, t, b, net, run, out, sc, last, has_leak,
     return rc
 
 
-
 def _cuba_step(cuba, p, t, b, n_p, base, net, run, out, sc):
     """One vectorised step of CubaLIF population ``p`` (:func:`.cuba.cuba_population`);
     returns its spike count.  Resolved by the type of ``cuba`` when the engine compiles:
@@ -267,3 +275,173 @@ def _cuba_step_ol(cuba, p, t, b, n_p, base, net, run, out, sc):
     def present(cuba, p, t, b, n_p, base, net, run, out, sc):
         return cuba_population(p, t, b, 0, n_p, base, net, run, out, sc, sc.spk)
     return present
+
+
+@numba.njit(**NJIT_NORT)
+def _scan_sites(mark, tlist, so, p, ns):
+    """Rewrite population p's touched list in increasing order from its marks (the marked
+    sites are exactly the listed ones): O(sites), for lists too long to sort."""
+    k = 0
+    for s in range(ns):
+        if mark[so + s] != 0:
+            tlist[so + p + k] = s
+            k += 1
+
+
+@numba.njit(**NJIT_NORT)
+def _sort_sites(a, lo, n):
+    """Sort ``a[lo:lo+n]`` in place, ascending (insertion sort for short runs, heapsort
+    otherwise: no allocation, O(n log n)).  Touched sites are updated in increasing
+    order so that their spikes are delivered in increasing neuron index, the documented
+    event order that fixes every floating-point sum."""
+    sorted_ = True
+    for i in range(lo + 1, lo + n):
+        if a[i] < a[i - 1]:
+            sorted_ = False
+            break
+    if sorted_:
+        return
+    if n <= 16:
+        for i in range(lo + 1, lo + n):
+            x = a[i]
+            j = i - 1
+            while j >= lo and a[j] > x:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = x
+        return
+    for start in range(n // 2 - 1, -1, -1):      # heapify (max-heap)
+        _sift(a, lo, start, n)
+    for end in range(n - 1, 0, -1):
+        x = a[lo]
+        a[lo] = a[lo + end]
+        a[lo + end] = x
+        _sift(a, lo, 0, end)
+
+
+@numba.njit(**NJIT_NORT)
+def _sift(a, lo, root, n):
+    while True:
+        c = 2 * root + 1
+        if c >= n:
+            return
+        if c + 1 < n and a[lo + c + 1] > a[lo + c]:
+            c += 1
+        if a[lo + root] >= a[lo + c]:
+            return
+        x = a[lo + root]
+        a[lo + root] = a[lo + c]
+        a[lo + c] = x
+        root = c
+
+
+@numba.njit(**NJIT_INLINE)
+def _order_touched(p, so, ns, fast, share, sc):
+    """Put population p's touched list (sites from ``so``) in increasing order -- a scan of
+    the marks for long lists, else a sort -- unless the population is updated whole:
+    densely, hit by a dense projection, or, for block updates (``fast``), busy enough to be
+    one block (at least 1/``share`` of its ``ns`` sites touched).  Sites are updated in
+    increasing order so that their spikes are emitted in increasing neuron index, the
+    documented event order."""
+    tc = sc.tcount[p]
+    if tc > 1 and not (sc.dense_pop[p] or sc.allflag[p]) and not (fast and tc * share >= ns):
+        if tc * SCAN_SHARE >= ns:
+            _scan_sites(sc.mark, sc.tlist, so, p, ns)
+        else:
+            _sort_sites(sc.tlist, so + p, tc)
+
+
+@numba.njit(**NJIT_INLINE)
+def _update_blocks(m, p, t, b, backward, has_leak, base, net, run, out, sc):
+    """Population p (LIF without refractoriness, ternary) as vectorised blocks
+    (:func:`_update_fast`): all its sites at once when many are touched (same result: an
+    untouched site has no input and is below threshold), but only the touched ones
+    counted (what an event-driven update costs); else each run of touched sites.
+    Returns the ring count."""
+    ssz = net.pop_site[p]
+    so = net.pop_site_off[p]
+    ns = net.pop_site_off[p + 1] - so
+    share = DENSE_SHARE_BWD if backward else DENSE_SHARE
+    _order_touched(p, so, ns, True, share, sc)
+    dense = sc.dense_pop[p]
+    busy = sc.tcount[p] * share >= ns
+    use_all = dense == 1 or sc.allflag[p] == 1 or busy
+    by_value = net.pop_ip[p, IP_RESET] == 1
+    rc = _update_fast(m, p, use_all, ns, t, b, net, run, out, sc, sc.last[so:so + ns],
+                      has_leak, by_value, base, run.rec_off[p], dense == 0)
+    out.nupd[b, p] += (ns if dense or sc.allflag[p] else sc.tcount[p]) * ssz
+    return rc
+
+
+@numba.njit(**NJIT_INLINE)
+def _update_sites(m, p, t, b, backward, has_leak, base, net, run, out, sc):
+    """Population p site by site (:func:`_update_site`: LIF with refractoriness, CubaLIF
+    with more receptor ports than the vectorised runner takes): its touched sites, or all
+    of them; a site left carrying goes on the carry list.  Returns the ring count."""
+    ssz = net.pop_site[p]
+    so = net.pop_site_off[p]
+    ns = net.pop_site_off[p + 1] - so
+    share = DENSE_SHARE_BWD if backward else DENSE_SHARE
+    _order_touched(p, so, ns, False, share, sc)
+    lastp = sc.last[so:so + ns]
+    dense = sc.dense_pop[p]
+    every = dense or sc.allflag[p]
+    n_iter = ns if every else sc.tcount[p]
+    rc = 0
+    for a in range(n_iter):
+        s = a if every else sc.tlist[so + p + a]
+        rc, carry = _update_site(p, s, t, b, m, net, run, out, sc, lastp, has_leak, base, rc,
+                                 run.rec_off[p])
+        sc.mark[so + s] = 0
+        if carry and not dense:
+            sc.clist[so + sc.ccount[p]] = s
+            sc.ccount[p] += 1
+    out.nupd[b, p] += n_iter * ssz
+    return rc
+
+
+@numba.njit(**NJIT_INLINE)
+def _emit_source(p, t, b, backward, base, n_p, net, run, out, sc):
+    """A source population's given spike train read as emitted spikes (none given, as in
+    the backward phase: silent).  Returns the ring count."""
+    o = run.src_off[p]
+    if o < 0:
+        return 0
+    rec_off = run.rec_off[p]
+    rrow = out.rec[b, t] if rec_off >= 0 else out.rec[0, 0]
+    row = run.src[b, t, o:o + n_p]
+    off = net.pop_off[p]
+    if _lean(p, backward, net):
+        return _emit_lean(row, np.uint64(n_p), n_p, 0, out.counts[b, off:], rrow, rec_off,
+                          sc.ring_idx[base:], 0)
+    return _emit_spikes(row, np.uint64(n_p), n_p, 0, net.pop_site[p], 0, out.counts[b, off:],
+                        out.counts_neg[b, off:], rrow, rec_off, sc.ring_idx[base:],
+                        sc.ring_val[base:], sc.ring_site[base:], sc.ring_ch[base:], 0, True)
+
+
+@numba.njit(**NJIT_INLINE)
+def _update_population(m, p, t, b, backward, base, n_p, net, run, out, sc, cuba):
+    """One step of population p of model code ``m`` (not an input): its neurons updated
+    and its spikes emitted into its ring slot at ``base``; the touched list and dense flag
+    cleared.  The one dispatch on the model code: one branch per model.  Returns the ring
+    count."""
+    if m == M_SOURCE:
+        return _emit_source(p, t, b, backward, base, n_p, net, run, out, sc)
+    if m == M_LIF:
+        has_leak = net.pop_fp[p, FP_LEAK] != 1
+        if net.pop_ip[p, IP_TREF] == 0:
+            rc = _update_blocks(m, p, t, b, backward, has_leak, base, net, run, out, sc)
+        else:
+            rc = _update_sites(m, p, t, b, backward, has_leak, base, net, run, out, sc)
+    elif m == M_TERNARY:
+        has_leak = net.pop_fp[p, FP_LEAK] != 1
+        rc = _update_blocks(m, p, t, b, backward, has_leak, base, net, run, out, sc)
+    else:                        # M_CUBA: updated densely, leak inside its exact step
+        if net.pop_ip[p, IP_NPORTS] <= MAX_FAST_PORTS:       # vectorised (cuba.py)
+            rc = _cuba_step(cuba, p, t, b, n_p, base, net, run, out, sc)
+            out.nupd[b, p] += n_p
+        else:
+            rc = _update_sites(m, p, t, b, backward, False, base, net, run, out, sc)
+    sc.tcount[p] = 0
+    sc.allflag[p] = 0
+    return rc
