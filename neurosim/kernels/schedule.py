@@ -25,9 +25,9 @@ import numba
 from ..config import NJIT_INLINE, NJIT_NORT
 from .deliver import _deliver
 from .emit import _push
-from .layout import FP_LEAK, M_CUBA, M_INPUT, M_LIF, M_SOURCE, M_TERNARY
+from .layout import FP_LEAK
 from .neurons import leak_steps
-from .update import _update_population
+from .update import _dense_model, _has_neurons, _lazy_leak, _update_population, _updated
 
 
 @numba.njit(**NJIT_NORT)
@@ -86,12 +86,12 @@ def _seed_constant(b, net, run, sc):
     for p in range(P):
         m = net.pop_model[p]
         sc.dense_pop[p] = 0
-        if m == M_INPUT or m == M_SOURCE:
+        if not _has_neurons(m):
             continue
         ssz = net.pop_site[p]
         so = net.pop_site_off[p]
         ns = net.pop_site_off[p + 1] - so
-        if m == M_CUBA or run.tv_off[p] >= 0:
+        if _dense_model(m) or run.tv_off[p] >= 0:
             sc.dense_pop[p] = 1
             continue
         for s in range(ns):
@@ -110,7 +110,7 @@ def _seed_touched(net, sc):
     sites and the sites its last update carried (left at/above threshold or refractory)."""
     P = net.pop_off.shape[0] - 1
     for p in range(P):
-        if sc.dense_pop[p] or net.pop_model[p] <= M_SOURCE:
+        if sc.dense_pop[p] or not _has_neurons(net.pop_model[p]):
             continue
         so = net.pop_site_off[p]
         _seed(sc.klist, sc.kcount[p], so, p, sc.mark, sc.tlist, sc.tcount)
@@ -170,13 +170,13 @@ def _update_populations(t, b, backward, net, run, out, sc, cuba):
     for si in range(P):
         p = net.schedule[si]
         m = net.pop_model[p]
-        if m == M_INPUT:
+        if not _updated(m):
             continue
         n_p = net.pop_off[p + 1] - net.pop_off[p]
         slot = t % net.pop_depth[p]
         base = net.pop_ring_off[p] + slot * n_p
         rc = _update_population(m, p, t, b, backward, base, n_p, net, run, out, sc, cuba)
-        if backward and m != M_SOURCE:
+        if backward and _has_neurons(m):
             rc = _gate_backward(p, b, base, rc, net, run, sc)
         sc.ring_cnt[p, slot] = rc
         if rc > 0:
@@ -195,7 +195,7 @@ def _finish_leak(T, b, net, out, sc):
         ssz = net.pop_site[p]
         so = pop_site_off[p]
         lam = net.pop_fp[p, FP_LEAK]
-        lk = (m == M_LIF or m == M_TERNARY) and lam != 1
+        lk = _lazy_leak(m) and lam != 1
         wc = out.wcount.shape[1] > 0
         for s in range(pop_site_off[p + 1] - so):
             gap = T - 1 - sc.last[so + s] if sc.last[so + s] >= 0 else 0

@@ -14,7 +14,7 @@ from ..config import NJIT_INLINE, NJIT_NORT
 from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
 from .emit import _emit_lean, _emit_spikes, _lean, _push
 from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, M_CUBA,
-                     M_LIF, M_SOURCE, M_TERNARY)
+                     M_INPUT, M_LIF, M_SOURCE, M_TERNARY)
 from .neurons import (carry_lif, carry_ternary, leak_steps, update_block_lif,
                       update_block_ternary, update_site_lif, update_site_ternary)
 
@@ -417,6 +417,34 @@ def _emit_source(p, t, b, backward, base, n_p, net, run, out, sc):
     return _emit_spikes(row, np.uint64(n_p), n_p, 0, net.pop_site[p], 0, out.counts[b, off:],
                         out.counts_neg[b, off:], rrow, rec_off, sc.ring_idx[base:],
                         sc.ring_val[base:], sc.ring_site[base:], sc.ring_ch[base:], 0, True)
+
+
+@numba.njit(**NJIT_INLINE)
+def _updated(m):
+    """Whether a population of model code ``m`` is updated by the schedule (an input is
+    not: its maps became constant currents)."""
+    return m != M_INPUT
+
+
+@numba.njit(**NJIT_INLINE)
+def _has_neurons(m):
+    """Whether a population of model code ``m`` has neuron state (touched lists, carries,
+    the backward gate): not an input or a source."""
+    return m != M_INPUT and m != M_SOURCE
+
+
+@numba.njit(**NJIT_INLINE)
+def _dense_model(m):
+    """Whether model ``m`` is updated at every site and step (CubaLIF: its currents decay
+    without input)."""
+    return m == M_CUBA
+
+
+@numba.njit(**NJIT_INLINE)
+def _lazy_leak(m):
+    """Whether model ``m``'s untouched sites get their missed leak steps applied when next
+    touched (LIF, ternary)."""
+    return m == M_LIF or m == M_TERNARY
 
 
 @numba.njit(**NJIT_INLINE)
