@@ -7,6 +7,7 @@ Both return a :class:`PhaseResult` with spike counts per neuron, final potential
 sent per projection and sender neuron (from which every op count follows exactly, see
 :mod:`neurosim.counting`), neuron-update counts and, on request, the spike trains.
 """
+import dataclasses
 import time
 
 import numpy as np
@@ -21,13 +22,20 @@ from .kernels.engine import apply_map, run_phase
 from .network import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT, Network, compile_program
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class PhaseResult:
     """What one phase produced, per population / projection and per sample.
+
+    Built by :func:`run_forward` / :func:`run_backward`, and from stored or joined results
+    (:func:`neurosim.io.hdf5.read_run`, the MPI shards): the fields after
+    ``neuron_updates`` are optional (None where the source does not have them).
 
     Attributes
     ----------
     phase : "forward" or "backward"
     steps, batch : int
+    network : Network
+    program : the compiled program the kernel ran (None for a result read from a file)
     counts : dict name -> int32 [B, n]
         Forward: spikes per neuron.  Backward: +1 spikes per couple.
     counts_neg : dict name -> int32 [B, n]
@@ -53,11 +61,32 @@ class PhaseResult:
     counts_all, counts_neg_all : int32 [B, N]
         The arrays ``counts`` / ``counts_neg`` are column ranges of (neurons in
         ``program.arrays.pop_off`` order), for kernels that want C-contiguous rows.
+    masks : dict projection -> [B, n_post] or None
+        The forward phase's masks (the backward phase keeps the forward's).
     wall_s : float
     """
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    phase: str
+    steps: int
+    batch: int
+    network: object = None
+    program: object = None
+    counts: dict = None
+    counts_neg: dict = None
+    v_final: dict = None
+    weighted_counts: dict = None
+    sent: dict = None
+    sent_neg: dict = None
+    neuron_updates: dict = None
+    input_ops: dict = None
+    masks: dict = None
+    spikes: dict = None
+    synops: dict = None
+    synops_neg: dict = None
+    spike_totals: dict = None
+    counts_all: np.ndarray = None
+    counts_neg_all: np.ndarray = None
+    wall_s: float = 0.0
 
     def rates(self, pop):
         """Forward: (weighted) average rate a.  Backward: β = (Θ_b / T_b) Σ_t q(t)."""
@@ -232,130 +261,191 @@ def _cast(a, dtype):
     return out
 
 
-def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
-               record, n_threads, v_init=None):
-    P = len(prog.pop_names)
-    N = int(prog.arrays.pop_off[-1])
-    dtype = net.dtype
-    # time-varying currents
-    tv_off = np.full(P, -1, np.int64)
-    n_tv = 0
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunPlan:
+    """What one phase allocates and which runner runs it (:func:`_plan_run`).
+
+    ``tv_off`` / ``src_off`` / ``rec_off`` [P]: each population's column in the
+    time-varying currents, source spike trains and recorded spikes (-1: none), with
+    ``n_tv`` / ``n_src`` / ``n_rec`` columns in all; ``rec_names`` the recorded
+    populations; ``leaky``: weighted counts are kept; ``split``: the plan of the recurrent
+    CubaLIF runner (:func:`_split_plan`), None for the sample-parallel kernel, which then
+    runs ``n_chunks`` sample ranges on ``nth`` threads."""
+    T: int
+    B: int
+    backward: bool
+    nth: int
+    n_chunks: int
+    split: object
+    tv_off: np.ndarray
+    n_tv: int
+    src_off: np.ndarray
+    n_src: int
+    rec_names: set
+    rec_off: np.ndarray
+    n_rec: int
+    leaky: bool
+
+
+def _columns(prog, names, size):
+    """Offsets [P] of the named populations' columns side by side (-1 for the others), and
+    the number of columns."""
+    off = np.full(len(prog.pop_names), -1, np.int64)
+    n = 0
     for i, name in enumerate(prog.pop_names):
-        if name in tv_pops:
-            tv_off[i] = n_tv
-            n_tv += net.populations[name].n
-    tv = _buffers.take((B, T if n_tv else 0, n_tv), dtype, zero=True)
-    for name, arr in tv_arrays.items():
-        i = prog.pop_names.index(name)
-        tv[:, :, tv_off[i]:tv_off[i] + arr.shape[2]] += arr
-    # source spike trains, side by side as int8 0/1 (the kernel reads them as emitted
-    # spikes); one C-contiguous source is used as it is (a view, no copy)
-    src_off = np.full(P, -1, np.int64)
+        if name in names:
+            off[i] = n
+            n += size(i, name)
+    return off, n
+
+
+def _plan_run(net, prog, T, B, tv_pops, src, masks_arr, backward, record, n_threads):
+    """The :class:`RunPlan` of one phase."""
+    tv_off, n_tv = _columns(prog, tv_pops, lambda i, name: net.populations[name].n)
+    # sources in the order given (their columns side by side, as the caller packs them)
+    src_off = np.full(len(prog.pop_names), -1, np.int64)
     n_src = 0
     for name in src:
-        i = prog.pop_names.index(name)
-        src_off[i] = n_src
+        src_off[prog.pop_names.index(name)] = n_src
         n_src += net.populations[name].n
+    nth = _threads(n_threads)
+    split = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
+    leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
+                for p in net.spiking_populations)
+    rec_names = _record_names(net, prog, record)
+    rec_off, n_rec = _columns(prog, rec_names, lambda i, name: int(prog.arrays.pop_off[i + 1]
+                                                                    - prog.arrays.pop_off[i]))
+    return RunPlan(T=T, B=B, backward=backward, nth=nth,
+                   n_chunks=max(1, min(B, 2 * nth)),      # taken dynamically by the threads
+                   split=split, tv_off=tv_off, n_tv=n_tv, src_off=src_off, n_src=n_src,
+                   rec_names=rec_names, rec_off=rec_off, n_rec=n_rec, leaky=leaky)
+
+
+def _allocate(plan, net, prog, const, tv_arrays, src, masks_arr, gate, v_init):
+    """The kernel's bundles (:class:`.layout.RunArrays`, :class:`.layout.OutArrays`) of a
+    planned phase: drive packed, outputs taken from the reused buffers
+    (:mod:`neurosim._buffers`), initial potentials set."""
+    T, B, P = plan.T, plan.B, len(prog.pop_names)
+    N = int(prog.arrays.pop_off[-1])
+    dtype = net.dtype
+    pop_off = prog.arrays.pop_off
+    # time-varying currents
+    tv = _buffers.take((B, T if plan.n_tv else 0, plan.n_tv), dtype, zero=True)
+    for name, arr in tv_arrays.items():
+        o = plan.tv_off[prog.pop_names.index(name)]
+        tv[:, :, o:o + arr.shape[2]] += arr
+    # source spike trains, side by side as int8 0/1 (the kernel reads them as emitted
+    # spikes); one C-contiguous source is used as it is (a view, no copy)
     if len(src) == 1 and next(iter(src.values())).flags.c_contiguous:
         src_arr = next(iter(src.values())).view(np.int8)
     else:
-        src_arr = _buffers.take((B, T if n_src else 0, n_src), np.int8, zero=True)
+        src_arr = _buffers.take((B, T if plan.n_src else 0, plan.n_src), np.int8, zero=True)
         for name, s in src.items():
-            o = src_off[prog.pop_names.index(name)]
+            o = plan.src_off[prog.pop_names.index(name)]
             src_arr[:, :, o:o + s.shape[2]] = s
-    nth = _threads(n_threads)
-    n_chunks = max(1, min(B, 2 * nth))        # taken dynamically by the threads
-    plan = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
     # the sample-parallel kernel clears its samples' rows of the accumulated outputs
     # itself (in parallel, just before it adds to them); the CubaLIF runner needs zeros.
     # Reused arrays (neurosim/_buffers.py): no page faults, no zeroing by the system
-    zero = plan is not None
+    zero = plan.split is not None
     counts = _buffers.take((B, N), np.int32, zero)
     counts_neg = _buffers.take((B, N), np.int32, zero)
     for i in range(P):    # hint to the CubaLIF kernel: one constant drive for the population
-        a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
-        if prog.arrays.pop_model[i] == M_CUBA and tv_off[i] < 0 and b_ > a:
+        a, b_ = pop_off[i], pop_off[i + 1]
+        if prog.arrays.pop_model[i] == M_CUBA and plan.tv_off[i] < 0 and b_ > a:
             prog.arrays.pop_ip[i, L.IP_UNIFORM] = int(np.all(const[:, a:b_] == const[:, a:a + 1]))
     u_out = _buffers.take((B, N), dtype, zero=True)   # initial potentials in, final ones out
     for i in range(P):
         if prog.arrays.pop_model[i] == M_CUBA:
-            u_out[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = prog.arrays.pop_fp[i, L.FP_VREST]
+            u_out[:, pop_off[i]:pop_off[i + 1]] = prog.arrays.pop_fp[i, L.FP_VREST]
     for name, v in (v_init or {}).items():
         i = prog.pop_names.index(name)
-        u_out[:, prog.arrays.pop_off[i]:prog.arrays.pop_off[i + 1]] = v
-    leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
-                for p in net.spiking_populations)
-    wcount = _buffers.take((B, N if leaky else 0), np.float64, zero)
+        u_out[:, pop_off[i]:pop_off[i + 1]] = v
+    wcount = _buffers.take((B, N if plan.leaky else 0), np.float64, zero)
     sent = _buffers.take((B, prog.n_sent), np.int64, zero)
     sent_neg = _buffers.take((B, prog.n_sent), np.int64, zero)
     nupd = _buffers.take((B, P), np.int64, zero)
-    rec_names = _record_names(net, prog, record)
-    rec_off = np.full(P, -1, np.int64)
-    n_rec = 0
-    for i, name in enumerate(prog.pop_names):
-        if name in rec_names:
-            rec_off[i] = n_rec
-            n_rec += int(prog.arrays.pop_off[i + 1] - prog.arrays.pop_off[i])
-    rec = _buffers.take((B, T, n_rec) if n_rec else (1, 1, 1), np.int8, zero=True)
+    rec = _buffers.take((B, T, plan.n_rec) if plan.n_rec else (1, 1, 1), np.int8, zero=True)
     Q = len(prog.proj_names)
-    ops, ops_neg = np.empty((B, Q), np.int64), np.empty((B, Q), np.int64)
-    spk_tot = np.empty((B, P), np.int64)
-    run = L.RunArrays(const=const, tv=tv, tv_off=tv_off, src=src_arr, src_off=src_off,
-                      masks=masks_arr, gate=gate, rec_off=rec_off)
+    run = L.RunArrays(const=const, tv=tv, tv_off=plan.tv_off, src=src_arr, src_off=plan.src_off,
+                      masks=masks_arr, gate=gate, rec_off=plan.rec_off)
     res = L.OutArrays(counts=counts, counts_neg=counts_neg, u_out=u_out, wcount=wcount,
-                      sent=sent, sent_neg=sent_neg, nupd=nupd, rec=rec, ops=ops,
-                      ops_neg=ops_neg, spk=spk_tot)
+                      sent=sent, sent_neg=sent_neg, nupd=nupd, rec=rec,
+                      ops=np.empty((B, Q), np.int64), ops_neg=np.empty((B, Q), np.int64),
+                      spk=np.empty((B, P), np.int64))
+    return run, res
+
+
+def _execute(plan, prog, run, res):
+    """Run the planned runner on the bundles; returns its wall time (s)."""
+    T, P, Q = plan.T, len(prog.pop_names), len(prog.proj_names)
+    arrays = prog.arrays
     t0 = time.perf_counter()
-    if plan is not None:      # one sample of a recurrent CubaLIF network: neuron ranges
-        H, part, split_off, n_split = plan
-        run_split(T, H, prog.n_buf, prog.max_ports, prog.arrays, run, res, part, split_off,
-                  n_split)
-        nupd[0, :] = np.where(prog.arrays.pop_model == M_CUBA, np.diff(prog.arrays.pop_off) * T, 0)
+    if plan.split is not None:      # one sample of a recurrent CubaLIF network: neuron ranges
+        H, part, split_off, n_split = plan.split
+        run_split(T, H, prog.n_buf, prog.max_ports, arrays, run, res, part, split_off, n_split)
+        res.nupd[0, :] = np.where(arrays.pop_model == M_CUBA, np.diff(arrays.pop_off) * T, 0)
         for q in range(Q):              # the per-sample totals run_phase writes itself
-            s0 = prog.arrays.proj_soff[q]
-            n = int(prog.arrays.pop_off[prog.arrays.proj_src[q] + 1] - prog.arrays.pop_off[prog.arrays.proj_src[q]])
-            d = prog.arrays.sent_deg[s0:s0 + n]
-            ops[:, q] = sent[:, s0:s0 + n] @ d
-            ops_neg[:, q] = sent_neg[:, s0:s0 + n] @ d
+            s0 = arrays.proj_soff[q]
+            n = int(arrays.pop_off[arrays.proj_src[q] + 1] - arrays.pop_off[arrays.proj_src[q]])
+            d = arrays.sent_deg[s0:s0 + n]
+            res.ops[:, q] = res.sent[:, s0:s0 + n] @ d
+            res.ops_neg[:, q] = res.sent_neg[:, s0:s0 + n] @ d
         for i in range(P):
-            a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
-            spk_tot[:, i] = (counts[:, a:b_].sum(1, dtype=np.int64) +
-                             counts_neg[:, a:b_].sum(1, dtype=np.int64))
+            a, b_ = arrays.pop_off[i], arrays.pop_off[i + 1]
+            res.spk[:, i] = (res.counts[:, a:b_].sum(1, dtype=np.int64) +
+                             res.counts_neg[:, a:b_].sum(1, dtype=np.int64))
     else:
         # None: a specialisation of the kernel compiled without the CubaLIF paths
-        cuba = True if np.any(prog.arrays.pop_model == M_CUBA) else None
+        cuba = True if np.any(arrays.pop_model == M_CUBA) else None
 
         def chunk(c, b0, b1):
-            sc = L.alloc_scratch(prog.arrays, prog.n_buf, prog.max_ports)
-            run_phase(T, backward, b0, b1, prog.arrays, run, res, sc, cuba)
-        _pool.run_chunks(chunk, B, nth, n_chunks)
-    wall = time.perf_counter() - t0
+            sc = L.alloc_scratch(arrays, prog.n_buf, prog.max_ports)
+            run_phase(T, plan.backward, b0, b1, arrays, run, res, sc, cuba)
+        _pool.run_chunks(chunk, plan.B, plan.nth, plan.n_chunks)
+    return time.perf_counter() - t0
+
+
+def _assemble(plan, net, prog, res, wall):
+    """The kernel's flat outputs as the per-population / per-projection fields of a
+    :class:`PhaseResult` (views, no copies)."""
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
-               neuron_updates={}, spikes={} if rec_names else None, sent={}, sent_neg={},
-               synops={}, synops_neg={}, spike_totals={}, counts_all=counts,
-               counts_neg_all=counts_neg)
+               neuron_updates={}, spikes={} if plan.rec_names else None, sent={}, sent_neg={},
+               synops={}, synops_neg={}, spike_totals={}, counts_all=res.counts,
+               counts_neg_all=res.counts_neg)
     for i, name in enumerate(prog.pop_names):
         a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
         if prog.arrays.pop_model[i] == M_INPUT:
             continue
-        out["counts"][name] = counts[:, a:b_]
-        out["counts_neg"][name] = counts_neg[:, a:b_]
-        out["v_final"][name] = u_out[:, a:b_]
+        out["counts"][name] = res.counts[:, a:b_]
+        out["counts_neg"][name] = res.counts_neg[:, a:b_]
+        out["v_final"][name] = res.u_out[:, a:b_]
         pop = net.populations[name]
-        lam = (pop.ternary.leak if backward else getattr(pop.neuron, "leak", 1.0)) if pop.spiking else 1.0
-        out["weighted_counts"][name] = wcount[:, a:b_] if lam != 1.0 else None
-        out["neuron_updates"][name] = nupd[:, i]
-        out["spike_totals"][name] = spk_tot[:, i]
-        if name in rec_names:
-            out["spikes"][name] = rec[:, :, rec_off[i]:rec_off[i] + (b_ - a)]
+        lam = (pop.ternary.leak if plan.backward else getattr(pop.neuron, "leak", 1.0)) \
+            if pop.spiking else 1.0
+        out["weighted_counts"][name] = res.wcount[:, a:b_] if lam != 1.0 else None
+        out["neuron_updates"][name] = res.nupd[:, i]
+        out["spike_totals"][name] = res.spk[:, i]
+        if name in plan.rec_names:
+            o = plan.rec_off[i]
+            out["spikes"][name] = res.rec[:, :, o:o + (b_ - a)]
     for q, name in enumerate(prog.proj_names):
         s0 = prog.arrays.proj_soff[q]
         n = net.populations[prog.pop_names[prog.arrays.proj_src[q]]].n
-        out["sent"][name] = sent[:, s0:s0 + n]
-        out["sent_neg"][name] = sent_neg[:, s0:s0 + n]
-        out["synops"][name] = ops[:, q]
-        out["synops_neg"][name] = ops_neg[:, q]
+        out["sent"][name] = res.sent[:, s0:s0 + n]
+        out["sent_neg"][name] = res.sent_neg[:, s0:s0 + n]
+        out["synops"][name] = res.ops[:, q]
+        out["synops_neg"][name] = res.ops_neg[:, q]
     return out
+
+
+def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,
+               record, n_threads, v_init=None):
+    """Plan, allocate, run and assemble one phase; returns the :class:`PhaseResult` fields
+    it produced."""
+    plan = _plan_run(net, prog, T, B, tv_pops, src, masks_arr, backward, record, n_threads)
+    run, res = _allocate(plan, net, prog, const, tv_arrays, src, masks_arr, gate, v_init)
+    wall = _execute(plan, prog, run, res)
+    return _assemble(plan, net, prog, res, wall)
 
 
 def _mask_arrays(net, masks, B):
