@@ -447,29 +447,42 @@ def _lazy_leak(m):
     return m == M_LIF or m == M_TERNARY
 
 
+#: how :func:`_update_population` updates a population (:func:`_update_path`)
+_BLOCKS = 0                  # vectorised blocks (_update_blocks)
+_SITES = 1                   # site by site (_update_sites)
+_CUBA = 2                    # the vectorised CubaLIF step (cuba.py)
+
+
+@numba.njit(**NJIT_INLINE)
+def _update_path(m, p, net):
+    """The one dispatch on the model code ``m`` (not an input or a source): one branch per
+    model, giving how population p is updated (``_BLOCKS``, ``_SITES``, ``_CUBA``) and
+    whether its untouched sites leak lazily."""
+    if m == M_LIF:               # refractory neurons need the per-site update
+        path = _BLOCKS if net.pop_ip[p, IP_TREF] == 0 else _SITES
+        return path, net.pop_fp[p, FP_LEAK] != 1
+    if m == M_TERNARY:
+        return _BLOCKS, net.pop_fp[p, FP_LEAK] != 1
+    # M_CUBA: updated densely, its leak inside its exact step
+    return (_CUBA if net.pop_ip[p, IP_NPORTS] <= MAX_FAST_PORTS else _SITES), False
+
+
 @numba.njit(**NJIT_INLINE)
 def _update_population(m, p, t, b, backward, base, n_p, net, run, out, sc, cuba):
     """One step of population p of model code ``m`` (not an input): its neurons updated
-    and its spikes emitted into its ring slot at ``base``; the touched list and dense flag
-    cleared.  The one dispatch on the model code: one branch per model.  Returns the ring
-    count."""
+    (the way :func:`_update_path` chooses) and its spikes emitted into its ring slot at
+    ``base``; the touched list and dense flag cleared.  One call site per update path,
+    so that LLVM inlines each once.  Returns the ring count."""
     if m == M_SOURCE:
         return _emit_source(p, t, b, backward, base, n_p, net, run, out, sc)
-    if m == M_LIF:
-        has_leak = net.pop_fp[p, FP_LEAK] != 1
-        if net.pop_ip[p, IP_TREF] == 0:
-            rc = _update_blocks(m, p, t, b, backward, has_leak, base, net, run, out, sc)
-        else:
-            rc = _update_sites(m, p, t, b, backward, has_leak, base, net, run, out, sc)
-    elif m == M_TERNARY:
-        has_leak = net.pop_fp[p, FP_LEAK] != 1
+    path, has_leak = _update_path(m, p, net)
+    if path == _BLOCKS:
         rc = _update_blocks(m, p, t, b, backward, has_leak, base, net, run, out, sc)
-    else:                        # M_CUBA: updated densely, leak inside its exact step
-        if net.pop_ip[p, IP_NPORTS] <= MAX_FAST_PORTS:       # vectorised (cuba.py)
-            rc = _cuba_step(cuba, p, t, b, n_p, base, net, run, out, sc)
-            out.nupd[b, p] += n_p
-        else:
-            rc = _update_sites(m, p, t, b, backward, False, base, net, run, out, sc)
+    elif path == _CUBA:
+        rc = _cuba_step(cuba, p, t, b, n_p, base, net, run, out, sc)
+        out.nupd[b, p] += n_p
+    else:
+        rc = _update_sites(m, p, t, b, backward, has_leak, base, net, run, out, sc)
     sc.tcount[p] = 0
     sc.allflag[p] = 0
     return rc
