@@ -335,7 +335,7 @@ def _sift(a, lo, root, n):
         root = c
 
 
-@numba.njit(**NJIT_INLINE)
+@numba.njit(**NJIT_NORT)
 def _order_touched(p, so, ns, fast, share, sc):
     """Put population p's touched list (sites from ``so``) in increasing order -- a scan of
     the marks for long lists, else a sort -- unless the population is updated whole:
@@ -419,28 +419,28 @@ def _emit_source(p, t, b, backward, base, n_p, net, run, out, sc):
                         sc.ring_val[base:], sc.ring_site[base:], sc.ring_ch[base:], 0, True)
 
 
-@numba.njit(**NJIT_INLINE)
+@numba.njit(**NJIT_NORT)
 def _updated(m):
     """Whether a population of model code ``m`` is updated by the schedule (an input is
     not: its maps became constant currents)."""
     return m != M_INPUT
 
 
-@numba.njit(**NJIT_INLINE)
+@numba.njit(**NJIT_NORT)
 def _has_neurons(m):
     """Whether a population of model code ``m`` has neuron state (touched lists, carries,
     the backward gate): not an input or a source."""
     return m != M_INPUT and m != M_SOURCE
 
 
-@numba.njit(**NJIT_INLINE)
+@numba.njit(**NJIT_NORT)
 def _dense_model(m):
     """Whether model ``m`` is updated at every site and step (CubaLIF: its currents decay
     without input)."""
     return m == M_CUBA
 
 
-@numba.njit(**NJIT_INLINE)
+@numba.njit(**NJIT_NORT)
 def _lazy_leak(m):
     """Whether model ``m``'s untouched sites get their missed leak steps applied when next
     touched (LIF, ternary)."""
@@ -453,7 +453,7 @@ _SITES = 1                   # site by site (_update_sites)
 _CUBA = 2                    # the vectorised CubaLIF step (cuba.py)
 
 
-@numba.njit(**NJIT_INLINE)
+@numba.njit(**NJIT_NORT)
 def _update_path(m, p, net):
     """The one dispatch on the model code ``m`` (not an input or a source): one branch per
     model, giving how population p is updated (``_BLOCKS``, ``_SITES``, ``_CUBA``) and
