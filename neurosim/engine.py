@@ -19,7 +19,8 @@ from .kernels import threads as _th
 from .kernels import layout as L
 from .kernels.cuba import MAX_FAST_PORTS, run_split
 from .kernels.engine import apply_map, run_phase
-from .network import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT, Network, compile_program
+from .kernels.layout import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT
+from .network import Network, compile_program
 
 
 @dataclasses.dataclass(eq=False, repr=False)
