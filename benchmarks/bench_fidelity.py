@@ -361,15 +361,418 @@ def main(argv=None):
     ap.add_argument("--ref-python", default=None)
     ap.add_argument("--out", default=None, help="records file (default results/fidelity.jsonl)")
     ap.add_argument("--table", action="store_true", help="print the docs table and exit")
+    ap.add_argument("--compare-step", action="store_true",
+                    help="one training step of both on the same weights, batch and masks")
+    ap.add_argument("--compare-masks", action="store_true",
+                    help="with --compare-step: also with the model's dropout (same masks)")
+    ap.add_argument("--compare-batch", type=int, default=128)
+    ap.add_argument("--compare-out", default=None, help="write the comparison as JSON")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--compare-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--lockstep", type=int, default=0, metavar="K",
+                    help="train both K steps from the same weights on the same batches and "
+                         "dropout masks (neurosim with and without --spide-quirks); compare "
+                         "the updates")
+    ap.add_argument("--lockstep-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
         return 0
+    if args.compare_worker:
+        compare_reference(json.loads(args.compare_worker))
+        return 0
+    if args.lockstep_worker:
+        lockstep_reference(json.loads(args.lockstep_worker))
+        return 0
+    if args.compare_step:
+        return run_compare(args)
+    if args.lockstep:
+        return run_lockstep(args)
     if args.table:
         print(table(H.load_records([args.out or H.RESULTS_DIR / f"{BENCH}.jsonl"])))
         return 0
     return run_jobs(args)
+
+
+# ======================================================================================
+# one step side by side (same weights, same batch, same masks)
+# ======================================================================================
+#: neurosim projection -> (attribute path of the authors' module, its parameter attribute)
+REF_MODULES = {
+    "lenet_mnist": {"F": ("network_x", "conv"), "W2": ("network_s1", "conv"),
+                    "W4": ("network_s2", "fc"), "readout": (None, "classifier")},
+    "convnetf_mnist": {"F": ("network_x", "conv"), "W1": ("network_s1", "conv"),
+                       "W2": ("network_s2", "conv"), "B": ("network_s3", "convT"),
+                       "readout": (None, "classifier")},
+}
+
+
+def _to_chw(flat, shape):
+    """neurosim's channel-last flat [B, n] -> [B, C, H, W] (1-D populations unchanged)."""
+    if len(shape) != 3:
+        return flat
+    C, Hh, W = shape
+    return flat.reshape(len(flat), Hh, W, C).transpose(0, 3, 1, 2)
+
+
+def _dense_to_torch(w, pre_shape, post_shape):
+    """neurosim dense [n_pre, n_post] (channel-last orders) -> torch Linear [n_post, n_pre]
+    with C, H, W flattening of a shaped pre population."""
+    import numpy as np
+    assert len(post_shape) == 1
+    if len(pre_shape) == 3:
+        C, Hh, W = pre_shape
+        w = w.reshape(Hh, W, C, -1).transpose(3, 2, 0, 1).reshape(w.shape[1], -1)
+        return np.ascontiguousarray(w)
+    return np.ascontiguousarray(w.T)
+
+
+def _readout_to_torch(Cw, out_shape):
+    """neurosim readout C [K, n_out] (channel-last) -> torch [K, n_out] (C, H, W order)."""
+    import numpy as np
+    if len(out_shape) != 3:
+        return Cw
+    C, Hh, W = out_shape
+    return np.ascontiguousarray(Cw.reshape(len(Cw), Hh, W, C).transpose(0, 3, 1, 2)
+                                .reshape(len(Cw), -1))
+
+
+def compare_prepare(case, seed, n, masks_on, quirks, folder, data):
+    """neurosim's side of one step; everything the authors' side needs, in its layouts."""
+    import numpy as np
+    from neurosim.training.spide import dropout_masks, spide_phases
+    net, cfg, model = neurosim_model(case, seed, quirks=quirks)
+    if not masks_on:
+        cfg.dropout = {}
+    x, y = data["xtr"][:n], data["ytr"][:n]
+    masks = dropout_masks(model, cfg, n, np.random.default_rng(1234))
+    r = spide_phases(model, x, y, cfg, np.random.default_rng(1234), train=True)
+    for k in masks:
+        assert np.array_equal(masks[k], r.masks[k])
+    d = dict(x=x, y=y.astype(np.int64), loss=np.float64(r.loss))
+    params = model.parameters()
+    for name, (_, attr) in REF_MODULES[case].items():
+        if name == "readout":
+            out_shape = net.populations[model.output].shape
+            d["w:readout"] = _readout_to_torch(params["readout.weight"], out_shape)
+            d["b:readout"] = params["readout.bias"]
+            d["g:readout.w"] = _readout_to_torch(r.grads["readout.weight"], out_shape)
+            d["g:readout.b"] = r.grads["readout.bias"]
+            continue
+        pr = net.projections[name]
+        w, g = params[f"{name}.weight"], r.grads[f"{name}.weight"]
+        if pr.kind == "dense":
+            w = _dense_to_torch(w, net.populations[pr.pre].shape, net.populations[pr.post].shape)
+            g = _dense_to_torch(g, net.populations[pr.pre].shape, net.populations[pr.post].shape)
+        d[f"w:{name}"], d[f"g:{name}.w"] = w, g
+        if pr.bias is not None:
+            d[f"b:{name}"], d[f"g:{name}.b"] = params[f"{name}.bias"], r.grads[f"{name}.bias"]
+    for name, m in masks.items():
+        d[f"mask:{name}"] = _to_chw(m, net.populations[net.projections[name].post].shape)
+    for l in LAYERS[case]:
+        shape = net.populations[l].shape
+        d[f"fwd:{l}"] = _to_chw(r.forward.counts[l], shape).astype(np.int32)
+        nb = r.backward.counts[l].astype(np.int64) + r.backward.counts_neg[l]
+        d[f"bwd:{l}"] = _to_chw(nb, shape).astype(np.int32)
+        d[f"beta:{l}"] = _to_chw(r.backward.rates(l), shape)
+    path = Path(folder) / "compare.npz"
+    np.savez(path, **d)
+    return str(path), dict(T=cfg.T, T_b=cfg.T_b, kappa=cfg.kappa, dropout=dict(cfg.dropout))
+
+
+def compare_reference(job):
+    """The authors' side of one step on neurosim's weights, batch and masks; the comparison."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    case = job["case"]
+    torch.set_num_threads(job["threads"])
+    d = dict(np.load(job["path"]))
+    T, T_b, kappa = job["T"], job["T_b"], job["kappa"]
+    model = reference_model(job["ref_dir"], case, T, T_b)
+    mods = {}
+    with torch.no_grad():
+        for name, (path, attr) in REF_MODULES[case].items():
+            owner = model if path is None else getattr(model, path)
+            m = getattr(owner, attr)
+            mods[name] = (owner, m)
+            wname = "weight_w" if hasattr(m, "weight_w") else "weight"
+            getattr(m, wname).copy_(torch.from_numpy(d[f"w:{name}"]).float())
+            if f"b:{name}" in d:
+                m.bias.copy_(torch.from_numpy(d[f"b:{name}"]).float())
+        for name, (owner, m) in mods.items():
+            drop = getattr(owner, "drop", None)
+            if drop is None:
+                continue
+            if f"mask:{name}" in d:
+                fixed = torch.from_numpy(d[f"mask:{name}"]).float()
+                drop.reset_mask = (lambda x, drop=drop, fixed=fixed:
+                                   setattr(drop, "mask", fixed) or fixed)
+            else:
+                drop.dropout = 0.0
+    model.train()
+    x = torch.from_numpy(d["x"]).float()
+    y = torch.from_numpy(d["y"]).long()
+    out = model(x)
+    loss = nn.CrossEntropyLoss()(out, y)
+    model.zero_grad()
+    (loss * kappa).backward()
+    f = model.snn_spide_conv.snn_func
+    layers = LAYERS[case]
+    res = dict(case=case, loss=dict(reference=float(loss.detach()), neurosim=float(d["loss"])),
+               layers={}, grads={})
+    bwd = f.last_backward_firing_rate[::-1]
+    for l, a, nb in zip(layers, f.last_forward_firing_rate, bwd):
+        cnt_ref = np.rint(a.detach().numpy().astype(np.float64) * T).astype(np.int64)
+        cnt_ns = d[f"fwd:{l}"]
+        nb_ref = np.rint(nb.detach().numpy().astype(np.float64) * T_b).astype(np.int64)
+        nb_ns = d[f"bwd:{l}"]
+        res["layers"][l] = dict(
+            n=int(cnt_ns.size), fwd_rate_ref=float(cnt_ref.mean() / T),
+            fwd_rate_ns=float(cnt_ns.mean() / T),
+            fwd_counts_differ=float(np.mean(cnt_ref != cnt_ns)),
+            fwd_max_count_diff=int(np.max(np.abs(cnt_ref - cnt_ns))),
+            bwd_rate_ref=float(nb_ref.mean() / T_b), bwd_rate_ns=float(nb_ns.mean() / T_b),
+            bwd_counts_differ=float(np.mean(nb_ref != nb_ns)))
+    for name, (owner, m) in mods.items():
+        wname = "weight_w" if hasattr(m, "weight_w") else "weight"
+        pairs = [("w", getattr(m, wname).grad)]
+        if getattr(m, "bias", None) is not None:
+            pairs.append(("b", m.bias.grad))
+        for k, gref in pairs:
+            gns = d[f"g:{name}.{k}"].astype(np.float64).ravel()
+            gr = gref.detach().numpy().astype(np.float64).ravel() / kappa
+            nr, nn_ = float(np.linalg.norm(gr)), float(np.linalg.norm(gns))
+            res["grads"][f"{name}.{k}"] = dict(
+                norm_ref=nr, norm_ns=nn_, ratio_ns_over_ref=nn_ / nr if nr else None,
+                cosine=float(gr @ gns / (nr * nn_)) if nr and nn_ else None)
+    print(json.dumps(res))
+
+
+def run_compare(args):
+    ref_dir = args.ref_dir or os.environ.get("SPIDE_REF_DIR")
+    ref_python = args.ref_python or os.environ.get("SPIDE_REF_PYTHON") or sys.executable
+    if not ref_dir:
+        raise SystemExit("--compare-step needs SPIDE_REF_DIR (or --ref-dir)")
+    import numpy as np
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dpath, _, _, _ = prepare_data(args.compare_batch, 1, tmp)
+        data = dict(np.load(dpath))
+        for case in args.cases.split(","):
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                variants = [(False, False)] + ([(True, False), (True, True)]
+                                               if args.compare_masks else [])
+                for masks_on, quirks in variants:
+                    path, info = compare_prepare(case, seed, args.compare_batch, masks_on,
+                                                 quirks, tmp, data)
+                    job = dict(case=case, path=path, ref_dir=ref_dir, threads=args.threads,
+                               **{k: info[k] for k in ("T", "T_b", "kappa")})
+                    env = H.thread_env(args.threads, cache=True)
+                    out = subprocess.run([ref_python, "-m", "benchmarks.bench_fidelity",
+                                          "--compare-worker", json.dumps(job)], env=env,
+                                         cwd=H.REPO_ROOT, capture_output=True, text=True)
+                    if out.returncode:
+                        sys.stderr.write(out.stderr)
+                        return out.returncode
+                    res = json.loads(out.stdout.strip().splitlines()[-1])
+                    res.update(seed=seed, batch=args.compare_batch, dropout=info["dropout"],
+                               spide_quirks=quirks)
+                    results.append(res)
+                    print(format_compare(res))
+    if args.compare_out:
+        Path(args.compare_out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def _ref_layout_params(net, model):
+    """neurosim's parameters in the authors' layouts: name -> (weight, bias or None)."""
+    params = model.parameters()
+    out = {}
+    for name, pr in net.projections.items():
+        if not pr.has_weights:
+            continue
+        w = params[f"{name}.weight"]
+        if pr.kind == "dense":
+            w = _dense_to_torch(w, net.populations[pr.pre].shape, net.populations[pr.post].shape)
+        out[name] = (w.copy(), None if pr.bias is None else params[f"{name}.bias"].copy())
+    out["readout"] = (_readout_to_torch(params["readout.weight"],
+                                        net.populations[model.output].shape).copy(),
+                      params["readout.bias"].copy())
+    return out
+
+
+def lockstep_prepare(case, seed, n, steps, quirks, folder, data):
+    """neurosim trains ``steps`` batches from its initial weights; the initial weights, the
+    batches' dropout masks and the final weights, in the authors' layouts."""
+    import numpy as np
+    from neurosim.training.spide import SGD, dropout_masks, spide_step
+    net, cfg, model = neurosim_model(case, seed, quirks=quirks)
+    d = {}
+    for name, (w, b) in _ref_layout_params(net, model).items():
+        d[f"w0:{name}"] = w
+        if b is not None:
+            d[f"b0:{name}"] = b
+    opt = SGD(cfg.momentum, cfg.weight_decay)
+    losses = []
+    for k in range(steps):
+        x, y = data["xtr"][k * n:(k + 1) * n], data["ytr"][k * n:(k + 1) * n]
+        masks = dropout_masks(model, cfg, n, np.random.default_rng(1000 + k))
+        for name, m in masks.items():
+            d[f"mask{k}:{name}"] = _to_chw(m, net.populations[net.projections[name].post].shape)
+        r = spide_step(model, x, y, cfg, np.random.default_rng(1000 + k), cfg.lr, opt)
+        losses.append(float(r.loss))
+    for name, (w, b) in _ref_layout_params(net, model).items():
+        d[f"w1:{name}"] = w
+        if b is not None:
+            d[f"b1:{name}"] = b
+    d["losses"] = np.array(losses)
+    d["x"], d["y"] = data["xtr"][:steps * n], data["ytr"][:steps * n].astype(np.int64)
+    path = Path(folder) / "lockstep.npz"
+    np.savez(path, **d)
+    return str(path), dict(T=cfg.T, T_b=cfg.T_b, kappa=cfg.kappa, lr=cfg.lr,
+                           momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           dropout=dict(cfg.dropout))
+
+
+def lockstep_reference(job):
+    """The authors' model from neurosim's initial weights, trained on the same batches with
+    the same dropout masks; its updates against neurosim's."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    case, n, steps = job["case"], job["n"], job["steps"]
+    torch.set_num_threads(job["threads"])
+    d = dict(np.load(job["path"]))
+    model = reference_model(job["ref_dir"], case, job["T"], job["T_b"])
+    mods = {}
+    with torch.no_grad():
+        for name, (path, attr) in REF_MODULES[case].items():
+            owner = model if path is None else getattr(model, path)
+            m = getattr(owner, attr)
+            wname = "weight_w" if hasattr(m, "weight_w") else "weight"
+            mods[name] = (owner, m, wname)
+            getattr(m, wname).copy_(torch.from_numpy(d[f"w0:{name}"]).float())
+            if f"b0:{name}" in d:
+                m.bias.copy_(torch.from_numpy(d[f"b0:{name}"]).float())
+    kappa = job["kappa"]
+    opt = torch.optim.SGD(model.parameters(), lr=job["lr"] / kappa, momentum=job["momentum"],
+                          weight_decay=job["weight_decay"])
+    x_all = torch.from_numpy(d["x"]).float()
+    y_all = torch.from_numpy(d["y"]).long()
+    losses = []
+    model.train()
+    for k in range(steps):
+        for name, (owner, m, _) in mods.items():
+            drop = getattr(owner, "drop", None)
+            if drop is None:
+                continue
+            key = f"mask{k}:{name}"
+            if key in d:
+                fixed = torch.from_numpy(d[key]).float()
+                drop.reset_mask = (lambda x, drop=drop, fixed=fixed:
+                                   setattr(drop, "mask", fixed) or fixed)
+            else:
+                drop.dropout = 0.0
+        x, y = x_all[k * n:(k + 1) * n], y_all[k * n:(k + 1) * n]
+        out = model(x)
+        loss = nn.CrossEntropyLoss()(out, y)
+        opt.zero_grad()
+        (loss * kappa).backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    res = dict(case=case, steps=steps, batch=n, losses=dict(reference=losses,
+                                                              neurosim=d["losses"].tolist()),
+               params={})
+    for name, (owner, m, wname) in mods.items():
+        pairs = [("w", getattr(m, wname))]
+        if getattr(m, "bias", None) is not None:
+            pairs.append(("b", m.bias))
+        for k, p in pairs:
+            p0 = d[f"{k}0:{name}"].astype(np.float64).ravel()
+            p1 = d[f"{k}1:{name}"].astype(np.float64).ravel()
+            pr = p.detach().numpy().astype(np.float64).ravel()
+            ur, un = pr - p0, p1 - p0
+            nr, nn_ = float(np.linalg.norm(ur)), float(np.linalg.norm(un))
+            res["params"][f"{name}.{k}"] = dict(
+                update_norm_ref=nr, update_norm_ns=nn_,
+                ratio_ns_over_ref=nn_ / nr if nr else None,
+                cosine=float(ur @ un / (nr * nn_)) if nr and nn_ else None,
+                rel_diff=float(np.linalg.norm(ur - un) / nr) if nr else None)
+    print(json.dumps(res))
+
+
+def run_lockstep(args):
+    ref_dir = args.ref_dir or os.environ.get("SPIDE_REF_DIR")
+    ref_python = args.ref_python or os.environ.get("SPIDE_REF_PYTHON") or sys.executable
+    if not ref_dir:
+        raise SystemExit("--lockstep needs SPIDE_REF_DIR (or --ref-dir)")
+    import numpy as np
+    results = []
+    n, K = args.compare_batch, args.lockstep
+    with tempfile.TemporaryDirectory() as tmp:
+        dpath, _, _, _ = prepare_data(n * K, 1, tmp)
+        data = dict(np.load(dpath))
+        for case in args.cases.split(","):
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                for quirks in (False, True):
+                    path, info = lockstep_prepare(case, seed, n, K, quirks, tmp, data)
+                    job = dict(case=case, path=path, ref_dir=ref_dir, threads=args.threads,
+                               n=n, steps=K, **{k: v for k, v in info.items() if k != "dropout"})
+                    env = H.thread_env(args.threads, cache=True)
+                    out = subprocess.run([ref_python, "-m", "benchmarks.bench_fidelity",
+                                          "--lockstep-worker", json.dumps(job)], env=env,
+                                         cwd=H.REPO_ROOT, capture_output=True, text=True)
+                    if out.returncode:
+                        sys.stderr.write(out.stderr)
+                        return out.returncode
+                    res = json.loads(out.stdout.strip().splitlines()[-1])
+                    res.update(seed=seed, dropout=info["dropout"], spide_quirks=quirks)
+                    results.append(res)
+                    print(format_lockstep(res))
+    if args.compare_out:
+        Path(args.compare_out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def format_lockstep(res):
+    lines = [f"{res['case']} seed {res['seed']}: {res['steps']} SGD steps of {res['batch']} "
+             f"from the same weights, same batches and dropout masks {res['dropout'] or 'off'}"
+             f"{', neurosim --spide-quirks' if res['spide_quirks'] else ''}; losses reference "
+             + ", ".join(f"{v:.4f}" for v in res["losses"]["reference"]) + "; neurosim "
+             + ", ".join(f"{v:.4f}" for v in res["losses"]["neurosim"]),
+             "| parameter | update norm neurosim / ref | cosine of the updates | "
+             "‖Δ_ns − Δ_ref‖ / ‖Δ_ref‖ |", "|---|--:|--:|--:|"]
+    for k, v in res["params"].items():
+        if v["ratio_ns_over_ref"] is None or v["cosine"] is None:
+            lines.append(f"| {k} | norms {v['update_norm_ns']:.3g} / {v['update_norm_ref']:.3g}"
+                         " | — | — |")
+        else:
+            lines.append(f"| {k} | {v['ratio_ns_over_ref']:.4f} | {v['cosine']:.5f} | "
+                         f"{v['rel_diff']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_compare(res):
+    lines = [f"{res['case']} seed {res['seed']} batch {res['batch']} dropout "
+             f"{res['dropout'] or 'off'}{', neurosim --spide-quirks' if res['spide_quirks'] else ''}"
+             f": loss reference {res['loss']['reference']:.6f}, "
+             f"neurosim {res['loss']['neurosim']:.6f}",
+             "| layer | fwd rate ref / neurosim | counts differ | bwd rate ref / neurosim | "
+             "bwd counts differ |", "|---|---|--:|---|--:|"]
+    for l, v in res["layers"].items():
+        lines.append(f"| {l} | {v['fwd_rate_ref']:.4f} / {v['fwd_rate_ns']:.4f} | "
+                     f"{100 * v['fwd_counts_differ']:.3f} % | {v['bwd_rate_ref']:.4f} / "
+                     f"{v['bwd_rate_ns']:.4f} | {100 * v['bwd_counts_differ']:.3f} % |")
+    lines += ["", "| parameter | norm ratio neurosim / ref | cosine |", "|---|--:|--:|"]
+    for k, v in res["grads"].items():
+        if v["norm_ref"] == 0 and v["norm_ns"] == 0:
+            lines.append(f"| {k} | both exactly 0 | — |")
+        elif v["ratio_ns_over_ref"] is None or v["cosine"] is None:
+            lines.append(f"| {k} | norms {v['norm_ns']:.3g} / {v['norm_ref']:.3g} | — |")
+        else:
+            lines.append(f"| {k} | {v['ratio_ns_over_ref']:.4f} | {v['cosine']:.5f} |")
+    return "\n".join(lines) + "\n"
 
 
 # ======================================================================================
