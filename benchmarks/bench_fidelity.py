@@ -580,8 +580,7 @@ def run_compare(args):
                                spide_quirks=quirks)
                     results.append(res)
                     print(format_compare(res))
-    if args.compare_out:
-        Path(args.compare_out).write_text(json.dumps(results, indent=1) + "\n")
+    _write_compare(args, results)
     return 0
 
 
@@ -730,8 +729,7 @@ def run_lockstep(args):
                     res.update(seed=seed, dropout=info["dropout"], spide_quirks=quirks)
                     results.append(res)
                     print(format_lockstep(res))
-    if args.compare_out:
-        Path(args.compare_out).write_text(json.dumps(results, indent=1) + "\n")
+    _write_compare(args, results)
     return 0
 
 
@@ -751,6 +749,18 @@ def format_lockstep(res):
             lines.append(f"| {k} | {v['ratio_ns_over_ref']:.4f} | {v['cosine']:.5f} | "
                          f"{v['rel_diff']:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def _write_compare(args, results):
+    """``--compare-out``: the results with the provenance of the run."""
+    if args.compare_out:
+        import datetime
+        prov = dict(H.provenance(), reference_commit=REF_COMMIT,
+                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                        timespec="seconds"), threads=args.threads,
+                    command="python -m benchmarks.bench_fidelity " + " ".join(sys.argv[1:]))
+        Path(args.compare_out).write_text(json.dumps(dict(provenance=prov, results=results),
+                                                     indent=1) + "\n")
 
 
 def format_compare(res):
