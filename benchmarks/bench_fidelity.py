@@ -823,18 +823,22 @@ def table(records):
             lines.append(f"| {k[1]} / {k[2]} | {k[3]} | {k[4]} | " + " | ".join(cells) +
                          f" | {wall} |")
         lines.append("")
-        lines.append(f"Per-layer rates, last recorded epoch (forward spikes / backward "
-                     f"nonzero ternary spikes per neuron and step, training batches):\n")
+        done = [max(runs[k]) for k in keys if max(runs[k]) > 0]
+        if not done:
+            continue
+        e = min(done)
+        lines.append(f"Per-layer rates in training epoch {e} (forward: spikes per neuron and "
+                     "step; backward: nonzero ternary spikes per neuron and step; means over "
+                     "the epoch's training samples):\n")
         L = LAYERS[case]
-        lines.append("| train samples | impl | seed | epoch | " +
+        lines.append("| train samples | impl | seed | " +
                      " | ".join(f"{l} fwd / bwd" for l in L) + " |")
-        lines.append("|---|---|--:|--:|" + "---|" * len(L))
+        lines.append("|---|---|--:|" + "---|" * len(L))
         for k in keys:
-            e = max(runs[k])
-            if e == 0:
+            if e not in runs[k]:
                 continue
             x = runs[k][e]["extra"]
-            lines.append(f"| {k[1]} | {k[3]} | {k[4]} | {e} | " + " | ".join(
+            lines.append(f"| {k[1]} | {k[3]} | {k[4]} | " + " | ".join(
                 f"{x['fwd_rate'][l]:.4f} / {x['bwd_rate'][l]:.4f}" for l in L) + " |")
         lines.append("")
     return "\n".join(lines)

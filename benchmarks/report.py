@@ -69,8 +69,9 @@ def _goal(r):
     return f">= {fmt(float(g))}: " + ("met" if ok else f"missed ({r['median'] / g:.2f} of goal)")
 
 
-#: benches rendered elsewhere (the sparsity sweep: README.md, :func:`sparsity_section`).
-SEPARATE = ("sparsity",)
+#: benches rendered elsewhere (the sparsity sweep: README.md, :func:`sparsity_section`; the
+#: fidelity runs: docs/training.md, ``python -m benchmarks.bench_fidelity --table``).
+SEPARATE = ("sparsity", "fidelity")
 
 
 def table(records):
