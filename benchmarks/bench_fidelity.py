@@ -366,6 +366,8 @@ def main(argv=None):
     ap.add_argument("--compare-masks", action="store_true",
                     help="with --compare-step: also with the model's dropout (same masks)")
     ap.add_argument("--compare-batch", type=int, default=128)
+    ap.add_argument("--compare-dyadic", action="store_true",
+                    help="with --compare-step: weights and inputs on a dyadic grid (exact sums)")
     ap.add_argument("--compare-out", default=None, help="write the comparison as JSON")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--compare-worker", default=None, help=argparse.SUPPRESS)
@@ -390,6 +392,12 @@ def main(argv=None):
         return run_lockstep(args)
     if args.table:
         print(table(H.load_records([args.out or H.RESULTS_DIR / f"{BENCH}.jsonl"])))
+        for name, fn in (("fidelity_step.json", step_table),
+                         ("fidelity_step_dyadic.json", step_table),
+                         ("fidelity_lockstep.json", lockstep_table)):
+            path = H.RESULTS_DIR / name
+            if path.is_file():
+                print(fn(json.loads(path.read_text())["results"]))
         return 0
     return run_jobs(args)
 
@@ -437,14 +445,25 @@ def _readout_to_torch(Cw, out_shape):
                                 .reshape(len(Cw), -1))
 
 
-def compare_prepare(case, seed, n, masks_on, quirks, folder, data):
-    """neurosim's side of one step; everything the authors' side needs, in its layouts."""
+def compare_prepare(case, seed, n, masks_on, quirks, folder, data, dyadic=False):
+    """neurosim's side of one step; everything the authors' side needs, in its layouts.
+
+    ``dyadic``: weights rounded to multiples of 2^-10 and inputs to 2^-6, so that every
+    forward sum is exact in float32 whatever the order (``shared/spec/SPIDE.md`` oracle 1)."""
     import numpy as np
     from neurosim.training.spide import dropout_masks, spide_phases
     net, cfg, model = neurosim_model(case, seed, quirks=quirks)
     if not masks_on:
         cfg.dropout = {}
     x, y = data["xtr"][:n], data["ytr"][:n]
+    if dyadic:
+        for name, p in model.parameters().items():
+            p[...] = np.round(p * 2.0 ** 10) / 2.0 ** 10
+        for name, pr in net.projections.items():
+            if pr.has_weights and name not in model.raw:
+                pr.weight = model.parameters()[f"{name}.weight"]
+        model.apply_norm_cap(cfg.norm_cap)
+        x = (np.round(x * 64.0) / 64.0).astype(x.dtype)
     masks = dropout_masks(model, cfg, n, np.random.default_rng(1234))
     r = spide_phases(model, x, y, cfg, np.random.default_rng(1234), train=True)
     for k in masks:
@@ -565,7 +584,7 @@ def run_compare(args):
                                                if args.compare_masks else [])
                 for masks_on, quirks in variants:
                     path, info = compare_prepare(case, seed, args.compare_batch, masks_on,
-                                                 quirks, tmp, data)
+                                                 quirks, tmp, data, args.compare_dyadic)
                     job = dict(case=case, path=path, ref_dir=ref_dir, threads=args.threads,
                                **{k: info[k] for k in ("T", "T_b", "kappa")})
                     env = H.thread_env(args.threads, cache=True)
@@ -577,7 +596,7 @@ def run_compare(args):
                         return out.returncode
                     res = json.loads(out.stdout.strip().splitlines()[-1])
                     res.update(seed=seed, batch=args.compare_batch, dropout=info["dropout"],
-                               spide_quirks=quirks)
+                               spide_quirks=quirks, dyadic=bool(args.compare_dyadic))
                     results.append(res)
                     print(format_compare(res))
     _write_compare(args, results)
@@ -840,6 +859,75 @@ def table(records):
             x = runs[k][e]["extra"]
             lines.append(f"| {k[1]} | {k[3]} | {k[4]} | " + " | ".join(
                 f"{x['fwd_rate'][l]:.4f} / {x['bwd_rate'][l]:.4f}" for l in L) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _rc(v, ratio="ratio_ns_over_ref"):
+    """'ratio / cosine' of one comparison entry."""
+    if v[ratio] is None or v["cosine"] is None:
+        a, b = (v.get("norm_ns", v.get("update_norm_ns")), v.get("norm_ref", v.get("update_norm_ref")))
+        return "both 0" if a == 0 and b == 0 else f"norms {a:.2g} / {b:.2g}"
+    return f"{v[ratio]:.4f} / {v['cosine']:.5f}"
+
+
+def step_table(results):
+    """Markdown of ``--compare-step`` results (``results/fidelity_step.json``)."""
+    lines = []
+    for case in CASES:
+        rs = [r for r in results if r["case"] == case]
+        if not rs:
+            continue
+        heads = [("dropout off" if not r["dropout"] else "dropout, neurosim"
+                  + (" --spide-quirks" if r["spide_quirks"] else "")) for r in rs]
+        grid = ", weights and inputs on a dyadic grid" if rs[0].get("dyadic") else ""
+        lines.append(f"**{case}**, one step, batch {rs[0]['batch']}, seed {rs[0]['seed']}{grid}; "
+                     "losses (reference / neurosim): " + ", ".join(
+                         f"{r['loss']['reference']:.6f} / {r['loss']['neurosim']:.6f}"
+                         for r in rs) + "\n")
+        lines.append("| layer: spike counts that differ (forward; backward) | " +
+                     " | ".join(heads) + " |")
+        lines.append("|---|" + "--:|" * len(rs))
+        for l in LAYERS[case]:
+            lines.append(f"| {l} | " + " | ".join(
+                f"{100 * r['layers'][l]['fwd_counts_differ']:.3f} %; "
+                f"{100 * r['layers'][l]['bwd_counts_differ']:.3f} %" for r in rs) + " |")
+        lines.append("")
+        lines.append("| gradient: norm ratio neurosim / reference / cosine | " +
+                     " | ".join(heads) + " |")
+        lines.append("|---|" + "--:|" * len(rs))
+        for k in rs[0]["grads"]:
+            lines.append(f"| {k} | " + " | ".join(_rc(r["grads"][k]) for r in rs) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def lockstep_table(results):
+    """Markdown of ``--lockstep`` results (``results/fidelity_lockstep.json``)."""
+    lines = []
+    for case in CASES:
+        rs = [r for r in results if r["case"] == case]
+        if not rs:
+            continue
+        heads = ["neurosim" + (" --spide-quirks" if r["spide_quirks"] else "") for r in rs]
+        lines.append(f"**{case}**, {rs[0]['steps']} steps of {rs[0]['batch']}, seed "
+                     f"{rs[0]['seed']}, dropout {rs[0]['dropout'] or 'off'}; losses per step "
+                     "(reference; " + "; ".join(heads) + "): " + "; ".join(
+                         [", ".join(f"{v:.4f}" for v in rs[0]["losses"]["reference"])] +
+                         [", ".join(f"{v:.4f}" for v in r["losses"]["neurosim"]) for r in rs])
+                     + "\n")
+        lines.append("| parameter: update norm ratio / cosine / ‖Δ_ns − Δ_ref‖/‖Δ_ref‖ | " +
+                     " | ".join(heads) + " |")
+        lines.append("|---|" + "--:|" * len(rs))
+        for k in rs[0]["params"]:
+            cells = []
+            for r in rs:
+                v = r["params"][k]
+                c = _rc(v)
+                if v["rel_diff"] is not None and v["cosine"] is not None:
+                    c += f" / {v['rel_diff']:.4f}"
+                cells.append(c)
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
