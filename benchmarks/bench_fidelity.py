@@ -61,6 +61,7 @@ backward rates, and per parameter the gradient's norm ratio and cosine; ``--comp
 writes it as JSON.
 """
 import argparse
+import dataclasses
 import importlib
 import json
 import math
@@ -238,7 +239,7 @@ def _ns_init_stats(model):
 def run_neurosim(job, data):
     import numpy as np
     from neurosim.training.spide import SGD, learning_rate, spide_step
-    from neurosim.training.trainer import _batches, evaluate
+    from neurosim.training.trainer import evaluate
     case, seed, thr = job["case"], job["seed"], job["threads"]
     net, cfg, model = neurosim_model(case, seed, job["impl"] == "neurosim-quirks", job["epochs"])
     layers = LAYERS[case]
@@ -259,7 +260,8 @@ def run_neurosim(job, data):
     it = 0
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        _, batches = _batches(len(xtr), cfg.batch_size, rng)
+        perm = rng.permutation(len(xtr))          # the trainer's batch order
+        batches = [perm[i:i + cfg.batch_size] for i in range(0, len(xtr), cfg.batch_size)]
         sums = dict(loss=0.0, correct=0, n=0)
         fr = {l: 0.0 for l in layers}
         br = {l: 0.0 for l in layers}
@@ -454,7 +456,7 @@ def compare_prepare(case, seed, n, masks_on, quirks, folder, data, dyadic=False)
     from neurosim.training.spide import dropout_masks, spide_phases
     net, cfg, model = neurosim_model(case, seed, quirks=quirks)
     if not masks_on:
-        cfg.dropout = {}
+        cfg = dataclasses.replace(cfg, dropout={})
     x, y = data["xtr"][:n], data["ytr"][:n]
     if dyadic:
         for name, p in model.parameters().items():
