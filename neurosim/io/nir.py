@@ -233,6 +233,80 @@ def _flatten(graph, prefix=""):
     return nodes, edges, ins, outs
 
 
+def _vals(node, field):
+    v = getattr(node, field, None)
+    return None if v is None else np.asarray(v, np.float64).ravel()
+
+
+def exporter_conventions(graph):
+    """What a NIR graph's parameters say about the tool that wrote it (NIR stores no time
+    step, and the exporters disagree on what ``r`` and ``tau`` mean): a list of dicts with
+    ``exporter``, ``evidence`` (one line), ``dt`` (the time step that file was written
+    for, or None) and ``options`` (the :func:`from_nir` options that reproduce it).  Known
+    conventions (``docs/nir.md``, measured on the golden files of
+    ``tests/data/nir_golden``):
+
+    - neurosim's own export: the graph's ``neurosim_dt`` metadata;
+    - snnTorch: LIF ``r = tau/dt`` with dt = 1e-4 hard-coded, and Euler leaks;
+    - SpikingJelly: IF ``r = 1/dt`` (a continuous-time gain: ``if_gain="continuous"``);
+    - Norse: LIF / CubaLIF ``tau`` below 0.1 ms with ``r = 1``: Norse writes
+      ``tau = dt*tau`` (norse/norse#411), so ``dt**2`` (1e-6 for Norse's default 1e-3)
+      undoes it, with Euler leaks;
+    - sinabs: LIF ``tau >= 1`` with ``r = 1``: time constants in steps (dt = 1).
+    """
+    gmeta = _meta(graph)
+    if "dt" in gmeta:
+        return [dict(exporter="neurosim", dt=float(gmeta["dt"]), options={},
+                     evidence=f"neurosim export for dt = {float(gmeta['dt']):g}")]
+    nodes, _, _, _ = _flatten(graph)
+    out = []
+    for name, (t, node) in sorted(nodes.items()):
+        r = _vals(node, "r")
+        if t == "LIF":
+            tau = _vals(node, "tau")
+            if r is None or tau is None or not np.all(tau > 0):
+                continue
+            ratio = tau / r if np.all(r > 0) else None
+            if ratio is not None and np.all(r != 1) and np.allclose(ratio, 1e-4, rtol=1e-5):
+                out.append(dict(exporter="snnTorch", dt=1e-4,
+                                options=dict(leak_integration="euler"),
+                                evidence=f"LIF {name!r}: r = tau/dt for dt = 1e-4 "
+                                         f"(r = {r[0]:.7g}, tau = {tau[0]:.7g})"))
+            elif np.all(r == 1) and np.all(tau < 1e-4):
+                out.append(dict(exporter="Norse", dt=1e-6,
+                                options=dict(leak_integration="euler"),
+                                evidence=f"LIF {name!r}: tau = {tau[0]:.3g} s with r = 1 "
+                                         "(Norse writes tau = dt*tau, norse/norse#411; dt**2 "
+                                         "undoes it: 1e-6 for Norse's dt = 1e-3)"))
+            elif np.all(r == 1) and np.all(tau >= 1):
+                out.append(dict(exporter="sinabs", dt=1.0,
+                                options=dict(lif_gain="one-minus-leak"),
+                                evidence=f"LIF {name!r}: tau = {tau[0]:.7g} with r = 1 (a time "
+                                         "constant in steps, as sinabs writes)"))
+        elif t == "CubaLIF":
+            tm = _vals(node, "tau_mem")
+            if r is not None and tm is not None and np.all(r == 1) and np.all(tm < 1e-4):
+                out.append(dict(exporter="Norse", dt=1e-6,
+                                options=dict(leak_integration="euler"),
+                                evidence=f"CubaLIF {name!r}: tau_mem = {tm[0]:.3g} s with r = 1 "
+                                         "(Norse writes tau = dt*tau, norse/norse#411; dt**2 "
+                                         "undoes it: 1e-6 for Norse's dt = 1e-3)"))
+        elif t == "IF" and r is not None and np.all(r > 1):
+            dt = float(1.0 / r[0])
+            if np.allclose(r, r[0]) and abs(math.log10(dt) - round(math.log10(dt))) < 1e-6:
+                out.append(dict(exporter="SpikingJelly", dt=dt,
+                                options=dict(if_gain="continuous"),
+                                evidence=f"IF {name!r}: r = {r[0]:g} = 1/dt for dt = {dt:g} "
+                                         "(SpikingJelly's continuous-time gain)"))
+    # one entry per exporter (the first node's evidence)
+    seen, uniq = set(), []
+    for c in out:
+        if c["exporter"] not in seen:
+            seen.add(c["exporter"])
+            uniq.append(c)
+    return uniq
+
+
 class _Path:
     """One chain of stateless nodes between two populations."""
 
@@ -247,7 +321,7 @@ class _Path:
 
 
 def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind=None,
-             leak_integration="exact", name=None):
+             leak_integration="exact", if_gain="per-step", lif_gain="nir", name=None):
     r"""Build a :class:`~neurosim.Network` from a NIR graph or ``.nir`` file.
 
     Parameters
@@ -266,7 +340,16 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
         populations (analog values: their projections are input maps).  Default: what
         :func:`to_nir` recorded, else "spikes".
     leak_integration : {"exact", "euler"}
-        Leak per step ``exp(-dt/tau)`` (default) or forward Euler's ``1 - dt/tau``.
+        Leak per step ``exp(-dt/tau)`` (default) or forward Euler's ``1 - dt/tau``
+        (LIF; CubaLIF: decays ``1 - dt/tau_mem``, ``1 - dt/tau_syn`` and membrane gain
+        ``dt/tau_mem`` per unit current, as Norse integrates).
+    if_gain : {"per-step", "continuous"}
+        Input gain of ``IF`` nodes: ``r`` (default, the discrete convention of snnTorch,
+        sinabs and neurosim's export) or ``r*dt`` (``r`` a continuous-time rate, as
+        SpikingJelly writes ``r = 1/dt``).
+    lif_gain : {"nir", "one-minus-leak"}
+        Input gain of ``LIF`` nodes: ``r*dt/tau`` (default) or ``r*(1 - leak)`` (sinabs'
+        ``norm_input``; equal to the default with ``leak_integration="euler"``).
     name : str, optional
         Network name (default: the file stem, or ``"nir"``).
 
@@ -286,7 +369,10 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
     if input_kind is not None:
         V.check_choice(input_kind, "input_kind", {"spikes", "analog"})
     V.check_choice(leak_integration, "leak_integration", {"exact", "euler"})
+    V.check_choice(if_gain, "if_gain", {"per-step", "continuous"})
+    V.check_choice(lif_gain, "lif_gain", {"nir", "one-minus-leak"})
     gmeta = _meta(graph)
+    conventions = exporter_conventions(graph)
     if dtype is None:
         dtype = np.dtype(str(gmeta.get("dtype", "float32")))
     dtype = V.check_dtype(dtype)
@@ -346,23 +432,38 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
 
     # -- population shapes: params, incoming / outgoing spatial ops ------------------------
     shapes = {}
+    scalar = set()          # neuron nodes whose parameters are all of size 1
     for p in pops:
         t, node = nodes[p]
         if t == "Input":
-            shp = node.input_type["input"]
-            if shp is None:
-                raise NIRError(f"NIR Input node {p!r} has no shape")
-            shapes[p] = tuple(int(x) for x in np.asarray(shp).ravel())
+            shapes[p] = _input_shape(p, node, [nodes[b] for b in succ[p]])
         else:
             shapes[p] = _neuron_shape(p, t, node)
+            if shapes[p] == (1,):
+                scalar.add(p)
     for path, dst in paths:
         spatial = [o for o in path.ops if nodes[o][0] in ("Conv2d", "AvgPool2d", "SumPool2d")]
         if spatial and len(shapes[path.src]) != 3:
             node = nodes[spatial[0]][1]
-            if nodes[spatial[0]][0] == "Conv2d" and getattr(node, "input_shape", None) is not None:
+            if nodes[spatial[0]][0] == "Conv2d" and getattr(node, "input_shape", None) is not None \
+                    and np.size(node.input_shape) == 2:
                 shp = (int(node.weight.shape[1]),) + tuple(int(x) for x in np.ravel(node.input_shape))
                 if int(np.prod(shp)) == int(np.prod(shapes[path.src])):
                     shapes[path.src] = shp
+    # scalar (size-1) neuron parameters: the node takes the shape of what feeds it
+    # (snnTorch and Norse write 0-d parameters), found from already-sized sources
+    todo = set(scalar)
+    while todo:
+        done = set()
+        for path, dst in paths:
+            if dst in todo and path.src not in todo and _weighted(path, nodes):
+                shp = _path_shape(nodes, path, shapes[path.src])
+                if shp is not None:
+                    shapes[dst] = shp
+                    done.add(dst)
+        if not done:
+            break
+        todo -= done
 
     # -- populations --------------------------------------------------------------------
     gains = {}
@@ -376,7 +477,8 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
                 _meta(node).get("kind"), "spikes")
             net.add_population(pname, shapes[p], "source" if kind == "spikes" else "input")
             continue
-        neuron, gain = _neuron(p, t, node, dt, dtype, threshold, leak_integration)
+        neuron, gain = _neuron(p, t, node, dt, dtype, threshold, leak_integration, if_gain,
+                               lif_gain)
         net.add_population(pname, shapes[p], neuron)
         n = int(np.prod(shapes[p]))
         gain = np.asarray(gain, np.float64).ravel()
@@ -390,8 +492,10 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
     # Outputs fed by a weighted path: a silent integrating readout population.
     for path, dst in paths:
         if nodes[dst][0] == "Output" and _weighted(path, nodes) and dst not in pop_of:
-            shp = nodes[dst][1].output_type["output"]
-            shp = tuple(int(x) for x in np.ravel(shp)) if shp is not None else None
+            shp = _path_shape(nodes, path, shapes[path.src])
+            if shp is None:
+                shp = nodes[dst][1].output_type["output"]
+                shp = _squeeze(tuple(int(x) for x in np.ravel(shp))) if shp is not None else None
             if not shp:
                 raise NIRError(f"NIR Output node {dst!r} has no shape")
             pname = fresh(dst)
@@ -402,7 +506,7 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
             readouts[dst] = pname
 
     # -- projections ---------------------------------------------------------------------
-    projections = []
+    projections, composed = [], {}
     for path, dst in paths:
         if nodes[dst][0] == "Output" and dst not in pop_of:
             outputs[dst] = pop_of[path.src]
@@ -412,7 +516,7 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
                            f"potential to {dst!r}; neurosim projections carry spikes, so a "
                            "non-spiking node may only feed an Output node")
         projections.append(_projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype,
-                                       fresh))
+                                       fresh, composed))
         if nodes[dst][0] == "Output":
             outputs[dst] = pop_of[dst]
     # delay-0 cycles: each back edge of a depth-first search gets delay 1 (sorted names)
@@ -421,9 +525,11 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
     for pname, pre, post, proj in projections:
         net.add_projection(pname, pre, post, proj)
     net.metadata["nir"] = dict(dt=dt, threshold=threshold, input_kind=input_kind,
-                               leak_integration=leak_integration,
+                               leak_integration=leak_integration, if_gain=if_gain,
+                               lif_gain=lif_gain,
                                populations={k: v for k, v in pop_of.items()},
-                               outputs=outputs, readouts=sorted(readouts.values()))
+                               outputs=outputs, readouts=sorted(readouts.values()),
+                               composed=composed, conventions=conventions)
     return net
 
 
@@ -435,10 +541,54 @@ def _neuron_shape(name, t, node):
     field = {"IF": "v_threshold", "LIF": "v_threshold", "CubaLIF": "v_threshold", "I": "r",
              "LI": "tau", "CubaLI": "tau_mem", "Threshold": "threshold"}[t]
     a = np.asarray(getattr(node, field))
-    shp = tuple(int(x) for x in a.shape) or (1,)
+    shp = _squeeze(tuple(int(x) for x in a.shape) or (1,))
     if len(shp) not in (1, 3):
         shp = (int(np.prod(shp)),)
     return shp
+
+
+def _squeeze(shp):
+    """Leading size-1 dimensions dropped while the shape is neither (n,) nor (C, H, W):
+    (1, 20) -> (20,), (1, 1, 8, 8) -> (1, 8, 8) (the batch dimension the exporters of
+    snnTorch, Norse and sinabs write)."""
+    shp = tuple(shp)
+    while len(shp) > 1 and len(shp) != 3 and shp[0] == 1:
+        shp = shp[1:]
+    return shp
+
+
+def _input_shape(name, node, receivers):
+    """(n,) or (C, H, W) of an Input node, leading 1s squeezed; a refusal names the node."""
+    shp = node.input_type.get("input") if isinstance(node.input_type, dict) else None
+    if shp is None:
+        raise NIRError(f"NIR Input node {name!r} has no shape")
+    raw = tuple(int(x) for x in np.asarray(shp).ravel())
+    shp = _squeeze(raw)
+    if len(shp) not in (1, 3) or min(shp, default=0) < 1:
+        hint = ""
+        if len(shp) == 2:
+            fan = [np.shape(n.weight)[1] for t, n in receivers if t in ("Affine", "Linear")]
+            hint = (f"; a leading time or batch dimension? (its receiver takes {fan[0]} "
+                    "values: re-export with a one-step sample of shape (1, n))") if fan else ""
+        raise NIRError(f"NIR Input node {name!r} has shape {raw}; neurosim needs (n,) or "
+                       f"(C, H, W) (leading size-1 dimensions are dropped){hint}")
+    return shp
+
+
+def _path_shape(nodes, path, shp):
+    """The shape a path of stateless nodes delivers from a source of shape ``shp`` (None
+    when it cannot say)."""
+    shp = tuple(shp)
+    try:
+        for o in path.ops:
+            t, node = nodes[o]
+            if t == "Flatten":
+                shp = (int(np.prod(shp)),)
+            elif t in WEIGHTED_TYPES:
+                _, shp = _weighted_node(o, t, node, shp, f"NIR path through {o!r}")
+    except NIRError:
+        return None
+    return tuple(shp)
 
 
 def _silent_lif(dtype, leak=1.0):
@@ -492,7 +642,7 @@ def _hinted(name, meta, mapped):
     return hinted
 
 
-def _neuron(name, t, node, dt, dtype, threshold, how):
+def _neuron(name, t, node, dt, dtype, threshold, how, if_gain="per-step", lif_gain="nir"):
     """(neurosim neuron, input gain per neuron in CHW order) of a NIR neuron node."""
     U = lambda f: _uniform(name, f, getattr(node, f))
     n = int(np.asarray(getattr(node, {"IF": "r", "LIF": "r", "CubaLIF": "r", "I": "r", "LI": "r",
@@ -509,7 +659,7 @@ def _neuron(name, t, node, dt, dtype, threshold, how):
                        reset="value", v_reset=0.0), np.ones(n)
         r = _arr(name, "r", node.r).ravel()
         if t in ("IF", "I"):
-            gain = r
+            gain = r * dt if if_gain == "continuous" else r
             if t == "I":
                 return _silent_lif(dtype), gain
             th, vr = U("v_threshold"), U("v_reset")
@@ -518,7 +668,7 @@ def _neuron(name, t, node, dt, dtype, threshold, how):
         elif t in ("LIF", "LI"):
             tau, vl = U("tau"), U("v_leak")
             lam = _leak(name, tau, dt, how)
-            gain = r * dt / tau
+            gain = r * dt / tau if lif_gain == "nir" else r * (1.0 - lam)
             if t == "LI":
                 return _silent_lif(dtype, lam), gain
             th, vr = U("v_threshold") - vl, U("v_reset") - vl
@@ -530,6 +680,18 @@ def _neuron(name, t, node, dt, dtype, threshold, how):
                 if not v > 0:
                     raise NIRError(f"NIR node {name!r}: {f} must be > 0, got {v}")
             gain = r * _arr(name, "w_in", node.w_in).ravel() * np.ones_like(r)
+            if how == "euler":
+                # forward Euler (Norse): decays 1 - dt/tau and dv = dt/tau_mem * i.  The
+                # exact propagators of CubaLIF give the same decays with tau' = -dt/ln(1 -
+                # dt/tau), and the same dv per unit current with the gain (dt/tau_mem)/p'.
+                am, as_ = _leak(name, tm, dt, how), _leak(name, ts, dt, how)
+                if am == 1.0 or as_ == 1.0 or am == as_:
+                    raise NIRError(f"NIR node {name!r}: leak_integration='euler' needs "
+                                   f"1 - dt/tau in (0, 1) and tau_mem != tau_syn, got "
+                                   f"tau_mem={tm}, tau_syn={ts}, dt={dt}")
+                tm, ts = -dt / math.log(am), -dt / math.log(as_)
+                p = ts / (ts - tm) * (as_ - am)
+                gain = gain * (1.0 - am) / p
             ms = 1000.0     # NIR seconds -> neurosim's ms (only ratios matter)
             if t == "CubaLI":
                 big = float(np.finfo(dtype).max)
@@ -559,16 +721,17 @@ def _positive_th(name, th, dtype, threshold):
     return t
 
 
-def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh):
+def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, composed):
     """(name, pre, post, Projection) of one path."""
     src = path.src
     P, Q = net.populations[pop_of[src]], net.populations[pop_of[dst]]
     shp = tuple(shapes[src])
     where = f"NIR path {' -> '.join([src] + path.ops + [dst])}"
     weighted = _weighted(path, nodes)
-    if len(weighted) > 1:
+    if len(weighted) > 1 and not _pool_then_dense(weighted, nodes):
         raise NIRError(f"{where}: {len(weighted)} weighted nodes {weighted} in one path; a "
-                       "neurosim projection holds one (put a neuron node between them)")
+                       "neurosim projection holds one (put a neuron node between them); "
+                       "only a pool followed by Affine/Linear is composed into one")
     s_pre = np.ones(int(np.prod(shp)))
     s_post = None
     steps = 0
@@ -610,6 +773,18 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh):
             if flat and t not in ("Affine", "Linear"):
                 raise NIRError(f"{where}: {t} {o!r} after a Flatten; conv and pool nodes need "
                                "a (C, H, W) input")
+            if W is not None:       # pool -> (Flatten) -> Affine/Linear: one dense matrix
+                if s_post is not None:
+                    raise NIRError(f"{where}: a Scale between pool {weighted[0]!r} and {o!r} "
+                                   "is not supported")
+                Pm = _pool_matrix(W[0], shp, W[1], W[2])
+                W2, post_shape = _weighted_node(o, t, node, post_shape, where)
+                wdt = np.asarray(node.weight).dtype
+                wdt = wdt if wdt.kind == "f" else np.dtype(np.float64)
+                M = (Pm @ W2[1]).astype(wdt).astype(np.float64)
+                W = ("dense", M, W2[2])
+                composed[o] = list(path.ops[path.ops.index(weighted[0]):path.ops.index(o) + 1])
+                continue
             W, post_shape = _weighted_node(o, t, node, shp, where)
     g = gains[dst]
     post = tuple(Q.shape)
@@ -628,7 +803,7 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh):
                                  post_shape=post, delay=steps)
         return fresh(f"{src}__{dst}"), P.name, Q.name, proj
     kind = W[0]
-    wname = weighted[0]
+    wname = weighted[-1]
     if int(np.prod(post_shape)) != n_post:
         raise NIRError(f"{where}: shape mismatch: {wname!r} ({kind}) produces "
                        f"{tuple(post_shape)} ({int(np.prod(post_shape))} values) but {dst!r} "
@@ -678,7 +853,11 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh):
     else:   # pools
         k, stride = W[1], W[2]
         post_factor = (np.ones(n_post) if s_post is None else s_post) * g
-        if not (np.all(s_pre == 1.0) and np.all(post_factor == 1.0)):
+        # a gain of 1 up to the rounding of the file's float32 parameters (snnTorch's
+        # r*dt/tau = 9.999997 * 1e-4 / 9.999997e-4) counts as 1
+        tol = 8 * float(np.finfo(np.float32).eps)
+        if not (np.allclose(s_pre, 1.0, rtol=0, atol=tol)
+                and np.allclose(post_factor, 1.0, rtol=0, atol=tol)):
             raise NIRError(f"{where}: {kind} {wname!r} has fixed weights: its receiving node "
                            f"{dst!r} must have input gain 1 (IF: r = 1; LIF: r = tau/dt) and no "
                            "Scale node may sit on the path")
@@ -688,6 +867,25 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh):
         raise NIRError(f"{where}: shape mismatch: {wname!r} produces {tuple(proj.post_shape)} "
                        f"but {dst!r} has shape {post}")
     return fresh(wname), P.name, Q.name, proj
+
+
+def _pool_then_dense(weighted, nodes):
+    return (len(weighted) == 2 and nodes[weighted[0]][0] in ("AvgPool2d", "SumPool2d")
+            and nodes[weighted[1]][0] in ("Affine", "Linear"))
+
+
+def _pool_matrix(kind, shp, k, s):
+    """[n_in, n_out] matrix of a pool on the C-order flattening of (C, H, W) -> (C, Ho, Wo)."""
+    C, H, W_ = shp
+    Ho, Wo = (H - k) // s + 1, (W_ - k) // s + 1
+    M = np.zeros((C * H * W_, C * Ho * Wo))
+    val = 1.0 / (k * k) if kind == "avgpool2d" else 1.0
+    c, i, j, di, dj = np.meshgrid(np.arange(C), np.arange(Ho), np.arange(Wo), np.arange(k),
+                                  np.arange(k), indexing="ij")
+    rows = (c * H + i * s + di) * W_ + j * s + dj
+    cols = (c * Ho + i) * Wo + j
+    M[rows.ravel(), cols.ravel()] = val
+    return M
 
 
 def _weighted_node(o, t, node, shp, where):
