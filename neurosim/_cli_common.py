@@ -92,3 +92,43 @@ def _command_line(ctx, unparse=None, skip=("debug",)):
 
 
 _debug = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+
+
+def nir_import_options(f):
+    """``--dt`` and the NIR import options (``docs/nir.md``) of ``simulate``, ``info`` and
+    ``ops``: the command receives ``dt`` and ``nir_options`` (a dict for
+    :func:`neurosim.io.sources.open_network`; None values mean from_nir's defaults)."""
+    import functools
+    opts = [
+        click.option("--dt", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                     help="Time step of a .nir model, in the file's time unit (NIR: seconds).  "
+                          "Default: the dt of a neurosim export, else 0.001; a file that "
+                          "matches another exporter's convention needs it.  See docs/nir.md."),
+        click.option("--leak-integration", type=click.Choice(["exact", "euler"]),
+                     help=".nir: leak per step exp(-dt/tau) (default) or 1 - dt/tau (forward "
+                          "Euler: snnTorch, Norse, SpikingJelly).  Also CubaLIF."),
+        click.option("--threshold", type=click.Choice(["strict", "inclusive"]),
+                     help=".nir: fire on v > v_threshold (NIR, default) or v >= v_threshold."),
+        click.option("--input-kind", type=click.Choice(["spikes", "analog"]),
+                     help=".nir: Input nodes take 0/1 spikes (default) or analog values."),
+        click.option("--if-gain", type=click.Choice(["per-step", "continuous"]),
+                     help=".nir: IF input gain r (default) or r*dt (SpikingJelly's r = 1/dt)."),
+        click.option("--lif-gain", type=click.Choice(["nir", "one-minus-leak"]),
+                     help=".nir: LIF input gain r*dt/tau (default) or r*(1 - leak) (sinabs)."),
+    ]
+
+    @functools.wraps(f)
+    def wrapper(*args, **kw):
+        kw["nir_options"] = {k: kw.pop(k) for k in ("leak_integration", "threshold",
+                                                      "input_kind", "if_gain", "lif_gain")}
+        return f(*args, **kw)
+    for o in reversed(opts):
+        wrapper = o(wrapper)
+    return wrapper
+
+
+def nir_notes(net, echo):
+    """Print the NIR import notes of ``net`` (the dt used and why, exporter conventions)
+    as ``[neurosim] NIR: ...`` lines through ``echo``."""
+    for line in ((getattr(net, "metadata", None) or {}).get("nir") or {}).get("notes", ()):
+        echo(f"[neurosim] NIR: {line}")

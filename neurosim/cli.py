@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 import neurosim
-from ._cli_common import BadInput, _command_line, _debug, _errors
+from ._cli_common import BadInput, _command_line, _debug, _errors, nir_import_options, nir_notes
 from .cli_ops import bench, ops
 
 
@@ -97,20 +97,18 @@ def main():
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Run file to write (HDF5, written atomically).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
-@click.option("--dt", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Time step of a .nir model, in the file's time unit (NIR: seconds); "
-                   "default 0.001 (1 ms).  See docs/nir.md.")
+@nir_import_options
 @_debug
 @click.pass_context
 def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record, seed, threads,
-             out, force, dt, debug):
+             out, force, dt, nir_options, debug):
     """Simulate a model on an input and write a run file."""
     from .simulate import format_summary, simulate as run
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
     with _errors(debug):
         sim = run(model, input_, steps, n_samples=n_samples, backward_steps=backward_steps,
                   grad=grad, record=record, seed=seed, n_threads=threads, out=out, force=force,
-                  command=_command_line(ctx), report=report, dt=dt)
+                  command=_command_line(ctx), report=report, dt=dt, nir_options=nir_options)
     click.echo(format_summary(sim))
 
 
@@ -120,21 +118,27 @@ def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record,
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the weight initialisation (affects sparse synapse counts).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--dt", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Time step of a .nir model (NIR: seconds); default 0.001.")
+@nir_import_options
 @_debug
-def info(model, seed, as_json, dt, debug):
+def info(model, seed, as_json, dt, nir_options, debug):
     """Describe a model: populations, projections, synapses, MACs and parameters."""
     from .io.model_file import list_models
     from .io.sources import open_network
     from .models import format_model_info, model_info
     with _errors(debug):
-        d = model_info(open_network(model, seed=seed, dt=dt))
+        net = open_network(model, seed=seed, dt=dt, nir_options=nir_options)
+        d = model_info(net)
         d["known_models"] = list_models()
+        nir_meta = (net.metadata or {}).get("nir")
+        if nir_meta is not None:
+            d["nir"] = {k: nir_meta.get(k) for k in ("dt", "leak_integration", "threshold",
+                                                      "input_kind", "if_gain", "lif_gain",
+                                                      "conventions", "composed", "notes")}
     if as_json:
         click.echo(json.dumps(d, indent=2))
     else:
         click.echo(format_model_info(d))
+        nir_notes(net, lambda m: click.echo(m, err=True))
 
 
 def _progress_printer():

@@ -8,11 +8,40 @@ from pathlib import Path
 
 import click
 
-from ._cli_common import BadInput, _command_line, _debug, _errors, _text
+from ._cli_common import (BadInput, _command_line, _debug, _errors, _text, nir_import_options,
+                          nir_notes)
+
+
+def _steps_from_input(net, input_):
+    """T of a per-step stimulus file for the network's single input/source population."""
+    import numpy as np
+    stim = [p for p in net.populations.values() if p.kind in ("input", "source")]
+    if len(stim) != 1 or not str(input_).endswith(".npy"):
+        raise BadInput("give --steps (the steps can be read from a .npy stimulus for a model "
+                       "with one input population only)")
+    a = np.load(input_, mmap_mode="r", allow_pickle=False)
+    per_step = 2 + len(stim[0].shape)
+    if a.ndim != per_step and not (len(stim[0].shape) == 3 and a.ndim == 3):
+        raise BadInput(f"--input {str(input_)!r} has shape {a.shape}, not (N, T, ...) per step; "
+                       "give --steps")
+    return int(a.shape[1])
+
+
+def _nir_run(model, input_, steps, dt, nir_options, record, tmp):
+    """Simulate a .nir model on --input into a temporary run file (``ops graph.nir``)."""
+    from .io.sources import open_network
+    from .simulate import simulate
+    net = open_network(model, dt=dt, nir_options=nir_options)
+    nir_notes(net, lambda m: click.echo(m, err=True))
+    T = steps if steps is not None else _steps_from_input(net, input_)
+    click.echo(f"[neurosim] simulated {Path(model).name} for {T} steps", err=True)
+    out = Path(tmp) / "run.h5"
+    simulate(net, str(input_), T, record=record, out=out)
+    return out
 
 
 @click.command()
-@click.argument("run_file", metavar="RUN.h5", type=click.Path(path_type=Path))
+@click.argument("run_file", metavar="RUN.h5|GRAPH.nir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the table and the estimate as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
 @click.option("--profile", default="cmos45-fp32", show_default=True, metavar="NAME|FILE.toml",
@@ -28,19 +57,45 @@ from ._cli_common import BadInput, _command_line, _debug, _errors, _text
 @click.option("--neurobench", is_flag=True,
               help="Print NeuroBench 2.x metrics (names, definitions, values from the exact "
                    "counts) instead of the table; with --json as a dict.")
+@click.option("--input", "input_", metavar="FILE",
+              help="GRAPH.nir: the stimulus (.npy / .npz, as for `neurosim simulate`).")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="GRAPH.nir: forward steps (default: T of a per-step .npy --input).")
+@nir_import_options
 @_debug
 def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
-        neurobench, debug):
+        neurobench, input_, steps, dt, nir_options, debug):
     """Operation counts per layer and phase of a run file, and an energy estimate.
 
     RUN.h5 is a `neurosim simulate` run file (stored counts) or a `neurosim train` run
-    file (recomputed on --samples training samples; see docs/ops-energy.md)."""
-    from . import ops as O
+    file (recomputed on --samples training samples; see docs/ops-energy.md).  GRAPH.nir
+    is simulated first on --input (the NIR import options as for `neurosim simulate`,
+    docs/nir.md): `neurosim ops graph.nir --input x.npy` in one command."""
+    import tempfile
     if as_json and as_csv:
         raise click.UsageError("give at most one of --json and --csv")
     if neurobench and (as_csv or plot_dir is not None):
         raise click.UsageError("--neurobench prints the NeuroBench metrics as text or, with "
                                "--json, as JSON; it takes neither --csv nor --plot")
+    is_nir = run_file.suffix == ".nir"
+    if not is_nir and (input_ is not None or steps is not None or dt is not None
+                       or any(v is not None for v in nir_options.values())):
+        raise click.UsageError("--input, --steps, --dt and the NIR import options apply to a "
+                               "GRAPH.nir argument only")
+    if is_nir and input_ is None:
+        raise click.UsageError("a GRAPH.nir argument needs --input (the stimulus to simulate)")
+    with tempfile.TemporaryDirectory(prefix="neurosim-ops-") as tmp:
+        if is_nir:
+            with _errors(debug):
+                run_file = _nir_run(run_file, input_, steps, dt, nir_options,
+                                    plot_dir is not None, tmp)
+        _ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
+             neurobench, debug)
+
+
+def _ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
+         neurobench, debug):
+    from . import ops as O
     if neurobench:
         import json
         from .io.runfile import json_default

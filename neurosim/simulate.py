@@ -111,7 +111,9 @@ def _check_stimulus(name, a, pop, origin, steps):
         raise InputError(f"{origin}: array for population {name!r} contains NaN or inf (first at "
                          f"index {bad}: {a[bad]}); all values must be finite")
     if pop.kind == "source" and not np.all((a == 0) | (a == 1)):
-        raise InputError(f"{origin}: spike trains for source population {name!r} must contain only 0/1")
+        raise InputError(f"{origin}: spike trains for source population {name!r} must contain "
+                         "only 0/1 (analog input needs an 'input' population: for a .nir "
+                         "model, --input-kind analog)")
     return a
 
 
@@ -207,7 +209,7 @@ def resolve_grad(net, grad, batch, seed):
 
 def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=None,
              record=False, seed=0, n_threads=None, out=None, force=False, command=None,
-             report=None, dt=None):
+             report=None, dt=None, nir_options=None):
     """Run a model's forward (and optionally backward) phase and write a run file.
 
     Parameters
@@ -240,7 +242,10 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     report : callable, optional
         ``report(message)`` receives progress lines (phase started / finished, elapsed).
     dt : float, optional
-        Time step of a ``.nir`` model, in the file's time unit (seconds); default 1e-3.
+        Time step of a ``.nir`` model, in the file's time unit (seconds); default: see
+        :func:`neurosim.io.sources.open_nir`.
+    nir_options : dict, optional
+        Import options of a ``.nir`` model (:data:`neurosim.io.sources.NIR_OPTIONS`).
 
     Returns
     -------
@@ -266,7 +271,9 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
                              "available (NUMBA_NUM_THREADS)")
     if out is not None:
         out = check_destination(out, force)
-    net = open_network(model, seed=seed, dt=dt)
+    net = open_network(model, seed=seed, dt=dt, nir_options=nir_options)
+    for line in ((net.metadata or {}).get("nir") or {}).get("notes", ()):
+        report(f"NIR: {line}")
     if backward_steps is not None:
         fwd_only = [p for p in net.spiking_populations if p.neuron.forward_only]
         if fwd_only:
