@@ -1044,10 +1044,14 @@ def to_nir(net, *, dt=DEFAULT_DT):
     for p in net.populations.values():
         nodes[p.name] = _export_population(nir, p, dt, dtype, approx)
     senders = {q.pre for q in net.projections.values()}
-    for p in net.populations.values():     # every spiking population no one listens to
-        if p.spiking and p.name not in senders:
-            nodes["out." + p.name] = nir.Output(output_type=np.array(p.shape))
-            edges.append((p.name, "out." + p.name))
+    spiking = [p for p in net.populations.values() if p.spiking]
+    # every spiking population no one listens to is an output; a network where every one
+    # sends (feedback) gets its last spiking population as the output: NIR's type
+    # inference (nir.read's default type_check=True) needs an Output node
+    outs = [p for p in spiking if p.name not in senders] or spiking[-1:]
+    for p in outs:
+        nodes["out." + p.name] = nir.Output(output_type=np.array(p.shape))
+        edges.append((p.name, "out." + p.name))
     for q in net.projections.values():
         P, Q = net.populations[q.pre], net.populations[q.post]
         chain = _export_projection(nir, q, P, Q, dtype)
@@ -1059,9 +1063,16 @@ def to_nir(net, *, dt=DEFAULT_DT):
             prev = nm
         if q.delay:
             nm = f"{q.name}.delay"
-            nodes[nm] = nir.Delay(delay=np.full(Q.shape, q.delay * dt))
+            # typed as what the weighted node delivers: (n,) after a dense matrix
+            dshape = (Q.n,) if chain[-1][1].__class__.__name__ in ("Affine", "Linear") \
+                else tuple(Q.shape)
+            nodes[nm] = nir.Delay(delay=np.full(dshape, q.delay * dt))
             edges.append((prev, nm))
             prev = nm
+        if chain[-1][1].__class__.__name__ in ("Affine", "Linear") and len(Q.shape) == 3:
+            approx.append(f"{q.name!r}: a dense matrix into the (C, H, W) population "
+                          f"{Q.name!r}; NIR 1.0 has no reshape node, so the graph does not pass "
+                          "nir's type check (nir.read(path, type_check=False) reads it)")
         if Q.neuron.n_ports is not None and q.port != 0:
             raise NIRError(f"projection {q.name!r} drives port {q.port} of {Q.name!r}; NIR's "
                            f"{type(Q.neuron).__name__} has one synaptic current (port 0)")
