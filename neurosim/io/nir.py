@@ -11,8 +11,12 @@ Structure.  Neuron nodes (``IF``, ``LIF``, ``CubaLIF``, and the non-spiking ``I`
 ``LI``, ``CubaLI``, ``Threshold``) and ``Input`` nodes become populations; every path of
 stateless nodes between two populations becomes one projection and may hold at most one
 weighted node (``Affine``, ``Linear``, ``Conv2d``, ``AvgPool2d``, ``SumPool2d``) plus any
-``Flatten``, ``Scale`` and ``Delay`` nodes; a path without a weighted node is a
-one-to-one :class:`~neurosim.Sparse` projection.  Subgraphs are flattened (node
+``Flatten``, ``Scale`` and ``Delay`` nodes, except that a pool followed by an
+``Affine`` / ``Linear`` is composed into one dense matrix; a path without a weighted
+node is a one-to-one :class:`~neurosim.Sparse` projection.  Leading size-1 dimensions
+of shapes are dropped and size-1 neuron parameters take the shape of what feeds them
+(the exporters of snnTorch, Norse and sinabs write both);
+:func:`exporter_conventions` recognises what a file's ``r`` and ``tau`` mean.  Subgraphs are flattened (node
 ``g.n``).  An ``Output`` fed by a weighted path gets a silent integrating population
 (named after the ``Output`` node) so that the synaptic operations of that last layer are
 counted.
