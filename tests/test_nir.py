@@ -450,3 +450,146 @@ def test_neurosim_imports_without_nir():
             "try:\n    nb.from_nir('x.nir')\nexcept nb.NIRError as e:\n    print('ok', e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.startswith("ok") and "pip install" in out.stdout, out.stderr
+
+
+# --- what the frameworks' exporters write (issue 31; the golden files: test_nir_golden) --
+def _exporter_mlp(input_shape, params_shape=(), w=None):
+    """An snnTorch-like graph: Input with a leading 1, 0-d neuron parameters."""
+    w = np.eye(3)[:2] if w is None else w
+    p = lambda v: np.full(params_shape, v, np.float32)
+    return nir.NIRGraph(nodes=dict(
+        x=nir.Input(input_type=np.array(input_shape)), fc=nir.Linear(weight=w),
+        l=nir.IF(r=p(1.0), v_threshold=p(0.5), v_reset=p(0.0)),
+        y=nir.Output(output_type=np.array([2]))),
+        edges=[("x", "fc"), ("fc", "l"), ("l", "y")], type_check=False)
+
+
+def test_leading_ones_squeezed_and_scalars_broadcast():
+    net = nb.from_nir(_exporter_mlp([1, 3]))
+    assert net.populations["x"].shape == (3,) and net.populations["l"].shape == (2,)
+    net = nb.from_nir(_exporter_mlp([1, 3], params_shape=(1, 2)))
+    assert net.populations["l"].shape == (2,)
+
+
+def test_an_input_with_a_time_dimension_is_refused_with_a_hint():
+    with pytest.raises(nb.NIRError, match=r"Input node 'x' has shape \(4, 3\).*receiver "
+                                          r"takes 3 values"):
+        nb.from_nir(_exporter_mlp([4, 3]))
+
+
+def _pool_graph(r):
+    """conv -> IF -> AvgPool -> LIF with r = tau/dt * r (gain r)."""
+    shp = (2, 4, 4)
+    tau = np.float32(9.999997e-4)
+    return nir.NIRGraph(nodes=dict(
+        x=nir.Input(input_type=np.array([1, 4, 4])),
+        conv=nir.Conv2d(input_shape=(4, 4), weight=np.ones((2, 1, 1, 1)), stride=1, padding=0,
+                        dilation=1, groups=1, bias=np.zeros(2)),
+        a=nir.IF(r=np.ones(shp), v_threshold=np.full(shp, 0.5), v_reset=np.zeros(shp)),
+        pool=nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                           padding=np.array([0, 0])),
+        b=nir.LIF(tau=np.full((2, 2, 2), tau), r=np.full((2, 2, 2), np.float32(tau / 1e-4 * r)),
+                  v_leak=np.zeros((2, 2, 2)), v_threshold=np.full((2, 2, 2), 0.2),
+                  v_reset=np.zeros((2, 2, 2))),
+        y=nir.Output(output_type=np.array([2, 2, 2]))),
+        edges=[("x", "conv"), ("conv", "a"), ("a", "pool"), ("pool", "b"), ("b", "y")],
+        type_check=False)
+
+
+def test_pool_gain_is_one_up_to_float32_rounding():
+    net = nb.from_nir(_pool_graph(1.0), dt=1e-4, leak_integration="euler")
+    assert net.projections["pool"].kind == "avgpool2d"
+    with pytest.raises(nb.NIRError, match="must have input gain 1"):
+        nb.from_nir(_pool_graph(1.001), dt=1e-4, leak_integration="euler")
+
+
+def test_pool_flatten_linear_is_composed_and_other_pairs_refused():
+    rng = np.random.default_rng(9)
+    shp = (2, 4, 4)
+    W = dyadic(rng, (3, 8))
+    nodes = dict(
+        x=nir.Input(input_type=np.array(shp)),
+        a=nir.IF(r=np.ones(shp), v_threshold=np.full(shp, 0.5), v_reset=np.zeros(shp)),
+        pool=nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                           padding=np.array([0, 0])),
+        flat=nir.Flatten(input_type={"input": np.array([2, 2, 2])}, start_dim=0),
+        fc=nir.Linear(weight=W),
+        o=nir.IF(r=np.ones(3), v_threshold=np.full(3, 0.5), v_reset=np.zeros(3)))
+    edges = [("x", "a"), ("a", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "o")]
+    net = nb.from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False),
+                      dtype=np.float64)
+    q = net.projections["fc"]
+    assert q.kind == "dense" and net.metadata["nir"]["composed"] == {"fc": ["pool", "flat", "fc"]}
+    # the composed matrix: a's neuron (c, y, x) feeds fc through pool window (c, y//2, x//2)
+    _, c2n = nb._order(shp)
+    M = q.to_dense()
+    for c in range(2):
+        for y in range(4):
+            for x in range(4):
+                k = c2n[(c * 4 + y) * 4 + x]
+                np.testing.assert_array_equal(M[k], W[:, (c * 2 + y // 2) * 2 + x // 2])
+    nodes["fc"] = nir.Linear(weight=dyadic(rng, (3, 32)))
+    nodes["pool"] = nir.Conv2d(input_shape=(4, 4), weight=np.ones((2, 2, 1, 1)), stride=1,
+                               padding=0, dilation=1, groups=1, bias=np.zeros(2))
+    nodes["flat"] = nir.Flatten(input_type={"input": np.array([2, 4, 4])}, start_dim=0)
+    with pytest.raises(nb.NIRError, match="only a pool followed by Affine/Linear"):
+        nb.from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+
+
+def test_cuba_euler_is_forward_euler():
+    """leak_integration='euler' on a CubaLIF: v and i follow Norse's Euler step exactly
+    (to float64 rounding) on a single input spike."""
+    dt, tm, ts = 1e-3, 4e-3, 2e-3
+    g = nir.NIRGraph(nodes=dict(
+        x=nir.Input(input_type=np.array([1])), fc=nir.Linear(weight=np.array([[1.0]])),
+        c=nir.CubaLI(tau_syn=np.array([ts]), tau_mem=np.array([tm]), r=np.array([1.0]),
+                     v_leak=np.array([0.0]), w_in=np.array([1.0])),
+        y=nir.Output(output_type=np.array([1]))),
+        edges=[("x", "fc"), ("fc", "c"), ("c", "y")], type_check=False)
+    # CubaLI has no spikes: read the potential from a CubaLIF twin with a high threshold
+    g.nodes["c"] = nir.CubaLIF(tau_syn=np.array([ts]), tau_mem=np.array([tm]), r=np.array([1.0]),
+                               v_leak=np.array([0.0]), v_threshold=np.array([1e9]),
+                               v_reset=np.array([0.0]), w_in=np.array([1.0]))
+    net = nb.from_nir(g, dt=dt, dtype=np.float64, leak_integration="euler")
+    n = net.populations["c"].neuron
+    am, as_ = 1 - dt / tm, 1 - dt / ts
+    assert n.alpha_mem == pytest.approx(am, rel=1e-12)
+    assert n.alpha_syn[0] == pytest.approx(as_, rel=1e-12)
+    gain = net.projections["fc"].to_dense()[0, 0]
+    p = n.tau_syn[0] / (n.tau_syn[0] - n.tau_mem) * (as_ - am)
+    assert gain * p == pytest.approx(dt / tm, rel=1e-12)
+
+
+def test_exporter_conventions_of_hand_made_graphs():
+    snn = _pool_graph(1.0)
+    assert [c["exporter"] for c in nb.exporter_conventions(snn)] == ["snnTorch"]
+    sj = _exporter_mlp([3], params_shape=(2,))
+    sj.nodes["l"] = nir.IF(r=np.full(2, 1e4), v_threshold=np.ones(2), v_reset=np.zeros(2))
+    (c,) = nb.exporter_conventions(sj)
+    assert (c["exporter"], c["dt"], c["options"]) == ("SpikingJelly", 1e-4,
+                                                      {"if_gain": "continuous"})
+    assert nb.exporter_conventions(_exporter_mlp([3], params_shape=(2,))) == []
+
+
+def test_cli_nir_options_and_analog_input(tmp_path):
+    from click.testing import CliRunner
+    from neurosim.cli import main
+    r = CliRunner()
+    g = tmp_path / "g.nir"
+    nir.write(g, _mlp())
+    x = tmp_path / "x.npy"
+    np.save(x, np.full((1, 5, 3), 0.7))
+    args = ["simulate", "--model", str(g), "--input", str(x), "--steps", "5",
+            "--out", str(tmp_path / "r.h5")]
+    res = r.invoke(main, args)
+    assert res.exit_code == 2 and "--input-kind analog" in res.output
+    res = r.invoke(main, args + ["--input-kind", "analog"])
+    assert res.exit_code == 0, res.output
+    assert "NIR: dt = 0.001 (the default" in res.output
+    res = r.invoke(main, ["ops", str(g), "--input", str(x), "--input-kind", "analog"])
+    assert res.exit_code == 0, res.output
+    assert "simulated g.nir for 5 steps" in res.output
+    res = r.invoke(main, ["ops", str(tmp_path / "r.h5"), "--dt", "1e-3"])
+    assert res.exit_code == 2 and "GRAPH.nir argument only" in res.output
+    res = r.invoke(main, ["info", "--model", "fsnn_mlp", "--leak-integration", "euler"])
+    assert res.exit_code == 2 and ".nir models only" in res.output
