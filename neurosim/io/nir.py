@@ -16,10 +16,10 @@ weighted node (``Affine``, ``Linear``, ``Conv2d``, ``AvgPool2d``, ``SumPool2d``)
 node is a one-to-one :class:`~neurosim.Sparse` projection.  Leading size-1 dimensions
 of shapes are dropped and size-1 neuron parameters take the shape of what feeds them
 (the exporters of snnTorch, Norse and sinabs write both);
-:func:`exporter_conventions` recognises what a file's ``r`` and ``tau`` mean.  Subgraphs are flattened (node
-``g.n``).  An ``Output`` fed by a weighted path gets a silent integrating population
-(named after the ``Output`` node) so that the synaptic operations of that last layer are
-counted.
+:func:`exporter_conventions` recognises what a file's ``r`` and ``tau`` mean.
+Subgraphs are flattened (node ``g.n``).  An ``Output`` fed by a weighted path gets a
+silent integrating population (named after the ``Output`` node) so that the synaptic
+operations of that last layer are counted.
 
 Per step of ``dt``, with :math:`I_t` the summed input of the step (a spike is 1 for one
 step) and :math:`v' = v - v_{leak}`:
@@ -449,8 +449,8 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
         spatial = [o for o in path.ops if nodes[o][0] in ("Conv2d", "AvgPool2d", "SumPool2d")]
         if spatial and len(shapes[path.src]) != 3:
             node = nodes[spatial[0]][1]
-            if nodes[spatial[0]][0] == "Conv2d" and getattr(node, "input_shape", None) is not None \
-                    and np.size(node.input_shape) == 2:
+            hw = getattr(node, "input_shape", None)
+            if nodes[spatial[0]][0] == "Conv2d" and hw is not None and np.size(hw) == 2:
                 shp = (int(node.weight.shape[1]),) + tuple(int(x) for x in np.ravel(node.input_shape))
                 if int(np.prod(shp)) == int(np.prod(shapes[path.src])):
                     shapes[path.src] = shp
