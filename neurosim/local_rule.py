@@ -159,28 +159,54 @@ def projection_grads(pr, a_pre, d_post):
 
     Both sums over the batch are taken over fixed blocks of samples combined in a fixed
     tree (:func:`neurosim.kernels.spide.block_bounds`, ``tree_sum``): the same bits for
-    any number of threads (docs/decisions.md, 58)."""
+    any number of threads (docs/decisions.md, 58).  :func:`projection_parts` and
+    :func:`projection_finish` are its two halves (block rows; from their sums to the
+    user layout), which a rank of a sharded batch runs apart."""
+    parts, ops = projection_parts(pr, a_pre, d_post, None)
+    sums = {}
+    for k, p in parts.items():
+        s = np.empty(p.shape[1], np.float64)
+        tree_sum(p, s)
+        sums[k] = s
+    return projection_finish(pr, sums), ops
+
+
+def projection_parts(pr, a_pre, d_post, bounds):
+    """The block rows of projection ``pr``'s gradients: dict ``"weight"`` / ``"bias"`` ->
+    float64 [n_blocks, size] (row ``k`` the sum over the samples ``bounds[k] ..
+    bounds[k+1] - 1``, in the kernel layout), and the MACs per sample (int64 [B]).
+    ``bounds`` (int64, increasing from 0 to B): :func:`neurosim.kernels.spide.block_bounds`
+    of the batch (None: that), or of a shard of whole blocks (decisions 58, 59)."""
     a = V.check_array(a_pre, "pre rates", shape=(None, pr.n_pre), dtype=np.float64)
     d = V.check_array(d_post, "post errors", shape=(a.shape[0], pr.n_post), dtype=np.float64)
     B = a.shape[0]
     out = {}
     ops = np.zeros(B, np.int64)
-    bounds = block_bounds(B)
+    bounds = block_bounds(B) if bounds is None else np.ascontiguousarray(bounds, np.int64)
     if pr.has_weights:
         k, w, ip, ix, geo, tab = pr.kernel_layout(backward=False)
         parts = np.empty((bounds.size - 1, w.size), np.float64)
         weight_grad(k, geo, tab, ip, ix.astype(np.uint32), a, d, bounds, parts, ops)
-        G = np.empty(w.size, np.float64)
-        tree_sum(parts, G)
-        out.update(pr.grad_to_user(G))
+        out["weight"] = parts
     if pr.bias is not None:
         parts = np.empty((bounds.size - 1, pr.n_post), np.float64)
         batch_sum(d, bounds, parts)
-        s = np.empty(pr.n_post, np.float64)
-        tree_sum(parts, s)
-        out["bias"] = s.reshape(-1, pr.post_shape[0]).sum(0) if len(pr.post_shape) == 3 else s
+        out["bias"] = parts
         ops += np.count_nonzero(d, axis=1)
     return out, ops
+
+
+def projection_finish(pr, sums):
+    """Projection ``pr``'s gradients in the user layout from the batch sums of its block
+    rows (``sums``: ``"weight"`` / ``"bias"`` -> float64 [size], the :func:`tree_sum` of
+    :func:`projection_parts`)."""
+    out = {}
+    if "weight" in sums:
+        out.update(pr.grad_to_user(sums["weight"]))
+    if "bias" in sums:
+        s = sums["bias"]
+        out["bias"] = s.reshape(-1, pr.post_shape[0]).sum(0) if len(pr.post_shape) == 3 else s
+    return out
 
 
 def trained_projections(net):
@@ -214,23 +240,55 @@ def local_gradients(net, fwd, bwd, inputs, *, masks=None, given_gate=None, maske
     (grads, ops)
         ``grads``: ``"proj.weight"`` / ``"proj.bias"`` -> array; ``ops``: projection ->
         int64 [B] update MACs.
-    """
+
+    :func:`local_parts` and :func:`local_finish` are its two halves (a sharded batch,
+    :mod:`neurosim.training.distributed`)."""
+    parts, ops = local_parts(net, fwd, bwd, inputs, None, masks=masks,
+                             given_gate=given_gate, masked=masked, delta=delta)
+    sums = {}
+    for key, p in parts.items():
+        s = np.empty(p.shape[1], np.float64)
+        tree_sum(p, s)
+        sums[key] = s
+    return local_finish(net, sums, kappa), ops
+
+
+def local_parts(net, fwd, bwd, inputs, bounds, *, masks=None, given_gate=None, masked=True,
+                delta=None):
+    """The block rows of every trained projection's gradients (``"proj.weight"`` /
+    ``"proj.bias"`` -> float64 [n_blocks, size], :func:`projection_parts` over the blocks
+    ``bounds`` of the samples given, None: :func:`~neurosim.kernels.spide.block_bounds` of
+    them) and the update MACs (projection -> int64 [B]);
+    arguments as :func:`local_gradients`."""
     projs = trained_projections(net)
     if delta is None:
         delta = post_errors(net, fwd, bwd, given_gate, pops={pr.post for pr in projs})
     masks = masks or {}
-    grads, ops = {}, {}
+    parts, ops = {}, {}
     for pr in projs:
         if pr.post not in delta:
             continue
         d = delta[pr.post]
         if masked and pr.name in masks:
             d = d * masks[pr.name]
-        g, o = projection_grads(pr, pre_activity(net, fwd, pr, inputs), d)
+        p, o = projection_parts(pr, pre_activity(net, fwd, pr, inputs), d, bounds)
         ops[pr.name] = o
-        for k, v in g.items():
+        for k, v in p.items():
+            parts[f"{pr.name}.{k}"] = v
+    return parts, ops
+
+
+def local_finish(net, sums, kappa=1.0):
+    """Gradients (``"proj.weight"`` / ``"proj.bias"`` -> array, user layout, divided by
+    ``kappa``) from the batch sums of :func:`local_parts`'s rows (same keys)."""
+    grads = {}
+    for pr in trained_projections(net):
+        mine = {k: sums[f"{pr.name}.{k}"] for k in ("weight", "bias") if f"{pr.name}.{k}" in sums}
+        if not mine:
+            continue
+        for k, v in projection_finish(pr, mine).items():
             grads[f"{pr.name}.{k}"] = v / kappa
-    return grads, ops
+    return grads
 
 
 def update_ops(fwd, bwd, *, inputs=None, delta=None, gate=None, masked=True):

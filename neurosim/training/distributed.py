@@ -2,25 +2,31 @@
 optional extra ``neurosim[mpi]``).
 
 Rank 0 runs the ordinary training loop (:func:`neurosim.training.trainer.train`): batch
-order, dropout masks, loss, gradients, optimizer, learning-rate schedule, checkpoints,
-resume, signals and reports are exactly those of one process.  What is distributed is
-the expensive part, the two event-driven phases: every batch is cut into P contiguous
-shards (rank r simulates samples ``ceil(r*B/P)`` to ``ceil((r+1)*B/P)``, with its slice of the
-masks drawn for the whole batch), and each rank simulates its shard's forward phase and,
-once rank 0 has computed the loss of the whole batch, its backward phase.  The per-sample
-results (spike counts, potentials, per-sender event counts) are gathered to rank 0 in
-rank order and put back together as the result of the whole batch, from which rank 0
-computes the float64 gradients with the same code, in the same summation order, as one
-process; the updated weights are then broadcast to the other ranks.
+order, dropout masks, optimizer, learning-rate schedule, checkpoints, resume, signals and
+reports are exactly those of one process.  Every batch is cut along the fixed sample
+blocks of :func:`neurosim.kernels.spide.block_bounds` of the *whole* batch
+(:func:`shard_blocks`: rank ``r`` owns blocks ``ceil(r n / P) .. ceil((r+1) n / P) - 1``;
+with more ranks than blocks the last ranks own none).  Rank 0 sends each rank its input
+and dropout-mask slices and the labels; then every rank (:func:`shard_step`):
 
-Why gather per-sample results rather than sum per-shard gradients: every quantity that
-couples the samples of a batch (the batch-mean loss, ``Σ_batch`` of the weight, bias and
-readout gradients, whose order of float additions would change with the shards) is then
-computed once, on the whole batch, and the run is **bit-identical to one process** for
-any P (with the same Numba thread count on rank 0 as in the one-process run: the weight
-gradient's chunking follows the thread count).  The cost: the local gradients and the
-update run on rank 0 alone (a few per cent of a step; ``docs/distributed.md``), and the
-gathered arrays are O(batch x neurons) per phase.
+1. simulates its shard's forward phase;
+2. all-gathers the output population's rates and counts (B x n_out numbers, the loss's
+   per-sample inputs) and computes the loss of the whole batch, its gradient and the
+   readout's gradients with the one-process code on the same numbers (same bits on
+   every rank);
+3. simulates its shard's backward phase with its slice of the backward current;
+4. computes the block rows of every weight and bias gradient of its blocks
+   (:func:`neurosim.local_rule.local_parts`) and pre-adds each aligned subtree of the
+   fixed pairwise tree that it owns whole (:func:`subtree_nodes`);
+5. sends rank 0, in one gather, those subtree sums (about one gradient per rank) and the
+   int64 totals of its op counts and activity.
+
+Rank 0 finishes the tree in its fixed order (:func:`finish_tree`), which gives the bits of
+one process's :func:`~neurosim.kernels.spide.tree_sum` for any P and any thread count
+(``docs/decisions.md`` 58 and 59), applies the update and sends the new weights.  No
+per-sample result of the phases travels; the op counts of a sharded step are totals
+(int64 [1] per count instead of [B]).  The test pass is sharded the same way (forward
+phase, loss on the gathered outputs, op totals).
 
 The other ranks never touch the run file, the data or the random generator; they ignore
 SIGINT / SIGTERM (rank 0 stops after the batch, checkpoints and tells them to exit).
@@ -31,8 +37,13 @@ import time
 
 import numpy as np
 
+from .. import _blas, counting
 from .. import _validate as V
-from ..engine import PhaseResult, run_backward, run_forward
+from ..engine import run_backward, run_forward
+from ..kernels.spide import block_bounds, tree_sum
+from ..local_rule import local_finish, local_parts, output_gate
+from . import health
+from .spide import _cap_grad
 
 EXTRA_HINT = "pip install 'neurosim[mpi]'  (or: pip install mpi4py mpich)"
 
@@ -64,8 +75,9 @@ class SerialComm:
     rank, size = 0, 1
 
 
-#: message tags: rank 0 -> others (commands), others -> rank 0 (shard results).
-TAG_CMD, TAG_RESULT = 11, 12
+#: message tags: rank 0 -> others (commands); the outputs' all-gather (13 up, 14 down);
+#: the gradient gather (15).
+TAG_CMD, TAG_OUT, TAG_GRAD = 11, 13, 15
 #: seconds an idle rank sleeps between polls for a message.  MPI's blocking receives
 #: busy-wait; on an oversubscribed machine (more ranks than free cores) the spinning rank
 #: would take the core from the one that computes.
@@ -78,46 +90,276 @@ def _recv(comm, source, tag):
     return comm.recv(source=source, tag=tag)
 
 
-def shard_bounds(B, P):
-    """``[(lo, hi)]`` of the P contiguous shards of a batch of B samples (sizes differ by
-    at most one; with B < P the last ranks get none, rank 0 always has one)."""
-    edge = [(r * B + P - 1) // P for r in range(P + 1)]
-    return list(zip(edge[:-1], edge[1:]))
+def _send(comm, obj, dest, tag):
+    """Send ``obj`` (pickled) without spinning in MPI: poll the request and sleep."""
+    req = comm.isend(obj, dest=dest, tag=tag)
+    while not req.test()[0]:
+        time.sleep(POLL_S)
 
 
-_PER_SAMPLE = ("input_ops", "masks", "counts", "counts_neg", "v_final", "weighted_counts",
-               "neuron_updates", "spikes", "sent", "sent_neg")
+def _nbytes(obj):
+    """The bytes of the numpy arrays in ``obj`` (nested lists, tuples, dicts): what a
+    message carries, less pickling overhead."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
 
 
-def _payload(res):
-    """A PhaseResult's per-sample arrays (what travels to rank 0)."""
-    return dict(phase=res.phase, steps=res.steps, batch=res.batch, wall_s=res.wall_s,
-                **{k: getattr(res, k) for k in _PER_SAMPLE})
-
-
-def _cat(values):
-    if values[0] is None:
+def gather0(comm, obj, tag):
+    """Rank 0: ``[obj of rank 0, obj of rank 1, ...]``; other ranks: send and None."""
+    if comm.size == 1:
+        return [obj]
+    if comm.rank != 0:
+        _send(comm, obj, 0, tag)
         return None
-    if isinstance(values[0], dict):
-        return {k: _cat([v[k] for v in values]) for k in values[0]}
-    return np.concatenate(values, axis=0)
+    return [obj] + [_recv(comm, r, tag) for r in range(1, comm.size)]
 
 
-def _join(parts, network, program):
-    """One PhaseResult of the whole batch from the shards' payloads (in rank order)."""
-    parts = [p for p in parts if p["batch"] > 0]
-    kw = {k: _cat([p[k] for p in parts]) for k in _PER_SAMPLE}
-    return PhaseResult(phase=parts[0]["phase"], steps=parts[0]["steps"],
-                       batch=sum(p["batch"] for p in parts), network=network, program=program,
-                       wall_s=max(p["wall_s"] for p in parts), **kw)
+def allgather(comm, obj, tag):
+    """Every rank: the list of every rank's ``obj`` in rank order (through rank 0)."""
+    if comm.size == 1:
+        return [obj]
+    parts = gather0(comm, obj, tag)
+    if comm.rank == 0:
+        reqs = [comm.isend(parts, dest=r, tag=tag + 1) for r in range(1, comm.size)]
+        for q in reqs:
+            while not q.test()[0]:
+                time.sleep(POLL_S)
+        return parts
+    return _recv(comm, 0, tag + 1)
 
 
-def _slice(d, lo, hi):
-    return None if d is None else {k: (None if v is None else v[lo:hi]) for k, v in d.items()}
+def shard_blocks(n, P):
+    """``[(k0, k1)]`` per rank: the blocks ``k0 .. k1-1`` of the ``n`` blocks of a batch
+    (:func:`~neurosim.kernels.spide.block_bounds`) that rank ``r`` owns,
+    ``k0 = ceil(r n / P)``; contiguous, in rank order, sizes differ by at most one, and
+    with ``n < P`` the last ranks own none."""
+    e = [(r * n + P - 1) // P for r in range(P + 1)]
+    return list(zip(e[:-1], e[1:]))
 
 
-def _set_weights(net, weights):
+def shard_bounds(B, P):
+    """``[(lo, hi)]``: the samples ``lo .. hi-1`` of a batch of ``B`` that each of P ranks
+    simulates (whole blocks, :func:`shard_blocks`)."""
+    gb = block_bounds(B)
+    return [(int(gb[k0]), int(gb[k1])) for k0, k1 in shard_blocks(gb.size - 1, P)]
+
+
+def subtree_nodes(k0, k1, n):
+    """The aligned nodes ``(k, size)`` of the fixed pairwise tree over ``n`` rows
+    (:func:`~neurosim.kernels.spide.tree_sum`) that cover rows ``k0 .. k1-1``, largest
+    first: ``k`` a multiple of ``size`` (a power of two), the node the rows
+    ``k .. min(k + size, n) - 1``.  ``tree_sum`` of a node's rows gives the value row
+    ``k`` holds after the tree's levels below ``size``."""
+    top = 1
+    while top < n:
+        top *= 2
+    out, k = [], k0
+    while k < k1:
+        size = top
+        while size > 1 and (k % size or min(k + size, n) > k1):
+            size //= 2
+        out.append((k, size))
+        k = min(k + size, n)
+    return out
+
+
+def finish_tree(nodes, n):
+    """The sum of ``n`` rows from node values ``{k: (size, row)}`` that cover them
+    (:func:`subtree_nodes` of every rank): the levels of
+    :func:`~neurosim.kernels.spide.tree_sum` above the nodes, in its order (row ``k`` +=
+    row ``k + s``, float64, in place): the bits of ``tree_sum`` of all ``n`` rows."""
+    rows = {k: r for k, (size, r) in nodes.items()}
+    have = {k: size for k, (size, r) in nodes.items()}
+    s = 1
+    while s < n:
+        for k in range(0, n - s, 2 * s):
+            if have.get(k, 2 * s) >= 2 * s:     # inside a node, or a node of 2s or more
+                continue
+            rows[k] += rows[k + s]
+            have[k] = 2 * s
+        s *= 2
+    return rows[0]
+
+
+class _Outputs:
+    """The output population of a whole batch, gathered from the shards: what
+    :func:`~neurosim.training.spide.output_loss` reads of a forward phase."""
+
+    def __init__(self, name, parts):
+        parts = [p for p in parts if p is not None]
+        self._rates = {name: np.concatenate([p[0] for p in parts])}
+        self.counts = {name: np.concatenate([p[1] for p in parts])}
+        self.spikes = {name: (None if parts[0][2] is None
+                              else np.concatenate([p[2] for p in parts]))}
+
+    def rates(self, name):
+        return self._rates[name]
+
+
+class ShardedForward:
+    """What a sharded step keeps of its forward phase on rank 0: the activity totals
+    (population -> (saturated (sample, neuron) pairs, all pairs)) for
+    :class:`~neurosim.training.health.ActivityMonitor`, and ``batch``."""
+
+    def __init__(self, batch, activity):
+        self.batch, self.activity = batch, activity
+
+
+def _error(e):
+    if isinstance(e, health.NumericalError):
+        return ("numerical", e.detail, e.what, e.name, e.hint)
+    return ("error", f"{type(e).__name__}: {e}")
+
+
+def _raise_first(errors):
+    for r, err in enumerate(errors):
+        if err is None:
+            continue
+        if err[0] == "numerical":
+            raise health.NumericalError(err[1], what=err[2], name=err[3], hint=err[4])
+        raise RuntimeError(f"rank {r} failed on its shard: {err[1]}")
+
+
+def _totals(pc):
+    """A PhaseCounts' fields summed over its samples (int64 [5])."""
+    return np.array([int(np.sum(f)) for f in pc], np.int64)
+
+
+def shard_step(comm, model, cfg, cmd, timing=None):
+    """One sharded SPIDE step (or test-pass batch) on this rank (every rank runs it with
+    its command, :class:`ShardedEngine`): forward phase, loss of the whole batch from the
+    gathered outputs, backward phase, block rows of the gradients pre-added over this
+    rank's subtrees, gathered on rank 0.  Returns the :class:`StepResult` on rank 0,
+    None on the others.  Errors are raised on every rank that learns of them (a shard's
+    error on rank 0 after the gather)."""
+    from .spide import StepResult, output_loss, _HINT
+    tm = timing if timing is not None else {}
+    net, out = model.net, model.output
+    x, y, masks, lo, hi, B = cmd["x"], cmd["y"], cmd["masks"], cmd["lo"], cmd["hi"], cmd["B"]
+    train, n_threads, check = cmd["train"], cmd["n_threads"], cmd["check"]
+    sliding = cfg.loss == "spikemax-sliding"
+    t0 = time.perf_counter()
+    fwd, err, mine = None, None, None
+    try:
+        if hi > lo:
+            fwd = run_forward(net, cfg.T, inputs={model.input: x}, masks=masks,
+                              record=[out] if sliding else False, n_threads=n_threads)
+            mine = (fwd.rates(out), fwd.counts[out], fwd.spikes[out] if sliding else None)
+            if check and train:
+                health.check_finite({p.name: fwd.v_final[p.name] for p in net.spiking_populations},
+                                    "forward-phase potential of population", _HINT)
+    except Exception as e:           # every rank must reach the gather
+        err = _error(e)
+    t1 = time.perf_counter()
+    allv = allgather(comm, (mine, err), TAG_OUT)
+    t2 = time.perf_counter()
+    _raise_first([v[1] for v in allv])
+    lres, dlda, pred = output_loss(model, cfg, _Outputs(out, [v[0] for v in allv]), y)
+    sent = _nbytes(mine)
+    counts = {}
+    activity = {}
+    if fwd is not None:
+        counts["input_encoding"] = _totals(counting.mac_counts(fwd.input_ops or {}, hi - lo))
+        counts["forward"] = _totals(counting.phase_counts(fwd))
+        for p in net.spiking_populations:
+            c = fwd.counts[p.name]
+            activity[p.name] = (int(np.count_nonzero(c >= cfg.T)), int(c.size))
+    payload = dict(counts=counts, activity=activity, nodes={}, err=None)
+    tb = tg = t2
+    gate = None
+    if train and err is None:
+        try:
+            if check:
+                health.check_finite({"loss": np.asarray(lres.loss), "dL/da": dlda}, "value", _HINT)
+            g = cfg.kappa * dlda
+            if not model.readout:
+                gate = {out: output_gate(np.concatenate([v[0][1] for v in allv if v[0] is not None]),
+                                         g, cfg.T, cfg.output_gate)}
+            if fwd is not None:
+                bwd = run_backward(net, fwd, {out: g[lo:hi]}, cfg.T_b,
+                                   gate=None if gate is None else {out: gate[out][lo:hi]},
+                                   n_threads=n_threads)
+                tb = time.perf_counter()
+                counts["backward"] = _totals(counting.phase_counts(bwd))
+                if check:
+                    health.check_finite({p.name: bwd.v_final[p.name] for p in net.spiking_populations
+                                         if p.name in bwd.v_final},
+                                        "backward-phase potential of population", _HINT)
+                parts, ops = local_parts(net, fwd, bwd, {model.input: x}, cmd["bounds"],
+                                         masks=masks,
+                                         given_gate=None if gate is None else {out: gate[out][lo:hi]},
+                                         masked=not cfg.spide_quirks)
+                counts["weight_update"] = _totals(counting.mac_counts(ops, hi - lo))
+                nodes = subtree_nodes(cmd["k0"], cmd["k1"], cmd["n"])
+                for key, p in parts.items():
+                    vals = []
+                    for k, size in nodes:
+                        a, b = k - cmd["k0"], min(k + size, cmd["n"]) - cmd["k0"]
+                        row = np.empty(p.shape[1], np.float64)
+                        tree_sum(p[a:b], row)
+                        vals.append((k, size, row))
+                    payload["nodes"][key] = vals
+                tg = time.perf_counter()
+        except health.NumericalError as e:
+            payload["err"] = _error(e)
+        except Exception as e:
+            payload["err"] = _error(e)
+    sent += _nbytes(payload)
+    payload["sent"] = sent
+    allp = gather0(comm, payload, TAG_GRAD)
+    t3 = time.perf_counter()
+    if allp is None:
+        return None
+    _raise_first([p["err"] for p in allp])
+    res = StepResult(loss=lres.loss, pred=pred, correct=int(np.sum(pred == y)), batch=B,
+                     masks=None, gate=gate, grads=None, update_ops={},
+                     fwd_s=t1 - t0, bwd_s=tb - t2, update_s=0.0, forward=None, backward=None)
+    res.counts = {}
+    for ph in ("input_encoding", "forward") + (("backward", "weight_update") if train else ()):
+        tot = sum((p["counts"].get(ph, np.zeros(5, np.int64)) for p in allp),
+                  np.zeros(5, np.int64))
+        res.counts[ph] = counting.PhaseCounts(*(tot[i:i + 1] for i in range(5)))
+    act = {p.name: (sum(q["activity"].get(p.name, (0, 0))[0] for q in allp),
+                    sum(q["activity"].get(p.name, (0, 0))[1] for q in allp))
+           for p in net.spiking_populations}
+    res.forward = ShardedForward(B, act)
+    res.sent = [p["sent"] for p in allp]
+    if train:
+        n = cmd["n"]
+        sums = {}
+        for key in allp[0]["nodes"] if allp[0]["nodes"] else ():
+            nodes = {k: (size, row) for p in allp for k, size, row in p["nodes"].get(key, ())}
+            sums[key] = finish_tree(nodes, n)
+        grads = local_finish(net, sums, cfg.kappa)
+        if model.readout:
+            grads["readout.weight"] = lres.grad_C
+            grads["readout.bias"] = lres.grad_c
+        for name, R in cfg.norm_cap.items():
+            key = f"{name}.weight"
+            grads[key] = _cap_grad(model.raw[name], R, grads[key])
+        res.grads = grads
+        if check:
+            health.check_finite(grads, "gradient", _HINT)
+    t4 = time.perf_counter()
+    res.update_s = t4 - tb
+    res.wall_s = t4 - t0
+    for k, v in (("forward", t1 - t0), ("gather_outputs", t2 - t1), ("backward", tb - t2),
+                 ("gradients", tg - tb), ("reduce", t4 - tg)):
+        tm[k] = tm.get(k, 0.0) + v
+    return res
+
+
+def _set_weights(model, weights):
+    net = model.net
     for name, (w, b) in weights.items():
+        if name == "readout":
+            model.C, model.c = w, b
+            continue
         pr = net.projections[name]
         if w is not None:
             pr.weight = w
@@ -126,52 +368,70 @@ def _set_weights(net, weights):
 
 
 class ShardedEngine:
-    """The engine hooks of :func:`~neurosim.training.spide.spide_phases` on rank 0
-    (``forward``, ``backward``, ``sync``), and :meth:`serve` on the other ranks."""
+    """The engine of :func:`~neurosim.training.spide.spide_phases` on rank 0 (``start``,
+    ``phases``, ``sync``, ``stop``), and :meth:`serve` on the other ranks.
+
+    ``timing`` (rank 0) accumulates seconds per part of a step (forward, gather_outputs,
+    backward, gradients, reduce, update); ``sent`` the bytes each rank sent per step
+    (its last step; rank 0 adds the commands and the weights it sends)."""
 
     def __init__(self, comm):
         self.comm = comm
         self.rank, self.size = comm.rank, comm.size
-        self._fwd = None           # this rank's forward result of the current batch
+        self.timing = {}
+        self.sent = None
 
     # -- rank 0 ----------------------------------------------------------------------------
     def _send_all(self, msgs):
+        n = 0
         for r in range(1, self.size):
-            self.comm.send(msgs[r] if isinstance(msgs, list) else msgs, dest=r, tag=TAG_CMD)
+            m = msgs[r] if isinstance(msgs, list) else msgs
+            n += _nbytes(m)
+            self.comm.send(m, dest=r, tag=TAG_CMD)
+        return n
 
-    def start(self, net):
-        """Send the network to the other ranks (rank 0, before the first batch)."""
-        self._send_all(("net", net))
+    def start(self, model):
+        """Send the model (network and readout) to the other ranks (rank 0, before the
+        first batch)."""
+        self._send_all(("model", model))
 
-    def _run(self, cmds):
-        self._send_all([("step", c) for c in cmds])
-        parts = [_execute(cmds[0], self)]
-        parts += [_recv(self.comm, r, TAG_RESULT) for r in range(1, self.size)]   # rank order
-        for r, p in enumerate(parts):
-            if "error" in p:
-                raise RuntimeError(f"rank {r} failed on its shard: {p['error']}")
-        return parts
+    def phases(self, model, x, y, cfg, rng, *, train=True, record=False, n_threads=None,
+               check=True):
+        """:func:`~neurosim.training.spide.spide_phases` of a batch, sharded."""
+        if record:
+            raise DistributedError("a sharded step does not record spike trains")
+        from .spide import dropout_masks
+        B = x.shape[0]
+        masks = dropout_masks(model, cfg, B, rng) if train else {}
+        gb = block_bounds(B)
+        n = gb.size - 1
+        cmds = []
+        for k0, k1 in shard_blocks(n, self.size):
+            lo, hi = int(gb[k0]), int(gb[k1])
+            cmds.append(dict(x=x[lo:hi], y=y, masks={k: v[lo:hi] for k, v in masks.items()},
+                             lo=lo, hi=hi, k0=k0, k1=k1, n=n, B=B, bounds=gb[k0:k1 + 1] - lo,
+                             train=train, n_threads=n_threads, check=check, cfg=cfg))
+        t0 = time.perf_counter()
+        cmd_bytes = self._send_all([("step", c) for c in cmds])
+        self.timing["commands"] = self.timing.get("commands", 0.0) + time.perf_counter() - t0
+        res = shard_step(self.comm, model, cfg, cmds[0], self.timing)
+        res.masks = masks
+        res.sent[0] += cmd_bytes
+        self.sent = res.sent
+        return res
 
-    def forward(self, net, steps, inputs, masks=None, record=False, n_threads=None):
-        B = next(iter(inputs.values())).shape[0]
-        cmds = [("forward", steps, _slice(inputs, lo, hi), _slice(masks or {}, lo, hi), record,
-                 n_threads, net if r == 0 else None)
-                for r, (lo, hi) in enumerate(shard_bounds(B, self.size))]
-        parts = self._run(cmds)
-        return _join(parts, net, getattr(self._fwd, "program", None))
-
-    def backward(self, net, forward, currents, steps, gate=None, record=False, n_threads=None):
-        B = forward.batch
-        cmds = [("backward", _slice(currents, lo, hi), steps, _slice(gate, lo, hi), record,
-                 n_threads, net if r == 0 else None)
-                for r, (lo, hi) in enumerate(shard_bounds(B, self.size))]
-        return _join(self._run(cmds), net, None)
-
-    def sync(self, net):
-        """Send the updated weights and biases (after every parameter update)."""
+    def sync(self, model):
+        """Send the updated weights, biases and readout (after every parameter update)."""
+        net = model.net
         w = {n: (pr.weight if pr.has_weights else None, pr.bias)
              for n, pr in net.projections.items() if pr.has_weights or pr.bias is not None}
-        self._send_all(("weights", w))
+        if model.readout:
+            w["readout"] = (model.C, model.c)
+        t0 = time.perf_counter()
+        n = self._send_all(("weights", w))
+        self.timing["update_send"] = self.timing.get("update_send", 0.0) + time.perf_counter() - t0
+        if self.sent is not None:
+            self.sent[0] += n
 
     def stop(self):
         """Tell the other ranks to exit (rank 0, at the end, also after an error)."""
@@ -179,40 +439,21 @@ class ShardedEngine:
 
     # -- other ranks -----------------------------------------------------------------------
     def serve(self):
-        """Simulate shards for rank 0 until it says stop (ranks > 0)."""
+        """Run this rank's shard of every step until rank 0 says stop (ranks > 0)."""
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)      # rank 0 decides when to stop
-        self.net = None
+        model = None
         while True:
             msg = _recv(self.comm, 0, TAG_CMD)
             if msg[0] == "stop":
                 return
-            if msg[0] == "net":
-                self.net = msg[1]
+            if msg[0] == "model":
+                model = msg[1]
             elif msg[0] == "weights":
-                _set_weights(self.net, msg[1])
+                _set_weights(model, msg[1])
             elif msg[0] == "step":
                 try:
-                    out = _execute(msg[1], self)
-                except Exception as e:        # reported by rank 0, which stops the run
-                    out = dict(error=f"{type(e).__name__}: {e}", batch=0)
-                self.comm.send(out, dest=0, tag=TAG_RESULT)
-
-
-def _execute(cmd, eng):
-    """Run one shard command on this rank; returns its payload."""
-    kind = cmd[0]
-    net = cmd[-1] if cmd[-1] is not None else eng.net
-    if kind == "forward":
-        _, steps, inputs, masks, record, n_threads, _ = cmd
-        if next(iter(inputs.values())).shape[0] == 0:      # fewer samples than ranks
-            eng._fwd = None
-            return dict(batch=0)
-        eng._fwd = run_forward(net, steps, inputs=inputs, masks=masks, record=record,
-                               n_threads=n_threads)
-        return _payload(eng._fwd)
-    _, currents, steps, gate, record, n_threads, _ = cmd
-    if eng._fwd is None:
-        return dict(batch=0)
-    return _payload(run_backward(net, eng._fwd, currents, steps, gate=gate, record=record,
-                                 n_threads=n_threads))
+                    with _blas.single_threaded():      # as spide_phases on rank 0
+                        shard_step(self.comm, model, msg[1]["cfg"], msg[1])
+                except Exception:        # rank 0 learns of it from the gathers and stops
+                    pass

@@ -80,7 +80,12 @@ class ActivityMonitor:
         self.total = {p: 0 for p in self.populations}
 
     def add(self, fwd, T):
+        act = getattr(fwd, "activity", None)     # a sharded step's totals (distributed)
         for p in self.populations:
+            if act is not None:
+                self.saturated[p] += act[p][0]
+                self.total[p] += act[p][1]
+                continue
             c = fwd.counts[p]
             self.saturated[p] += int(np.count_nonzero(c >= T))
             self.total[p] += int(c.size)

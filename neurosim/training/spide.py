@@ -369,8 +369,11 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
         potential, loss or gradient.
     engine : optional
         Runs the two phases instead of :func:`run_forward` / :func:`run_backward` (its
-        ``forward`` / ``backward`` take the same arguments): the MPI shards of
-        :class:`neurosim.training.distributed.ShardedEngine`.
+        ``forward`` / ``backward`` take the same arguments), or, where it has a
+        ``phases`` method, the whole of this function (same arguments and result): the
+        data-parallel MPI step of :class:`neurosim.training.distributed.ShardedEngine`,
+        whose op counts are totals (int64 [1]) and whose ``forward`` is a
+        :class:`~neurosim.training.distributed.ShardedForward`.
 
     Returns
     -------
@@ -390,6 +393,9 @@ def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=N
 
 
 def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, engine):
+    if engine is not None and hasattr(engine, "phases"):       # the whole step, sharded
+        return engine.phases(model, x, y, cfg, rng, train=train, record=record,
+                             n_threads=n_threads, check=check)
     net = model.net
     B = x.shape[0]
     t0 = time.perf_counter()
@@ -480,7 +486,7 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     t0 = time.perf_counter()
     apply_update(model, cfg, res.grads, lr, opt, check=check)
     if engine is not None:
-        engine.sync(model.net)          # the other ranks simulate with the new weights
+        engine.sync(model)              # the other ranks simulate with the new weights
     dt = time.perf_counter() - t0
     res.update_s += dt
     res.wall_s += dt

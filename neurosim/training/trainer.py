@@ -638,7 +638,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         hooks.append(DiagnoseHook(spec, diagnose, n_threads))
     hooks.append(EpochReport(say, spec.cfg.epochs, bool(diagnose)))
     if engine is not None:
-        engine.start(net)
+        engine.start(state.model)
     with _stop_on_signals(handle_signals) as stop:
         if compiling:
             say("compiling the engine's kernels during the first batch (once after installing "
