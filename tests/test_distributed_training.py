@@ -1,7 +1,8 @@
 """Data-parallel SPIDE training over MPI (neurosim.training.distributed): `mpirun -n P
 neurosim train --distributed mpi` gives the one-process run bit for bit (weights,
-optimizer state, history, op totals), resumes like it, and the engine hooks on one
-process (SerialComm) change nothing."""
+optimizer state, history, op totals) for P = 1..4 and 1 or 2 threads per rank, resumes
+like it (with another P), the fixed tree finished from the ranks' subtrees gives
+tree_sum's bits, and the engine on one process (SerialComm) changes nothing."""
 import os
 import shutil
 import subprocess
@@ -14,14 +15,15 @@ import pytest
 from click.testing import CliRunner
 
 from neurosim.cli import main
+from neurosim.kernels.spide import block_bounds, tree_sum
 from neurosim.training import distributed as dist
 from neurosim.training.trainer import train
 
-#: all of digits (1438 training / 359 test samples, batches of 32), 2 epochs
-FULL = ["--epochs", "2", "--seed", "3"]
-#: 99 samples in batches of 32: the last batch (3) has fewer samples than 4 ranks
-SMALL = ["--epochs", "2", "--max-train", "99", "--max-test", "40", "--batch-size", "32",
-         "--tf", "8", "--tb", "16", "--seed", "3"]
+#: 200 digits in batches of 66: three batches of 8 blocks (3 ranks: 3 + 3 + 2 blocks, not
+#: aligned subtrees) and a last batch of 2 samples (2 blocks: with 3 and 4 ranks the last
+#: ranks have empty shards); a test pass of 100 samples, 2 epochs
+SMALL = ["--epochs", "2", "--max-train", "200", "--max-test", "100", "--batch-size", "66",
+         "--seed", "3"]
 
 
 def _mpiexec():
@@ -56,8 +58,8 @@ def _assert_same_run(a, b):
         np.testing.assert_array_equal(da[k], db[k], err_msg=k)
 
 
-def _env():
-    return dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+def _env(threads=1):
+    return dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS="1")
 
 
 def _neurosim(*args):
@@ -84,11 +86,6 @@ def _one(tmp_path_factory, model_file, args):
 
 
 @pytest.fixture(scope="module")
-def one_full(tmp_path_factory, model_file):
-    return _one(tmp_path_factory, model_file, FULL)
-
-
-@pytest.fixture(scope="module")
 def one_small(tmp_path_factory, model_file):
     return _one(tmp_path_factory, model_file, SMALL)
 
@@ -102,47 +99,82 @@ def test_serial_engine_changes_nothing(tmp_path):
     _assert_same_run(tmp_path / "a.h5", tmp_path / "b.h5")
 
 
-def test_shard_bounds_cover_the_batch():
-    for B in (1, 3, 22, 32):
-        for P in (1, 2, 4):
+def test_shards_are_whole_blocks_of_the_batch():
+    for B in (1, 2, 3, 7, 22, 32, 66):
+        gb = list(block_bounds(B))
+        for P in (1, 2, 3, 4, 5, 9):
             b = dist.shard_bounds(B, P)
-            assert b[0][0] == 0 and b[-1][1] == B and all(x[1] == y[0] for x, y in zip(b, b[1:]))
+            assert len(b) == P and b[0][0] == 0 and b[-1][1] == B
+            assert all(x[1] == y[0] for x, y in zip(b, b[1:]))
+            assert all(lo in gb and hi in gb for lo, hi in b)        # block boundaries
             sizes = [hi - lo for lo, hi in b]
-            assert sizes[0] >= 1 and max(sizes) - min(sizes) <= 1 and (0 not in sizes or set(sizes[sizes.index(0):]) == {0})
+            assert sizes[0] >= 1 and (0 not in sizes or set(sizes[sizes.index(0):]) == {0})
+            blocks = [k1 - k0 for k0, k1 in dist.shard_blocks(len(gb) - 1, P)]
+            assert max(blocks) - min(blocks) <= 1
 
 
-def _mpirun(P, model_file, args, out, *more):
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.int64)
+
+
+def test_subtrees_finished_in_the_tree_order_give_tree_sum_bits():
+    """Every rank pre-adds its aligned subtrees, rank 0 finishes the tree: the bits of
+    one tree_sum of all block rows, for every number of blocks and of ranks (mutation
+    check: adding the nodes left to right instead fails for n = 3 .. 8)."""
+    rng = np.random.default_rng(0)
+    for n in range(1, 9):
+        for P in range(1, 11):
+            rows = rng.standard_normal((n, 29)) * 10.0 ** rng.integers(-9, 9, (n, 29))
+            ref = np.empty(29)
+            tree_sum(rows.copy(), ref)
+            nodes = {}
+            for k0, k1 in dist.shard_blocks(n, P):
+                for k, size in dist.subtree_nodes(k0, k1, n):
+                    assert k % size == 0 and k0 <= k < min(k + size, n) <= k1
+                    r = np.empty(29)
+                    tree_sum(np.ascontiguousarray(rows[k:min(k + size, n)]), r)
+                    nodes[k] = (size, r)
+            assert sorted(nodes) == sorted({k for k in nodes})
+            np.testing.assert_array_equal(_bits(dist.finish_tree(nodes, n)), _bits(ref))
+
+
+def _mpirun(P, model_file, args, out, *more, threads=1):
     cmd = [MPIEXEC, "-n", str(P)] + _neurosim("train", "--model", str(model_file), *args,
-                                              "--out", str(out), "--distributed", "mpi", *more)
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+                                              "--out", str(out), "--distributed", "mpi",
+                                              "--threads", str(threads), *more)
+    r = subprocess.run(cmd, env=_env(threads), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"data parallel over {P} MPI ranks" in r.stderr
     assert r.stdout.count("test accuracy") == 1           # rank 0 alone reports
     return r
 
 
-@needs_mpi
-def test_mpirun_two_ranks_equals_one_process_on_digits(one_full, model_file, tmp_path):
-    _mpirun(2, model_file, FULL, tmp_path / "p2.h5")
-    _assert_same_run(one_full, tmp_path / "p2.h5")
+#: the default suite runs these (P = 4: oversubscribed here, and ranks with empty shards)
+FAST = [(2, 1), (4, 2)]
 
 
 @needs_mpi
-@pytest.mark.parametrize("P", [2, 4])
-def test_mpirun_uneven_shards_equal_one_process(P, one_small, model_file, tmp_path):
-    _mpirun(P, model_file, SMALL, tmp_path / f"p{P}.h5")   # 4 ranks: oversubscribed here
+@pytest.mark.parametrize("P,threads", [
+    pytest.param(P, t, marks=() if (P, t) in FAST else pytest.mark.slow)
+    for P in (1, 2, 3, 4) for t in (1, 2)])
+def test_mpirun_equals_one_process(P, threads, one_small, model_file, tmp_path):
+    """Weights, optimizer state, history, op totals: every dataset of the run file equal
+    to the one-process (1-thread) run, wall times aside."""
+    _mpirun(P, model_file, SMALL, tmp_path / f"p{P}.h5", threads=threads)
     _assert_same_run(one_small, tmp_path / f"p{P}.h5")
 
 
 @needs_mpi
-def test_mpirun_resume_equals_one_process(one_full, model_file, tmp_path):
+def test_mpirun_resume_equals_one_process(one_small, model_file, tmp_path):
     out = tmp_path / "r.h5"
-    _mpirun(2, model_file, ["--epochs", "1", "--seed", "3"], out)
-    cmd = [MPIEXEC, "-n", "2"] + _neurosim("train", "--out", str(out), "--resume", "--epochs", "2",
+    first = [a if a != "2" else "1" for a in SMALL]          # --epochs 1
+    assert first[:2] == ["--epochs", "1"]
+    _mpirun(2, model_file, first, out)
+    cmd = [MPIEXEC, "-n", "3"] + _neurosim("train", "--out", str(out), "--resume", "--epochs", "2",
                                            "--distributed", "mpi")
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    _assert_same_run(one_full, out)
+    _assert_same_run(one_small, out)
 
 
 def test_distributed_without_mpi4py_exits_2(monkeypatch, tmp_path):

@@ -136,9 +136,9 @@ def allgather(comm, obj, tag):
 def shard_blocks(n, P):
     """``[(k0, k1)]`` per rank: the blocks ``k0 .. k1-1`` of the ``n`` blocks of a batch
     (:func:`~neurosim.kernels.spide.block_bounds`) that rank ``r`` owns,
-    ``k0 = ceil(r n / P)``; contiguous, in rank order, sizes differ by at most one, and
-    with ``n < P`` the last ranks own none."""
-    e = [(r * n + P - 1) // P for r in range(P + 1)]
+    ``k0 = ceil(r n / P)``; contiguous, in rank order, sizes differ by at most one; with
+    ``n < P`` rank ``r < n`` owns block ``r`` and the last ranks none."""
+    e = [(r * n + P - 1) // P if n >= P else min(r, n) for r in range(P + 1)]
     return list(zip(e[:-1], e[1:]))
 
 
