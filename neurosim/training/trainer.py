@@ -595,9 +595,11 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         Catch SIGINT / SIGTERM (main thread only) to stop after the current batch with a
         checkpoint, raising :class:`TrainingInterrupted`.
     engine : optional
-        Simulates the phases of every batch (data parallel over MPI ranks:
-        :class:`neurosim.training.distributed.ShardedEngine`, on rank 0); everything else
-        runs here as in one process, so the run is the same (``docs/distributed.md``).
+        Runs every batch's SPIDE step sharded (data parallel over MPI ranks:
+        :class:`neurosim.training.distributed.ShardedEngine`, on rank 0: phases, loss and
+        gradient block sums on every rank, reduced in a fixed order); batch order, masks,
+        update and checkpoints run here as in one process, so the run is the same bit for
+        bit (``docs/distributed.md``).
     diagnose : int, optional
         After every epoch, compare the spiking backward phase with the exact linear solve
         on the first ``diagnose`` training samples (:func:`neurosim.training.diagnose.diagnose`,
