@@ -260,7 +260,10 @@ def shard_step(comm, model, cfg, cmd, timing=None):
     t2 = time.perf_counter()
     _raise_first([v[1] for v in allv])
     lres, dlda, pred = output_loss(model, cfg, _Outputs(out, [v[0] for v in allv]), y)
-    sent = _nbytes(mine)
+    # bytes this rank sends: the others their output rows (and below their gradient
+    # payload); rank 0 everyone's output rows to each other rank
+    sent = (_nbytes([v[0] for v in allv]) * (comm.size - 1) if comm.rank == 0 else
+            _nbytes(mine))
     counts = {}
     activity = {}
     if fwd is not None:
@@ -309,7 +312,8 @@ def shard_step(comm, model, cfg, cmd, timing=None):
             payload["err"] = _error(e)
         except Exception as e:
             payload["err"] = _error(e)
-    sent += _nbytes(payload)
+    if comm.rank != 0:
+        sent += _nbytes(payload)
     payload["sent"] = sent
     allp = gather0(comm, payload, TAG_GRAD)
     t3 = time.perf_counter()
