@@ -176,7 +176,7 @@ def projection_parts(pr, a_pre, d_post, bounds):
     float64 [n_blocks, size] (row ``k`` the sum over the samples ``bounds[k] ..
     bounds[k+1] - 1``, in the kernel layout), and the MACs per sample (int64 [B]).
     ``bounds`` (int64, increasing from 0 to B): :func:`neurosim.kernels.spide.block_bounds`
-    of the batch (None: that), or of a shard of whole blocks (decisions 58, 61)."""
+    of the batch (None: that), or of a shard of whole blocks (decisions 58, 62)."""
     a = V.check_array(a_pre, "pre rates", shape=(None, pr.n_pre), dtype=np.float64)
     d = V.check_array(d_post, "post errors", shape=(a.shape[0], pr.n_post), dtype=np.float64)
     B = a.shape[0]

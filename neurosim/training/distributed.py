@@ -23,7 +23,7 @@ and dropout-mask slices and the labels; then every rank (:func:`shard_step`):
 
 Rank 0 finishes the tree in its fixed order (:func:`finish_tree`), which gives the bits of
 one process's :func:`~neurosim.kernels.spide.tree_sum` for any P and any thread count
-(``docs/decisions.md`` 58 and 61), applies the update and sends the new weights.  No
+(``docs/decisions.md`` 58 and 62), applies the update and sends the new weights.  No
 per-sample result of the phases travels; the op counts of a sharded step are totals
 (int64 [1] per count instead of [B]).  The test pass is sharded the same way (forward
 phase, loss on the gathered outputs, op totals).
