@@ -37,7 +37,7 @@ def _errors(debug):
     except _INPUT_ERRORS as e:
         if debug:
             traceback.print_exc()
-        raise BadInput(_one_line(e)) from e
+        raise BadInput(_one_line(getattr(e, "cli_message", e))) from e
     except Exception as e:
         if debug:
             traceback.print_exc()

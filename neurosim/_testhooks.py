@@ -14,8 +14,8 @@ and creates ``.go``.  Points:
 ``batch``
     after a training batch's weight update (:func:`neurosim.training.trainer.train`);
 ``h5-fill``
-    inside an atomic HDF5 write, after the content was handed to HDF5 and before the
-    temporary file is flushed and closed (the temporary file is incomplete on disk);
+    inside an atomic HDF5 write, after the file was built in memory and half of it
+    written to the temporary file (the temporary file is incomplete on disk);
 ``h5-rename``
     inside an atomic HDF5 write, after the temporary file is complete and fsync'ed and
     before it is renamed over the destination;

@@ -49,6 +49,7 @@ def _nir_run(model, input_, steps, dt, nir_options, record, tmp):
 @click.option("--no-energy", is_flag=True, help="Leave out the energy estimate.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write PNG figures to this folder (needs matplotlib).")
+@click.option("--force", is_flag=True, help="--plot: overwrite existing figures.")
 @click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True,
               help="Training run files: training samples the table is recomputed on.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -63,8 +64,8 @@ def _nir_run(model, input_, steps, dt, nir_options, record, tmp):
               help="GRAPH.nir: forward steps (default: T of a per-step .npy --input).")
 @nir_import_options
 @_debug
-def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
-        neurobench, input_, steps, dt, nir_options, debug):
+def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, force, samples, data_dir,
+        threads, neurobench, input_, steps, dt, nir_options, debug):
     """Operation counts per layer and phase of a run file, and an energy estimate.
 
     RUN.h5 is a `neurosim simulate` run file (stored counts) or a `neurosim train` run
@@ -115,7 +116,7 @@ def _ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_
         written, skipped = [], []
         if plot_dir is not None:
             from .ops.plots import plot_run
-            written, skipped = plot_run(data, plot_dir)
+            written, skipped = plot_run(data, plot_dir, force=force)
     if as_json:
         click.echo(table.to_json(energy))
     elif as_csv:

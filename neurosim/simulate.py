@@ -38,7 +38,7 @@ from . import _validate as V
 from . import counting
 from .data import load_digits
 from .engine import run_backward, run_forward
-from .io.atomic import check_destination
+from .io.atomic import check_destination, owns_output
 from .io.nir import DEFAULT_DT, write_nir
 from .io.runfile import load_network, write_run
 from .io.sources import open_network
@@ -207,6 +207,7 @@ def resolve_grad(net, grad, batch, seed):
     return out
 
 
+@owns_output
 def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=None,
              record=False, seed=0, n_threads=None, out=None, force=False, command=None,
              report=None, dt=None, nir_options=None):
@@ -322,6 +323,7 @@ def rerun(run, record=None, n_threads=None):
     return fwd, bwd
 
 
+@owns_output
 def export_nir(model=None, run=None, out=None, *, dt=DEFAULT_DT, seed=0, force=False):
     """Library behind ``neurosim export-nir``: a model file / name or a run file (its
     network, trained weights included) written as a NIR file (:func:`neurosim.io.nir.write_nir`)."""

@@ -18,13 +18,31 @@ never a partial destination.  :func:`remove_stale_temps` deletes such leftovers:
 whose host is this machine and whose process no longer runs (a live writer's file is never
 touched).  Every atomic write of a destination calls it first, so a resumed training run
 cleans up after the run that was killed.
+
+One run owns an output at a time: :func:`output_lock` holds an OS lock (``flock``) on
+``<out>.lock`` for the whole command (a training run: from before it reads ``--out`` to
+after its last checkpoint); a second process asking for the same output is refused at
+once with :class:`OutputLockedError`, naming the owner (pid, host, command, start time,
+written into the lock file).  The operating system releases the lock when its process
+ends, however it ends, so a killed run never blocks the next one.
+
+Space: :func:`check_free_space` compares a file's size with the free space of its folder
+before it is written, so a full disk is one clear error (``OSError`` ENOSPC) instead of a
+half-written temporary file.
 """
 import contextlib
+import errno
+import json
 import os
 import re
+import shlex
 import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+from .. import _validate as V
 
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname() or "host")[:32]
 
@@ -56,9 +74,22 @@ def check_destination(path, force=False):
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create "
                                 "it first or choose another output path")
     if path.exists() and not force:
-        raise FileExistsError(f"output {str(path)!r} already exists; pass force=True "
-                              "(--force on the command line) to overwrite it")
+        raise OutputExistsError(path)
     return path
+
+
+class OutputExistsError(FileExistsError):
+    """The output exists and ``force`` was not given.  ``str()`` speaks to a Python caller
+    (``force=True``); the command line prints :attr:`cli_message` (``--force``)."""
+
+    def __init__(self, path, how="already exists"):
+        self.path = Path(path)
+        self.how = how
+        super().__init__(f"output {str(path)!r} {how}; pass force=True to overwrite it")
+
+    @property
+    def cli_message(self):
+        return f"output {str(self.path)!r} {self.how}; pass --force to overwrite it"
 
 
 def check_writable(path):
@@ -140,11 +171,10 @@ def commit(tmp, path, force=False):
         try:
             os.link(tmp, path)  # atomic and never overwrites
         except FileExistsError:
-            raise FileExistsError(f"output {str(path)!r} appeared while writing; pass "
-                                  "force=True to overwrite it") from None
+            raise OutputExistsError(path, "appeared while writing") from None
         except OSError:  # no hard links on this file system
             if path.exists():
-                raise FileExistsError(f"output {str(path)!r} already exists") from None
+                raise OutputExistsError(path) from None
             os.replace(tmp, path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -208,3 +238,152 @@ def atomic_write_text(path, text, *, force=False, encoding="utf-8"):
     with atomic_open(path, "w", force=force, encoding=encoding) as fh:
         fh.write(text)
     return Path(path)
+
+
+# --------------------------------------------------------------------------------------
+# free space
+# --------------------------------------------------------------------------------------
+#: bytes kept free beyond a file's own size (the file system's metadata, the folder entry).
+SPACE_MARGIN = 1 << 20
+
+
+def free_bytes(folder):
+    """Bytes an unprivileged process may still write in ``folder`` (``statvfs``); None where
+    the file system does not say."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):     # pragma: no cover - not POSIX
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _human(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def check_free_space(path, nbytes):
+    """Raise ``OSError(ENOSPC)`` with one clear line if the folder of ``path`` has less than
+    ``nbytes`` (+ :data:`SPACE_MARGIN`) free; nothing is written."""
+    path = Path(path)
+    free = free_bytes(path.parent)
+    if free is not None and free < nbytes + SPACE_MARGIN:
+        raise OSError(errno.ENOSPC, f"not enough space to write {str(path)!r}: it needs "
+                      f"{_human(nbytes)}, the file system of {str(path.parent)!r} has "
+                      f"{_human(free)} free; free some space or choose another output path")
+
+
+def write_all(fd, data, path):
+    """``os.write`` all of ``data`` to ``fd``; a failure (ENOSPC, EIO, ...) raises an
+    ``OSError`` naming ``path``."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view[:1 << 24])
+            view = view[n:]
+    except OSError as e:
+        raise OSError(e.errno, f"writing {str(path)!r} failed: {e.strerror or e}; the "
+                      "destination is unchanged") from None
+
+
+# --------------------------------------------------------------------------------------
+# one run per output
+# --------------------------------------------------------------------------------------
+class OutputLockedError(V.NeurosimError):
+    """Another live process owns the output (it holds :func:`output_lock` on it)."""
+
+    def __init__(self, path, owner):
+        self.path, self.owner = Path(path), dict(owner or {})
+        o = self.owner
+        who = (f"pid {o.get('pid', '?')} on host {o.get('host', '?')}, started "
+               f"{o.get('started', '?')}: {o.get('command', '?')}") if o else "owner unknown"
+        super().__init__(f"output {str(path)!r} is being written by another neurosim process "
+                         f"({who}); wait for it to finish, stop it, or choose another output "
+                         "path")
+
+
+def lock_path(path):
+    """The lock file of output ``path``: ``<path>.lock`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def _read_owner(fd):
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 65536)
+        d = json.loads(raw.decode("utf-8", "replace") or "{}")
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def output_lock(path, command=None):
+    """Own output ``path`` for the duration of the block: an exclusive, non-blocking
+    ``flock`` on ``<path>.lock``.  If another process holds it, raise
+    :class:`OutputLockedError` naming it (pid, host, command, start time).  The lock file
+    is removed when the block ends; the OS releases the lock if the process dies (a stale
+    lock file is then reused).  Raises the usual destination errors first (a folder, a
+    missing folder, a folder without write permission)."""
+    import fcntl
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output {str(path)!r} is a directory; give a file name such "
+                                "as run.h5")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create "
+                                "it first or choose another output path")
+    lp = lock_path(path)
+    while True:
+        try:
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as e:
+            raise PermissionError(f"cannot create the lock file {str(lp)!r} beside the output "
+                                  f"({e.strerror or e}); choose another output path") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            owner = _read_owner(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputLockedError(path, owner) from None
+            raise
+        # the holder before us may have removed the file after we opened it: then our lock
+        # is on an unlinked inode, and a third process could lock a new file; try again
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lp))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        owner = dict(pid=os.getpid(), host=socket.gethostname(),
+                     started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                     command=command or shlex.join(["neurosim"] + sys.argv[1:]))
+        os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):      # the owner's description is a courtesy
+            os.write(fd, json.dumps(owner).encode())
+        yield lp
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lp)                        # while still holding the lock
+        os.close(fd)
+
+
+def owns_output(fn):
+    """Decorator: run ``fn`` holding :func:`output_lock` on its ``out`` keyword argument
+    (when given; ``command``, if passed, is recorded as the owner's command)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        out = kw.get("out")
+        if out is None:
+            return fn(*args, **kw)
+        with output_lock(out, kw.get("command")):
+            return fn(*args, **kw)
+    return wrapper

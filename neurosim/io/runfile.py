@@ -345,10 +345,17 @@ def _verify_attrs(r):
 
 
 def atomic_h5(path, fill, force=False):
-    """Create the HDF5 file ``path`` atomically: ``fill(h5py.File)`` writes a temporary file
-    in the same folder, which is flushed, fsynced and then renamed into place.  On any
-    exception (or interruption) the temporary file is removed and ``path`` is untouched.
-    Without ``force`` an existing ``path`` raises :class:`FileExistsError`.
+    """Create the HDF5 file ``path`` atomically: ``fill(h5py.File)`` builds the file in
+    memory (HDF5's ``core`` driver, no backing store), then its image is checked against
+    the free space of the folder, written to a temporary file in the same folder with plain
+    ``os.write``, fsynced and renamed into place.  On any exception (or interruption) the
+    temporary file is removed and ``path`` is untouched.  Without ``force`` an existing
+    ``path`` raises :class:`FileExistsError`.
+
+    HDF5 itself never writes to the disk: a full disk (or any I/O error) is an ``OSError``
+    from ``os.write`` with one clear message, never an error inside h5py's flush (which
+    printed pages of tracebacks, segfaulted at exit and could even let a truncated file be
+    renamed into place).  The price is the file's size in memory while it is written.
     (Mechanics and the clean-up of temporary files of killed writers:
     :mod:`neurosim.io.atomic`; test hooks ``h5-fill`` / ``h5-rename``:
     :mod:`neurosim._testhooks`.)"""
@@ -356,11 +363,23 @@ def atomic_h5(path, fill, force=False):
     _atomic.remove_stale_temps(path)
     tmp = _atomic.new_temp(path)
     try:
-        with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
+        name = f"{tmp.name}.mem"
+        with h5py.File(name, "w", driver="core", backing_store=False,
+                       libver=("v110", "latest")) as f:
             fill(f)
             f.attrs[ATTRS_DIGEST] = np.bytes_(_attrs_digest(f).encode())
-            _testhooks.pause("h5-fill")
             f.flush()
+            image = f.id.get_file_image()
+        _atomic.check_free_space(path, len(image))
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            half = len(image) // 2
+            _atomic.write_all(fd, image[:half], tmp)
+            _testhooks.pause("h5-fill")         # the temporary file half-written
+            _atomic.write_all(fd, image[half:], tmp)
+        finally:
+            os.close(fd)
+        del image
         _testhooks.pause("h5-rename")   # (commit fsyncs the file first)
         _atomic.commit(tmp, path, force)
     except BaseException:

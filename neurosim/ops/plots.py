@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _validate as V
 from .. import counting
-from ..io.atomic import atomic_open
+from ..io.atomic import OutputExistsError, atomic_open, output_lock
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, table_from_data
 
 _PHASE_STYLE = (("input_encoding", "input encoding (MAC)", "#7f7f7f"),
@@ -210,9 +210,15 @@ def plot_rate_convergence(data, out):
     return _save(fig, out)
 
 
-def plot_run(run, out_dir, *, n_samples=DEFAULT_SAMPLES, data_dir=None, n_threads=None):
+def plot_run(run, out_dir, *, n_samples=DEFAULT_SAMPLES, data_dir=None, n_threads=None,
+             force=False):
     """Write every figure of a run file (or :class:`RunData` with spike trains) to
-    ``out_dir`` (created if missing).  Returns ``(written paths, skipped notes)``."""
+    ``out_dir`` (created if missing).  Returns ``(written paths, skipped notes)``.
+
+    A figure that exists already is only replaced with ``force`` (checked before any
+    figure is drawn); while the figures are written this process owns the folder
+    (:func:`neurosim.io.atomic.output_lock` on ``<out_dir>/.neurosim-plot``), so two
+    commands plotting into one folder do not interleave."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise PlotError(f"--plot {str(out_dir)!r} exists and is not a folder")
@@ -222,21 +228,32 @@ def plot_run(run, out_dir, *, n_samples=DEFAULT_SAMPLES, data_dir=None, n_thread
     else:
         data = load_run_data(run, n_samples=n_samples, record=True, data_dir=data_dir,
                              n_threads=n_threads)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = table_from_data(data)
-    written, skipped = [], []
-    written.append(plot_ops_by_phase(data, table, out_dir / "ops_by_phase.png"))
-    written.append(plot_firing_rates(data, out_dir / "firing_rates.png"))
     convs = [n for n, pr in data.network.projections.items()
              if pr.spatial and n in data.forward.sent]
-    for name in convs:
-        written.append(plot_kernel_counts(data, name, out_dir / f"kernel_counts_{name}.png"))
-    if not convs:
-        skipped.append("kernel_counts: the network has no conv, conv-transpose or pooling "
-                       "projection")
-    if data.forward.spikes is None or any(n not in data.forward.spikes
-                                          for n in (p.name for p in data.network.spiking_populations)):
-        skipped.append("rate_convergence: the run has no spike trains of every spiking population")
-    else:
-        written.append(plot_rate_convergence(data, out_dir / "rate_convergence.png"))
+    rates = not (data.forward.spikes is None or any(
+        n not in data.forward.spikes for n in (p.name for p in data.network.spiking_populations)))
+    names = (["ops_by_phase.png", "firing_rates.png"]
+             + [f"kernel_counts_{name}.png" for name in convs]
+             + (["rate_convergence.png"] if rates else []))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir / ".neurosim-plot"):
+        existing = [n for n in names if (out_dir / n).exists()]
+        if existing and not force:
+            raise OutputExistsError(out_dir / existing[0],
+                                    "already exists" if len(existing) == 1 else
+                                    f"and {len(existing) - 1} more of the figures already exist")
+        table = table_from_data(data)
+        written, skipped = [], []
+        written.append(plot_ops_by_phase(data, table, out_dir / "ops_by_phase.png"))
+        written.append(plot_firing_rates(data, out_dir / "firing_rates.png"))
+        for name in convs:
+            written.append(plot_kernel_counts(data, name, out_dir / f"kernel_counts_{name}.png"))
+        if not convs:
+            skipped.append("kernel_counts: the network has no conv, conv-transpose or pooling "
+                           "projection")
+        if rates:
+            written.append(plot_rate_convergence(data, out_dir / "rate_convergence.png"))
+        else:
+            skipped.append("rate_convergence: the run has no spike trains of every spiking "
+                           "population")
     return written, skipped

@@ -623,43 +623,47 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     if checkpoint_every is not None:
         checkpoint_every = V.check_real(checkpoint_every, "checkpoint_every", positive=True)
     t_start = time.perf_counter()
-    spec, state = resolve_run(model, dataset, out=out, data_dir=data_dir, overrides=overrides,
-                              resume=resume, force=force, seed=seed, max_train=max_train,
-                              max_test=max_test, command=command)
-    atomic.check_writable(spec.out)
-    for p in atomic.remove_stale_temps(spec.out):
-        say(f"removed {p.name}, a temporary file left by an interrupted write")
-    if diagnose is not None:
-        diagnose = min(V.check_int(diagnose, "diagnose", low=1), len(spec.data.x_train))
-    net = state.model.net
-    monitor = health.ActivityMonitor([p.name for p in net.spiking_populations])
-    checkpoint = Checkpointer(spec, state, checkpoint_every, resumed=resume)
-    compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad", cuba=False)
-    hooks = [ProgressHook(progress, say, compiling), HealthHook(monitor, spec.cfg.T)]
-    if diagnose:
-        hooks.append(DiagnoseHook(spec, diagnose, n_threads))
-    hooks.append(EpochReport(say, spec.cfg.epochs, bool(diagnose)))
-    if engine is not None:
-        engine.start(state.model)
-    with _stop_on_signals(handle_signals) as stop:
-        if compiling:
-            say("compiling the engine's kernels during the first batch (once after installing "
-                "or updating neurosim: 30-50 s on 2 cores; later runs load them from the "
-                f"cache{'' if kernels.CACHE_DIR is None else ' in ' + str(kernels.CACHE_DIR)})")
-        epoch0 = state.epoch
-        run_epochs(spec, state, hooks, checkpoint, stop, monitor=monitor, n_threads=n_threads,
-                   engine=engine)
-    h = state.history
-    if epoch0 >= spec.cfg.epochs and not h["epoch"]:
-        raise TrainingError("nothing to do: 0 epochs")
-    return dict(model=spec.model, dataset=spec.dataset, seed=spec.seed, epochs=spec.cfg.epochs,
-                test_accuracy=h["test_accuracy"][-1] if h["test_accuracy"] else None,
-                train_accuracy=h["train_accuracy"][-1] if h["train_accuracy"] else None,
-                wall_s=time.perf_counter() - t_start, train_wall_s=float(sum(h["wall_s"])),
-                n_train=int(len(spec.data.x_train)), n_test=int(len(spec.data.x_test)),
-                out=str(spec.out),
-                ops_per_sample={k: h[k][-1] for k in OPS} if h["epoch"] else {},
-                config=spec.cfg.to_dict(), diagnostics=state.diagnostics)
+    # one run owns the output from before it is read (--resume, the exists check) until
+    # after its last checkpoint (docs/reliability.md, "One run per output")
+    with atomic.output_lock(out, command):
+        spec, state = resolve_run(model, dataset, out=out, data_dir=data_dir, overrides=overrides,
+                                  resume=resume, force=force, seed=seed, max_train=max_train,
+                                  max_test=max_test, command=command)
+        atomic.check_writable(spec.out)
+        for p in atomic.remove_stale_temps(spec.out):
+            say(f"removed {p.name}, a temporary file left by an interrupted write")
+        if diagnose is not None:
+            diagnose = min(V.check_int(diagnose, "diagnose", low=1), len(spec.data.x_train))
+        net = state.model.net
+        monitor = health.ActivityMonitor([p.name for p in net.spiking_populations])
+        checkpoint = Checkpointer(spec, state, checkpoint_every, resumed=resume)
+        compiling = not kernels.cache_warm("engine.run_phase", "spide.weight_grad", cuba=False)
+        hooks = [ProgressHook(progress, say, compiling), HealthHook(monitor, spec.cfg.T)]
+        if diagnose:
+            hooks.append(DiagnoseHook(spec, diagnose, n_threads))
+        hooks.append(EpochReport(say, spec.cfg.epochs, bool(diagnose)))
+        if engine is not None:
+            engine.start(state.model)
+        with _stop_on_signals(handle_signals) as stop:
+            if compiling:
+                where = "" if kernels.CACHE_DIR is None else " in " + str(kernels.CACHE_DIR)
+                say("compiling the engine's kernels during the first batch (once after "
+                    "installing or updating neurosim: 30-50 s on 2 cores; later runs load them "
+                    f"from the cache{where})")
+            epoch0 = state.epoch
+            run_epochs(spec, state, hooks, checkpoint, stop, monitor=monitor, n_threads=n_threads,
+                       engine=engine)
+        h = state.history
+        if epoch0 >= spec.cfg.epochs and not h["epoch"]:
+            raise TrainingError("nothing to do: 0 epochs")
+        return dict(model=spec.model, dataset=spec.dataset, seed=spec.seed, epochs=spec.cfg.epochs,
+                    test_accuracy=h["test_accuracy"][-1] if h["test_accuracy"] else None,
+                    train_accuracy=h["train_accuracy"][-1] if h["train_accuracy"] else None,
+                    wall_s=time.perf_counter() - t_start, train_wall_s=float(sum(h["wall_s"])),
+                    n_train=int(len(spec.data.x_train)), n_test=int(len(spec.data.x_test)),
+                    out=str(spec.out),
+                    ops_per_sample={k: h[k][-1] for k in OPS} if h["epoch"] else {},
+                    config=spec.cfg.to_dict(), diagnostics=state.diagnostics)
 
 
 def evaluate_run(path, dataset=None, *, data_dir=None, max_test=None, n_threads=None):

@@ -1,0 +1,274 @@
+"""Shared machines, concurrent runs and full disks (docs/reliability.md, issue 29).
+
+* one run owns an output at a time (an OS lock on ``<out>.lock``): tested with two real
+  processes and, for every command, with the lock held in the test while the command runs;
+* a write that fails for lack of space ends with one line and exit 1, leaves no temporary
+  file and never crashes the interpreter: tested for real on a 2 MiB tmpfs (needs root and
+  ``mount``; skipped with the reason elsewhere), in subprocesses so that a crash of the
+  HDF5 library cannot take pytest down.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from neurosim.cli import main
+from neurosim.io import atomic
+from neurosim.io.model_file import models_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SIM = ["simulate", "--model", "fsnn_mlp", "--input", "digits", "--n-samples", "2",
+       "--steps", "3"]
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop("NEUROSIM_TEST_PAUSE", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update(extra)
+    return env
+
+
+def _wait_for(path, proc, timeout=300):
+    t0 = time.monotonic()
+    while not Path(path).exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"process ended early ({proc.returncode}): {err[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+# ======================================================================================
+# one run per output
+# ======================================================================================
+HOLDER = """
+import sys, time
+from pathlib import Path
+from neurosim.io import atomic
+with atomic.output_lock(sys.argv[1], command="holder --out x"):
+    Path(sys.argv[2]).touch()
+    while not Path(sys.argv[2] + ".go").exists():
+        time.sleep(0.02)
+"""
+
+
+def _holder(tmp_path, out):
+    marker = tmp_path / "held"
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), str(marker)], env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(marker, p)
+    return p, marker
+
+
+def test_a_second_process_is_refused_with_the_owner_named(tmp_path):
+    out = tmp_path / "run.h5"
+    p, marker = _holder(tmp_path, out)
+    try:
+        with pytest.raises(atomic.OutputLockedError) as e:
+            with atomic.output_lock(out):
+                pass
+        msg = str(e.value)
+        assert f"pid {p.pid} on host " in msg and "holder --out x" in msg
+        assert "started 20" in msg and "choose another output path" in msg
+        assert e.value.owner["pid"] == p.pid
+    finally:
+        (tmp_path / "held.go").touch()
+        p.wait(60)
+    assert p.returncode == 0
+    assert not atomic.lock_path(out).exists()          # removed by its owner at the end
+    with atomic.output_lock(out) as lp:                # free again
+        assert json.loads(lp.read_text())["pid"] == os.getpid()
+    assert not lp.exists()
+
+
+def test_a_killed_owner_releases_the_output(tmp_path):
+    out = tmp_path / "run.h5"
+    p, _ = _holder(tmp_path, out)
+    p.send_signal(signal.SIGKILL)
+    p.wait(60)
+    assert atomic.lock_path(out).exists()              # left behind by the killed process ...
+    with atomic.output_lock(out):                      # ... and reused: the OS freed the lock
+        pass
+
+
+def test_lock_errors_of_the_destination(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with atomic.output_lock(tmp_path / "no" / "r.h5"):
+            pass
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        with atomic.output_lock(tmp_path):
+            pass
+
+
+@pytest.fixture(scope="module")
+def sim_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("owned")
+    r = CliRunner().invoke(main, SIM + ["--record", "--out", str(d / "s.h5")])
+    assert r.exit_code == 0, r.output
+    return d / "s.h5"
+
+
+def _refused(r, out):
+    assert r.exit_code == 2, r.output
+    assert f"Error: output {str(out)!r} is being written by another neurosim process (pid " \
+           f"{os.getpid()}" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 or "[neurosim]" in r.output
+
+
+@pytest.mark.parametrize("command", ["simulate", "export-nir", "ops --plot"])
+def test_every_writing_command_takes_the_lock(tmp_path, sim_file, command):
+    if command == "simulate":
+        out = tmp_path / "o.h5"
+        args = SIM + ["--out", str(out)]
+    elif command == "export-nir":
+        pytest.importorskip("nir")
+        out = tmp_path / "o.nir"
+        args = ["export-nir", "--model", "fsnn_mlp", "--out", str(out)]
+    else:
+        pytest.importorskip("matplotlib")
+        (tmp_path / "figs").mkdir()
+        out = tmp_path / "figs" / ".neurosim-plot"
+        args = ["ops", str(sim_file), "--plot", str(tmp_path / "figs")]
+    with atomic.output_lock(out):                       # another owner (a second descriptor)
+        r = CliRunner().invoke(main, args)
+    _refused(r, out)
+    assert not (out.exists() and out.suffix)
+    r = CliRunner().invoke(main, args)                  # free again: it works
+    assert r.exit_code == 0, r.output
+
+
+def test_train_holds_the_output_for_the_whole_run(tmp_path):
+    """A real ``neurosim train`` paused after its 4th batch (epoch 2: one checkpoint
+    written); a second train, a simulate and a --resume on the same --out are refused."""
+    (tmp_path / "model.toml").write_text((models_dir() / "fsnn_mlp.toml").read_text())
+    out = tmp_path / "r.h5"
+    marker = tmp_path / "paused"
+    args = ["--epochs", "2", "--max-train", "48", "--max-test", "16", "--tf", "4", "--tb",
+            "6", "--batch-size", "16"]
+    p = subprocess.Popen([sys.executable, "-m", "neurosim.cli", "train", "--model",
+                          "model.toml", "--out", str(out), *args], cwd=tmp_path,
+                         env=_env(NEUROSIM_TEST_PAUSE=f"batch:4:{marker}"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(marker, p)
+        assert out.exists()                              # epoch 1's checkpoint
+        for more in (["--force"], ["--resume"]):
+            r = CliRunner().invoke(main, ["train", "--model", str(tmp_path / "model.toml"),
+                                          "--out", str(out), *args, *more])
+            assert r.exit_code == 2, r.output
+            assert f"is being written by another neurosim process (pid {p.pid} on host" in r.output
+            assert "neurosim train --model model.toml --out" in r.output      # its command
+        r = CliRunner().invoke(main, SIM + ["--out", str(out), "--force"])
+        assert r.exit_code == 2 and f"(pid {p.pid} on host" in r.output, r.output
+    finally:
+        Path(str(marker) + ".go").touch()
+        _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["model.toml", "paused", "paused.go", "r.h5"]
+
+
+# ======================================================================================
+# full disks
+# ======================================================================================
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 2 MiB tmpfs (CI runs as root); skipped with the reason elsewhere."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("the real disk-full test mounts a tmpfs: needs root (CI runs as root)")
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {(r.stderr or r.stdout).strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _cli(args, cwd, **env):
+    return subprocess.run([sys.executable, "-m", "neurosim.cli", *args], cwd=cwd,
+                          env=_env(**env), capture_output=True, text=True, timeout=600)
+
+
+def _one_line_enospc(r):
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr and "h5py" not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("Error")]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("Error: runtime failure: ") and "space" in lines[0], lines[0]
+
+
+def _fill(fs, left=96 * 1024):
+    (fs / "filler").write_bytes(b"\0" * (2 * 2 ** 20 - left))
+
+
+def test_simulate_on_a_full_disk(tiny_fs):
+    """The run file (about 380 KiB) does not fit in the 96 KiB left: one line, exit 1,
+    nothing left behind."""
+    _fill(tiny_fs)
+    r = _cli(SIM[:-4] + ["--n-samples", "60", "--steps", "40", "--record", "--out", "s.h5"],
+             tiny_fs)
+    _one_line_enospc(r)
+    assert "not enough space to write 's.h5'" in r.stderr
+    assert os.listdir(tiny_fs) == ["filler"]
+
+
+WRITE_WITHOUT_CHECK = """
+import sys
+import numpy as np
+from neurosim.io import atomic
+from neurosim.io.runfile import atomic_h5, write_dataset
+atomic.free_bytes = lambda folder: 1 << 40       # the space check is fooled: os.write fails
+def fill(f):
+    write_dataset(f, "x", np.random.default_rng(0).random(500_000))
+try:
+    atomic_h5(sys.argv[1], fill)
+except OSError as e:
+    print("OSError", e.errno, e)
+"""
+
+
+def test_a_failing_write_is_one_oserror_and_no_temp(tiny_fs):
+    """Space that disappears between the check and the write (another process filled the
+    disk): ``os.write`` fails with ENOSPC; before, HDF5 failed inside ``flush``, printed
+    tracebacks, renamed a truncated file into place and crashed at exit (139)."""
+    r = subprocess.run([sys.executable, "-c", WRITE_WITHOUT_CHECK, str(tiny_fs / "x.h5")],
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.startswith("OSError 28 [Errno 28] writing ") and "destination is unchanged" \
+        in r.stdout, r.stdout
+    assert r.stderr == ""
+    assert os.listdir(tiny_fs) == []
+
+
+def test_training_checkpoint_on_a_full_disk(tiny_fs):
+    """A checkpoint that does not fit: one line, exit 1, no temporary file."""
+    _fill(tiny_fs)
+    model = tiny_fs.parent / "model.toml"
+    model.write_text((models_dir() / "fsnn_mlp.toml").read_text())
+    r = _cli(["train", "--model", str(model), "--out", "t.h5", "--epochs", "1",
+              "--max-train", "32", "--max-test", "16", "--tf", "3", "--tb", "4"], tiny_fs)
+    _one_line_enospc(r)
+    assert "could not write the checkpoint after epoch 1 to 't.h5'" in r.stderr
+    assert sorted(os.listdir(tiny_fs)) == ["filler"]
+
+
+def test_free_space_check_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "free_bytes", lambda folder: 3 * 2 ** 20)
+    with pytest.raises(OSError, match=r"not enough space to write .*x\.h5': it needs 4\.0 MiB, "
+                                      r"the file system of .* has 3\.0 MiB free"):
+        atomic.check_free_space(tmp_path / "x.h5", 4 * 2 ** 20)
+    atomic.check_free_space(tmp_path / "x.h5", 1 * 2 ** 20)
