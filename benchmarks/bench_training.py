@@ -108,7 +108,7 @@ def _probe(spec):
         rng = np.random.default_rng(seed)
         step = lambda: spide_step(model, x, y, cfg, rng, 0.0, opt)
     else:
-        import torch
+        torch = _import_torch()
         from .torch_spide import TorchSPIDE, masks_nchw
         ts = TorchSPIDE(net, model.C, model.c, cfg, model.output)
         xt, yt, mt = torch.tensor(x), torch.tensor(y), masks_nchw(net, masks)
@@ -183,8 +183,22 @@ def numpy_check(net, cfg, model, x, y, masks, fwd_counts, n=2):
                 mismatched_neurons=mism, spikes=spikes), wall
 
 
-def bench_case(case, threads, reps, seed, B=128, mem=True):
+def _import_torch():
+    """PyTorch with its own OpenMP defaults: neurosim sets ``OMP_WAIT_POLICY=PASSIVE`` for
+    Numba's OpenMP threads (:mod:`neurosim.config`); Numba's layer is started first so it
+    keeps that, then the variable is dropped again (unless the user set it) before torch
+    loads its own libgomp, so the torch-dense baseline runs as it always did."""
+    import numba
+    from neurosim import config
+    numba.get_num_threads()                  # starts Numba's threading layer now
+    if config.OMP_WAIT_POLICY_SET:
+        os.environ.pop("OMP_WAIT_POLICY", None)
     import torch
+    return torch
+
+
+def bench_case(case, threads, reps, seed, B=128, mem=True):
+    torch = _import_torch()
     from neurosim.training.spide import spide_step
     from .torch_spide import TorchSPIDE, counts_flat, masks_nchw
     torch.set_num_threads(threads)
@@ -355,7 +369,7 @@ def main(argv=None):
     if reps < 1:
         ap.error("--reps must be >= 1")
     try:
-        import torch  # noqa: F401
+        _import_torch()
     except ImportError:
         ap.error("this benchmark compares against PyTorch: pip install torch==2.13.0 "
                  "(benchmark-only dependency)")

@@ -20,8 +20,22 @@ overrides (read once, at import):
 ``NEUROSIM_BUFFER_CACHE_MB=<MiB>``
     the most memory kept for reusing the engine's large per-run arrays
     (:data:`BUFFER_CACHE_BYTES`; 0: no reuse).
+``OMP_WAIT_POLICY``
+    set to ``PASSIVE`` here, at import, unless the user set it (or ``GOMP_SPINCOUNT``):
+    the threads of Numba's OpenMP layer (libgomp, used by the ``prange`` kernels) then
+    sleep while they wait instead of spinning, so that on a machine shared with other
+    busy processes the default thread count is not slower than one thread
+    (``benchmarks/bench_contention.py``; results are identical).  It must be in the
+    environment before libgomp is loaded (Numba loads it at the first parallel launch);
+    it affects every OpenMP library this process loads after ``import neurosim``.
 """
 import os
+
+#: True when neurosim set ``OMP_WAIT_POLICY=PASSIVE`` (the user's own OMP_WAIT_POLICY or
+#: GOMP_SPINCOUNT win; docstring above).
+OMP_WAIT_POLICY_SET = not os.environ.get("OMP_WAIT_POLICY") and not os.environ.get("GOMP_SPINCOUNT")
+if OMP_WAIT_POLICY_SET:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numpy as np
 
