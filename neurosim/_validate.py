@@ -45,6 +45,11 @@ def check_real(value, name, *, positive=False, nonneg=False, finite=True, low=No
     return v
 
 
+#: the largest seed: run files store it as a signed 64-bit integer (checked up front, not
+#: when the file is written after the work).
+SEED_MAX = 2 ** 63 - 1
+
+
 def check_int(value, name, *, low=None, high=None):
     """Return ``value`` as an int after checking it is an integer in [low, high]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):

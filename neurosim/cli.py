@@ -18,6 +18,7 @@ import click
 
 import neurosim
 from ._cli_common import BadInput, _command_line, _debug, _errors, nir_import_options, nir_notes
+from ._validate import SEED_MAX
 from .cli_ops import bench, ops
 
 
@@ -70,7 +71,18 @@ def _milestones(text):
     return tuple(int(t) for t in parts)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The ``neurosim`` group: a malformed environment variable (``NEUROSIM_MAX_MODEL_MB=abc``)
+    is one ``Error:`` line (exit 2) before anything else, ``--help`` included."""
+
+    def parse_args(self, ctx, args):
+        from . import config
+        if config.ENV_ERRORS:
+            raise BadInput(next(iter(config.ENV_ERRORS.values())))
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(neurosim.__version__, prog_name="neurosim")
 def main():
     """neurosim: event-driven spiking-network simulator with exact operation counts."""
@@ -91,7 +103,8 @@ def main():
               help="Backward current: 'random' (normal(0, 0.5) into the last spiking "
                    "population, seeded) or a .npy/.npz file.")
 @click.option("--record", is_flag=True, help="Record and store spike trains.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=SEED_MAX), default=0,
+              show_default=True,
               help="Seed of weight initialisation and random gradients.")
 @click.option("--threads", type=click.IntRange(min=1), help="Numba threads.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -115,7 +128,8 @@ def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record,
 @main.command()
 @click.option("--model", required=True, metavar="FILE|NAME",
               help="Model file (.toml), model name, or run file (.h5).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=SEED_MAX), default=0,
+              show_default=True,
               help="Seed of the weight initialisation (affects sparse synapse counts).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @nir_import_options
@@ -179,7 +193,7 @@ def _progress_printer():
               help="Epochs after which the learning rate is multiplied by the model's gamma "
                    "(default 0.1), e.g. 6,8; empty string: none.")
 @click.option("--loss", type=click.Choice(["ce", "spikemax", "spikemax-sliding", "rate-mse"]))
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=SEED_MAX), default=0, show_default=True)
 @click.option("--spide-quirks", is_flag=True, default=None,
               help="Reproduce the reference code: weight decay on κ-scaled gradients, "
                    "dropout masks left out of the weight gradients (docs/training.md).")
@@ -337,7 +351,8 @@ def eval_(run_file, dataset, data_dir, max_test, threads, as_json, debug):
 @click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               show_default=True, metavar="SECONDS", help="Time step the NIR time constants "
                                                           "are computed for (NIR: seconds).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=SEED_MAX), default=0,
+              show_default=True,
               help="Seed of the weight initialisation (--model).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 @_debug

@@ -10,6 +10,7 @@ import click
 
 from ._cli_common import (BadInput, _command_line, _debug, _errors, _text, nir_import_options,
                           nir_notes)
+from ._validate import SEED_MAX
 
 
 def _steps_from_input(net, input_):
@@ -177,7 +178,7 @@ def _sweep_command(ctx, no_record):
               help="Training epochs per point.")
 @click.option("--max-train", type=click.IntRange(min=1), help="Use the first N training samples.")
 @click.option("--max-test", type=click.IntRange(min=1), help="Use the first N test samples.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=SEED_MAX), default=0, show_default=True)
 @click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed repetitions of each forward phase.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,

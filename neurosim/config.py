@@ -75,11 +75,34 @@ def _env_mib(name, default):
     return int(mib * 2 ** 20)
 
 
-MAX_MODEL_BYTES = _env_mib("NEUROSIM_MAX_MODEL_MB", _physical_memory() // 2)
+#: messages about malformed environment variables, by name: importing neurosim never fails
+#: on them (``neurosim --help`` must work); :func:`check_environment` raises the first, and
+#: the command line and the model-size guard call it.
+ENV_ERRORS = {}
+
+
+def _env_mib_or_default(name, default):
+    try:
+        return _env_mib(name, default)
+    except ValueError as e:
+        ENV_ERRORS[name] = str(e)
+        return default
+
+
+def check_environment():
+    """Raise :class:`neurosim.NeurosimError` (one line) if an environment variable that
+    neurosim reads was malformed at import (:data:`ENV_ERRORS`)."""
+    if ENV_ERRORS:
+        from ._validate import NeurosimError
+        raise NeurosimError(next(iter(ENV_ERRORS.values())))
+
+
+MAX_MODEL_BYTES = _env_mib_or_default("NEUROSIM_MAX_MODEL_MB", _physical_memory() // 2)
 
 #: the most memory (bytes) the engine keeps for reusing its large per-run arrays
 #: (:mod:`neurosim._buffers`); ``NEUROSIM_BUFFER_CACHE_MB`` overrides it, 0 turns reuse off.
-BUFFER_CACHE_BYTES = _env_mib("NEUROSIM_BUFFER_CACHE_MB", min(2 ** 31, _physical_memory() // 8))
+BUFFER_CACHE_BYTES = _env_mib_or_default("NEUROSIM_BUFFER_CACHE_MB",
+                                         min(2 ** 31, _physical_memory() // 8))
 
 FASTMATH = os.environ.get("NEUROSIM_FASTMATH", "0") == "1"
 CACHE = os.environ.get("NEUROSIM_NO_CACHE", "0") != "1"

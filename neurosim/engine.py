@@ -591,11 +591,28 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         src[name] = _spike_array(s, net.populations[name], name, T)
     masks_arr = _pack_masks(prog, masks, B, dtype)
     gate = np.zeros((B, 0), np.uint8)
+    _check_fits(net, dtype, const, off, tv_arrays)
     out = _alloc_run(net, prog, T, B, _cast(const, dtype), set(tv_arrays),
                      {k: np.asarray(v, dtype) for k, v in tv_arrays.items()}, src, masks_arr, gate,
                      False, record, n_threads, v_init=_v_init(net, v_init, B))
     return PhaseResult(phase="forward", steps=T, batch=B, network=net, program=prog,
                        input_ops=input_ops, masks=masks, **out)
+
+
+def _check_fits(net, dtype, const, off, tv_arrays):
+    """Refuse input currents (summed in float64) beyond the largest value of the network's
+    dtype: a float32 network would turn them into inf (all-inf potentials, no error)."""
+    big = float(np.finfo(dtype).max)
+    parts = [(name, const[:, off[name]:off[name] + p.n]) for name, p in net.populations.items()
+             if name in off]
+    parts += list(tv_arrays.items())
+    for name, a in parts:
+        if a.size and (a.max() > big or a.min() < -big):
+            peak = float(max(a.max(), -a.min()))
+            raise V.NeurosimError(
+                f"the input current into population {name!r} reaches {peak:.3g}, beyond the "
+                f"largest {np.dtype(dtype).name} ({big:.3g}): the network would compute with "
+                "inf; scale the input down, or use a float64 model (dtype = \"float64\")")
 
 
 def _v_init(net, v_init, B):

@@ -254,7 +254,7 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     """
     report = report or _quiet
     t_start = time.perf_counter()
-    seed = V.check_int(seed, "seed", low=0)
+    seed = V.check_int(seed, "seed", low=0, high=V.SEED_MAX)
     steps = V.check_int(steps, "steps", low=1)
     if n_samples is not None:
         n_samples = V.check_int(n_samples, "n_samples", low=1)

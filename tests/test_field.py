@@ -272,3 +272,189 @@ def test_free_space_check_message(tmp_path, monkeypatch):
                                       r"the file system of .* has 3\.0 MiB free"):
         atomic.check_free_space(tmp_path / "x.h5", 4 * 2 ** 20)
     atomic.check_free_space(tmp_path / "x.h5", 1 * 2 ** 20)
+
+
+# ======================================================================================
+# section 6 of issue 29
+# ======================================================================================
+def test_ops_names_the_batch_of_a_mid_epoch_checkpoint(tmp_path):
+    from neurosim.training.trainer import TrainingInterrupted, train
+    calls = []
+
+    def progress(d):
+        calls.append(d["batch"])
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)    # our handler: a mid-epoch checkpoint
+
+    with pytest.raises(TrainingInterrupted):
+        train(out=tmp_path / "m.h5", overrides=dict(epochs=2, T=4, T_b=6, batch_size=16),
+              max_train=64, max_test=16, progress=progress)
+    r = CliRunner().invoke(main, ["ops", str(tmp_path / "m.h5"), "--samples", "4",
+                                  "--no-energy"])
+    assert r.exit_code == 0, r.output
+    assert "network in epoch 1 after batch 2/4 (a mid-epoch checkpoint)" in r.output, r.output
+    assert "after epoch 0" not in r.output
+
+
+def _sim_file(tmp_path, name="n.h5"):
+    r = CliRunner().invoke(main, SIM + ["--out", str(tmp_path / name)])
+    assert r.exit_code == 0, r.output
+    return tmp_path / name
+
+
+def _strip_checksums(src, dst, edit=None):
+    """Copy a run file with h5py, every dataset rewritten without Fletcher-32 (as a user
+    editing it with h5py would), then apply ``edit(f)``; the attribute digest is updated
+    so that only the network checksum can notice."""
+    import h5py
+    from neurosim.io import runfile as R
+    with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
+        for k, v in a.attrs.items():
+            b.attrs[k] = v
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                g = b.require_group(name)
+            else:
+                g = b.create_dataset(name, data=obj[()])
+            for k, v in obj.attrs.items():
+                g.attrs[k] = v
+        a.visititems(copy)
+        if edit is not None:
+            edit(b)
+        b.attrs[R.ATTRS_DIGEST] = np.bytes_(R._attrs_digest(b).encode())
+
+
+@pytest.mark.parametrize("edit", ["weight", "bias"])
+def test_an_edited_network_is_refused(tmp_path, edit):
+    import h5py
+    from neurosim.io import RunFileError, load_network
+    src = _sim_file(tmp_path)
+    with h5py.File(src, "r") as f:
+        projs = f["network/projections"]
+        withbias = [n for n in projs if "bias" in projs[n]]
+        assert withbias, "the test needs a projection with a bias"
+        assert all(projs[n]["weight"].fletcher32 for n in projs if "weight" in projs[n])
+
+    def change(f):
+        h = f["network/projections"][withbias[0]]
+        if edit == "weight":
+            w = h["weight"]
+            w[(0,) * w.ndim] = w[(0,) * w.ndim] + 0.5
+        else:
+            del h["bias"]
+    dst = tmp_path / "edited.h5"
+    _strip_checksums(src, dst, change)
+    with pytest.raises(RunFileError, match=r"its network \(weights, biases or connectivity "
+                                           r"under /network\) was changed or partly deleted"):
+        load_network(dst)
+    r = CliRunner().invoke(main, SIM[:2] + [str(dst)] + SIM[3:] + ["--out", str(tmp_path / "o.h5")])
+    assert r.exit_code == 2 and "network checksum mismatch" in r.output, r.output
+    _strip_checksums(src, tmp_path / "same.h5")      # unchanged but without checksums: fine
+    load_network(tmp_path / "same.h5")
+
+
+def test_an_old_file_without_network_checksum_is_read_with_a_note(tmp_path):
+    from neurosim.io import load_network
+    from neurosim.io import runfile as R
+    src = _sim_file(tmp_path)
+    _strip_checksums(src, tmp_path / "old.h5",
+                     lambda f: f["network"].attrs.__delitem__(R.NETWORK_DIGEST))
+    with pytest.warns(R.UncheckedNetworkWarning, match="has no network checksum"):
+        net = load_network(tmp_path / "old.h5")
+    assert set(net.projections) == set(load_network(src).projections)
+
+
+def test_float32_inputs_beyond_the_dtype_are_refused(tmp_path):
+    x = np.full((2, 64), 1e300)
+    np.save(tmp_path / "big.npy", x)
+    r = CliRunner().invoke(main, ["simulate", "--model", "fsnn_mlp", "--input",
+                                  str(tmp_path / "big.npy"), "--steps", "3", "--out",
+                                  str(tmp_path / "b.h5")])
+    assert r.exit_code == 2, r.output
+    assert "Error: the input current into population 'l0' reaches 4.04e+300, beyond the " \
+           "largest float32 (3.4e+38)" in r.output
+    assert not (tmp_path / "b.h5").exists()
+    np.save(tmp_path / "ok.npy", np.full((2, 64), 1e30))   # large but representable: runs
+    r = CliRunner().invoke(main, ["simulate", "--model", "fsnn_mlp", "--input",
+                                  str(tmp_path / "ok.npy"), "--steps", "3"])
+    assert r.exit_code in (0, 2) and "beyond the largest" not in r.output
+
+
+@pytest.mark.parametrize("cmd", ["simulate", "train"])
+def test_a_seed_beyond_int64_is_refused_up_front(tmp_path, cmd, monkeypatch):
+    from neurosim import simulate as S
+    monkeypatch.setattr(S, "run_forward", lambda *a, **k: pytest.fail("work started"))
+    args = (SIM if cmd == "simulate" else ["train", "--epochs", "1"]) + \
+        ["--seed", str(2 ** 64), "--out", str(tmp_path / "s.h5")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "Invalid value for '--seed'" in r.output
+    assert "0<=x<=9223372036854775807" in r.output
+    with pytest.raises(ValueError, match=r"seed must be <= 9223372036854775807, got 18446"):
+        S.simulate("fsnn_mlp", "digits", 3, seed=2 ** 64)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["info", "--model", "fsnn_mlp"]])
+def test_a_malformed_size_variable_is_one_line_even_for_help(args):
+    r = subprocess.run([sys.executable, "-m", "neurosim.cli", *args], capture_output=True,
+                       text=True, env=_env(NEUROSIM_MAX_MODEL_MB="abc"), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ("Error: environment variable NEUROSIM_MAX_MODEL_MB='abc': expected a size "
+                        "in MiB, a finite number >= 0 (e.g. NEUROSIM_MAX_MODEL_MB=512)\n")
+
+
+def test_a_missing_models_folder_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEUROSIM_MODELS", str(tmp_path / "nope"))
+    r = CliRunner().invoke(main, ["info", "--model", "fsnn_mlp"])
+    assert r.exit_code == 2
+    assert f"the models folder NEUROSIM_MODELS={str(tmp_path / 'nope')!r} does not exist" \
+        in r.output
+
+
+def test_an_unwritable_numba_cache_dir_still_uses_a_keyed_cache(tmp_path):
+    code = ("from neurosim import kernels; import numba; "
+            "print(kernels.CACHE_DIR, kernels.CACHE_PERSISTENT)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=_env(NUMBA_CACHE_DIR="/proc/neurosim-unwritable"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    from neurosim import kernels
+    path, persistent = r.stdout.split()
+    assert kernels.CACHE_KEY in Path(path).name and persistent == "True"
+
+
+def test_no_writable_cache_folder_gives_a_private_keyed_one(monkeypatch):
+    from neurosim import kernels
+    monkeypatch.setattr(kernels, "_writable", lambda path: False)
+    monkeypatch.setattr(kernels, "CACHE_PERSISTENT", True)
+    d = kernels._choose_cache_dir(kernels.CACHE_KEY)
+    assert d is not None and d.is_dir() and d.name.startswith(f"neurosim-numba-{kernels.CACHE_KEY}-")
+    assert kernels.CACHE_PERSISTENT is False                # the note says: every run compiles
+    d.rmdir()
+
+
+def test_ops_plot_does_not_overwrite_figures_without_force(tmp_path, sim_file):
+    pytest.importorskip("matplotlib")
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "firing_rates.png").write_bytes(b"mine")
+    args = ["ops", str(sim_file), "--plot", str(figs)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert f"Error: output {str(figs / 'firing_rates.png')!r} already exists; pass --force to " \
+           "overwrite it" in r.output
+    assert (figs / "firing_rates.png").read_bytes() == b"mine"
+    assert sorted(os.listdir(figs)) == ["firing_rates.png"]       # nothing drawn
+    r = CliRunner().invoke(main, args + ["--force"])
+    assert r.exit_code == 0, r.output
+    assert (figs / "firing_rates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_cli_error_mentions_force_true(tmp_path):
+    out = _sim_file(tmp_path)
+    r = CliRunner().invoke(main, SIM + ["--out", str(out)])
+    assert r.exit_code == 2
+    assert r.output.strip().endswith(f"Error: output {str(out)!r} already exists; pass --force "
+                                     "to overwrite it")
+    assert "force=True" not in r.output
+    with pytest.raises(FileExistsError, match="pass force=True"):    # the library's wording
+        atomic.check_destination(out)

@@ -72,6 +72,10 @@ def list_models():
     return sorted(p.stem for p in d.glob("*.toml"))
 
 
+def _shipped():
+    return sorted(p.stem for p in SHIPPED_MODELS_DIR.glob("*.toml"))
+
+
 def resolve_model_path(path_or_name):
     """Path of a model file given as a path or as a name from :func:`list_models`."""
     s = os.fspath(path_or_name)
@@ -90,6 +94,12 @@ def resolve_model_path(path_or_name):
     cand = models_dir() / f"{s}.toml"
     if cand.is_file():
         return cand
+    env = os.environ.get("NEUROSIM_MODELS")
+    if env and not Path(env).is_dir():
+        why = "is not a folder" if Path(env).exists() else "does not exist"
+        raise ModelError(f"unknown model {s!r}: the models folder NEUROSIM_MODELS={env!r} {why}; "
+                         "point NEUROSIM_MODELS at a folder of model files, or unset it to use "
+                         f"the models shipped with neurosim ({', '.join(_shipped())})")
     raise ModelError(f"unknown model {s!r}: not a file, and not a model name; known names: "
                      f"{list_models()} (in {models_dir()}; set NEUROSIM_MODELS to use another "
                      "directory)")
@@ -171,6 +181,7 @@ def _human(nbytes):
 
 def reserve(ctx, where, nbytes, what):
     """Count the memory a model needs before allocating it (``config.MAX_MODEL_BYTES``)."""
+    config.check_environment()                  # NEUROSIM_MAX_MODEL_MB=abc: say so
     ctx["bytes"] = ctx.get("bytes", 0) + int(nbytes)
     if ctx["bytes"] > config.MAX_MODEL_BYTES:
         fail(ctx, f"{where}: {what} would bring the model to about {_human(ctx['bytes'])}, more "

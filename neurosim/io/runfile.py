@@ -22,6 +22,7 @@ replaced with ``force=True``.
 """
 import contextlib
 import hashlib
+import warnings
 import json
 import os
 import platform
@@ -136,6 +137,55 @@ def write_network(f, net):
         h.attrs["dense_macs"] = pr.dense_macs
         for k, a in arrays.items():
             write_dataset(h, k, a)
+    g.attrs[NETWORK_DIGEST] = np.bytes_(_network_digest(g).encode())
+
+
+#: attribute of ``/network``: a digest of every dataset under it (see _network_digest)
+NETWORK_DIGEST = "network_sha256"
+
+
+class UncheckedNetworkWarning(UserWarning):
+    """A run file without :data:`NETWORK_DIGEST` (written before neurosim added it): its
+    weights are read, but an edited weight or a deleted bias cannot be detected."""
+
+
+def _network_digest(g):
+    """SHA-256 over the names, dtypes, shapes and bytes of every dataset under the group
+    ``g`` (``/network``: weights, biases, connectivity), in name order.
+
+    Fletcher-32 catches a damaged byte, but not a weight edited with h5py (HDF5 recomputes
+    the checksum) nor a deleted optional dataset such as a projection's ``bias`` (the
+    reader would build the projection without one): this digest catches both."""
+    h = hashlib.sha256()
+    names = []
+    g.visit(names.append)
+    for n in sorted(names):
+        obj = g[n]
+        if not isinstance(obj, h5py.Dataset):
+            continue
+        a = np.asarray(obj[()])
+        data = (repr(a.tolist()).encode() if a.dtype.kind == "O"
+                else a.dtype.str.encode() + a.tobytes())
+        h.update(f"{n}\0{a.shape}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _verify_network(r, g):
+    """Compare ``/network``'s digest; a file without one is read with a warning."""
+    stored = g.attrs.get(NETWORK_DIGEST)
+    if stored is None:
+        warnings.warn(f"run file {str(r.path)!r} has no network checksum (written by an older "
+                      "neurosim): its weights are used as they are, but an edited weight or a "
+                      "deleted bias cannot be detected; write it again to add one",
+                      UncheckedNetworkWarning, stacklevel=4)
+        return
+    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    if stored != _network_digest(g):
+        r.fail("its network (weights, biases or connectivity under /network) was changed "
+               "or partly deleted after writing (network checksum mismatch); the file "
+               "cannot be trusted")
+
 
 
 def _write_arrays(g, name, arrays, net, kind):
@@ -583,6 +633,7 @@ def _projection(r, h):
 
 def read_network(r):
     g = r.group(r.f, "network")
+    _verify_network(r, g)
     gp = r.group(g, "populations")
     gq = r.group(g, "projections")
     pop_order = r.attr(g, "populations", "json")

@@ -10,9 +10,12 @@ file only, so an edit of ``scatter.py`` would leave the cached ``engine.run_phas
 kernel options and the numba / numpy versions, and imports every kernel module with
 Numba's cache pointed at a folder named by that key (:data:`CACHE_DIR`):
 
-1. ``$NUMBA_CACHE_DIR/neurosim-<key>`` if ``NUMBA_CACHE_DIR`` is set;
+1. ``$NUMBA_CACHE_DIR/neurosim-<key>`` if ``NUMBA_CACHE_DIR`` is set (and writable);
 2. else ``neurosim/kernels/__pycache__/nb-<key>`` if writable (a checkout or a virtualenv);
-3. else ``$XDG_CACHE_HOME/neurosim/numba-<key>`` (``~/.cache`` by default).
+3. else ``$XDG_CACHE_HOME/neurosim/numba-<key>`` (``~/.cache`` by default);
+4. else (nothing writable) a temporary ``neurosim-numba-<key>-*`` folder of this process,
+   deleted at exit: every run compiles (:data:`CACHE_PERSISTENT` is False), but Numba's
+   own, unkeyed locations, which could load a stale kernel, are never used.
 
 Any change of a kernel or of the options selects a new, empty folder: nothing stale is
 ever loaded.  Folders of other keys in the same place are deleted once there are more
@@ -20,6 +23,7 @@ than :data:`KEEP_OLD` of them and they were last used more than a day ago.
 ``NEUROSIM_NO_CACHE=1`` turns caching off (:data:`CACHE_DIR` is then None).  Numba's
 global setting is restored after the imports, so other code's caching is unaffected.
 """
+import atexit
 import hashlib
 import importlib
 import os
@@ -72,10 +76,9 @@ def _writable(path):
 
 def _candidates(key):
     user = numba.config.CACHE_DIR
-    if user:
-        return [Path(user) / f"neurosim-{key}"]
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return [_HERE / "__pycache__" / f"nb-{key}", Path(home) / "neurosim" / f"numba-{key}"]
+    return ([Path(user) / f"neurosim-{key}"] if user else []) + \
+        [_HERE / "__pycache__" / f"nb-{key}", Path(home) / "neurosim" / f"numba-{key}"]
 
 
 def _prune(current):
@@ -101,13 +104,25 @@ def _prune(current):
 def _choose_cache_dir(key):
     if not config.CACHE:
         return None
+    global CACHE_PERSISTENT
     for path in _candidates(key):
         if _writable(path):
             _prune(path)
             return path
-    return None            # nowhere to write: Numba's own locators decide (unkeyed)
+    # nowhere to keep it: a keyed folder of this process only, never Numba's own (unkeyed)
+    # locators, which could load a stale kernel
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"neurosim-numba-{key}-"))
+    except OSError:
+        return None
+    atexit.register(shutil.rmtree, tmp, True)
+    CACHE_PERSISTENT = False
+    return tmp
 
 
+#: False when no cache folder is writable and :data:`CACHE_DIR` is a temporary folder of
+#: this process (every run compiles).
+CACHE_PERSISTENT = True
 #: key of this version of the kernels (see the module docstring).
 CACHE_KEY = cache_key()
 #: the folder Numba caches the kernels in (a Path), or None (caching off or impossible).

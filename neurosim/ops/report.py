@@ -42,8 +42,8 @@ def _heading(table):
     T, Tb = table.steps["forward"], table.steps.get("backward")
     steps = f"T = {T}" + (f", T_b = {Tb}" if Tb else ", no backward phase")
     if s.get("kind") == "training":
-        out.append(f"training run: {s['model']} on {s['dataset']}, network after epoch "
-                   f"{s['epoch']}; {steps}")
+        out.append(f"training run: {s['model']} on {s['dataset']}, network "
+                   f"{s.get('stored', 'after epoch ' + str(s['epoch']))}; {steps}")
     else:
         out.append(f"{s.get('kind', 'phases')} run of network {table.network.name!r}; {steps}")
     if s.get("basis"):

@@ -136,10 +136,14 @@ def _training_data(path, n_samples, record, data_dir, n_threads):
                         n_threads=n_threads, check=False)
     inputs = {model.input: x}
     last, counts = _history_totals(st, net, cfg)
+    p = st.get("progress")
+    when = (f"after epoch {int(st['epoch'])}" if p is None else
+            f"in epoch {int(st['epoch']) + 1} after batch {p['batch']}/{p['n_batches']} "
+            "(a mid-epoch checkpoint)")
     source = dict(file=str(path), kind="training", model=st["model"], dataset=ds_name,
-                  epoch=int(st["epoch"]), T=cfg.T, T_b=cfg.T_b, kappa=cfg.kappa,
+                  epoch=int(st["epoch"]), T=cfg.T, T_b=cfg.T_b, kappa=cfg.kappa, stored=when,
                   basis=(f"recomputed: one forward + backward pass (no weight update) of the "
-                         f"network stored after epoch {int(st['epoch'])} on the first {B} "
+                         f"network stored {when} on the first {B} "
                          f"training samples of {ds_name} (dropout masks from seed {cfg.seed})"),
                   history=last, energy_counts=counts,
                   energy_basis=("stored history: means over all training samples of the last "

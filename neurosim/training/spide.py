@@ -137,7 +137,7 @@ class SPIDEConfig:
             raise V.NeurosimTypeError(f"spide_quirks must be true or false, got "
                                       f"{self.spide_quirks!r}")
         _set(self, "spide_quirks", bool(self.spide_quirks))
-        _set(self, "seed", V.check_int(self.seed, "seed", low=0))
+        _set(self, "seed", V.check_int(self.seed, "seed", low=0, high=V.SEED_MAX))
         for key in ("dropout", "norm_cap"):
             d = getattr(self, key)
             if not isinstance(d, dict):

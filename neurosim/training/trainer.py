@@ -647,9 +647,11 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         with _stop_on_signals(handle_signals) as stop:
             if compiling:
                 where = "" if kernels.CACHE_DIR is None else " in " + str(kernels.CACHE_DIR)
+                later = (f"later runs load them from the cache{where}" if kernels.CACHE_PERSISTENT
+                         else "no writable cache folder (NUMBA_CACHE_DIR, the package, "
+                              "~/.cache): every run compiles")
                 say("compiling the engine's kernels during the first batch (once after "
-                    "installing or updating neurosim: 30-50 s on 2 cores; later runs load them "
-                    f"from the cache{where})")
+                    f"installing or updating neurosim: 30-50 s on 2 cores; {later})")
             epoch0 = state.epoch
             run_epochs(spec, state, hooks, checkpoint, stop, monitor=monitor, n_threads=n_threads,
                        engine=engine)
