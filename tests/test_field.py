@@ -283,7 +283,7 @@ def test_ops_names_the_batch_of_a_mid_epoch_checkpoint(tmp_path):
 
     def progress(d):
         calls.append(d["batch"])
-        if len(calls) == 2:
+        if len(calls) == 6:                        # batch 2/4 of epoch 2
             os.kill(os.getpid(), signal.SIGINT)    # our handler: a mid-epoch checkpoint
 
     with pytest.raises(TrainingInterrupted):
@@ -292,8 +292,8 @@ def test_ops_names_the_batch_of_a_mid_epoch_checkpoint(tmp_path):
     r = CliRunner().invoke(main, ["ops", str(tmp_path / "m.h5"), "--samples", "4",
                                   "--no-energy"])
     assert r.exit_code == 0, r.output
-    assert "network in epoch 1 after batch 2/4 (a mid-epoch checkpoint)" in r.output, r.output
-    assert "after epoch 0" not in r.output
+    assert "network in epoch 2 after batch 2/4 (a mid-epoch checkpoint)" in r.output, r.output
+    assert "after epoch 1" not in r.output
 
 
 def _sim_file(tmp_path, name="n.h5"):
@@ -458,3 +458,18 @@ def test_no_cli_error_mentions_force_true(tmp_path):
     assert "force=True" not in r.output
     with pytest.raises(FileExistsError, match="pass force=True"):    # the library's wording
         atomic.check_destination(out)
+
+
+@pytest.mark.parametrize("user", [None, "ACTIVE"])
+def test_omp_threads_wait_passively(user):
+    """Numba's OpenMP threads sleep while they wait unless the user chose otherwise
+    (the speed is measured by benchmarks/bench_contention.py, not asserted here)."""
+    env = _env()
+    env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
+    if user:
+        env["OMP_WAIT_POLICY"] = user
+    code = "import os, neurosim; print(os.environ.get('OMP_WAIT_POLICY'))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.stdout.strip() == (user or "PASSIVE"), r.stderr
