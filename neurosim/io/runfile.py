@@ -633,7 +633,6 @@ def _projection(r, h):
 
 def read_network(r):
     g = r.group(r.f, "network")
-    _verify_network(r, g)
     gp = r.group(g, "populations")
     gq = r.group(g, "projections")
     pop_order = r.attr(g, "populations", "json")
@@ -658,6 +657,7 @@ def read_network(r):
     if stored != net.schedule():
         r.fail(f"stored schedule {stored} differs from the rebuilt network's {net.schedule()}")
     net.metadata = r.attr(g, "metadata", "json") if "metadata" in g.attrs else {}
+    _verify_network(r, g)       # after the structural checks, which name what is wrong
     return net
 
 
