@@ -70,8 +70,9 @@ def _goal(r):
 
 
 #: benches rendered elsewhere (the sparsity sweep: README.md, :func:`sparsity_section`; the
-#: fidelity runs: docs/training.md, ``python -m benchmarks.bench_fidelity --table``).
-SEPARATE = ("sparsity", "fidelity")
+#: fidelity runs: docs/training.md, ``python -m benchmarks.bench_fidelity --table``; the
+#: thread-contention runs: docs/reliability.md, "Shared machines: threads").
+SEPARATE = ("sparsity", "fidelity", "contention")
 
 
 def table(records):
