@@ -92,11 +92,11 @@ def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, force, samples,
                 run_file = _nir_run(run_file, input_, steps, dt, nir_options,
                                     plot_dir is not None, tmp)
         _ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
-             neurobench, debug)
+             neurobench, debug, force)
 
 
 def _ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
-         neurobench, debug):
+         neurobench, debug, force=False):
     from . import ops as O
     if neurobench:
         import json
