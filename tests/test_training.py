@@ -197,3 +197,20 @@ def test_cache_warm_tells_the_engine_specialisations_apart(monkeypatch):
     assert not kernels.cache_warm("engine.run_phase")
     monkeypatch.setattr(kernels, "_cached_signatures", lambda name: None)  # unreadable index
     assert kernels.cache_warm("engine.run_phase", cuba=True)               # the file decides
+
+
+def test_cli_train_opens_run_files_and_nir_files(tmp_path):
+    """``train --model`` opens its model through ``io.sources.open_network``: a run file
+    (``.h5``: the stored network, trained weights included) and a NIR file train too."""
+    run = ["train", "--epochs", "1", "--max-train", "32", "--max-test", "16"]
+    first = tmp_path / "a.h5"
+    r = CliRunner().invoke(main, run + ["--out", str(first)])
+    assert r.exit_code == 0, r.output
+    nir_file = tmp_path / "a.nir"
+    r = CliRunner().invoke(main, ["export-nir", "--run", str(first), "--out", str(nir_file)])
+    assert r.exit_code == 0, r.output
+    for src in (first, nir_file):
+        out = tmp_path / f"from_{src.suffix[1:]}.h5"
+        r = CliRunner().invoke(main, run + ["--model", str(src), "--out", str(out)])
+        assert r.exit_code == 0, (src, r.output)
+        assert out.is_file()

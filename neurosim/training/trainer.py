@@ -55,7 +55,7 @@ from .. import datasets as D
 from .. import kernels
 from ..io import atomic
 from ..io.model_file import read_model_file, resolve_model_path
-from ..models import load_model
+from ..io.sources import open_network
 from ..network import Network
 from . import diagnose as _diagnostics
 from . import health
@@ -332,8 +332,8 @@ def resolve_run(model=None, dataset=None, *, out, data_dir=None, overrides=None,
         if isinstance(model, Network):       # built in code (e.g. neurosim.experiments.sparsity)
             net = model
         else:
-            net = load_model(DEFAULT_MODEL if model is None else model,
-                             seed=0 if seed is None else seed)
+            net = open_network(DEFAULT_MODEL if model is None else model,
+                               seed=0 if seed is None else seed)
         overrides.setdefault("seed", 0 if seed is None else seed)
         cfg, meta = config_for(net, overrides)
         model_name = net.metadata.get("model") or net.name
@@ -563,7 +563,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
     ----------
     model : str or Network, optional
         Model name (``neurosim/data/models/*.toml``) or path; default :data:`DEFAULT_MODEL`; or a
-        :class:`~neurosim.Network` built in code (with ``metadata`` as :func:`load_model`
+        :class:`~neurosim.Network` built in code (with ``metadata`` as :func:`neurosim.models.load_model`
         sets it; trained in place).  With ``resume`` the run file holds the network; a
         model given then must be the stored one.
     dataset : str, optional
