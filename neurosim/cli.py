@@ -178,7 +178,7 @@ def _progress_printer():
 
 @main.command()
 @click.option("--model", default="fsnn_mlp", show_default=True, metavar="FILE|NAME",
-              help="Model file (.toml) or name; its [training] table gives the defaults.")
+              help="Model file (.toml; its [training] table gives the defaults), model name, run file (.h5: its trained network) or NIR file (.nir).")
 @click.option("--dataset", metavar="NAME",
               help="digits | mnist | fashion-mnist | cifar10 | cifar100 (default: the model's).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),

@@ -93,7 +93,7 @@ class PhaseResult:
         """Forward: (weighted) average rate a.  Backward: β = (Θ_b / T_b) Σ_t q(t)."""
         p = self.network.populations[pop]
         if self.phase == "forward":
-            lam = getattr(p.neuron, "leak", 1.0)
+            lam = p.neuron.leak if p.spiking else 1.0
             if self.weighted_counts.get(pop) is not None:
                 return self.weighted_counts[pop] / np.sum(lam ** np.arange(self.steps))
             return self.counts[pop] / self.steps
@@ -311,7 +311,7 @@ def _plan_run(net, prog, T, B, tv_pops, src, masks_arr, backward, record, n_thre
         n_src += net.populations[name].n
     nth = _threads(n_threads)
     split = _split_plan(prog, B, nth, backward, tv_pops, src, masks_arr)
-    leaky = any((p.ternary.leak if backward else getattr(p.neuron, "leak", 1.0)) != 1.0
+    leaky = any((p.ternary.leak if backward else p.neuron.leak) != 1.0
                 for p in net.spiking_populations)
     rec_names = _record_names(net, prog, record)
     rec_off, n_rec = _columns(prog, rec_names, lambda i, name: int(prog.arrays.pop_off[i + 1]
@@ -421,7 +421,7 @@ def _assemble(plan, net, prog, res, wall):
         out["counts_neg"][name] = res.counts_neg[:, a:b_]
         out["v_final"][name] = res.u_out[:, a:b_]
         pop = net.populations[name]
-        lam = (pop.ternary.leak if plan.backward else getattr(pop.neuron, "leak", 1.0)) \
+        lam = (pop.ternary.leak if plan.backward else pop.neuron.leak) \
             if pop.spiking else 1.0
         out["weighted_counts"][name] = res.wcount[:, a:b_] if lam != 1.0 else None
         out["neuron_updates"][name] = res.nupd[:, i]
@@ -515,10 +515,11 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
             raise V.NeurosimError(f"spikes[{k!r}]: {k!r} is a {net.populations[k].kind} population, not 'source'")
     v_init = dict(v_init or {})
     for k in v_init:
-        if k not in net.populations or net.populations[k].kind != "cuba_lif":
+        pop = net.populations.get(k)
+        if pop is None or not (pop.spiking and pop.neuron.accepts_v_init):
             raise V.NeurosimError(
-                f"v_init given for {k!r}, which is not a CubaLIF population; CubaLIF: "
-                f"{[p.name for p in net.populations.values() if p.kind == 'cuba_lif']}")
+                f"v_init given for {k!r}, whose model takes no initial potential; populations "
+                f"that take one: {[p.name for p in net.spiking_populations if p.neuron.accepts_v_init]}")
     B = _batch_of(list(inputs.items()) + list(spikes.items()) +
                   [(k, v) for k, v in v_init.items() if np.ndim(v) >= 2] +
                   [(k, v) for k, v in currents.items() if np.ndim(v) >= 2] + 

@@ -115,9 +115,9 @@ def test_v_init_default_is_v_rest_and_lif_starts_at_zero():
 def test_v_init_bad_input():
     net = cuba_net(10, 0.1, seed=0)
     net.add_population("L", 4, ns.LIF())
-    with pytest.raises(NeurosimError, match="not a CubaLIF population"):
+    with pytest.raises(NeurosimError, match="takes no initial potential"):
         ns.run_forward(net, 3, v_init={"L": np.zeros(4)})
-    with pytest.raises(NeurosimError, match="not a CubaLIF population"):
+    with pytest.raises(NeurosimError, match="takes no initial potential"):
         ns.run_forward(net, 3, v_init={"nope": np.zeros(4)})
     with pytest.raises(NeurosimError, match="v_init"):
         ns.run_forward(net, 3, v_init={"P": np.zeros(9)})

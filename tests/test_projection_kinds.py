@@ -123,13 +123,8 @@ def test_no_projection_class_dispatch_outside_connectivity():
     assert _dispatch_hits(pat, "connectivity", ("isinstance(projection, Projection)",)) == []
 
 
-#: files owned by other work (issue 28) that still dispatch on neuron kinds; to be emptied
-#: by their owners, never extended.
-NEURON_DISPATCH_LEFT = {
-    "engine.py",                 # run_forward's CubaLIF-only options
-    "experiments/sparsity.py",   # the dense baseline's LIF-only check
-    "training/spide.py",         # "SPIDE training needs LIF"
-}
+#: files outside neurosim/neurons/ that may still dispatch on neuron kinds: none (issue 28).
+NEURON_DISPATCH_LEFT = set()
 
 
 def test_no_neuron_class_dispatch_outside_neurons():

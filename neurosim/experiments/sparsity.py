@@ -53,7 +53,6 @@ from ..connectivity import chw_to_flat
 from ..engine import run_forward
 from ..io.atomic import atomic_write_text
 from ..models import load_model
-from ..neurons import LIF
 from ..neurons.lif import LIFState
 from ..neurons.lif import step as lif_model_step
 from ..ops.energy import estimate
@@ -279,7 +278,7 @@ def dense_forward(net, steps, inputs):
     for p in net.populations.values():
         if p.kind == "source":
             raise SweepError(f"dense_forward supports analog input populations, not the source {p.name!r}")
-        if p.spiking and (not isinstance(p.neuron, LIF) or p.neuron.t_ref):
+        if p.spiking and not p.neuron.dense_baseline:
             raise SweepError(f"dense_forward supports LIF populations without refractoriness; "
                              f"{p.name!r} is {p.neuron!r}")
     if not isinstance(inputs, dict) or not inputs:

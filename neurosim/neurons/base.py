@@ -41,6 +41,12 @@ class NeuronModel:
         lazy leak (CubaLIF leaks exactly inside its own update) keep the default 1.
     n_ports : int or None
         Receptor ports a projection may name; None: one input, ``port`` is ignored.
+    accepts_v_init : bool
+        :func:`neurosim.engine.run_forward` accepts an initial potential (``v_init``) for
+        populations of this model.
+    dense_baseline : bool
+        The sparsity sweep's clock-driven dense baseline
+        (:func:`neurosim.experiments.sparsity.dense_forward`) can run this model.
 
     Methods every model implements
     ------------------------------
@@ -68,6 +74,8 @@ class NeuronModel:
     forward_only = False
     leak = 1.0
     n_ports = None
+    accepts_v_init = False
+    dense_baseline = False
 
     @property
     def leaky(self):

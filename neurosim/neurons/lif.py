@@ -109,6 +109,11 @@ class LIF(NeuronModel):
                 f"LIF.v_reset must be below v_th={self.v_th} with reset='value', got {self.v_reset}")
 
     @property
+    def dense_baseline(self):
+        """The dense baseline runs LIF without refractoriness."""
+        return self.t_ref == 0
+
+    @property
     def rho(self):
         """Reset potential θ − Θ reached by a neuron firing exactly at threshold."""
         return self.v_th - self.subtract
@@ -200,6 +205,7 @@ class CubaLIF(NeuronModel):
     code = L.M_CUBA
     State = CubaLIFState
     forward_only = True          # no ternary backward phase for CubaLIF populations
+    accepts_v_init = True
 
     v_rest: float = 0.0
     v_th: float = 1.0

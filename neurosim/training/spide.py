@@ -40,7 +40,7 @@ from .. import counting, losses
 from .. import local_rule as rule
 from ..engine import run_backward, run_forward
 from ..local_rule import OUTPUT_GATES, output_gate
-from ..neurons import LIF
+from ..neurons import NEURON_KINDS
 from . import health
 
 LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
@@ -193,8 +193,10 @@ class SPIDEModel:
             raise V.NeurosimError(f"output population {self.output!r} is not a spiking population; "
                                   f"spiking: {order}")
         for p in net.spiking_populations:
-            if not isinstance(p.neuron, LIF):
-                raise V.NeurosimError(f"SPIDE training needs LIF populations; {p.name!r} is {p.kind}")
+            if p.neuron.forward_only:
+                allowed = sorted(k for k, c in NEURON_KINDS.items() if not c.forward_only)
+                raise V.NeurosimError(f"SPIDE training cannot train population {p.name!r} of "
+                                      f"model {p.kind!r}; allowed models: {allowed}")
         self.classes = V.check_int(classes, "classes", low=2)
         n_out = net.populations[self.output].n
         self.readout = bool(readout)
