@@ -33,9 +33,6 @@ from .connectivity import Projection
 from .connectivity.conv import receiver_table, sender_table
 from .kernels import layout as L
 from .kernels.layout import K_CONV_DOWN, K_CONV_UP, M_INPUT, M_SOURCE
-# neurosim/engine.py still takes these codes from here; they belong to kernels.layout
-# (to drop once engine.py imports them from there: issue 28)
-from .kernels.layout import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA  # noqa: F401
 from .neurons import BACKWARD_MODEL, NEURON_KINDS, NeuronModel
 
 

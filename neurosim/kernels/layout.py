@@ -25,8 +25,6 @@ M_LIF = 1
 M_CUBA = 2
 #: ternary neuron couple of the backward phase (:class:`neurosim.neurons.Ternary`).
 M_TERNARY = 3
-MODEL_NAMES = {M_INPUT: "input", M_SOURCE: "source", M_LIF: "lif", M_CUBA: "cuba_lif",
-               M_TERNARY: "ternary"}
 
 # -- scatter kinds (``NetArrays.proj_kind``): what one event does in one direction -------
 #: dense matrix row ``W[j, :]`` (kernel layout [n_send, n_recv]).
@@ -41,8 +39,6 @@ K_CONV_UP = 3
 K_POOL_DOWN = 4
 #: pooling transpose walk, one shared weight.
 K_POOL_UP = 5
-KIND_NAMES = {K_DENSE: "dense", K_CSR: "csr", K_CONV_DOWN: "conv_down", K_CONV_UP: "conv_up",
-              K_POOL_DOWN: "pool_down", K_POOL_UP: "pool_up"}
 #: kinds whose events are grouped by sender site and walk a kernel-offset table.
 SPATIAL_KINDS = (K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP)
 
