@@ -39,7 +39,7 @@ from .. import _testhooks
 from .. import _validate as V
 from .. import counting
 from ..connectivity import PROJECTION_KINDS
-from ..engine import PhaseResult
+from ..results import PhaseResult
 from ..network import Network
 from ..neurons import BACKWARD_MODEL, NEURON_KINDS
 from . import atomic as _atomic
