@@ -9,7 +9,7 @@ Stimulus (``inputs``):
 
 ``"digits"``
     the first ``n_samples`` samples of the digits *test* split
-    (:func:`neurosim.data.load_digits`), 64 values in [0, 1], for the model's single
+    (:func:`neurosim.datasets.digits.load_digits`), 64 values in [0, 1], for the model's single
     ``input`` population (which must have 64 neurons);
 a ``.npy`` file
     one array for the model's single ``input`` or ``source`` population;
@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _validate as V
 from . import counting
-from .data import load_digits
+from .datasets.digits import load_digits
 from .engine import run_backward, run_forward
 from .io.atomic import check_destination, owns_output
 from .io.nir import DEFAULT_DT, write_nir

@@ -95,7 +95,7 @@ def test_simulate_digits_forward_and_backward(runner, tmp_path):
         np.testing.assert_array_equal((b_tr == 1).sum(1), run.backward.counts[k])
         np.testing.assert_array_equal((b_tr == -1).sum(1), run.backward.counts_neg[k])
         assert run.forward.counts[k].sum() > 0
-    x, _ = ns.data.load_digits("test", n=5)
+    x, _ = ns.datasets.digits.load_digits("test", n=5)
     np.testing.assert_array_equal(run.inputs["x"], x)
     g = np.random.default_rng(3).normal(0.0, 0.5, size=(5, 64))
     np.testing.assert_array_equal(run.grad["l1"], g)

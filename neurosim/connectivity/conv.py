@@ -44,7 +44,7 @@ def receiver_table(kind, geo):
     """int64 [kh*kw, H_s*W_s]: the receiver site of every (kernel offset, sender site)
     pair of a conv (``K_CONV_DOWN``) or conv-transpose (``K_CONV_UP``) scatter, -1 where
     the offset leads outside the receiver map (or, down, between strided positions).
-    The engine's offset-major conv delivery reads it (``kernels/engine._deliver_conv``).
+    The engine's offset-major conv delivery reads it (``kernels/deliver._deliver_conv``).
     Read-only, computed once per geometry."""
     return _receiver_table(int(kind), tuple(int(v) for v in geo[:N_GEO]))
 

@@ -6,7 +6,9 @@ float32 and float64), and a deterministic **stratified** split: within each clas
 samples are shuffled with ``np.random.default_rng(seed)`` and ``round(n_class *
 test_fraction)`` of them go to the test set; both splits keep file order.
 
-(:func:`neurosim.data.load_digits` offers the fixed file-order split 1437 / 360 instead.)
+Flat access: :func:`load_digits` gives the same split (1438 train / 359 test samples with
+the defaults) as float64 ``[N, 64]`` in [0, 1], row-major (``y * 8 + x``), which is also
+neurosim's neuron order for a ``(1, 8, 8)`` population.
 """
 import importlib.util
 import numbers
@@ -15,7 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from . import DataError, Dataset
+from .. import _validate as V
 from .._validate import NeurosimError
+
+#: the splits :func:`load_digits` returns.
+DIGITS_SPLITS = ("train", "test", "all")
 
 
 def _bundled_digits():
@@ -77,3 +83,28 @@ def load_digits_dataset(test_fraction=0.2, seed=0, dtype=np.float32):
     return Dataset("digits", np.ascontiguousarray(x[~test]), y[~test],
                    np.ascontiguousarray(x[test]), y[test], tuple(str(i) for i in range(10)),
                    None)
+
+
+def load_digits(split="test", n=None):
+    """(images float64 [N, 64] in [0, 1], labels int64 [N]) of the digits ``split`` of
+    :func:`load_digits_dataset` with its defaults.
+
+    Parameters
+    ----------
+    split : {"train", "test", "all"}
+        "all" is train followed by test.
+    n : int, optional
+        Keep only the first ``n`` samples of the split.
+    """
+    V.check_choice(split, "digits split", set(DIGITS_SPLITS))
+    d = load_digits_dataset()
+    parts = {"train": [(d.x_train, d.y_train)], "test": [(d.x_test, d.y_test)],
+             "all": [(d.x_train, d.y_train), (d.x_test, d.y_test)]}[split]
+    x = np.concatenate([p[0].reshape(p[0].shape[0], -1) for p in parts]).astype(np.float64)
+    y = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    if n is not None:
+        n = V.check_int(n, "n", low=1)
+        if n > x.shape[0]:
+            raise V.NeurosimError(f"the digits {split} split has {x.shape[0]} samples, {n} were asked for")
+        x, y = x[:n], y[:n]
+    return np.ascontiguousarray(x), y
