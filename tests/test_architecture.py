@@ -22,6 +22,13 @@ EXCEPTIONS = {
     ("neurosim.ops.runfile", "neurosim.training.trainer"),
 }
 
+#: import edges left out of the cycle check, each with its reason (to be removed, never
+#: extended): config.py (issue 29) raises _validate's error from a function-local import,
+#: while _validate imports config at the top.
+CYCLE_EXCEPTIONS = {
+    ("neurosim.config", "neurosim._validate"),
+}
+
 
 def _module_name(path):
     rel = path.relative_to(ROOT.parent).with_suffix("")
@@ -145,7 +152,7 @@ def _package_edges_only(g):
     package is how Python packages are built, not a layering cycle."""
     h = {}
     for m, deps in g.items():
-        h[m] = {d for d in deps if not d.startswith(m + ".")}
+        h[m] = {d for d in deps if not d.startswith(m + ".") and (m, d) not in CYCLE_EXCEPTIONS}
     return h
 
 
@@ -160,7 +167,7 @@ def test_no_import_cycle_between_neurosim_modules():
 def test_the_exceptions_are_still_needed():
     """An exception listed but no longer used must go."""
     g = graph()
-    assert all(d in g[m] for m, d in EXCEPTIONS)
+    assert all(d in g[m] for m, d in EXCEPTIONS | CYCLE_EXCEPTIONS)
 
 
 @pytest.mark.parametrize("module, line, rule", [
