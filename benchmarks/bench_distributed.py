@@ -140,7 +140,7 @@ def main(argv=None):
         return worker(a.worker, a.batch, a.steps, a.json, a.mpi)
     mpi = _mpiexec()
     if mpi is None:
-        raise SystemExit("needs mpiexec: pip install 'neurosim[mpi]'")
+        raise SystemExit("needs mpiexec: pip install 'neurosim-events[mpi]'")
     par = [mpi, "-n", str(a.ranks)]
     for case in a.cases:
         B = CASES[case]

@@ -216,7 +216,7 @@ def _progress_printer():
 @click.option("--distributed", type=click.Choice(["mpi"]),
               help="Data-parallel over MPI ranks (mpirun -n P neurosim train --distributed mpi "
                    "...): every batch is sharded; results equal one process (docs/distributed.md). "
-                   "Needs neurosim[mpi].")
+                   "Needs neurosim-events[mpi].")
 @_debug
 @click.pass_context
 def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, milestones, loss,

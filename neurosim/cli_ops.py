@@ -192,10 +192,10 @@ def _sweep_command(ctx, no_record):
 @click.option("--json", "as_json", is_flag=True, help="Print the points as JSON.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Run one task per point on a Dask cluster (tcp://host:8786); "
-                   "needs neurosim[dask].  See docs/distributed.md.")
+                   "needs neurosim-events[dask].  See docs/distributed.md.")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Run the points on a local Dask cluster of N single-threaded workers; "
-                   "needs neurosim[dask].")
+                   "needs neurosim-events[dask].")
 @_debug
 @click.pass_context
 def sparsity(ctx, model, dataset, data_dir, params, base, grid, epochs, max_train, max_test,

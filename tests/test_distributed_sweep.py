@@ -38,7 +38,7 @@ def _assert_same(recs, recs0):
 
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory):
-    pytest.importorskip("distributed", reason="needs the dask extra: pip install 'neurosim[dask]'")
+    pytest.importorskip("distributed", reason="needs the dask extra: pip install 'neurosim-events[dask]'")
     out = tmp_path_factory.mktemp("serial") / "s.jsonl"
     r = S.sweep("fsnn_mlp", "digits", params={"T": [4], "dropout": [0.2]}, out=out, **SMALL)
     return r, [json.loads(x) for x in out.read_text().splitlines()]
@@ -97,7 +97,7 @@ def test_options_without_dask_exit_2(monkeypatch):
     from neurosim.experiments import dask_sweep
     monkeypatch.setattr(dask_sweep, "available", lambda: False)
     r = CliRunner().invoke(main, ["bench", "sparsity", "--workers", "2", "--no-record"])
-    assert r.exit_code == 2 and "neurosim[dask]" in r.output
+    assert r.exit_code == 2 and "neurosim-events[dask]" in r.output
     r = CliRunner().invoke(main, ["bench", "sparsity", "--workers", "2", "--scheduler", "x"])
     assert r.exit_code == 2 and "at most one of --scheduler and --workers" in r.output
 

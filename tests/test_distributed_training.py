@@ -38,7 +38,7 @@ def _mpiexec():
 
 MPIEXEC = _mpiexec()
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="needs the mpi extra (mpi4py and an MPI "
-                                                       "with mpiexec): pip install 'neurosim[mpi]'")
+                                                       "with mpiexec): pip install 'neurosim-events[mpi]'")
 
 
 def _datasets(path):
@@ -180,4 +180,4 @@ def test_mpirun_resume_equals_one_process(one_small, model_file, tmp_path):
 def test_distributed_without_mpi4py_exits_2(monkeypatch, tmp_path):
     monkeypatch.setattr(dist, "available", lambda: False)
     r = CliRunner().invoke(main, ["train", "--distributed", "mpi", "--out", str(tmp_path / "x.h5")])
-    assert r.exit_code == 2 and "neurosim[mpi]" in r.output
+    assert r.exit_code == 2 and "neurosim-events[mpi]" in r.output

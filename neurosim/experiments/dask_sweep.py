@@ -1,5 +1,5 @@
 """Sparsity-sweep points on Dask workers (``neurosim bench sparsity --workers N`` /
-``--scheduler ADDRESS``; optional extra ``neurosim[dask]``).
+``--scheduler ADDRESS``; optional extra ``neurosim-events[dask]``).
 
 One task per point (:func:`neurosim.experiments.sparsity.run_point`, which trains in its own
 temporary folder and returns the point's records); the client appends each point's
@@ -34,7 +34,7 @@ import time
 from .. import _testhooks
 from .. import _validate as V
 
-EXTRA_HINT = "pip install 'neurosim[dask]'  (or: pip install 'dask[distributed]')"
+EXTRA_HINT = "pip install 'neurosim-events[dask]'  (or: pip install 'dask[distributed]')"
 
 
 class SweepError(V.NeurosimError):

@@ -90,7 +90,7 @@ def _nir():
     try:
         import nir
     except ImportError as e:       # pragma: no cover - exercised only without the extra
-        raise NIRError("the NIR bridge needs the 'nir' package: pip install 'neurosim[nir]' "
+        raise NIRError("the NIR bridge needs the 'nir' package: pip install 'neurosim-events[nir]' "
                        "(or pip install 'nir>=1.0,<2')") from e
     return nir
 

@@ -46,7 +46,7 @@ def _figure(**kw):
         from matplotlib.figure import Figure
     except ImportError as e:
         raise PlotError("figures need matplotlib, which is not installed: "
-                        "pip install 'neurosim[plot]' (matplotlib >= 3.7)") from e
+                        "pip install 'neurosim-events[plot]' (matplotlib >= 3.7)") from e
     fig = Figure(**kw)
     FigureCanvasAgg(fig)
     return fig

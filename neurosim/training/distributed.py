@@ -1,5 +1,5 @@
 """Data-parallel SPIDE training over MPI (``mpirun -n P neurosim train --distributed mpi``;
-optional extra ``neurosim[mpi]``).
+optional extra ``neurosim-events[mpi]``).
 
 Rank 0 runs the ordinary training loop (:func:`neurosim.training.trainer.train`): batch
 order, dropout masks, optimizer, learning-rate schedule, checkpoints, resume, signals and
@@ -45,7 +45,7 @@ from ..local_rule import local_finish, local_parts, output_gate
 from . import health
 from .spide import _cap_grad
 
-EXTRA_HINT = "pip install 'neurosim[mpi]'  (or: pip install mpi4py mpich)"
+EXTRA_HINT = "pip install 'neurosim-events[mpi]'  (or: pip install mpi4py mpich)"
 
 
 class DistributedError(V.NeurosimError):
