@@ -75,6 +75,13 @@ def _goal(r):
 SEPARATE = ("sparsity", "fidelity", "contention")
 
 
+def _loads(la):
+    """The load-average triples of a record: one list, or ``{"before": .., "after": ..}``."""
+    if isinstance(la, dict):
+        return [v for v in la.values() if v]
+    return [la] if la else []
+
+
 def table(records):
     """Markdown for the latest records: one table per bench, then the provenance."""
     records = [r for r in records if r.get("bench") not in SEPARATE]
@@ -106,7 +113,7 @@ def table(records):
         machines = sorted({r.get("machine", "?") for r in rs})
         envs = sorted({f"numba {r.get('numba_version')}, numpy {r.get('numpy_version')}, "
                        f"python {r.get('python')}, neurosim {r.get('version')}" for r in rs})
-        loads = [la[0] for r in rs for la in [(r.get("extra") or {}).get("loadavg")] if la]
+        loads = [la[0] for r in rs for la in _loads((r.get("extra") or {}).get("loadavg"))]
         lines.append(f"Machine: {'; '.join(machines)}.  Software: {'; '.join(envs)}.")
         if loads:
             lines.append(f"1-min load average during the timed records: {min(loads):.2f} to "
