@@ -63,16 +63,21 @@ def fsync_dir(folder):
             os.close(fd)
 
 
-def check_destination(path, force=False):
-    """Raise if ``path`` cannot be (over)written: a folder, a missing folder, or an existing
-    file without ``force``.  Returns ``Path(path)``."""
-    path = Path(path)
+def _check_folder(path):
+    """Raise if ``path`` is a folder or its folder does not exist."""
     if path.is_dir():
         raise IsADirectoryError(f"output {str(path)!r} is a directory; give a file name such "
                                 "as run.h5")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create "
                                 "it first or choose another output path")
+
+
+def check_destination(path, force=False):
+    """Raise if ``path`` cannot be (over)written: a folder, a missing folder, or an existing
+    file without ``force``.  Returns ``Path(path)``."""
+    path = Path(path)
+    _check_folder(path)
     if path.exists() and not force:
         raise OutputExistsError(path)
     return path
@@ -330,12 +335,7 @@ def output_lock(path, command=None):
     missing folder, a folder without write permission)."""
     import fcntl
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"output {str(path)!r} is a directory; give a file name such "
-                                "as run.h5")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create "
-                                "it first or choose another output path")
+    _check_folder(path)
     lp = lock_path(path)
     while True:
         try:

@@ -43,7 +43,7 @@ from ..engine import run_backward, run_forward
 from ..kernels.spide import block_bounds, tree_sum
 from ..local_rule import local_finish, local_parts, output_gate
 from . import health
-from .spide import _cap_grad
+from .spide import finish_grads
 
 EXTRA_HINT = "pip install 'neurosim-events[mpi]'  (or: pip install mpi4py mpich)"
 
@@ -340,13 +340,7 @@ def shard_step(comm, model, cfg, cmd, timing=None):
             nodes = {k: (size, row) for p in allp for k, size, row in p["nodes"].get(key, ())}
             sums[key] = finish_tree(nodes, n)
         grads = local_finish(net, sums, cfg.kappa)
-        if model.readout:
-            grads["readout.weight"] = lres.grad_C
-            grads["readout.bias"] = lres.grad_c
-        for name, R in cfg.norm_cap.items():
-            key = f"{name}.weight"
-            grads[key] = _cap_grad(model.raw[name], R, grads[key])
-        res.grads = grads
+        res.grads = finish_grads(model, cfg, grads, lres)
         if check:
             health.check_finite(grads, "gradient", _HINT)
     t4 = time.perf_counter()

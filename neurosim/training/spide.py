@@ -436,13 +436,7 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
     counts["backward"] = counting.phase_counts(bwd)
     grads, res.update_ops = local_gradients(model, cfg, x, fwd, bwd, masks, gate=res.gate)
     counts["weight_update"] = counting.mac_counts(res.update_ops, B)
-    if model.readout:
-        grads["readout.weight"] = lres.grad_C
-        grads["readout.bias"] = lres.grad_c
-    for name, R in cfg.norm_cap.items():
-        key = f"{name}.weight"
-        grads[key] = _cap_grad(model.raw[name], R, grads[key])
-    res.grads = grads
+    res.grads = finish_grads(model, cfg, grads, lres)
     if check:
         health.check_finite({p.name: bwd.v_final[p.name] for p in net.spiking_populations
                              if p.name in bwd.v_final},
@@ -452,6 +446,18 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
     res.update_s = t_end - t_upd
     res.wall_s = t_end - t0
     return res
+
+
+def finish_grads(model, cfg, grads, lres):
+    """The local gradients of a step completed: the readout's (from the loss result
+    ``lres``) added, and the norm caps' projections applied.  Returns ``grads``."""
+    if model.readout:
+        grads["readout.weight"] = lres.grad_C
+        grads["readout.bias"] = lres.grad_c
+    for name, R in cfg.norm_cap.items():
+        key = f"{name}.weight"
+        grads[key] = _cap_grad(model.raw[name], R, grads[key])
+    return grads
 
 
 def apply_update(model, cfg, grads, lr, opt, *, check=True):
