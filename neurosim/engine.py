@@ -375,7 +375,7 @@ def _pack_masks(prog, masks, B, dtype):
 
 
 def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=None, batch=None,
-                record=False, n_threads=None, v_init=None):
+                record=False, n_threads=None, v_init=None, input_norm=None):
     """Simulate the forward phase for ``steps`` steps on a batch of samples.
 
     Parameters
@@ -404,6 +404,11 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
     v_init : dict, optional
         Initial potential of CubaLIF populations, [n] or [B, n] (default ``v_rest``).
         LIF populations always start at 0 (the engine's lazy leak relies on it).
+    input_norm : dict, optional
+        Input map name -> function of ``z = F x + b`` (float64 [B, n_post], the map of a
+        constant input plus its bias) returning the current that replaces it (before the
+        dropout mask): SPIDE training's batch normalisation of an input map
+        (:mod:`neurosim.training.batchnorm`).  The map's bias enters only through ``z``.
     """
     _check_network(net)
     T = V.check_int(steps, "steps", low=1)
@@ -431,6 +436,12 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
                   [(k, v) for k, v in (masks or {}).items() if np.ndim(v) >= 2], batch)
     dtype = net.dtype
     masks = _mask_arrays(net, masks, B)
+    input_norm = dict(input_norm or {})
+    for k in input_norm:
+        pr = net.projections.get(k)
+        if pr is None or pr.pre not in inputs or np.ndim(inputs[pr.pre]) not in (2, 4):
+            raise V.NeurosimError(f"input_norm given for {k!r}, which is not the input map of "
+                                  f"a constant input of this run")
     prog = compile_program(net, backward=False, masks=masks.keys())
     N = int(prog.arrays.pop_off[-1])
     const = _buffers.take((B, N), np.float64, zero=True)
@@ -448,7 +459,7 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
     # projection biases (masked like the projection's output)
     for pr in net.projections.values():
         b = pr.bias_per_neuron()
-        if b is not None:
+        if b is not None and pr.name not in input_norm:
             add_const(pr.post, b[None, :] * masks[pr.name] if pr.name in masks else b[None, :])
     # input maps, in projection declaration order (a fixed order for the float64 sums:
     # docs/hdf5-schema.md, "Arithmetic")
@@ -469,6 +480,9 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         xf, per_step = flat[pr.pre]
         if not per_step:
             cur, ops = _map_current(pr, xf, np.float64)
+            if pr.name in input_norm:
+                b = pr.bias_per_neuron()
+                cur = input_norm[pr.name](cur if b is None else cur + b[None, :])
             if pr.name in masks:
                 cur = cur * masks[pr.name]
             add_const(pr.post, cur)

@@ -215,7 +215,7 @@ def trained_projections(net):
 
 
 def local_gradients(net, fwd, bwd, inputs, *, masks=None, given_gate=None, masked=True,
-                    kappa=1.0, delta=None):
+                    kappa=1.0, delta=None, given_post=None):
     """Gradients of every trained projection and their update MACs.
 
     Parameters
@@ -234,6 +234,9 @@ def local_gradients(net, fwd, bwd, inputs, *, masks=None, given_gate=None, maske
     delta : dict, optional
         Post errors to use instead of :func:`post_errors` (projections into a population
         without one are skipped).
+    given_post : dict projection -> [B, n_post], optional
+        The post factor of the named projections' updates as given (no mask applied):
+        a batch-normalised input map's ``dL/dz`` (:mod:`neurosim.training.batchnorm`).
 
     Returns
     -------
@@ -244,7 +247,8 @@ def local_gradients(net, fwd, bwd, inputs, *, masks=None, given_gate=None, maske
     :func:`local_parts` and :func:`local_finish` are its two halves (a sharded batch,
     :mod:`neurosim.training.distributed`)."""
     parts, ops = local_parts(net, fwd, bwd, inputs, None, masks=masks,
-                             given_gate=given_gate, masked=masked, delta=delta)
+                             given_gate=given_gate, masked=masked, delta=delta,
+                             given_post=given_post)
     sums = {}
     for key, p in parts.items():
         s = np.empty(p.shape[1], np.float64)
@@ -254,7 +258,7 @@ def local_gradients(net, fwd, bwd, inputs, *, masks=None, given_gate=None, maske
 
 
 def local_parts(net, fwd, bwd, inputs, bounds, *, masks=None, given_gate=None, masked=True,
-                delta=None):
+                delta=None, given_post=None):
     """The block rows of every trained projection's gradients (``"proj.weight"`` /
     ``"proj.bias"`` -> float64 [n_blocks, size], :func:`projection_parts` over the blocks
     ``bounds`` of the samples given, None: :func:`~neurosim.kernels.spide.block_bounds` of
@@ -263,14 +267,17 @@ def local_parts(net, fwd, bwd, inputs, bounds, *, masks=None, given_gate=None, m
     projs = trained_projections(net)
     if delta is None:
         delta = post_errors(net, fwd, bwd, given_gate, pops={pr.post for pr in projs})
-    masks = masks or {}
+    masks, given_post = masks or {}, given_post or {}
     parts, ops = {}, {}
     for pr in projs:
-        if pr.post not in delta:
+        if pr.name in given_post:
+            d = np.ascontiguousarray(given_post[pr.name], np.float64)
+        elif pr.post not in delta:
             continue
-        d = delta[pr.post]
-        if masked and pr.name in masks:
-            d = d * masks[pr.name]
+        else:
+            d = delta[pr.post]
+            if masked and pr.name in masks:
+                d = d * masks[pr.name]
         p, o = projection_parts(pr, pre_activity(net, fwd, pr, inputs), d, bounds)
         ops[pr.name] = o
         for k, v in p.items():

@@ -150,3 +150,23 @@ def test_digits_training_same_bits_for_any_threads(digits_runs, threads):
 
 def test_resume_with_other_threads_continues_bit_for_bit(digits_runs):
     _assert_same_run(digits_runs / "t1.h5", digits_runs / "resumed.h5")
+
+
+@pytest.fixture(scope="module")
+def bn_runs(tmp_path_factory):
+    """2 epochs of digits training with batch norm on the input map (400 / 200 samples)
+    at 1 and 2 threads."""
+    d = tmp_path_factory.mktemp("detbn")
+    _python(f"""
+        from neurosim.training.trainer import train
+        kw = dict(max_train=400, max_test=200, seed=0, handle_signals=False)
+        for n in (1, 2):
+            train(out={str(d)!r} + f"/t{{n}}.h5", n_threads=n, overrides=dict(
+                epochs=2, batch_norm=["F"]), **kw)
+    """)
+    return d
+
+
+def test_batch_norm_training_same_bits_for_1_and_2_threads(bn_runs):
+    assert "training/batch_norm/F/running_var" in _datasets(bn_runs / "t1.h5")
+    _assert_same_run(bn_runs / "t1.h5", bn_runs / "t2.h5")

@@ -9,6 +9,10 @@ with the current weights) plus ``/training``:
   (JSON bit-generator state), ``meta`` (JSON: the model's ``[training]`` readout / output /
   dataset entries) and ``data`` (JSON: subset sizes and the data fingerprint);
 * datasets ``readout_weight`` / ``readout_bias`` (exactly when the loss is ``ce``);
+* with ``[training] batch_norm``, group ``batch_norm`` with one group per normalised input
+  map holding its training-form ``weight`` and ``bias`` and its ``gamma``, ``beta``,
+  ``running_mean`` and ``running_var``; ``/network`` then holds the inference form, the
+  running statistics folded into the map (:func:`neurosim.training.batchnorm.fold`);
 * groups ``raw`` (raw weights under a norm cap, per projection), ``optimizer`` (momentum
   buffers per parameter), ``history`` (one value per completed epoch per key of
   :data:`HISTORY`), ``diagnostics`` (only with ``train(diagnose=N)``) and, in a mid-epoch checkpoint, ``progress`` (dataset ``perm``,
@@ -32,6 +36,7 @@ from .. import _validate as V
 from .. import counting
 from ..io.runfile import (RunFileError, atomic_h5, open_run_file, read_network, write_dataset,
                        write_header, write_network)
+from . import batchnorm as bn
 from .spide import SPIDEConfig, build_model
 
 #: root attribute ``kind`` of a training run file.
@@ -49,6 +54,10 @@ READOUT = ("readout_weight", "readout_bias")
 #: sub-groups: raw weights under a norm cap, momentum buffers, per-epoch history,
 #: mid-epoch progress.
 RAW, OPTIMIZER, HISTORY_GROUP, PROGRESS = "raw", "optimizer", "history", "progress"
+#: group of the batch-normalised input maps (only with ``[training] batch_norm``) and the
+#: datasets of each map's sub-group.
+BATCH_NORM = "batch_norm"
+BATCH_NORM_ARRAYS = ("weight", "bias") + bn.STATE
 #: per-epoch history keys that are op counts (means per sample): the run file's names of
 #: a step's :class:`~neurosim.counting.PhaseCounts` (:data:`~neurosim.counting.STEP_COUNT_NAMES`).
 OPS = tuple(counting.STEP_COUNT_NAMES)
@@ -69,9 +78,10 @@ def save_checkpoint(path, model, cfg, state, force=True, partial=None):
     ``partial`` (a dict) makes it a mid-epoch checkpoint: ``/training/progress`` holds the
     epoch's batch order ``perm``, the next batch ``batch`` and the epoch's running sums."""
     def fill(f):
-        write_header(f, model.net, cfg.seed, state.get("command"))
+        net = model.inference_net()     # batch norm folded in (else model.net)
+        write_header(f, net, cfg.seed, state.get("command"))
         f.attrs["kind"] = KIND
-        write_network(f, model.net)
+        write_network(f, net)
         g = f.create_group(GROUP)
         g.attrs["config"] = json.dumps(cfg.to_dict())
         for k in SCALAR_ATTRS:
@@ -84,6 +94,14 @@ def save_checkpoint(path, model, cfg, state, force=True, partial=None):
         if model.readout:
             write_dataset(g, READOUT[0], model.C)
             write_dataset(g, READOUT[1], model.c)
+        if model.bn:
+            bg = g.create_group(BATCH_NORM)
+            for name, st in model.bn.items():
+                pr = model.net.projections[name]
+                arrays = dict(weight=pr.weight, bias=pr.bias, **st)
+                mg = bg.create_group(name)
+                for k in BATCH_NORM_ARRAYS:
+                    write_dataset(mg, k, arrays[k])
         raw = g.create_group(RAW)
         for name, v in model.raw.items():
             write_dataset(raw, name, v)
@@ -118,13 +136,15 @@ def _write_diagnostics(g, d):
                                              for n in projs], np.float64))
 
 
-def _parameter_shapes(net, readout_shapes):
+def _parameter_shapes(net, readout_shapes, batch_norm=()):
     out = {}
     for name, pr in net.projections.items():
         if pr.has_weights:
             out[f"{name}.weight"] = tuple(pr.weight.shape)
         if pr.bias is not None:
             out[f"{name}.bias"] = tuple(pr.bias.shape)
+        if name in batch_norm:
+            out[f"{name}.bn_gamma"] = out[f"{name}.bn_beta"] = (pr.n_post,)
     if readout_shapes is not None:
         out["readout.weight"], out["readout.bias"] = readout_shapes
     return out
@@ -151,7 +171,19 @@ def _check_state(r, net, st):
         if C.ndim != 2 or c.shape != (C.shape[0],) or C.shape[0] != st["classes"]:
             r.fail(f"/training readout has shapes {C.shape} / {c.shape}, expected "
                    f"({st['classes']}, n) / ({st['classes']},)")
-    shapes = _parameter_shapes(net, None if ro is None else (ro[0].shape, ro[1].shape))
+    shapes = _parameter_shapes(net, None if ro is None else (ro[0].shape, ro[1].shape),
+                               cfg.batch_norm)
+    if set(st["batch_norm"]) != set(cfg.batch_norm):
+        r.fail(f"/training/batch_norm holds {sorted(st['batch_norm'])}, expected the "
+               f"normalised input maps {sorted(cfg.batch_norm)}")
+    for name, arrays in st["batch_norm"].items():
+        pr = net.projections.get(name)
+        want = {} if pr is None or not pr.has_weights or pr.bias is None else dict(
+            weight=pr.weight.shape, bias=pr.bias.shape,
+            **{k: (pr.n_post,) for k in bn.STATE})
+        if not want or {k: tuple(v.shape) for k, v in arrays.items()} != want:
+            r.fail(f"/training/batch_norm/{name} does not match input map {name!r} (needs "
+                   f"{list(BATCH_NORM_ARRAYS)} of its weight's, bias's and post size's shapes)")
     for name, buf in st["optimizer"].items():
         if name not in shapes or tuple(buf.shape) != shapes[name]:
             r.fail(f"/training/optimizer/{name} does not match a parameter of the network "
@@ -212,6 +244,8 @@ def load_checkpoint(path):
         st["readout"] = ((r.data(g, READOUT[0]), r.data(g, READOUT[1]))
                          if READOUT[0] in g or READOUT[1] in g else None)
         st["raw"] = r.arrays(g, RAW)
+        st["batch_norm"] = ({k: r.arrays(r.group(g, BATCH_NORM), k) for k in g[BATCH_NORM]}
+                            if BATCH_NORM in g else {})
         st["optimizer"] = r.arrays(g, OPTIMIZER)
         st["history"] = {k: list(v) for k, v in r.arrays(g, HISTORY_GROUP).items()}
         st["progress"] = None
@@ -249,6 +283,12 @@ def restore(source):
     except (V.NeurosimError, KeyError, TypeError) as e:
         raise RunFileError(f"run file{where}: the stored training state is invalid: {e}") from e
     model.raw = {k: np.array(v) for k, v in st["raw"].items()}
+    for name, arrays in st["batch_norm"].items():     # the training form of the map
+        pr = net.projections[name]
+        pr.set_weight(np.array(arrays["weight"], np.float64))
+        pr.bias = np.array(arrays["bias"], np.float64)
+        model.bn[name] = {k: np.array(arrays[k], np.float64) for k in bn.STATE}
+    model._folded = None
     if st["readout"] is not None:
         model.C, model.c = (np.array(a, np.float64) for a in st["readout"])
     model.apply_norm_cap(cfg.norm_cap)

@@ -28,6 +28,7 @@ Where neurosim differs from the reference code (SPIDE.md section 8), by default:
   with 64 random probes, quirk 4); the gradient flows to ``V`` through the cap exactly;
 * ``m`` is read off integer spike counts (quirk 13), for LIF too.
 """
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -41,6 +42,7 @@ from .. import local_rule as rule
 from ..engine import run_backward, run_forward
 from ..local_rule import OUTPUT_GATES, output_gate
 from ..neurons import NEURON_KINDS
+from . import batchnorm as bn
 from . import health
 
 LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
@@ -85,6 +87,11 @@ class SPIDEConfig:
         Frobenius-norm cap on (feedback) weights.
     spide_quirks : bool
         Reproduce the reference code's weight decay and mask-free gradients.
+    batch_norm : tuple of str
+        Input maps whose output is batch-normalised before it becomes the constant input
+        current (IDE's ``SNNFC(BN=True)``; :mod:`neurosim.training.batchnorm`): dense maps
+        of the input population with a bias.  Empty by default (and then not written by
+        :meth:`to_dict`, so run files of models without it are unchanged).
     seed : int
     """
 
@@ -109,6 +116,7 @@ class SPIDEConfig:
     dropout: dict = field(default_factory=dict)
     norm_cap: dict = field(default_factory=dict)
     spide_quirks: bool = False
+    batch_norm: tuple = ()
     seed: int = 0
 
     def __post_init__(self):
@@ -137,6 +145,12 @@ class SPIDEConfig:
             raise V.NeurosimTypeError(f"spide_quirks must be true or false, got "
                                       f"{self.spide_quirks!r}")
         _set(self, "spide_quirks", bool(self.spide_quirks))
+        bnl = self.batch_norm
+        if not isinstance(bnl, (list, tuple)) or not all(isinstance(k, str) for k in bnl) \
+                or len(set(bnl)) != len(bnl):
+            raise V.NeurosimTypeError(f"batch_norm must be a list of distinct input-map names "
+                                      f"such as [\"F\"], got {bnl!r}")
+        _set(self, "batch_norm", tuple(bnl))
         _set(self, "seed", V.check_int(self.seed, "seed", low=0, high=V.SEED_MAX))
         for key in ("dropout", "norm_cap"):
             d = getattr(self, key)
@@ -151,6 +165,10 @@ class SPIDEConfig:
     def to_dict(self):
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        if self.batch_norm:
+            d["batch_norm"] = list(self.batch_norm)
+        else:
+            del d["batch_norm"]         # run files of models without it stay unchanged
         return d
 
     @classmethod
@@ -160,8 +178,9 @@ class SPIDEConfig:
         if unknown:
             raise V.NeurosimError(f"unknown training option(s) {unknown}; allowed: {sorted(names)}")
         d = dict(d)
-        if isinstance(d.get("milestones"), list):       # JSON / TOML arrays
-            d["milestones"] = tuple(d["milestones"])
+        for k in ("milestones", "batch_norm"):
+            if isinstance(d.get(k), list):              # JSON / TOML arrays
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -211,6 +230,8 @@ class SPIDEModel:
                                       f"per class ({self.classes}), {self.output!r} has {n_out}")
             self.C = self.c = None
         self.raw = {}          # projection name -> raw weight V under a norm cap
+        self.bn = {}           # input map -> batch-norm state (batchnorm.STATE arrays)
+        self._folded = None    # inference network with the batch norms folded in (cache)
 
     # -- parameters --------------------------------------------------------------------
     def parameters(self):
@@ -221,10 +242,45 @@ class SPIDEModel:
                 out[f"{name}.weight"] = self.raw.get(name, pr.weight)
             if pr.bias is not None:
                 out[f"{name}.bias"] = pr.bias
+        for name, st in self.bn.items():
+            out[f"{name}.bn_gamma"] = st["gamma"]
+            out[f"{name}.bn_beta"] = st["beta"]
         if self.readout:
             out["readout.weight"] = self.C
             out["readout.bias"] = self.c
         return out
+
+    def add_batch_norm(self, names):
+        """Batch-normalise the input maps ``names`` (fresh states; one-line errors for a
+        projection that is not a dense map of the input population with a bias)."""
+        for name in names:
+            pr = self.net.projections.get(name)
+            if pr is None or pr.pre != self.input or pr.kind != "dense" or pr.bias is None:
+                what = ("does not exist" if pr is None else
+                        f"is a {pr.kind} projection from {pr.pre!r}"
+                        + ("" if pr.bias is not None else " without bias"))
+                raise V.NeurosimError(
+                    f"batch_norm names {name!r}, which {what}; allowed: dense input maps of "
+                    f"{self.input!r} with bias = true: "
+                    f"{[n for n, p in self.net.projections.items() if p.pre == self.input and p.kind == 'dense' and p.bias is not None]}")
+            self.bn[name] = bn.init_state(pr.n_post)
+        self._folded = None
+
+    def inference_net(self):
+        """The network the test pass simulates: ``net`` itself, or with batch norm a copy
+        whose normalised maps have the running statistics folded into their weight and
+        bias (:func:`neurosim.training.batchnorm.fold`); cached until the next update."""
+        if not self.bn:
+            return self.net
+        if self._folded is None:
+            net = copy.deepcopy(self.net)
+            for name, st in self.bn.items():
+                pr = net.projections[name]
+                w, b = bn.fold(pr.weight, pr.bias, st)
+                pr.set_weight(w)
+                pr.bias = b
+            self._folded = net
+        return self._folded
 
     def apply_norm_cap(self, norm_cap):
         for name, R in norm_cap.items():
@@ -239,6 +295,7 @@ def build_model(net, cfg, meta, classes):
     ``meta`` (``output``), the norm caps applied to the current weights."""
     readout = cfg.loss == "ce"
     model = SPIDEModel(net, classes, output=meta.get("output"), readout=readout, seed=cfg.seed)
+    model.add_batch_norm(cfg.batch_norm)
     model.apply_norm_cap(cfg.norm_cap)
     return model
 
@@ -398,21 +455,38 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
     if engine is not None and hasattr(engine, "phases"):       # the whole step, sharded
         return engine.phases(model, x, y, cfg, rng, train=train, record=record,
                              n_threads=n_threads, check=check)
-    net = model.net
+    if model.bn and engine is not None:
+        raise V.NeurosimError("batch_norm needs the statistics of the whole batch: train it in "
+                              "one process (no sharded engine)")
+    net = model.net if train else model.inference_net()
     B = x.shape[0]
     t0 = time.perf_counter()
     masks = dropout_masks(model, cfg, B, rng) if train else {}
     rec = True if record else ([model.output] if cfg.loss == "spikemax-sliding" else False)
+    bn_cache, norm = {}, None
+    if train and model.bn:
+        def _normaliser(name):
+            def f(z):
+                st = model.bn[name]
+                c, bn_cache[name] = bn.forward_batch(z, st["gamma"], st["beta"])
+                return c
+            return f
+        norm = {name: _normaliser(name) for name in model.bn}
     fwd = (run_forward if engine is None else engine.forward)(
-        net, cfg.T, inputs={model.input: x}, masks=masks, record=rec, n_threads=n_threads)
+        net, cfg.T, inputs={model.input: x}, masks=masks, record=rec, n_threads=n_threads,
+        **({} if norm is None else {"input_norm": norm}))
     t_fwd = time.perf_counter()
     lres, dlda, pred = output_loss(model, cfg, fwd, y)
-    counts = {"input_encoding": counting.mac_counts(fwd.input_ops or {}, B),
+    enc = dict(fwd.input_ops or {})
+    for name in bn_cache:          # batch norm's MACs on the input map (training only)
+        enc[f"{name}.batch_norm"] = np.full(B, bn.FORWARD_MACS * net.projections[name].n_post,
+                                            np.int64)
+    counts = {"input_encoding": counting.mac_counts(enc, B),
               "forward": counting.phase_counts(fwd), "backward": counting.zero_counts(B),
               "weight_update": counting.zero_counts(B)}
     res = StepResult(loss=lres.loss, pred=pred, correct=int(np.sum(pred == y)), batch=B,
                      counts=counts, forward=fwd, backward=None,
-                     masks=masks, gate=None, grads=None, update_ops={},
+                     masks=masks, gate=None, grads=None, update_ops={}, bn_stats={},
                      fwd_s=t_fwd - t0, bwd_s=0.0, update_s=0.0)
     if not train:
         res.wall_s = time.perf_counter() - t0
@@ -434,8 +508,14 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
     t_upd = time.perf_counter()
     res.bwd_s = t_upd - t_bwd
     counts["backward"] = counting.phase_counts(bwd)
-    grads, res.update_ops = local_gradients(model, cfg, x, fwd, bwd, masks, gate=res.gate)
-    counts["weight_update"] = counting.mac_counts(res.update_ops, B)
+    grads, res.update_ops = local_gradients(model, cfg, x, fwd, bwd, masks, gate=res.gate,
+                                            bn_cache=bn_cache)
+    res.bn_stats = {k: (c[2], c[3]) for k, c in bn_cache.items()}
+    upd = dict(res.update_ops)
+    for name in bn_cache:
+        upd[f"{name}.batch_norm"] = np.full(B, bn.BACKWARD_MACS * net.projections[name].n_post,
+                                            np.int64)
+    counts["weight_update"] = counting.mac_counts(upd, B)
     res.grads = finish_grads(model, cfg, grads, lres)
     if check:
         health.check_finite({p.name: bwd.v_final[p.name] for p in net.spiking_populations
@@ -466,6 +546,7 @@ def apply_update(model, cfg, grads, lr, opt, *, check=True):
     ``check`` the updated parameters must be finite (in the network's dtype)."""
     decay_scale = 1.0 / cfg.kappa if cfg.spide_quirks else 1.0
     opt.step(model.parameters(), grads, lr, decay_scale)
+    model._folded = None
     model.apply_norm_cap(cfg.norm_cap)
     if check:
         health.check_finite(model.parameters(), "updated parameter", _HINT,
@@ -493,6 +574,9 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
         return res
     t0 = time.perf_counter()
     apply_update(model, cfg, res.grads, lr, opt, check=check)
+    for name, (mu, var) in res.bn_stats.items():      # running statistics (batchnorm)
+        bn.update_running(model.bn[name], mu, var, res.batch)
+        model._folded = None
     if engine is not None:
         engine.sync(model)              # the other ranks simulate with the new weights
     dt = time.perf_counter() - t0
@@ -501,12 +585,35 @@ def spide_step(model, x, y, cfg, rng, lr, opt, *, train=True, n_threads=None, ch
     return res
 
 
-def local_gradients(model, cfg, x, fwd, bwd, masks, gate=None):
+def local_gradients(model, cfg, x, fwd, bwd, masks, gate=None, bn_cache=None):
     """The local rule (:func:`neurosim.local_rule.local_gradients`) under ``cfg``:
     gradients (``proj.weight`` / ``proj.bias`` -> array, divided by κ) of every projection
     into a spiking population, and the weight-update MACs per projection (projection ->
     int64 [B]).  ``x`` is the model's input, ``masks`` the dropout masks (left out of the
-    gradient with ``spide_quirks``), ``gate`` the backward gate where not the default."""
-    return rule.local_gradients(model.net, fwd, bwd, {model.input: x}, masks=masks,
-                                given_gate=gate, masked=not cfg.spide_quirks,
-                                kappa=cfg.kappa)
+    gradient with ``spide_quirks``), ``gate`` the backward gate where not the default.
+
+    ``bn_cache`` (input map -> :func:`neurosim.training.batchnorm.forward_batch`'s cache):
+    the post error of a batch-normalised map, ``g = D ⊙ δ`` (``δ`` without quirks), is
+    taken back through the batch norm (:func:`~neurosim.training.batchnorm.backward`):
+    the map's weight and bias are updated with ``dL/dz`` in its place, and the gradients
+    ``map.bn_gamma`` / ``map.bn_beta`` (also divided by κ) are added."""
+    if not bn_cache:
+        return rule.local_gradients(model.net, fwd, bwd, {model.input: x}, masks=masks,
+                                    given_gate=gate, masked=not cfg.spide_quirks,
+                                    kappa=cfg.kappa)
+    net, masked = model.net, not cfg.spide_quirks
+    projs = rule.trained_projections(net)
+    delta = rule.post_errors(net, fwd, bwd, gate, pops={pr.post for pr in projs})
+    given, extra = {}, {}
+    for name, (z_hat, r, _, _) in bn_cache.items():
+        g = delta[net.projections[name].post]
+        if masked and name in masks:
+            g = g * masks[name]
+        given[name], dgamma, dbeta = bn.backward(g, z_hat, r, model.bn[name]["gamma"])
+        extra[f"{name}.bn_gamma"] = dgamma / cfg.kappa
+        extra[f"{name}.bn_beta"] = dbeta / cfg.kappa
+    grads, ops = rule.local_gradients(net, fwd, bwd, {model.input: x}, masks=masks,
+                                      given_gate=gate, masked=masked, kappa=cfg.kappa,
+                                      delta=delta, given_post=given)
+    grads.update(extra)
+    return grads, ops
