@@ -87,6 +87,9 @@ def test_step_gradients_counts_and_running_statistics():
     r0 = spide_phases(plain, x, y, cfg, np.random.default_rng(0))
     n = model.net.projections["F"].n_post
     np.testing.assert_array_equal(res.encoding_macs, r0.encoding_macs + bn.FORWARD_MACS * n)
+    np.testing.assert_array_equal(res.forward.input_ops["F"],
+                                  r0.forward.input_ops["F"] + bn.FORWARD_MACS * n)
+    assert np.all(res.update_ops["F"] >= bn.BACKWARD_MACS * n)
     assert "F.bn_gamma" not in r0.grads
     before = {k: v.copy() for k, v in model.bn["F"].items()}
     spide_step(model, x, y, cfg, np.random.default_rng(0), 0.1, SGD())

@@ -26,7 +26,7 @@ from neurosim.training.trainer import TrainingInterrupted, train
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "hdf5-schema.md").read_text()
 #: groups whose members are named by the user (populations, projections, stimulus keys).
 USER_NAMED = {"populations", "projections", "inputs", "source_spikes", "currents", "masks",
-              "grad", "gate", "raw", "optimizer"}
+              "grad", "gate", "raw", "optimizer", "batch_norm"}
 TRAIN_ARGS = dict(overrides=dict(epochs=1, T=3, T_b=4, batch_size=8), max_train=24,
                   max_test=8)
 
@@ -124,10 +124,10 @@ def files(tmp_path_factory):
     spikes = {src: (np.random.default_rng(3).random((B, 6, sparse.populations[src].n)) < 0.3)}
     fwd2 = ns.run_forward(sparse, 6, spikes=spikes, record=True)
     sim2 = write_run(tmp / "sparse.h5", sparse, fwd2, spikes=spikes, seed=0, command="test")
-    # training runs: norm cap, dropout; one finished, one interrupted mid-epoch
+    # training runs: norm cap, dropout, batch norm; one finished, one interrupted mid-epoch
     text = (models_dir() / "fsnn_mlp.toml").read_text().replace(
         "milestones = [20, 27]", "milestones = [20, 27]\ndropout = { F = 0.2 }\n"
-                                 "norm_cap = { B = 0.5 }")
+                                 "norm_cap = { B = 0.5 }\nbatch_norm = [\"F\"]")
     model = tmp / "capped.toml"
     model.write_text(text)
     train(str(model), out=tmp / "train.h5", report=None, diagnose=2, **TRAIN_ARGS)

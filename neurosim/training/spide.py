@@ -477,11 +477,9 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
         **({} if norm is None else {"input_norm": norm}))
     t_fwd = time.perf_counter()
     lres, dlda, pred = output_loss(model, cfg, fwd, y)
-    enc = dict(fwd.input_ops or {})
-    for name in bn_cache:          # batch norm's MACs on the input map (training only)
-        enc[f"{name}.batch_norm"] = np.full(B, bn.FORWARD_MACS * net.projections[name].n_post,
-                                            np.int64)
-    counts = {"input_encoding": counting.mac_counts(enc, B),
+    for name in bn_cache:          # batch norm's MACs, counted on the input map's row
+        fwd.input_ops[name] = fwd.input_ops[name] + bn.FORWARD_MACS * net.projections[name].n_post
+    counts = {"input_encoding": counting.mac_counts(fwd.input_ops or {}, B),
               "forward": counting.phase_counts(fwd), "backward": counting.zero_counts(B),
               "weight_update": counting.zero_counts(B)}
     res = StepResult(loss=lres.loss, pred=pred, correct=int(np.sum(pred == y)), batch=B,
@@ -511,11 +509,9 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
     grads, res.update_ops = local_gradients(model, cfg, x, fwd, bwd, masks, gate=res.gate,
                                             bn_cache=bn_cache)
     res.bn_stats = {k: (c[2], c[3]) for k, c in bn_cache.items()}
-    upd = dict(res.update_ops)
-    for name in bn_cache:
-        upd[f"{name}.batch_norm"] = np.full(B, bn.BACKWARD_MACS * net.projections[name].n_post,
-                                            np.int64)
-    counts["weight_update"] = counting.mac_counts(upd, B)
+    for name in bn_cache:          # the batch norm's backward, on the map's update row
+        res.update_ops[name] = res.update_ops[name] + bn.BACKWARD_MACS * net.projections[name].n_post
+    counts["weight_update"] = counting.mac_counts(res.update_ops, B)
     res.grads = finish_grads(model, cfg, grads, lres)
     if check:
         health.check_finite({p.name: bwd.v_final[p.name] for p in net.spiking_populations
@@ -593,7 +589,7 @@ def local_gradients(model, cfg, x, fwd, bwd, masks, gate=None, bn_cache=None):
     gradient with ``spide_quirks``), ``gate`` the backward gate where not the default.
 
     ``bn_cache`` (input map -> :func:`neurosim.training.batchnorm.forward_batch`'s cache):
-    the post error of a batch-normalised map, ``g = D ⊙ δ`` (``δ`` without quirks), is
+    the post error of a batch-normalised map, ``g = D ⊙ δ`` (``δ`` with ``spide_quirks``), is
     taken back through the batch norm (:func:`~neurosim.training.batchnorm.backward`):
     the map's weight and bias are updated with ``dL/dz`` in its place, and the gradients
     ``map.bn_gamma`` / ``map.bn_beta`` (also divided by κ) are added."""
