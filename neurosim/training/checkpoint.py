@@ -37,6 +37,7 @@ from .. import counting
 from ..io.runfile import (RunFileError, atomic_h5, open_run_file, read_network, write_dataset,
                        write_header, write_network)
 from . import batchnorm as bn
+from .loss_kinds import LOSS_KINDS
 from .spide import SPIDEConfig, build_model
 
 #: root attribute ``kind`` of a training run file.
@@ -163,9 +164,9 @@ def _check_state(r, net, st):
     if st["epoch"] > cfg.epochs:
         r.fail(f"/training epoch {st['epoch']} exceeds the configured {cfg.epochs} epochs")
     ro = st["readout"]
-    if (cfg.loss == "ce") != (ro is not None):
+    if LOSS_KINDS[cfg.loss].readout != (ro is not None):
         r.fail("/training/readout_weight and readout_bias must be present exactly when the "
-               f"loss is 'ce' (loss is {cfg.loss!r})")
+               f"loss trains a readout ('ce'; loss is {cfg.loss!r})")
     if ro is not None:
         C, c = ro
         if C.ndim != 2 or c.shape != (C.shape[0],) or C.shape[0] != st["classes"]:

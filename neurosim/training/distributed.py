@@ -43,6 +43,7 @@ from ..engine import run_backward, run_forward
 from ..kernels.spide import block_bounds, tree_sum
 from ..local_rule import local_finish, local_parts, output_gate
 from . import health
+from .loss_kinds import LOSS_KINDS
 from .spide import finish_grads
 
 EXTRA_HINT = "pip install 'neurosim-events[mpi]'  (or: pip install mpi4py mpich)"
@@ -242,7 +243,7 @@ def shard_step(comm, model, cfg, cmd, timing=None):
     net, out = model.net, model.output
     x, y, masks, lo, hi, B = cmd["x"], cmd["y"], cmd["masks"], cmd["lo"], cmd["hi"], cmd["B"]
     train, n_threads, check = cmd["train"], cmd["n_threads"], cmd["check"]
-    sliding = cfg.loss == "spikemax-sliding"
+    sliding = LOSS_KINDS[cfg.loss].records_output
     t0 = time.perf_counter()
     fwd, err, mine = None, None, None
     try:

@@ -44,8 +44,10 @@ from ..local_rule import OUTPUT_GATES, output_gate
 from ..neurons import NEURON_KINDS
 from . import batchnorm as bn
 from . import health
+from .loss_kinds import LOSS_KINDS
 
-LOSSES = ("ce", "spikemax", "spikemax-sliding", "rate-mse")
+#: the loss names, in the order of :data:`~neurosim.training.loss_kinds.LOSS_KINDS`
+LOSSES = tuple(LOSS_KINDS)
 _HINT = "lower the learning rate (lr), the loss scale (kappa) or the initial weights"
 
 
@@ -134,7 +136,7 @@ class SPIDEConfig:
         _set(self, "milestones", tuple(V.check_int(m, "milestone", low=1) for m in self.milestones))
         _set(self, "gamma", V.check_real(self.gamma, "gamma", positive=True))
         _set(self, "warmup_iters", V.check_int(self.warmup_iters, "warmup_iters", low=0))
-        V.check_choice(self.loss, "loss", set(LOSSES))
+        V.check_choice(self.loss, "loss", set(LOSS_KINDS))
         V.check_choice(self.output_gate, "output_gate", set(OUTPUT_GATES))
         V.check_choice(self.spikemax_mode, "spikemax_mode", set(losses.SPIKEMAX_MODES))
         _set(self, "window", V.check_int(self.window, "window", low=1))
@@ -293,7 +295,7 @@ def build_model(net, cfg, meta, classes):
     """The :class:`SPIDEModel` of ``net`` under ``cfg``: a readout exactly for the
     cross-entropy loss, the output population from the model file's ``[training]`` entries
     ``meta`` (``output``), the norm caps applied to the current weights."""
-    readout = cfg.loss == "ce"
+    readout = LOSS_KINDS[cfg.loss].readout
     model = SPIDEModel(net, classes, output=meta.get("output"), readout=readout, seed=cfg.seed)
     model.add_batch_norm(cfg.batch_norm)
     model.apply_norm_cap(cfg.norm_cap)
@@ -380,24 +382,9 @@ class StepResult:
 
 
 def output_loss(model, cfg, fwd, y):
-    """(loss result, dL/da_out [B, n_out], predictions) of the configured loss (batch mean)."""
-    out = model.output
-    a = fwd.rates(out)
-    counts = fwd.counts[out]
-    if cfg.loss == "ce":
-        r = losses.cross_entropy_readout(a, y, model.C, model.c, reduction="mean")
-        logits = a @ model.C.T + model.c
-        return r, r.grad, np.argmax(logits, 1)
-    if cfg.loss == "spikemax":
-        r = losses.spikemax(counts, y, cfg.T, mode=cfg.spikemax_mode, beta=cfg.spikemax_beta,
-                            reduction="mean")
-    elif cfg.loss == "spikemax-sliding":
-        r = losses.spikemax_sliding(fwd.spikes[out].astype(np.float64), y, min(cfg.window, cfg.T),
-                                    mode=cfg.spikemax_mode, beta=cfg.spikemax_beta,
-                                    reduction="mean")
-    else:
-        r = losses.rate_mse(a, y, cfg.rate_true, cfg.rate_false, reduction="mean")
-    return r, r.grad, losses.predict(counts)
+    """(loss result, dL/da_out [B, n_out], predictions) of the configured loss (batch mean):
+    its :class:`~neurosim.training.loss_kinds.LossKind`'s ``evaluate``."""
+    return LOSS_KINDS[cfg.loss].evaluate(model, cfg, fwd, y)
 
 
 def spide_phases(model, x, y, cfg, rng, *, train=True, record=False, n_threads=None,
@@ -462,7 +449,7 @@ def _spide_phases(model, x, y, cfg, rng, *, train, record, n_threads, check, eng
     B = x.shape[0]
     t0 = time.perf_counter()
     masks = dropout_masks(model, cfg, B, rng) if train else {}
-    rec = True if record else ([model.output] if cfg.loss == "spikemax-sliding" else False)
+    rec = True if record else ([model.output] if LOSS_KINDS[cfg.loss].records_output else False)
     bn_cache, norm = {}, None
     if train and model.bn:
         def _normaliser(name):
