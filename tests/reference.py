@@ -8,7 +8,8 @@ avg-pool), and every population is updated densely at every step.
 
 Public twins (same names and signatures as the kernels):
 
-* :func:`lif_step`, :func:`ternary_step`, :func:`cuba_step` (``neurosim/kernels/neurons.py``),
+* :func:`lif_step`, :func:`ternary_step`, :func:`cuba_step`, :func:`alif_step`
+  (``neurosim/kernels/neurons.py``),
 * :func:`csr_propagate`, :func:`dense_propagate`, :func:`conv_propagate`
   (``neurosim/kernels/scatter.py``), :func:`apply_map` (``neurosim/kernels/engine.py``),
 * :func:`weight_grad` (projection level), :func:`batch_sum`, :func:`tree_sum`,
@@ -223,6 +224,23 @@ def ternary_step(w, current, v_th, sub, leak, q):
     w[:] = x
     q[:] = qq
     return int((qq != 0).sum())
+
+
+def alif_step(v, a, current, v_th, sub, leak, beta, rho, spikes):
+    """Adaptive-threshold LIF step (``neurosim.neurons.ALIF``): u += I; th = v_th + beta*a;
+    spike if u >= th; u -= sub on a spike; a = a*rho + s; u *= leak.  Returns the number
+    of spikes."""
+    dt = v.dtype.type
+    u = v + np.asarray(current, v.dtype)
+    th = dt(v_th) + dt(beta) * a
+    s = u >= th
+    u = np.where(s, u - dt(sub), u).astype(v.dtype)
+    a[:] = a * dt(rho) + s.astype(v.dtype)
+    if leak != 1:
+        u = u * dt(leak)
+    v[:] = u
+    spikes[:] = s
+    return int(s.sum())
 
 
 def cuba_step(v, i_syn, ref, events, const, v_rest, v_th, v_reset, alpha_mem, d_mem, alpha_syn,
@@ -478,7 +496,7 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
 
     # state
     train = {name: np.zeros((B, T, p.n), np.int8) for name, p in pops.items()}
-    u, ref, isyn = {}, {}, {}
+    u, ref, isyn, adapt = {}, {}, {}, {}
     for name, p in pops.items():
         if not p.spiking:
             continue
@@ -490,6 +508,7 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
         else:
             u[name] = np.zeros((B, p.n), dt)
         ref[name] = np.zeros((B, p.n), np.int64)
+        adapt[name] = np.zeros((B, p.n), dt)
     sent = {pr.name: np.zeros((B, pops[sender[pr.name]].n), np.int64) for pr in projs}
     sent_neg = {pr.name: np.zeros((B, pops[sender[pr.name]].n), np.int64) for pr in projs}
     in_sum = {name: np.zeros((B, p.n)) for name, p in pops.items() if p.spiking}
@@ -567,6 +586,13 @@ def run_phase(net, steps, backward=False, *, inputs=None, spikes=None, currents=
                               nr.v_th, nr.v_reset, a_m, dts(1) - a_m, np.array(nr.alpha_syn),
                               np.array(nr.p_syn), nr.i_e, nr.ref_steps, s[b])
                     isyn[name][:, b] = ib
+                train[name][:, t] = s
+            elif p.kind == "alif":
+                nr = p.neuron
+                s = np.zeros((B, p.n), bool)
+                for b in range(B):
+                    alif_step(u[name][b], adapt[name][b], I[b], nr.v_th, nr.subtract, lam,
+                              nr.beta, nr.rho, s[b])
                 train[name][:, t] = s
             else:
                 nr = p.neuron

@@ -15,9 +15,9 @@ rounding rules and summation order:
 * every neuron operation is one numpy operation on ``D`` arrays (no promotion: every
   scalar is cast to ``D`` first).
 
-``neuron_updates`` is returned too but is only a guess (a LIF neuron counts as updated
-at a step when it has a nonzero constant current, a time-varying current, an arriving
-event or is refractory; CubaLIF every step): the document does not define it, the guess
+``neuron_updates`` is returned too but is only a guess (a LIF or ALIF neuron counts as
+updated at a step when it has a nonzero constant current, a time-varying current, an
+arriving event or is refractory; CubaLIF every step): the document does not define it, the guess
 fits dense/sparse networks but not pooled populations, and ``compare`` ignores it.
 
 ``resimulate(path)`` returns a dict ``{"forward": ..., "backward": ...}`` (the latter
@@ -33,7 +33,7 @@ import math
 import h5py
 import numpy as np
 
-SPIKING = ("lif", "cuba_lif")
+SPIKING = ("lif", "cuba_lif", "alif")
 
 # Readings of the document where it was ambiguous or (before the doc fixes on branch
 # `resim`) contradicted by the files; the defaults are the readings that reproduce every
@@ -476,6 +476,14 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                                 leak=D.type(nr["leak"]), leak64=float(nr["leak"]),
                                 reset=nr["reset"], v_reset=D.type(nr["v_reset"]),
                                 t_ref=int(nr["t_ref"]))
+            elif pop["kind"] == "alif":
+                sub = nr.get("subtract")
+                if sub is None:
+                    sub = 2.0 * nr["v_th"]
+                state[p] = dict(u=np.zeros(n, dtype=D), a=np.zeros(n, dtype=D),
+                                v_th=D.type(nr["v_th"]), sub=D.type(sub),
+                                leak=D.type(nr["leak"]), leak64=float(nr["leak"]),
+                                beta=D.type(nr["beta"]), rho=D.type(nr["rho"]))
             elif pop["kind"] == "cuba_lif":
                 dt = float(nr["dt"])
                 tm = float(nr["tau_mem"])
@@ -543,6 +551,28 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                     ref[spk] = st["t_ref"]
                     if st["leak64"] != 1.0:
                         u[:] = u * st["leak"]
+                elif kind == "alif":
+                    st = state[p]
+                    I = c[p].copy()
+                    if tv[p] is not None:
+                        I = I + tv[p][t]
+                    touched = (c[p] != 0) | (tv[p] is not None)
+                    for q in incoming[p]:
+                        touched |= hit[q]
+                        hit[q][:] = False
+                        if q in masks:
+                            I = I + acc[q] * rmask[q][b]
+                        else:
+                            I = I + acc[q]
+                        acc[q][:] = 0
+                    u, a_ = st["u"], st["a"]
+                    u[:] = u + I
+                    th = st["v_th"] + st["beta"] * a_
+                    spk = u >= th
+                    u[spk] = u[spk] - st["sub"]
+                    a_[:] = a_ * st["rho"] + spk.astype(D)
+                    if st["leak64"] != 1.0:
+                        u[:] = u * st["leak"]
                 else:  # cuba_lif
                     st = state[p]
                     I = c[p].copy()
@@ -582,13 +612,13 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
                 idx = np.flatnonzero(spk)
                 if len(idx):
                     trains[p].append((np.full(len(idx), b), np.full(len(idx), t), idx))
-                if kind == "lif":
+                if kind in ("lif", "alif"):
                     wcounts[p][b] = wcounts[p][b] * state[p]["leak64"] + spk
                 for q in out0[p]:
                     projs[q].deliver(acc[q], idx, hit[q])
                     sent[q][b, idx] += 1
         for p in sim:
-            if pops[p]["kind"] == "lif":
+            if pops[p]["kind"] in ("lif", "alif"):
                 vfinal[p][b] = state[p]["u"]
             elif pops[p]["kind"] == "cuba_lif":
                 vfinal[p][b] = state[p]["v"]
@@ -597,7 +627,7 @@ def _forward(D, names, pops, pnames, projs, schedule, T, B, inputs, spikes, curr
     for p in sim:
         d = {"counts": counts[p], "v_final": vfinal[p], "spikes": _spike_table(trains[p]),
              "neuron_updates": nupd[p]}
-        if pops[p]["kind"] == "lif" and float(pops[p]["neuron"]["leak"]) != 1.0:
+        if pops[p]["kind"] in ("lif", "alif") and float(pops[p]["neuron"]["leak"]) != 1.0:
             d["weighted_counts"] = wcounts[p]
         res_p[p] = d
     res_q = {}

@@ -213,7 +213,7 @@ def test_format_checks():
 
 def test_unknown_kinds_and_inits():
     _err(lambda d: d["populations"][1].update(kind="izhikevich"),
-         r"\[\[populations\]\] 'l0': unknown kind 'izhikevich'; allowed kinds: \['cuba_lif', 'input', 'lif', 'source'\]")
+         r"\[\[populations\]\] 'l0': unknown kind 'izhikevich'; allowed kinds: \['alif', 'cuba_lif', 'input', 'lif', 'source'\]")
     _err(lambda d: d["projections"][1].update(kind="conv3d"),
          r"\[\[projections\]\] 'W': unknown kind 'conv3d'; allowed kinds: \['avgpool2d', 'conv2d'")
     _err(lambda d: d["projections"][1].update(init="xavier"),

@@ -8,17 +8,18 @@ import pytest
 
 import neurosim as ns
 from neurosim.kernels import layout as L
-from neurosim.neurons import BACKWARD_MODEL, NEURON_KINDS, NeuronModel
+from neurosim.neurons import ALIF, BACKWARD_MODEL, NEURON_KINDS, NeuronModel
 
 
 def _one_of_each():
     return [ns.LIF(v_th=0.75, leak=0.5, reset="value", v_reset=-0.25, t_ref=2),
             ns.CubaLIF(v_th=2.0, tau_syn=(4.0, 9.0), t_ref=3.0, i_e=0.5, dt=0.5),
+            ALIF(v_th=0.75, leak=0.5, beta=0.25, rho=0.5),
             ns.Ternary(v_th=0.25, leak=0.75)]
 
 
 def test_registry_names_every_model_once():
-    assert set(NEURON_KINDS) == {"lif", "cuba_lif"}
+    assert set(NEURON_KINDS) == {"lif", "cuba_lif", "alif"}
     for kind, cls in NEURON_KINDS.items():
         assert cls.kind == kind and issubclass(cls, NeuronModel) and cls.role == "forward"
     assert BACKWARD_MODEL.role == "backward" and BACKWARD_MODEL.kind == "ternary"

@@ -481,8 +481,9 @@ def run_split(T, H, n_buf, max_ports, net, run, out, part, split_off, n_split):
     spk = np.zeros(N, np.int8)
     none_dt = np.zeros(0, dt)
     # positional (Numba cannot build a NamedTuple from many computed keywords)
-    sc = Scratch(u, ref, isyn, buf, e, e8, e, e, e8, e, e, e, e, ring_idx, ring_val, ring_site,
-                 ring_ch, ring_cnt2, e8, none_dt, spk, e, none_dt, e, e,
+    # (the ALIF adaptation ``adapt`` is empty: this runner takes CubaLIF networks only)
+    sc = Scratch(u, ref, isyn, none_dt, buf, e, e8, e, e, e8, e, e, e, e, ring_idx, ring_val,
+                 ring_site, ring_ch, ring_cnt2, e8, none_dt, spk, e, none_dt, e, e,
                  np.zeros(0, np.uint64), e, e)
     split = np.zeros(max(n_split, 1), np.int64)
     unsorted = np.zeros(Q * H, np.uint8)

@@ -25,6 +25,8 @@ M_LIF = 1
 M_CUBA = 2
 #: ternary neuron couple of the backward phase (:class:`neurosim.neurons.Ternary`).
 M_TERNARY = 3
+#: adaptive-threshold LIF (:class:`neurosim.neurons.ALIF`).
+M_ALIF = 4
 
 # -- scatter kinds (``NetArrays.proj_kind``): what one event does in one direction -------
 #: dense matrix row ``W[j, :]`` (kernel layout [n_send, n_recv]).
@@ -43,15 +45,17 @@ K_POOL_UP = 5
 SPATIAL_KINDS = (K_CONV_DOWN, K_CONV_UP, K_POOL_DOWN, K_POOL_UP)
 
 # -- columns of ``pop_fp`` [P, N_FP] (the network's dtype) --------------------------------
-FP_VTH = 0      #: threshold θ (LIF, CubaLIF, ternary)
-FP_SUB = 1      #: subtraction Θ on a spike (LIF reset "subtract", ternary)
-FP_LEAK = 2     #: leak λ applied every step after the reset (LIF, ternary; 1 = none)
+FP_VTH = 0      #: threshold θ (LIF, CubaLIF, ternary; ALIF: the base threshold)
+FP_SUB = 1      #: subtraction Θ on a spike (LIF reset "subtract", ternary, ALIF)
+FP_LEAK = 2     #: leak λ applied every step after the reset (LIF, ternary, ALIF; 1 = none)
 FP_VRESET = 3   #: reset value (LIF reset "value", CubaLIF)
 FP_VREST = 4    #: resting potential (CubaLIF)
 FP_AMEM = 5     #: membrane propagator α_m = exp(-dt/τ_m) (CubaLIF)
 FP_IE = 6       #: constant external current i_e (CubaLIF)
 FP_DMEM = 7     #: 1 - α_m, computed in the dtype (CubaLIF)
-N_FP = 8
+FP_BETA = 8     #: threshold increase β per unit of adaptation (ALIF)
+FP_RHO = 9      #: adaptation decay ρ per step (ALIF)
+N_FP = 10
 
 # -- columns of ``pop_ip`` [P, N_IP] (int64) ----------------------------------------------
 IP_RESET = 0    #: LIF reset: 0 subtract, 1 to value
@@ -181,6 +185,7 @@ class Scratch(NamedTuple):
     u: np.ndarray             # dtype [N] potentials
     ref: np.ndarray           # int32 [N] refractory steps left
     isyn: np.ndarray          # dtype [MAX_PORTS, N or 0] CubaLIF currents
+    adapt: np.ndarray         # dtype [N or 0] ALIF adaptation
     buf: np.ndarray           # dtype [n_buf] per-projection input buffers
     last: np.ndarray          # int64 [NS] last step a site was updated (-1: never)
     mark: np.ndarray          # uint8 [NS] site is in its population's touched list
@@ -219,7 +224,8 @@ def alloc_scratch(net, n_buf, max_ports):
         Length of the per-projection input buffers (``Program.n_buf``).
     max_ports : int
         Synaptic ports of the CubaLIF currents (``Program.max_ports``); the currents get
-        ``N`` columns only when a population is CubaLIF.
+        ``N`` columns only when a population is CubaLIF (and the ALIF adaptation ``N``
+        entries only when a population is ALIF).
     """
     P = net.pop_off.shape[0] - 1
     N = int(net.pop_off[P])
@@ -233,8 +239,10 @@ def alloc_scratch(net, n_buf, max_ports):
     kk = net.proj_geo[:, G_KH] * net.proj_geo[:, G_KW]
     max_k = max(1, int(kk.max(initial=1)))
     has_cuba = bool(np.any(net.pop_model == M_CUBA))
+    has_alif = bool(np.any(net.pop_model == M_ALIF))
     z = np.zeros
     return Scratch(u=z(N, dt), ref=z(N, np.int32), isyn=z((max_ports, N if has_cuba else 0), dt),
+                   adapt=z(N if has_alif else 0, dt),
                    buf=aligned_zeros(n_buf, dt), last=np.empty(NS, np.int64), mark=z(NS, np.uint8),
                    tlist=z(NS + P, np.int64), tcount=z(P, np.int64), allflag=z(P, np.uint8),
                    clist=z(NS, np.int64), ccount=z(P, np.int64), klist=z(NS, np.int64),

@@ -142,6 +142,39 @@ def update_block_ternary(w, I, v_th, sub, lam):
     return w, q, carry_ternary(w, v_th)
 
 
+# -- adaptive-threshold LIF (neurosim.neurons.ALIF) --------------------------------------
+@numba.njit(**NJIT_NORT)
+def alif_update(u, a, I, v_th, sub, lam, beta, rho):
+    """One ALIF step, in this order: ``u = u + I``; ``th = v_th + beta * a``; spike when
+    ``u >= th`` (inclusive), then ``u = u - sub``; ``a = a * rho + s`` (the spike ``s``
+    adds 0 or 1: Numba types bool + float as the float's type, so no float64
+    intermediate); ``u = u * lam`` (:func:`leak`).  Returns (u, a, spiked)."""
+    u = u + I
+    th = v_th + beta * a
+    f = u >= th
+    u = u - sub if f else u
+    a = a * rho + f
+    return leak(u, lam), a, f
+
+
+@numba.njit(**NJIT_NORT)
+def carry_alif(u, v_th):
+    """Whether an ALIF neuron at ``u`` must be updated next step without input: left at
+    or above the *base* threshold ``v_th``.  Below it the neuron cannot fire without
+    input however its adaptation decays (``v_th + beta * a >= v_th``, ``lam <= 1``); at
+    or above it, it may fire once ``a`` has decayed enough, so it is updated every step."""
+    return u >= v_th
+
+
+@numba.njit(**NJIT_NORT)
+def update_site_alif(u, a, I, v_th, sub, lam, beta, rho):
+    """The engine's ALIF update of one neuron of a touched site (the caller has applied
+    the missed steps of leak to ``u`` and of decay to ``a``: :func:`leak_steps`):
+    :func:`alif_update`.  Returns (u, a, spiked, carry) (:func:`carry_alif`)."""
+    u, a, s = alif_update(u, a, I, v_th, sub, lam, beta, rho)
+    return u, a, s, carry_alif(u, v_th)
+
+
 # -- current-based LIF (neurosim.neurons.CubaLIF) ----------------------------------------
 @numba.njit(**NJIT_NORT)
 def cuba_drive(i_e, I, d_m):
@@ -205,6 +238,21 @@ def ternary_step(w, current, v_th, sub, leak_, q):
         w[j] = wj
         q[j] = qj
         n += qj != 0
+    return n
+
+
+@numba.njit(**NJIT)
+def alif_step(v, a, current, v_th, sub, leak_, beta, rho, spikes):
+    """Dense ALIF step over all neurons (in place: potentials ``v``, adaptations ``a``);
+    returns the number of spikes.  Scalars are of ``v``'s dtype
+    (:meth:`neurosim.neurons.ALIF.step`)."""
+    n = 0
+    for j in range(v.shape[0]):
+        u, aj, s = alif_update(v[j], a[j], current[j], v_th, sub, leak_, beta, rho)
+        v[j] = u
+        a[j] = aj
+        spikes[j] = s
+        n += s
     return n
 
 

@@ -68,6 +68,7 @@ def _reset_sample(b, net, out, sc):
         for d in range(net.pop_depth[p]):
             sc.ring_cnt[p, d] = 0
     sc.isyn[:, :] = 0
+    sc.adapt[:] = 0
     sc.buf[:] = 0
     for s in range(net.pop_site_off[P]):
         sc.last[s] = -1
@@ -186,7 +187,8 @@ def _update_populations(t, b, backward, net, run, out, sc, cuba):
 @numba.njit(**NJIT_INLINE)
 def _finish_leak(T, b, net, out, sc):
     """Final state into ``out.u_out``: the leak of the steps a site was not touched applied
-    (and to the weighted counts), as repeated multiplications in the dtype."""
+    (and to the weighted counts), as repeated multiplications in the dtype.  (ALIF's
+    adaptation is not an output: its lazy decay is applied only when a site is touched.)"""
     P = net.pop_off.shape[0] - 1
     pop_off = net.pop_off
     pop_site_off = net.pop_site_off

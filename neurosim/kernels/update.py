@@ -13,10 +13,11 @@ from numba.extending import overload
 from ..config import NJIT_INLINE, NJIT_NORT
 from .cuba import MAX_FAST_PORTS, cuba_population, cuba_site
 from .emit import _emit_lean, _emit_spikes, _lean, _push
-from .layout import (FP_LEAK, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET, IP_TREF, M_CUBA,
-                     M_INPUT, M_LIF, M_SOURCE, M_TERNARY)
+from .layout import (FP_BETA, FP_LEAK, FP_RHO, FP_SUB, FP_VRESET, FP_VTH, IP_NPORTS, IP_RESET,
+                     IP_TREF, M_ALIF, M_CUBA, M_INPUT, M_LIF, M_SOURCE, M_TERNARY)
 from .neurons import (carry_lif, carry_ternary, leak_steps, update_block_lif,
-                      update_block_ternary, update_site_lif, update_site_ternary)
+                      update_block_ternary, update_site_alif, update_site_lif,
+                      update_site_ternary)
 
 #: a touched population with at least 1/DENSE_SHARE of its sites touched is updated as one
 #: block (no per-site overhead); otherwise each run of consecutive touched sites is one
@@ -64,7 +65,9 @@ def _gather_site(p, g0, j0, ssz, t, b, model, net, run, sc, cur):
 @numba.njit(**NJIT_NORT)
 def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, rc, rec_off):
     """Update the neurons of one site (any model, refractoriness included); returns
-    (ring count, carry: some neuron is left at/above threshold or refractory)."""
+    (ring count, carry: some neuron is left at/above threshold or refractory).  The
+    steps the site was not touched (``gap``) are applied first: the leak of the
+    potential (``has_leak``) and, for ALIF, the decay of the adaptation."""
     carry = False
     ssz = net.pop_site[p]
     off = net.pop_off[p]
@@ -98,6 +101,15 @@ def _update_site(p, site, t, b, model, net, run, out, sc, last, has_leak, base, 
                                          net.pop_ip[p, IP_RESET] == 1, fp[p, FP_VRESET],
                                          net.pop_ip[p, IP_TREF])
             sc.ref[g] = r
+            qv = np.int8(s)
+        elif model == M_ALIF:    # the adaptation decays over the missed steps too
+            rho = fp[p, FP_RHO]
+            a = sc.adapt[g]
+            if gap > 0:
+                a = leak_steps(a, rho, gap)
+            v, a, s, c = update_site_alif(v, a, cur[k], v_th, fp[p, FP_SUB], lam,
+                                          fp[p, FP_BETA], rho)
+            sc.adapt[g] = a
             qv = np.int8(s)
         else:  # ternary
             v, qv, c = update_site_ternary(v, cur[k], v_th, fp[p, FP_SUB], lam)
@@ -375,9 +387,9 @@ def _update_blocks(m, p, t, b, backward, has_leak, base, net, run, out, sc):
 
 @numba.njit(**NJIT_INLINE)
 def _update_sites(m, p, t, b, backward, has_leak, base, net, run, out, sc):
-    """Population p site by site (:func:`_update_site`: LIF with refractoriness, CubaLIF
-    with more receptor ports than the vectorised runner takes): its touched sites, or all
-    of them; a site left carrying goes on the carry list.  Returns the ring count."""
+    """Population p site by site (:func:`_update_site`: LIF with refractoriness, ALIF,
+    CubaLIF with more receptor ports than the vectorised runner takes): its touched sites,
+    or all of them; a site left carrying goes on the carry list.  Returns the ring count."""
     ssz = net.pop_site[p]
     so = net.pop_site_off[p]
     ns = net.pop_site_off[p + 1] - so
@@ -443,8 +455,8 @@ def _dense_model(m):
 @numba.njit(**NJIT_NORT)
 def _lazy_leak(m):
     """Whether model ``m``'s untouched sites get their missed leak steps applied when next
-    touched (LIF, ternary)."""
-    return m == M_LIF or m == M_TERNARY
+    touched (LIF, ternary, ALIF)."""
+    return m == M_LIF or m == M_TERNARY or m == M_ALIF
 
 
 #: how :func:`_update_population` updates a population (:func:`_update_path`)
@@ -463,6 +475,8 @@ def _update_path(m, p, net):
         return path, net.pop_fp[p, FP_LEAK] != 1
     if m == M_TERNARY:
         return _BLOCKS, net.pop_fp[p, FP_LEAK] != 1
+    if m == M_ALIF:              # per site: its adaptation decays lazily (_update_site)
+        return _SITES, net.pop_fp[p, FP_LEAK] != 1
     # M_CUBA: updated densely, its leak inside its exact step
     return (_CUBA if net.pop_ip[p, IP_NPORTS] <= MAX_FAST_PORTS else _SITES), False
 

@@ -2,7 +2,8 @@
 :class:`neurosim.connectivity.Projection`).
 
 Every neuron model lives in one module of this package (``lif``: :class:`LIF` and
-:class:`CubaLIF`; ``ternary``: the backward couples :class:`Ternary`) and answers, as
+:class:`CubaLIF`; ``alif``: :class:`ALIF`; ``ternary``: the backward couples
+:class:`Ternary`) and answers, as
 attributes and methods of its class, every question the rest of neurosim asks about it
 (see :class:`NeuronModel`).  Code outside the package never tests a neuron's class: it
 reads these attributes, calls these methods, or looks a model up by its stored name in
