@@ -82,8 +82,8 @@ def _two_sources(dtype, kind, neuron, w, times, T):
     net.add_population("s", 2, "source")
     net.add_population("h", 1, neuron)
     W = np.array([[w[0]], [w[1]]])
-    pr = ns.Dense(W) if kind == "dense" else ns.Sparse.from_edges([0, 1], [0, 0], list(w),
-                                                                   n_pre=2, n_post=1)
+    pr = ns.Dense(W) if kind == "dense" else ns.Sparse.from_edges(
+        [0, 1], [0, 0], list(w), pre_shape=(2,), post_shape=(1,))
     net.add_projection("W", "s", "h", pr)
     sp = np.zeros((1, T, 2), bool)
     sp[0, times[0], 0] = sp[0, times[1], 1] = True
@@ -119,9 +119,9 @@ def test_carried_between_base_and_adapted_threshold(dtype, kind):
 @pytest.mark.parametrize("leak", [1.0, 0.75])
 def test_adaptation_decays_while_untouched(dtype, kind, leak):
     """A spike at t=0 (a = 1, u = 0 with Θ = θ = 1), nothing for 9 steps, then input
-    1.75 at t=10: the adaptation has decayed to 0.5^10, th = 1 + 2^-10 and the neuron
-    fires; without the 10 missed decays th would be 2 and it would stay silent.  λ < 1
-    leaks the potential over the same gap."""
+    1.75 at t=10: the adaptation has decayed to 0.5^9 over the 9 untouched steps,
+    th = 1 + 2^-9 and the neuron fires; without the missed decays th would be 2 and it
+    would stay silent.  λ < 1 leaks the potential over the same gap."""
     T = 14
     net, sp = _two_sources(dtype, kind, ALIF(v_th=1.0, subtract=1.0, leak=leak, beta=1.0,
                                              rho=0.5), (1.0, 1.75), (0, 10), T)
@@ -299,3 +299,22 @@ def test_cli_info_and_simulate_resimulate_from_the_schema(tmp_path, dtype):
         assert f["forward/populations/o/counts"][...].sum() > 0
     diffs = schema_resim.compare(out)
     assert diffs == [], "\n".join(diffs)
+
+
+# -- the footprint ----------------------------------------------------------------------------
+def test_architecture_lists_every_file_that_knows_alif():
+    """docs/architecture.md, "What adding ALIF touched": every file it lists exists and
+    mentions ALIF, and every file of the package, the tests and the docs that mentions
+    ALIF is listed (the model stays where the table says)."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "architecture.md").read_text()
+    section = text.split("## What adding ALIF touched", 1)[1].split("\n## ", 1)[0]
+    table = section.split("Not touched:", 1)[0]
+    listed = set(re.findall(r"`((?:neurosim|tests|docs)/[\w/.-]+\.(?:py|md))`", table))
+    word = re.compile(r"(?<![a-z])alif(?![a-z])", re.IGNORECASE)
+    found = {str(f.relative_to(root)) for d in ("neurosim", "tests", "docs")
+             for f in (root / d).rglob("*") if f.suffix in (".py", ".md")
+             and word.search(f.read_text(encoding="utf-8"))}
+    assert listed == found, (sorted(listed - found), sorted(found - listed))
