@@ -407,13 +407,13 @@ def test_conv_transpose_is_exported_with_nodes_nir_has(Ci, Co, H, W, kh, kw, s, 
     path = tmp_path / "ct.nir"
     nir.write(path, g)
     nir.read(path, type_check=True)
-    back = nb.from_nir(path).projections["up"]
+    back = nb.from_nir(path, dt=DT).projections["up"]
     assert (back.kind, back.stride, back.padding, back.output_padding, back.delay) == \
         ("conv_transpose2d", s, p, op, 1)
     np.testing.assert_array_equal(back.weight, w)
     g.nodes["up.upsample_h"].weight[0, 0, -1, :] += 1.0
     with pytest.raises(nb.NIRError, match="'up.upsample_h' .* is not the upsample_h part"):
-        nb.from_nir(g)
+        nb.from_nir(g, dt=DT)
 
 
 def test_a_matrix_into_a_chw_population_is_refused():
@@ -450,7 +450,7 @@ def test_every_run_kind_exports_and_type_checks(tmp_path):
         train(model, "digits", out=runs[model], overrides={"epochs": 1, "T": 2, "T_b": 3},
               max_train=4, max_test=4, handle_signals=False)
     golden = Path(__file__).parent / "data" / "nir_golden"
-    np.save(tmp_path / "x.npy", np.load(golden / "snntorch_conv.npz")["input"][None])
+    np.save(tmp_path / "x.npy", np.load(golden / "snntorch_conv.npz")["input"][None, :3])
     runs["imported"] = tmp_path / "imported.h5"
     res = r.invoke(main, ["simulate", "--model", str(golden / "snntorch_conv.nir"), "--dt", "1e-4",
                           "--leak-integration", "euler", "--input", str(tmp_path / "x.npy"),
