@@ -212,7 +212,7 @@ def test_ops_neurobench_on_the_snntorch_nets(name, tmp_path):
         assert ours["Footprint"] == nb["Footprint"] - 40
         return
     if name == "snntorch_conv":
-        # pool -> Flatten -> Linear counted as snnTorch's layers (decision 71); neurosim's
+        # pool -> Flatten -> Linear counted as snnTorch's layers (decision 72); neurosim's
         # own count stays that of the composed matrix (the conv layer's spikes x 10)
         comp = [(r["composed"], r["op"], r["parameters"], r["Effective_MACs"])
                 for r in d["layers"] if "composed" in r]

@@ -788,7 +788,7 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, 
                 Pm = _pool_matrix(W[0], shp, W[1], W[2])
                 W2, post_shape = _weighted_node(o, t, node, post_shape, where)
                 composed[o] = list(path.ops[path.ops.index(weighted[0]):path.ops.index(o) + 1])
-                # the source framework's layers, for NeuroBench's counts (decision 71):
+                # the source framework's layers, for NeuroBench's counts (decision 72):
                 # the pool's geometry and the size of the dense layer's bias
                 pending = dict(nodes=composed[o], pool=W[0], kernel=int(W[1]),
                                stride=int(W[2]), pool_shape=[int(x) for x in shp],
