@@ -370,6 +370,36 @@ def export_nir(model, run_file, out, dt, seed, force, debug):
     click.echo(f"wrote {path}")
 
 
+@main.command(name="export-nir-data")
+@click.argument("run_file", metavar="RUN.h5", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="NIR data file to write (nir.write_data; written atomically).")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Time step of the traces (default: the dt of a NIR import, else 1e-3, "
+                   "as export-nir).")
+@click.option("--events", is_flag=True,
+              help="Event lists (EventData / ValuedEventData) instead of time grids.")
+@click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Training run files: training samples the spikes are recomputed on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Training run files on file-based data sets: the data set's folder.")
+@click.option("--threads", type=click.IntRange(min=1), help="Numba threads (re-simulation).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@_debug
+def export_nir_data(run_file, out, dt, events, samples, data_dir, threads, force, debug):
+    """Write a run's spike trains as NIR data: forward spikes and the backward phase's
+    signed ternary events, per population (the node names of `export-nir --run`;
+    docs/nir.md, "Recorded activity").  Runs without recorded spikes are re-simulated."""
+    from .ops.nir_data import export_nir_data as run
+    with _errors(debug):
+        path, dt_used, s = run(run_file, out=out, dt=dt, events=events, n_samples=samples,
+                               data_dir=data_dir, n_threads=threads, force=force)
+    click.echo(f"[neurosim] NIR data: dt = {dt_used:g}", err=True)
+    bw = "" if s["backward_steps"] is None else f", backward {s['backward_steps']} steps"
+    click.echo(f"wrote {path} ({len(s['nodes'])} nodes, {s['samples']} samples, forward "
+               f"{s['steps']} steps{bw}, {'events' if s['events'] else 'time grids'})")
+
+
 main.add_command(ops)
 main.add_command(bench)
 

@@ -90,7 +90,7 @@ def ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, force, samples,
         if is_nir:
             with _errors(debug):
                 run_file = _nir_run(run_file, input_, steps, dt, nir_options,
-                                    plot_dir is not None, tmp)
+                                    plot_dir is not None or neurobench, tmp)
         _ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_dir, threads,
              neurobench, debug, force)
 
@@ -104,6 +104,9 @@ def _ops(run_file, as_json, as_csv, profile, no_energy, plot_dir, samples, data_
         with _errors(debug):
             data = O.load_run_data(run_file, n_samples=samples, data_dir=data_dir,
                                    n_threads=threads)
+            if O.needs_spike_trains(data):      # composed NIR layers (docs/nir.md)
+                data = O.load_run_data(run_file, n_samples=samples, data_dir=data_dir,
+                                       n_threads=threads, record=True)
             d = O.neurobench_metrics(data)
         click.echo(json.dumps(d, indent=2, default=json_default) if as_json
                    else O.format_neurobench(d))

@@ -126,7 +126,7 @@ def _refused(r, out):
     assert len(r.output.strip().splitlines()) == 1 or "[neurosim]" in r.output
 
 
-@pytest.mark.parametrize("command", ["simulate", "export-nir", "ops --plot"])
+@pytest.mark.parametrize("command", ["simulate", "export-nir", "export-nir-data", "ops --plot"])
 def test_every_writing_command_takes_the_lock(tmp_path, sim_file, command):
     if command == "simulate":
         out = tmp_path / "o.h5"
@@ -135,6 +135,11 @@ def test_every_writing_command_takes_the_lock(tmp_path, sim_file, command):
         pytest.importorskip("nir")
         out = tmp_path / "o.nir"
         args = ["export-nir", "--model", "fsnn_mlp", "--out", str(out)]
+    elif command == "export-nir-data":
+        if not hasattr(pytest.importorskip("nir"), "NIRGraphData"):
+            pytest.skip("the installed nir has no data classes (nir >= 1.0.8)")
+        out = tmp_path / "o.nir"
+        args = ["export-nir-data", str(sim_file), "--out", str(out)]
     else:
         pytest.importorskip("matplotlib")
         (tmp_path / "figs").mkdir()

@@ -23,7 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_golden import fixed_inputs  # noqa: E402  (numpy only)
 
-MODELS = ("fsnn_mlp", "fsnn_mlp_spiking", "lenet_mnist", "test_conv")
+#: every shipped model that exports (alexnetf_cifar10, cifarnetf_cifar100: refused, too large)
+MODELS = ("convnet_dvs", "convnetf_mnist", "fsnn_fc400_fmnist", "fsnn_mlp", "fsnn_mlp_fmnist",
+          "fsnn_mlp_spiking", "lenet_mnist", "test_conv", "test_sparse")
 
 
 def plain_network():

@@ -72,8 +72,8 @@ ACCEPTED_TYPES = ("Input", "Output", "NIRGraph") + NEURON_TYPES + WEIGHTED_TYPES
 
 #: default time step, in NIR's time unit (seconds by NIR convention): 1 ms.
 DEFAULT_DT = 1e-3
-#: largest dense matrix (entries) :func:`to_nir` writes for a sparse / conv-transpose
-#: projection (NIR has no sparse or transposed-conv primitive).
+#: largest dense matrix (entries) :func:`to_nir` writes for a sparse projection, and the
+#: most weights of the nodes it writes for a conv-transpose (NIR has neither primitive).
 MAX_DENSE_ENTRIES = 2 ** 26
 
 
@@ -361,7 +361,9 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
     -------
     Network
         ``net.metadata["nir"]`` records dt, the node -> population map, the outputs
-        (``Output`` node -> population) and the mapping choices.
+        (``Output`` node -> population) and the mapping choices;
+        ``net.metadata["composed_layers"]`` the pool -> dense chains composed into one
+        projection (for NeuroBench's counts, :mod:`neurosim.ops.neurobench`).
     """
     nir = _nir()
     src_name = "nir"
@@ -510,7 +512,7 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
             readouts[dst] = pname
 
     # -- projections ---------------------------------------------------------------------
-    projections, composed = [], {}
+    projections, composed, layers = [], {}, {}
     for path, dst in paths:
         if nodes[dst][0] == "Output" and dst not in pop_of:
             outputs[dst] = pop_of[path.src]
@@ -520,7 +522,7 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
                            f"potential to {dst!r}; neurosim projections carry spikes, so a "
                            "non-spiking node may only feed an Output node")
         projections.append(_projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype,
-                                       fresh, composed))
+                                       fresh, composed, layers))
         if nodes[dst][0] == "Output":
             outputs[dst] = pop_of[dst]
     # delay-0 cycles: each back edge of a depth-first search gets delay 1 (sorted names)
@@ -534,6 +536,10 @@ def from_nir(graph, *, dt=DEFAULT_DT, dtype=None, threshold="strict", input_kind
                                populations={k: v for k, v in pop_of.items()},
                                outputs=outputs, readouts=sorted(readouts.values()),
                                composed=composed, conventions=conventions)
+    if layers:
+        # projection -> the source's pool -> Flatten -> Linear/Affine layers it composes
+        # (neurosim.ops.neurobench counts them as NeuroBench does; docs/nir.md)
+        net.metadata["composed_layers"] = layers
     return net
 
 
@@ -725,19 +731,24 @@ def _positive_th(name, th, dtype, threshold):
     return t
 
 
-def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, composed):
+def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, composed,
+                layers):
     """(name, pre, post, Projection) of one path."""
     src = path.src
     P, Q = net.populations[pop_of[src]], net.populations[pop_of[dst]]
     shp = tuple(shapes[src])
     where = f"NIR path {' -> '.join([src] + path.ops + [dst])}"
     weighted = _weighted(path, nodes)
+    if weighted and _meta(nodes[weighted[-1]][1]).get("part") == "conv" and \
+            _meta(nodes[weighted[-1]][1]).get("kind") == "conv_transpose2d":
+        return _conv_transpose_import(nodes, path, dst, P, Q, gains[dst], dt, where, fresh)
     if len(weighted) > 1 and not _pool_then_dense(weighted, nodes):
         raise NIRError(f"{where}: {len(weighted)} weighted nodes {weighted} in one path; a "
                        "neurosim projection holds one (put a neuron node between them); "
                        "only a pool followed by Affine/Linear is composed into one")
     s_pre = np.ones(int(np.prod(shp)))
     s_post = None
+    pending = None
     steps = 0
     W = None
     post_shape = None
@@ -745,14 +756,7 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, 
     for o in path.ops:
         t, node = nodes[o]
         if t == "Delay":
-            d = _arr(o, "delay", node.delay).ravel()
-            if d.size == 0 or not np.all(d == d[0]):
-                raise NIRError(f"NIR node {o!r}: Delay must be the same for every neuron")
-            k = d[0] / dt
-            if k < 0 or abs(k - round(k)) > 1e-6 * max(1.0, abs(k)):
-                raise NIRError(f"NIR node {o!r}: delay {d[0]} is not a whole number of steps "
-                               f"of dt={dt}")
-            steps += int(round(k))
+            steps += _delay_steps(o, node, dt)
         elif t == "Identity":
             pass
         elif t == "Flatten":
@@ -783,11 +787,16 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, 
                                    "is not supported")
                 Pm = _pool_matrix(W[0], shp, W[1], W[2])
                 W2, post_shape = _weighted_node(o, t, node, post_shape, where)
+                composed[o] = list(path.ops[path.ops.index(weighted[0]):path.ops.index(o) + 1])
+                # the source framework's layers, for NeuroBench's counts (decision 73):
+                # the pool's geometry and the size of the dense layer's bias
+                pending = dict(nodes=composed[o], pool=W[0], kernel=int(W[1]),
+                               stride=int(W[2]), pool_shape=[int(x) for x in shp],
+                               bias=0 if W2[2] is None else int(W2[2].size))
                 wdt = np.asarray(node.weight).dtype
                 wdt = wdt if wdt.kind == "f" else np.dtype(np.float64)
                 M = (Pm @ W2[1]).astype(wdt).astype(np.float64)
                 W = ("dense", M, W2[2])
-                composed[o] = list(path.ops[path.ops.index(weighted[0]):path.ops.index(o) + 1])
                 continue
             W, post_shape = _weighted_node(o, t, node, shp, where)
     g = gains[dst]
@@ -870,7 +879,68 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, 
     if tuple(proj.post_shape) != post and proj.spatial:
         raise NIRError(f"{where}: shape mismatch: {wname!r} produces {tuple(proj.post_shape)} "
                        f"but {dst!r} has shape {post}")
-    return fresh(wname), P.name, Q.name, proj
+    name = fresh(wname)
+    if pending is not None:
+        layers[name] = pending
+    return name, P.name, Q.name, proj
+
+
+def _delay_steps(o, node, dt):
+    d = _arr(o, "delay", node.delay).ravel()
+    if d.size == 0 or not np.all(d == d[0]):
+        raise NIRError(f"NIR node {o!r}: Delay must be the same for every neuron")
+    k = d[0] / dt
+    if k < 0 or abs(k - round(k)) > 1e-6 * max(1.0, abs(k)):
+        raise NIRError(f"NIR node {o!r}: delay {d[0]} is not a whole number of steps "
+                       f"of dt={dt}")
+    return int(round(k))
+
+
+def _conv_transpose_import(nodes, path, dst, P, Q, g, dt, where, fresh):
+    """The ConvTranspose2d that :func:`to_nir` wrote as the node chain of
+    :func:`_conv_transpose_arrays`: the kernel is read from the final Conv2d and the
+    three upsampling nodes must be exactly what neurosim writes for it (else NIRError)."""
+    ops = [o for o in path.ops if nodes[o][0] not in ("Delay", "Identity")]
+    steps = sum(_delay_steps(o, nodes[o][1], dt) for o in path.ops if nodes[o][0] == "Delay")
+    parts = [_meta(nodes[o][1]).get("part") for o in ops]
+    if parts != ["rows", "upsample_h", "upsample_w", "conv"] or len(P.shape) != 3 \
+            or len(Q.shape) != 3:
+        raise NIRError(f"{where}: a neurosim conv-transpose chain must be Conv2d 'rows' -> "
+                       "Conv2d 'upsample_h' -> Linear 'upsample_w' -> Conv2d between two "
+                       f"(C, H, W) populations (Delay allowed); found parts {parts}")
+    meta = _meta(nodes[ops[-1]][1])
+    kh, kw = (int(x) for x in np.ravel(meta["kernel"]))
+    stride, pad, op = int(meta["stride"]), int(meta["padding"]), int(meta["output_padding"])
+    K = _arr(ops[-1], "weight", nodes[ops[-1]][1].weight)
+    if K.ndim != 4 or K.shape[1] != P.shape[0]:
+        raise NIRError(f"{where}: conv-transpose kernel of shape {K.shape} does not fit "
+                       f"{P.name!r} {P.shape}")
+    w = K[:, :, :kh, :kw][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    arrays, _ = _conv_transpose_arrays(w, P.shape, stride, pad, op)
+    if arrays is None:
+        raise NIRError(f"{where}: conv-transpose chain larger than neurosim writes")
+    for o, (suffix, typ, a, padding, hw) in zip(ops, arrays):
+        t, node = nodes[o]
+        got = np.asarray(node.weight, np.float64)
+        if t != typ or got.shape != a.shape or not np.array_equal(got, a) or (
+                typ == "Conv2d" and (_pair(o, "padding", node.padding) != tuple(padding)
+                                     or _pair(o, "stride", node.stride) != (1, 1)
+                                     or np.any(_arr(o, "bias", node.bias)))):
+            raise NIRError(f"{where}: node {o!r} ({t}) is not the {suffix or 'conv'} part "
+                           "neurosim writes for this conv-transpose (edited by another tool?)")
+    Co, Ho, Wo = (w.shape[1], (P.shape[1] - 1) * stride - 2 * pad + kh + op,
+                  (P.shape[2] - 1) * stride - 2 * pad + kw + op)
+    if (Co, Ho, Wo) != tuple(Q.shape):
+        raise NIRError(f"{where}: shape mismatch: the conv-transpose produces {(Co, Ho, Wo)} "
+                       f"but {dst!r} has shape {tuple(Q.shape)}")
+    per_out = g.reshape(Q.shape)
+    if not np.all(per_out == per_out[:, :1, :1]):
+        raise NIRError(f"{where}: the input gain of {dst!r} must be uniform within each "
+                       "output channel of a conv-transpose")
+    w = w * per_out[:, 0, 0][None, :, None, None]
+    proj = ConvTranspose2d(w, pre_shape=P.shape, stride=stride, padding=pad, output_padding=op,
+                           delay=steps)
+    return fresh(ops[-1]), P.name, Q.name, proj
 
 
 def _pool_then_dense(weighted, nodes):
@@ -1034,9 +1104,13 @@ def to_nir(net, *, dt=DEFAULT_DT):
     (Θ = 2θ by default) has no NIR form: it is written as a reset to ``θ - Θ`` (exact when
     the neuron fires exactly at threshold) with a :class:`NIRApproximationWarning`, and so
     are refractory periods (dropped).  Projections become ``Affine`` / ``Linear``
-    (dense, and sparse or conv-transpose written as dense matrices), ``Conv2d``,
-    ``AvgPool2d`` / ``SumPool2d``; a ``Flatten`` precedes a dense projection from a
-    ``(C, H, W)`` population; a delay ``d >= 1`` adds a ``Delay(d*dt)`` node.  The
+    (dense, and sparse written as a dense matrix), ``Conv2d``, ``AvgPool2d`` /
+    ``SumPool2d``, and a conv-transpose the four nodes of :func:`_conv_transpose_arrays`;
+    a ``Flatten`` precedes a dense projection from a ``(C, H, W)`` population; a delay
+    ``d >= 1`` adds a ``Delay(d*dt)`` node.  What no NIR 1.0 graph can express so that
+    ``nir.read(type_check=True)`` passes raises :class:`NIRError` (a dense or sparse
+    projection into a ``(C, H, W)`` population; a conv-transpose above
+    :data:`MAX_DENSE_ENTRIES` weights).  The
     ternary backward couples are not exported.  Every node's exact neurosim parameters are
     kept in its metadata (``neurosim_*``) for :func:`from_nir`.
     """
@@ -1073,10 +1147,6 @@ def to_nir(net, *, dt=DEFAULT_DT):
             nodes[nm] = nir.Delay(delay=np.full(dshape, q.delay * dt))
             edges.append((prev, nm))
             prev = nm
-        if chain[-1][1].__class__.__name__ in ("Affine", "Linear") and len(Q.shape) == 3:
-            approx.append(f"{q.name!r}: a dense matrix into the (C, H, W) population "
-                          f"{Q.name!r}; NIR 1.0 has no reshape node, so the graph does not pass "
-                          "nir's type check (nir.read(path, type_check=False) reads it)")
         if Q.neuron.n_ports is not None and q.port != 0:
             raise NIRError(f"projection {q.name!r} drives port {q.port} of {Q.name!r}; NIR's "
                            f"{type(Q.neuron).__name__} has one synaptic current (port 0)")
@@ -1115,23 +1185,24 @@ def _export_projection(nir, q, P, Q, dtype):
     bias = None
     if getattr(q, "bias", None) is not None:
         bias = np.asarray(q.bias, np.float64)
-    if kind in ("dense", "sparse", "conv_transpose2d"):
+    if kind == "conv_transpose2d":
+        if bias is not None:
+            raise NIRError(f"projection {q.name!r}: conv_transpose2d with a bias cannot be "
+                           "exported")
+        return _conv_transpose_chain(nir, q, dtype)
+    if kind in ("dense", "sparse"):
+        if len(Q.shape) == 3:
+            raise NIRError(f"projection {q.name!r} ({kind}) into the (C, H, W) population "
+                           f"{Q.name!r} has no NIR form that passes nir's type check: NIR 1.0 "
+                           "has no node that reshapes a vector into (C, H, W) (docs/nir.md, "
+                           "Export)")
         if P.n * Q.n > MAX_DENSE_ENTRIES:
             raise NIRError(f"projection {q.name!r} ({kind}, {P.n} x {Q.n}) would be a dense "
                            f"matrix of {P.n * Q.n} entries in NIR (more than {MAX_DENSE_ENTRIES}); "
-                           "NIR has no sparse or transposed-conv primitive")
-        if kind == "conv_transpose2d":
-            M = _conv_transpose_dense(q)
-            meta = dict(neurosim_kind=kind, neurosim_kernel=np.array(q.kernel_shape),
-                        neurosim_stride=q.stride, neurosim_padding=q.padding,
-                        neurosim_output_padding=q.output_padding)
-            if bias is not None:
-                raise NIRError(f"projection {q.name!r}: conv_transpose2d with a bias cannot be "
-                               "exported")
-        else:
-            M = _to_chw(q.to_dense(), P.shape, Q.shape)
-            if kind == "sparse":
-                meta = dict(neurosim_kind="sparse")
+                           "NIR has no sparse primitive")
+        M = _to_chw(q.to_dense(), P.shape, Q.shape)
+        if kind == "sparse":
+            meta = dict(neurosim_kind="sparse")
         out = []
         if len(P.shape) == 3:
             out.append(("flatten", nir.Flatten(input_type={"input": np.array(P.shape)},
@@ -1160,28 +1231,87 @@ def _export_projection(nir, q, P, Q, dtype):
     raise NIRError(f"projection {q.name!r}: kind {kind!r} has no NIR export")
 
 
-def _conv_transpose_dense(q):
-    """Dense [n_pre, n_post] matrix (CHW order on both sides) of a ConvTranspose2d."""
-    w = q.weight                       # (C_in, C_out, kh, kw)
-    Ci, H, W_ = q.pre_shape
-    Co, Ho, Wo = q.post_shape
-    kh, kw = w.shape[2:]
-    s, p = q.stride, q.padding
-    M = np.zeros((Ci * H * W_, Co * Ho * Wo))
-    for y in range(H):
-        for x in range(W_):
-            for ky in range(kh):
-                oy = y * s - p + ky
-                if not 0 <= oy < Ho:
-                    continue
-                for kx in range(kw):
-                    ox = x * s - p + kx
-                    if not 0 <= ox < Wo:
-                        continue
-                    rows = np.arange(Ci) * H * W_ + y * W_ + x
-                    cols = np.arange(Co) * Ho * Wo + oy * Wo + ox
-                    M[np.ix_(rows, cols)] += w[:, :, ky, kx]
-    return M
+#: name suffixes of the nodes a conv-transpose is written as (the last, '', is the conv).
+CT_CHAIN = ("rows", "upsample_h", "upsample_w", "")
+
+
+def _conv_transpose_arrays(w, pre_shape, stride, padding, output_padding):
+    """The weights of the four NIR nodes that compute a ConvTranspose2d (weight ``w``
+    (C_in, C_out, kh, kw), PyTorch semantics) with nodes NIR 1.0 has and type-checks
+    (docs/nir.md, "Export"): zero-insertion upsampling of the input to (C_in, Hu, Wu),
+    then a stride-1 convolution with the flipped kernel.  NIR has no reshape, and its
+    type inference takes every Conv2d kernel to be square, so the upsampling is
+
+    1. ``rows``: Conv2d (C_in*H, C_in, H, H), padding (0, ph): input row h of channel c
+       to channel (c, h) of a (C_in*H, 1, W1) map (one tap per output channel);
+    2. ``upsample_h``: Conv2d (C_in, C_in*H, Hu, Hu), padding (Hu-1, pu): channel (c, h)
+       back to row ``h*stride + kh-1-padding`` of channel c (a height-1 input padded by
+       Hu-1 reaches each output row through a different tap): (C_in, Hu, W2);
+    3. ``upsample_w``: Linear (C_in, Hu, Wu, W2), batched over (c, row) as numpy's
+       matmul: column x to ``x*stride + kw-1-padding`` (drops the padding columns);
+    4. ``''``: Conv2d (C_out, C_in, k, k), stride 1, no padding, ``k = max(kh, kw)``,
+       the kernel flipped and zero-filled to square: (C_out, Ho, Wo).
+
+    Returns (((suffix, kind, array, padding, input_shape), ...), entries)."""
+    w = np.asarray(w, np.float64)
+    Ci, H, W_ = pre_shape
+    _, Co, kh, kw = w.shape
+    s, p, op = int(stride), int(padding), int(output_padding)
+    Ho, Wo = (H - 1) * s - 2 * p + kh + op, (W_ - 1) * s - 2 * p + kw + op
+    k = max(kh, kw)
+    Hu, Wu = Ho + k - 1, Wo + k - 1
+    ph = (H - 1 + 1) // 2
+    W1 = W_ + 2 * ph - H + 1
+    pu = (Hu - 1 + 1) // 2
+    W2 = W1 + 2 * pu - Hu + 1
+    sizes = (Ci * H * Ci * H * H, Ci * Ci * H * Hu * Hu, Ci * Hu * Wu * W2, Co * Ci * k * k)
+    if sum(sizes) > MAX_DENSE_ENTRIES:
+        return None, sizes
+    c, h = np.meshgrid(np.arange(Ci), np.arange(H), indexing="ij")
+    A = np.zeros((Ci * H, Ci, H, H))
+    A[(c * H + h).ravel(), c.ravel(), h.ravel(), ph] = 1.0
+    B = np.zeros((Ci, Ci * H, Hu, Hu))
+    u = h * s + kh - 1 - p
+    ok = (u >= 0) & (u < Hu)
+    B[c[ok], (c * H + h)[ok], Hu - 1 - u[ok], pu] = 1.0
+    L = np.zeros((Ci, Hu, Wu, W2))
+    x = np.arange(W_)
+    v = x * s + kw - 1 - p
+    ok = (v >= 0) & (v < Wu)
+    L[:, :, v[ok], x[ok]] = 1.0
+    K = np.zeros((Co, Ci, k, k))
+    K[:, :, :kh, :kw] = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    return (("rows", "Conv2d", A, (0, ph), (H, W_)),
+            ("upsample_h", "Conv2d", B, (Hu - 1, pu), (1, W1)),
+            ("upsample_w", "Linear", L, None, None),
+            ("", "Conv2d", K, (0, 0), (Hu, Wu))), sizes
+
+
+def _conv_transpose_chain(nir, q, dtype):
+    """[(suffix, node)] of a ConvTranspose2d (:func:`_conv_transpose_arrays`)."""
+    arrays, sizes = _conv_transpose_arrays(q.weight, q.pre_shape, q.stride, q.padding,
+                                           q.output_padding)
+    if arrays is None:
+        raise NIRError(f"projection {q.name!r} (conv_transpose2d {q.pre_shape} -> "
+                       f"{q.post_shape}) would take {sum(sizes)} weights in NIR (more than "
+                       f"{MAX_DENSE_ENTRIES}): NIR has no transposed convolution, and its "
+                       "upsampling by convolutions grows with C_in^2 H^3 (docs/nir.md, Export)")
+    out = []
+    for suffix, typ, a, pad, hw in arrays:
+        meta = dict(neurosim_part=suffix or "conv")
+        if suffix == "":
+            kh, kw = q.kernel_shape
+            meta.update(neurosim_kind="conv_transpose2d", neurosim_kernel=np.array([kh, kw]),
+                        neurosim_stride=q.stride, neurosim_padding=q.padding,
+                        neurosim_output_padding=q.output_padding)
+        if typ == "Linear":
+            node = nir.Linear(weight=a.astype(dtype), metadata=meta)
+        else:
+            node = nir.Conv2d(input_shape=tuple(hw), weight=a.astype(dtype), stride=1,
+                              padding=tuple(pad), dilation=1, groups=1,
+                              bias=np.zeros(a.shape[0], dtype), metadata=meta)
+        out.append((suffix, node))
+    return out
 
 
 def write_nir(path, net, *, dt=DEFAULT_DT, force=False):

@@ -24,7 +24,7 @@ from .energy import (DEFAULT_PROFILE, EnergyError, EnergyProfile, baseline_ops, 
                      load_profile)
 from .energy import estimate as estimate_energy
 from .energy import estimate_table
-from .neurobench import format_neurobench, neurobench_metrics
+from .neurobench import format_neurobench, needs_spike_trains, neurobench_metrics
 from .report import format_energy
 from .runfile import DEFAULT_SAMPLES, RunData, load_run_data, read_ops, run_kind, table_from_data
 from .synapses import synapse_counts
@@ -35,6 +35,6 @@ __all__ = ["DEFAULT_PROFILE", "DEFAULT_SAMPLES", "EnergyError", "EnergyProfile",
            "OpsError", "OpsTable", "POPULATION_PHASES", "PROJECTION_PHASES", "RunData",
            "add_sums", "baseline_ops", "estimate_energy", "estimate_table", "format_energy",
            "format_neurobench", "list_profiles", "load_profile", "load_run_data",
-           "neurobench_metrics", "nonzero_in_degree", "nonzero_out_degree",
+           "needs_spike_trains", "neurobench_metrics", "nonzero_in_degree", "nonzero_out_degree",
            "phase_sums", "read_ops", "run_kind", "synapse_counts", "table_from_data",
            "table_from_phases", "update_ops"]

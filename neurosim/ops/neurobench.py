@@ -25,11 +25,21 @@ How a NeuroBench counting pass maps onto a neurosim network:
   weights binarised (nonzero -> 1, zero stays 0), bias suppressed: nonzero inputs ×
   nonzero-weight fan-out.  ``Dense`` = the same with input and weights set to ones
   (zero padding stays zero): every input × full fan-out, every step.
+* A dense projection that the NIR import composed from a framework's pool -> Flatten ->
+  Linear/Affine (``net.metadata["composed_layers"]``, decision 61) is counted as the
+  framework's layers are: the pool is no connection layer, the Linear receives the pooled
+  values (a MAC call unless every pooled value of the step is in {-1, 0, 1}), its
+  nonzero fan-out and parameters are those of the ``n_pooled × n_out`` Linear (read off
+  the composed matrix: with non-overlapping windows each row is a Linear row over k²),
+  and its bias is counted whatever its values.  This needs the pre population's spike
+  trains (:func:`needs_spike_trains`).  neurosim's own counts (``"neurosim"``, the ops
+  table) stay those of the composed matrix, what event-driven hardware performs.
 """
 from pathlib import Path
 
 import numpy as np
 
+from ..connectivity import flat_to_chw
 from ..local_rule import flat_input
 from .table import OpsError, table_from_phases
 
@@ -111,7 +121,74 @@ def _weight_stats(pr, dtype):
     return n, n - nz
 
 
-def _layer(net, fwd, inputs, name, pr):
+def composed_layers(net):
+    """{projection: provenance} of the dense projections composed from a framework's pool
+    -> Flatten -> Linear (NIR import) that are counted as those layers (non-overlapping
+    pool windows; others are counted as the composed matrix)."""
+    out = {}
+    for name, d in ((getattr(net, "metadata", None) or {}).get("composed_layers") or {}).items():
+        pr = net.projections.get(name)
+        if pr is not None and pr.kind == "dense" and int(d["stride"]) >= int(d["kernel"]) \
+                and net.populations[pr.pre].spiking \
+                and tuple(d["pool_shape"]) == tuple(net.populations[pr.pre].shape):
+            out[name] = d
+    return out
+
+
+def needs_spike_trains(data):
+    """True when :func:`neurobench_metrics` needs spike trains that ``data`` (a RunData)
+    lacks: the pre populations of composed layers (load it with ``record=True``)."""
+    spikes = data.forward.spikes or {}
+    return any(data.network.projections[n].pre not in spikes
+               for n in composed_layers(data.network))
+
+
+def _composed_layer(net, fwd, name, pr, d):
+    """NeuroBench counts of the framework's Linear behind a composed projection: per step,
+    nonzero pooled values x the Linear's nonzero fan-out; (macs, acs, op, dense,
+    parameters, weights, zero weights)."""
+    T, B = fwd.steps, fwd.batch
+    if fwd.spikes is None or pr.pre not in fwd.spikes:
+        raise OpsError(f"projection {name!r} (composed {' -> '.join(d['nodes'])}): NeuroBench "
+                       f"counts need the spike trains of {pr.pre!r}; load the run with "
+                       "record=True (the CLI does)")
+    C, H, W = d["pool_shape"]
+    k, s = int(d["kernel"]), int(d["stride"])
+    Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
+    x = flat_to_chw(np.asarray(fwd.spikes[pr.pre], np.int64), (C, H, W))    # [B, T, C, H, W]
+    sums = np.zeros((B, T, C, Ho, Wo), np.int64)
+    for dy in range(k):
+        for dx in range(k):
+            sums += x[..., dy:dy + s * (Ho - 1) + 1:s, dx:dx + s * (Wo - 1) + 1:s]
+    # a row of the composed matrix (one neuron of window (c, i, j)) is the Linear's row of
+    # pooled value (c, i, j), times 1/k² for an average: its nonzero fan-out is the Linear's
+    nzd_ns = np.count_nonzero(np.asarray(pr.weight).astype(net.dtype) != 0, axis=1)
+    nzd = flat_to_chw(nzd_ns.astype(np.int64)[None], (C, H, W))[0]
+    nzd = nzd[:, :s * (Ho - 1) + 1:s, :s * (Wo - 1) + 1:s]          # the windows' first rows
+    binary_max = k * k if d["pool"] == "avgpool2d" else 1
+    macs = acs = 0
+    kinds = set()
+    for t in range(T):                     # one NeuroBench call of the Linear per step
+        st = sums[:, t]
+        ops = int(((st != 0) * nzd[None]).sum())
+        if d["pool"] == "avgpool2d":
+            binary = bool(np.all((st == 0) | (st == binary_max)))
+        else:
+            binary = bool(np.all(st <= 1))
+        if binary:
+            acs += ops
+            kinds.add("AC")
+        else:
+            macs += ops
+            kinds.add("MAC")
+    n_out = int(pr.n_post)
+    n_w = C * Ho * Wo * n_out
+    zero = n_w - int(nzd.sum())
+    return (macs, acs, "+".join(sorted(kinds, reverse=True)) or "AC", n_w * T * B,
+            n_w + int(d["bias"]), n_w, zero)
+
+
+def _layer(net, fwd, inputs, name, pr, composed=None):
     """One projection's NeuroBench counts summed over the batch (ints)."""
     T, B = fwd.steps, fwd.batch
     pre = net.populations[pr.pre]
@@ -136,6 +213,12 @@ def _layer(net, fwd, inputs, name, pr):
     else:
         acs = int(fwd.sent[name].sum(0) @ nzd)
         op = "AC"
+    if composed is not None:
+        macs, acs, op, dense, n_par, n_w, n_zero = _composed_layer(net, fwd, name, pr, composed)
+        return dict(layer=name, kind=pr.kind, pre=pr.pre, post=pr.post, delay=int(pr.delay),
+                    op=op, counted=True, Effective_MACs=macs, Effective_ACs=acs, Dense=dense,
+                    parameters=n_par, weights=n_w, zero_weights=n_zero,
+                    composed=" -> ".join(composed["nodes"]))
     d = dict(layer=name, kind=pr.kind, pre=pr.pre, post=pr.post, delay=int(pr.delay), op=op,
              counted=pr.kind in CONNECTION_KINDS, Effective_MACs=macs, Effective_ACs=acs,
              Dense=_full_fanout_sum(pr) * T * B)
@@ -179,7 +262,9 @@ def neurobench_metrics(data):
     net, fwd = data.network, data.forward
     T, B = int(fwd.steps), int(fwd.batch)
     inputs = dict(data.inputs or {})
-    layers = [_layer(net, fwd, inputs, name, pr) for name, pr in net.projections.items()]
+    comp = composed_layers(net)
+    layers = [_layer(net, fwd, inputs, name, pr, comp.get(name))
+              for name, pr in net.projections.items()]
     counted = [d for d in layers if d["counted"]]
     itemsize = np.dtype(net.dtype).itemsize
     n_params = sum(d["parameters"] for d in layers)
