@@ -5,7 +5,7 @@
     python -m benchmarks.profile_steps --table             # rewrite the README section from the records
 
 The worker process runs with ``NEUROSIM_PROFILE=1`` (the kernels built with the step
-profile, docs/decisions.md 69; its own compilation, kept in the Numba cache) and one
+profile, docs/decisions.md 70; its own compilation, kept in the Numba cache) and one
 thread (:mod:`benchmarks._harness`).  Per case: the inputs, weights and dropout masks of
 ``benchmarks/bench_training.py`` (batch 128, seed 0, learning rate 0), one untimed
 :func:`neurosim.training.spide_step`, then ``--reps`` timed ones; each phase's
@@ -87,6 +87,10 @@ def profile_case(case, threads, reps, seed, B):
                                 phase_wall_s_per_sample=wall))
 
 
+def _load1(la):
+    return f"{la[0]:.2f}" if la else "?"
+
+
 def table(records):
     """Markdown of the latest run per case: per step, seconds per sample and share, both
     phases side by side."""
@@ -105,8 +109,8 @@ def table(records):
                    f"T = {any_r['extra'].get('T')}, T_b = {any_r['extra'].get('T_b')}; "
                    f"median of {any_r['n_runs']} steps; commit {any_r.get('commit', '')}, "
                    f"{(any_r.get('date') or '')[:10]}, {any_r.get('machine', '?')}; "
-                   f"1-min load {la.get('before', ['?'])[0]} before, "
-                   f"{la.get('after', ['?'])[0]} after.\n")
+                   f"1-min load average {_load1(la.get('before'))} before, "
+                   f"{_load1(la.get('after'))} after.\n")
         out.append("| step | forward µs/sample | share | backward µs/sample | share |")
         out.append("|---|--:|--:|--:|--:|")
         tot = {}

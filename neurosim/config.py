@@ -19,7 +19,7 @@ overrides (read once, at import):
     build the kernels with the step profile (:data:`PROFILE`): every phase then reports
     the time of each named schedule step (``PhaseResult.profile``, brian2's
     ``profile=True``).  A compile-time switch, part of the cache key: the default build
-    contains no profiling code at all (docs/decisions.md, 69).  x86-64 only.
+    contains no profiling code at all (docs/decisions.md, 70).  x86-64 only.
 ``NEUROSIM_MAX_MODEL_MB=<MiB>``
     the largest model a model file may describe (:data:`MAX_MODEL_BYTES`).
 ``NEUROSIM_BUFFER_CACHE_MB=<MiB>``

@@ -106,7 +106,7 @@ def test_fastmath_changes_the_key(copy):
 
 
 def test_profiled_build_has_its_own_key(copy):
-    """NEUROSIM_PROFILE=1 compiles other kernels (decision 69): never the default's cache."""
+    """NEUROSIM_PROFILE=1 compiles other kernels (decision 70): never the default's cache."""
     _, run = copy
     plain, prof = run(), run(NEUROSIM_PROFILE="1")
     assert prof["key"] != plain["key"] and prof["dir"] != plain["dir"]

@@ -1,4 +1,4 @@
-"""The step profile (``NEUROSIM_PROFILE=1``, docs/decisions.md 69): a compile-time build
+"""The step profile (``NEUROSIM_PROFILE=1``, docs/decisions.md 70): a compile-time build
 whose phases report the time of each named schedule step, with results identical to the
 default build's.
 
@@ -132,6 +132,7 @@ def test_profile_needs_x86(monkeypatch):
     monkeypatch.setattr(config.platform, "machine", lambda: "aarch64")
     assert config._profile_switch() is False
     assert "needs an x86-64 processor" in config.ENV_ERRORS["NEUROSIM_PROFILE"]
+    monkeypatch.setattr(config, "ENV_ERRORS", {})
     monkeypatch.setattr(config.platform, "machine", lambda: "x86_64")
     assert config._profile_switch() is True and config.ENV_ERRORS == {}
 

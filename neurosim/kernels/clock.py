@@ -17,7 +17,7 @@ so that the caller converts cycles to seconds against ``time.perf_counter``
 
 No dense twin in ``tests/reference.py``: this module measures time and computes nothing
 on the network; the tests check instead that a profiled build gives exactly the results
-of the default one (docs/decisions.md, 69).
+of the default one (docs/decisions.md, 70).
 """
 import numba
 from llvmlite import ir            # Numba's own LLVM builder (a dependency of numba)
