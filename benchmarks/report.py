@@ -71,8 +71,9 @@ def _goal(r):
 
 #: benches rendered elsewhere (the sparsity sweep: README.md, :func:`sparsity_section`; the
 #: fidelity runs: docs/training.md, ``python -m benchmarks.bench_fidelity --table``; the
-#: thread-contention runs: docs/reliability.md, "Shared machines: threads").
-SEPARATE = ("sparsity", "fidelity", "contention")
+#: thread-contention runs: docs/reliability.md, "Shared machines: threads"; the step
+#: profile: its own README section, ``python -m benchmarks.profile_steps --table``).
+SEPARATE = ("sparsity", "fidelity", "contention", "profile")
 
 
 def _loads(la):

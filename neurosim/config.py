@@ -15,6 +15,11 @@ overrides (read once, at import):
     it: there is no need to turn it off after an edit.  Where it lives
     (``neurosim/kernels/__pycache__/nb-<key>``, ``$NUMBA_CACHE_DIR/neurosim-<key>`` or
     ``~/.cache/neurosim/numba-<key>``) is described in :mod:`neurosim.kernels`.
+``NEUROSIM_PROFILE=1``
+    build the kernels with the step profile (:data:`PROFILE`): every phase then reports
+    the time of each named schedule step (``PhaseResult.profile``, brian2's
+    ``profile=True``).  A compile-time switch, part of the cache key: the default build
+    contains no profiling code at all (docs/decisions.md, 75).  x86-64 only.
 ``NEUROSIM_MAX_MODEL_MB=<MiB>``
     the largest model a model file may describe (:data:`MAX_MODEL_BYTES`).
 ``NEUROSIM_BUFFER_CACHE_MB=<MiB>``
@@ -30,6 +35,7 @@ overrides (read once, at import):
     it affects every OpenMP library this process loads after ``import neurosim``.
 """
 import os
+import platform
 
 #: True when neurosim set ``OMP_WAIT_POLICY=PASSIVE`` (the user's own OMP_WAIT_POLICY or
 #: GOMP_SPINCOUNT win; docstring above).
@@ -105,6 +111,29 @@ BUFFER_CACHE_BYTES = _env_mib_or_default("NEUROSIM_BUFFER_CACHE_MB",
                                          min(2 ** 31, _physical_memory() // 8))
 
 FASTMATH = os.environ.get("NEUROSIM_FASTMATH", "0") == "1"
+
+
+def _profile_switch():
+    """:data:`PROFILE` from ``NEUROSIM_PROFILE`` ("", "0" or "1"); anything else, or "1"
+    on a processor without the x86 time-stamp counter, is recorded in :data:`ENV_ERRORS`
+    and leaves the profile off."""
+    v = os.environ.get("NEUROSIM_PROFILE", "")
+    if v not in ("", "0", "1"):
+        ENV_ERRORS["NEUROSIM_PROFILE"] = (f"environment variable NEUROSIM_PROFILE={v!r}: "
+                                          "expected 1 (profiled kernels) or 0 (default)")
+        return False
+    if v == "1" and platform.machine().lower() not in ("x86_64", "amd64"):
+        ENV_ERRORS["NEUROSIM_PROFILE"] = (
+            f"NEUROSIM_PROFILE=1 needs an x86-64 processor (its time-stamp counter); this "
+            f"one is {platform.machine()!r}: unset NEUROSIM_PROFILE")
+        return False
+    return v == "1"
+
+
+#: True in the build made with ``NEUROSIM_PROFILE=1``: the kernels time each named step
+#: of the schedule (:mod:`neurosim.kernels.clock`).  A global constant of the kernels, so
+#: Numba compiles the profiling code away when it is False.
+PROFILE = _profile_switch()
 CACHE = os.environ.get("NEUROSIM_NO_CACHE", "0") != "1"
 
 #: options of every serial kernel.

@@ -5,18 +5,20 @@ kernel :func:`neurosim.kernels.engine.run_phase` on disjoint sample ranges, in p
 threads (:mod:`neurosim._pool`).
 Both return a :class:`PhaseResult` with spike counts per neuron, final potentials, events
 sent per projection and sender neuron (from which every op count follows exactly, see
-:mod:`neurosim.counting`), neuron-update counts and, on request, the spike trains.
+:mod:`neurosim.counting`), neuron-update counts and, on request, the spike trains; in the
+profiled build (``NEUROSIM_PROFILE=1``) also the time of each named schedule step.
 """
 import dataclasses
 import time
 
 import numpy as np
 
-from . import _buffers, _pool
+from . import _buffers, _pool, config
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
 from .kernels import layout as L
+from .kernels.clock import cycles_now
 from .kernels.cuba import MAX_FAST_PORTS, run_split
 from .kernels.engine import apply_map, run_phase
 from .kernels.layout import K_CSR, K_DENSE, K_POOL_DOWN, M_CUBA, M_INPUT
@@ -277,7 +279,8 @@ def _allocate(plan, net, prog, const, tv_arrays, src, masks_arr, gate, v_init):
     res = L.OutArrays(counts=counts, counts_neg=counts_neg, u_out=u_out, wcount=wcount,
                       sent=sent, sent_neg=sent_neg, nupd=nupd, rec=rec,
                       ops=np.empty((B, Q), np.int64), ops_neg=np.empty((B, Q), np.int64),
-                      spk=np.empty((B, P), np.int64))
+                      spk=np.empty((B, P), np.int64),
+                      prof=np.zeros((B, L.N_STEPS if config.PROFILE else 0), np.int64))
     return run, res
 
 
@@ -317,7 +320,8 @@ def _assemble(plan, net, prog, res, wall):
     out = dict(wall_s=wall, counts={}, counts_neg={}, v_final={}, weighted_counts={},
                neuron_updates={}, spikes={} if plan.rec_names else None, sent={}, sent_neg={},
                synops={}, synops_neg={}, spike_totals={}, counts_all=res.counts,
-               counts_neg_all=res.counts_neg)
+               counts_neg_all=res.counts_neg,
+               profile=_profile(res.prof) if config.PROFILE and plan.split is None else None)
     for i, name in enumerate(prog.pop_names):
         a, b_ = prog.arrays.pop_off[i], prog.arrays.pop_off[i + 1]
         if prog.arrays.pop_model[i] == M_INPUT:
@@ -342,6 +346,32 @@ def _assemble(plan, net, prog, res, wall):
         out["synops"][name] = res.ops[:, q]
         out["synops_neg"][name] = res.ops_neg[:, q]
     return out
+
+
+_CYCLES_PER_S = []
+
+
+def cycles_per_second():
+    """Ticks per second of the profile's cycle counter (:mod:`neurosim.kernels.clock`),
+    measured once per process against ``time.perf_counter``: the median of three 50 ms
+    intervals (the counter ticks at a constant rate, also while the process sleeps)."""
+    if not _CYCLES_PER_S:
+        rates = []
+        for _ in range(3):
+            c0, t0 = cycles_now(), time.perf_counter()
+            time.sleep(0.05)
+            c1, t1 = cycles_now(), time.perf_counter()
+            rates.append((c1 - c0) / (t1 - t0))
+        _CYCLES_PER_S.append(float(np.median(rates)))
+    return _CYCLES_PER_S[0]
+
+
+def _profile(prof):
+    """``PhaseResult.profile``: seconds per named step (:data:`.layout.STEP_NAMES`), the
+    cycles of ``prof`` [B, N_STEPS] summed over the samples (thread time)."""
+    cps = cycles_per_second()
+    tot = prof.sum(axis=0)
+    return {name: float(tot[k]) / cps for k, name in enumerate(L.STEP_NAMES)}
 
 
 def _alloc_run(net, prog, T, B, const, tv_pops, tv_arrays, src, masks_arr, gate, backward,

@@ -53,6 +53,13 @@ class PhaseResult:
     masks : dict projection -> [B, n_post] or None
         The forward phase's masks (the backward phase keeps the forward's).
     wall_s : float
+    profile : dict step -> float or None
+        Profiled build only (``NEUROSIM_PROFILE=1``, :data:`neurosim.config.PROFILE`):
+        seconds spent in each named step of the schedule
+        (:data:`neurosim.kernels.layout.STEP_NAMES`, in that order), summed over the
+        samples, so thread time: with several threads their sum exceeds ``wall_s``.
+        None in the default build, for results read from files and for the one-sample
+        CubaLIF split runner.
     """
 
     phase: str
@@ -76,6 +83,7 @@ class PhaseResult:
     counts_all: np.ndarray = None
     counts_neg_all: np.ndarray = None
     wall_s: float = 0.0
+    profile: dict = None
 
     def rates(self, pop):
         """Forward: (weighted) average rate a.  Backward: β = (Θ_b / T_b) Σ_t q(t)."""
@@ -102,6 +110,19 @@ class PhaseResult:
             raise V.NeurosimError("mask() is defined on a forward-phase result")
         c = self.counts[pop]
         return (c >= 1) & (c <= self.steps - 1)
+
+    def profile_table(self):
+        """The profile as text: one line per named step with its seconds per sample and
+        its share of the profiled total (None in the default build)."""
+        if self.profile is None:
+            return None
+        total = sum(self.profile.values())
+        lines = [f"{'step':<18} {'s/sample':>10} {'share':>7}"]
+        for name, sec in self.profile.items():
+            share = sec / total if total > 0 else 0.0
+            lines.append(f"{name:<18} {sec / self.batch:>10.3e} {share:>7.1%}")
+        lines.append(f"{'total':<18} {total / self.batch:>10.3e} {1:>7.1%}")
+        return "\n".join(lines)
 
     def __repr__(self):
         return f"PhaseResult({self.phase}, steps={self.steps}, batch={self.batch})"

@@ -208,6 +208,12 @@ def resolve_grad(net, grad, batch, seed):
 
 
 @owns_output
+def _report_profile(report, res):
+    """The profiled build (``NEUROSIM_PROFILE=1``): the phase's time per schedule step."""
+    if res.profile is not None:
+        report(f"{res.phase} profile (thread time per named step):\n{res.profile_table()}")
+
+
 def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=None,
              record=False, seed=0, n_threads=None, out=None, force=False, command=None,
              report=None, dt=None, nir_options=None):
@@ -241,7 +247,8 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     command : str, optional
         Stored as the run file's ``command`` attribute.
     report : callable, optional
-        ``report(message)`` receives progress lines (phase started / finished, elapsed).
+        ``report(message)`` receives progress lines (phase started / finished, elapsed;
+        in the profiled build, ``NEUROSIM_PROFILE=1``, each phase's time per schedule step).
     dt : float, optional
         Time step of a ``.nir`` model, in the file's time unit (seconds); default: see
         :func:`neurosim.io.sources.open_nir`.
@@ -290,11 +297,13 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     fwd = run_forward(net, steps, inputs=ins or None, spikes=src or None, batch=batch,
                       record=record, n_threads=n_threads)
     report(f"forward: done in {fwd.wall_s:.3f} s (elapsed {elapsed()})")
+    _report_profile(report, fwd)
     bwd = None
     if backward_steps is not None:
         report(f"backward: {batch} samples x {backward_steps} steps, grad into {sorted(g)} ...")
         bwd = run_backward(net, fwd, g, backward_steps, record=record, n_threads=n_threads)
         report(f"backward: done in {bwd.wall_s:.3f} s (elapsed {elapsed()})")
+        _report_profile(report, bwd)
     if out is not None:
         report(f"writing {out} ...")
         write_run(out, net, fwd, bwd, inputs=ins, spikes=src, grad=g or None, seed=seed,

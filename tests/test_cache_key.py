@@ -105,6 +105,14 @@ def test_fastmath_changes_the_key(copy):
     assert run()["key"] != run(NEUROSIM_FASTMATH="1")["key"]
 
 
+def test_profiled_build_has_its_own_key(copy):
+    """NEUROSIM_PROFILE=1 compiles other kernels (decision 75): never the default's cache."""
+    _, run = copy
+    plain, prof = run(), run(NEUROSIM_PROFILE="1")
+    assert prof["key"] != plain["key"] and prof["dir"] != plain["dir"]
+    assert run(NEUROSIM_PROFILE="0")["key"] == plain["key"]
+
+
 def test_numba_cache_dir_and_no_cache(copy, tmp_path):
     _, run = copy
     d = run(NUMBA_CACHE_DIR=str(tmp_path / "nb"))

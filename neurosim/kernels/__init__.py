@@ -52,8 +52,8 @@ def cache_key():
     -------
     str
         16 hex digits of a sha256 over the names and bytes of ``neurosim/kernels/*.py``
-        and ``neurosim/config.py``, the Numba options of :mod:`neurosim.config` and the
-        numba and numpy versions.
+        and ``neurosim/config.py``, the Numba options of :mod:`neurosim.config`, the
+        numba and numpy versions and whether the build is profiled (:data:`.config.PROFILE`).
     """
     h = hashlib.sha256()
     for p in sorted(_HERE.glob("*.py")) + [_HERE.parent / "config.py"]:
@@ -62,6 +62,8 @@ def cache_key():
         h.update(data)
     opts = {k: sorted(getattr(config, k).items()) for k in ("NJIT", "NJIT_NORT", "NJIT_INLINE", "NJIT_PARALLEL")}
     h.update(repr((opts, numba.__version__, numpy.__version__)).encode())
+    if config.PROFILE:              # the profiled build (config.PROFILE) is another build
+        h.update(b"profile")
     return h.hexdigest()[:16]
 
 

@@ -15,6 +15,8 @@ inlined into one compiled loop:
 * :mod:`.update` -- the neuron update of a population (its model's functions,
   :mod:`.neurons`, :mod:`.cuba`);
 * :mod:`.emit` -- spikes appended to the ring, counted and recorded.
+* :mod:`.clock` -- the optional step profile (``NEUROSIM_PROFILE=1``; compiled away
+  otherwise).
 
 Incoming events are accumulated per projection in an input buffer, in event order (the
 sender's spikes in increasing neuron index, each synapse of a CSR row in storage order),
@@ -38,8 +40,9 @@ import numba
 import numpy as np
 
 from ..config import NJIT, NJIT_INLINE, NJIT_NORT
+from .clock import _lap, _start
 from .layout import G_CR, G_CS, G_HR, G_HS, G_KH, G_KW, G_PAD, G_STRIDE, G_WR, G_WS, \
-    K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE, K_POOL_UP
+    K_CONV_DOWN, K_CONV_UP, K_CSR, K_DENSE, K_POOL_UP, ST_TOTALS
 from .scatter import conv_scatter_group, csr_scatter, pool_scatter_group
 from .schedule import _run_sample
 
@@ -60,7 +63,9 @@ def run_phase(T, backward, b0, b1, net, run, out, sc, cuba):
     (docs/decisions.md, 41)."""
     for b in range(b0, b1):
         _run_sample(b, T, backward, net, run, out, sc, cuba)
+        c = _start()
         _sample_totals(b, net, out)
+        _lap(out.prof, b, ST_TOTALS, c)       # the profile (nothing in the default build)
 
 
 @numba.njit(**NJIT_NORT)

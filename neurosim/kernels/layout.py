@@ -73,6 +73,28 @@ MAX_PORTS = 4
 G_CS, G_HS, G_WS, G_CR, G_HR, G_WR, G_KH, G_KW, G_STRIDE, G_PAD = range(10)
 N_GEO = 10
 
+# -- named steps of the schedule timed by the profiled build (``OutArrays.prof`` columns) --
+#: :func:`.schedule._reset_sample` and :func:`.schedule._seed_constant` (once per sample)
+ST_RESET = 0
+#: :func:`.schedule._seed_touched`
+ST_SEED = 1
+#: :func:`.schedule._deliver_delayed`
+ST_DELAYED = 2
+#: :func:`.update._update_population` (the neuron update and its spikes' emission)
+ST_UPDATE = 3
+#: :func:`.schedule._gate_backward`
+ST_GATE = 4
+#: :func:`.schedule._deliver_same_step`
+ST_SAME = 5
+#: :func:`.schedule._finish_leak`
+ST_FINISH = 6
+#: :func:`.engine._sample_totals` (per-sample op and spike totals)
+ST_TOTALS = 7
+N_STEPS = 8
+#: the names of the ``ST_*`` steps, in column order (``PhaseResult.profile`` keys).
+STEP_NAMES = ("reset", "seed_touched", "deliver_delayed", "update", "gate_backward",
+              "deliver_same_step", "finish_leak", "totals")
+
 
 #: bytes to which the kernel weights, the per-sample input buffers and every projection's
 #: part of them are aligned: one cache line, one 512-bit vector (:mod:`.simd`).  A vector
@@ -165,7 +187,7 @@ class OutArrays(NamedTuple):
     with any content; the CubaLIF split runner needs them as zeros).  ``ops``,
     ``ops_neg`` and ``spk`` are the per-sample totals of ``sent`` (x ``sent_deg``) and of
     the counts, written by :func:`.engine.run_phase` after each sample (the split runner
-    leaves them to its caller)."""
+    leaves them to its caller).  ``prof`` must arrive as zeros (:mod:`.clock`)."""
     counts: np.ndarray        # int32 [B, N] spikes (backward: +1 spikes)
     counts_neg: np.ndarray    # int32 [B, N] backward -1 spikes
     u_out: np.ndarray         # dtype [B, N] initial potentials in, final ones out
@@ -177,6 +199,8 @@ class OutArrays(NamedTuple):
     ops: np.ndarray           # int64 [B, Q] synaptic events (+1 events x degree) per projection
     ops_neg: np.ndarray       # int64 [B, Q] backward -1 events x degree
     spk: np.ndarray           # int64 [B, P] spikes of each population (+1 and -1)
+    prof: np.ndarray          # int64 [B, N_STEPS] cycles per named step (ST_*), added to by
+                              # the profiled build; [B, 0] and untouched otherwise
 
 
 class Scratch(NamedTuple):

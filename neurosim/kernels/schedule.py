@@ -19,13 +19,19 @@ Before the first step :func:`_reset_sample` and :func:`_seed_constant` set the i
 state; after the last, :func:`_finish_leak` applies the leak of the steps a site was not
 touched.  Every step is a small function inlined into :func:`_run_sample` (Numba
 ``inline="always"``), so the compiled code is that of one loop.
+
+Profile: in the build made with ``NEUROSIM_PROFILE=1`` the cycles of each named step are
+added to ``out.prof[b, ST_*]`` (:func:`.clock._lap`, chained so that every cycle of the
+sample goes to one step); in the default build those calls compile to nothing.
 """
 import numba
 
 from ..config import NJIT_INLINE, NJIT_NORT
+from .clock import _lap, _start
 from .deliver import _deliver
 from .emit import _push
-from .layout import FP_LEAK
+from .layout import FP_LEAK, ST_DELAYED, ST_FINISH, ST_GATE, ST_RESET, ST_SAME, ST_SEED, \
+    ST_UPDATE
 from .neurons import leak_steps
 from .update import _dense_model, _has_neurons, _lazy_leak, _update_population, _updated
 
@@ -164,9 +170,10 @@ def _deliver_same_step(p, b, base, rc, backward, net, run, out, sc):
 
 
 @numba.njit(**NJIT_INLINE)
-def _update_populations(t, b, backward, net, run, out, sc, cuba):
+def _update_populations(t, b, backward, net, run, out, sc, cuba, c):
     """Step 3: the populations in schedule order, each updated (:mod:`.update`), gated
-    (backward phase) and delivered through its delay-0 projections before the next."""
+    (backward phase) and delivered through its delay-0 projections before the next.
+    ``c``: the profile's counter reading (:func:`.clock._lap`), returned advanced."""
     P = net.pop_off.shape[0] - 1
     for si in range(P):
         p = net.schedule[si]
@@ -177,11 +184,15 @@ def _update_populations(t, b, backward, net, run, out, sc, cuba):
         slot = t % net.pop_depth[p]
         base = net.pop_ring_off[p] + slot * n_p
         rc = _update_population(m, p, t, b, backward, base, n_p, net, run, out, sc, cuba)
+        c = _lap(out.prof, b, ST_UPDATE, c)
         if backward and _has_neurons(m):
             rc = _gate_backward(p, b, base, rc, net, run, sc)
+            c = _lap(out.prof, b, ST_GATE, c)
         sc.ring_cnt[p, slot] = rc
         if rc > 0:
             _deliver_same_step(p, b, base, rc, backward, net, run, out, sc)
+            c = _lap(out.prof, b, ST_SAME, c)
+    return c
 
 
 @numba.njit(**NJIT_INLINE)
@@ -213,11 +224,17 @@ def _finish_leak(T, b, net, out, sc):
 
 @numba.njit(**NJIT_INLINE)
 def _run_sample(b, T, backward, net, run, out, sc, cuba):
-    """One sample ``b``: T steps of the named schedule (module docstring)."""
+    """One sample ``b``: T steps of the named schedule (module docstring); ``c`` and the
+    ``_lap`` lines are the profile (nothing in the default build)."""
+    c = _start()
     _reset_sample(b, net, out, sc)
     _seed_constant(b, net, run, sc)
+    c = _lap(out.prof, b, ST_RESET, c)
     for t in range(T):
         _seed_touched(net, sc)
+        c = _lap(out.prof, b, ST_SEED, c)
         _deliver_delayed(t, b, backward, net, run, out, sc)
-        _update_populations(t, b, backward, net, run, out, sc, cuba)
+        c = _lap(out.prof, b, ST_DELAYED, c)
+        c = _update_populations(t, b, backward, net, run, out, sc, cuba, c)
     _finish_leak(T, b, net, out, sc)
+    _lap(out.prof, b, ST_FINISH, c)
