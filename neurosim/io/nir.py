@@ -753,6 +753,10 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, 
                 raise NIRError(f"NIR node {o!r}: delay {d[0]} is not a whole number of steps "
                                f"of dt={dt}")
             steps += int(round(k))
+            try:              # before any weight is built (NEUROSIM_MAX_DELAY)
+                V.check_delay(steps, f"NIR node {o!r}: delay {d[0]} at dt={dt}")
+            except V.NeurosimError as e:
+                raise NIRError(str(e)) from None
         elif t == "Identity":
             pass
         elif t == "Flatten":
