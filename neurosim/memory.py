@@ -27,10 +27,13 @@
     (:func:`neurosim.local_rule.local_parts`), their sums and the gradients;
 ``optimizer``
     the momentum buffers and the update's temporaries;
-``run file``
-    the HDF5 image built in memory before it is written (:func:`neurosim.io.runfile.atomic_h5`):
-    every dataset uncompressed (an upper bound: gzip shrinks spike counts), its spike
-    lists from the counts known when it is written;
+``run file`` / ``HDF5 copy``
+    the image of a run file or checkpoint built in memory before it is written
+    (:func:`neurosim.io.runfile.atomic_h5`), as Python's bytes and as HDF5's own file
+    (C memory, which ``tracemalloc`` does not see): the network, the stimulus, the
+    phases' per-neuron results and the spike lists (13 bytes per recorded spike, counted
+    when the phases have run), uncompressed; per-synapse counts, which gzip shrinks to
+    almost nothing, count only as the largest one being computed;
 ``data``
     a training run's data set in memory.
 
@@ -44,8 +47,8 @@ import numbers
 
 import numpy as np
 
+from . import _buffers, config
 from . import _validate as V
-from . import config
 from .kernels import layout as L
 from .kernels import threads as _th
 
@@ -149,6 +152,23 @@ def phase_outputs(net, prog, B, T, backward, record):
     return out, B * T * n_rec
 
 
+#: how much smaller gzip (with the shuffle filter) stores integer counts than their bytes:
+#: spike and event counts are small numbers, their high bytes zeros (measured 4-8x).
+INT_SHRINK = 4
+
+
+def results_image(net, prog, B, backward):
+    """Bytes a phase's results take in a run file: potentials (and weighted counts) as
+    they are, spike and event counts shrunk by :data:`INT_SHRINK`."""
+    N = int(prog.arrays.pop_off[-1])
+    it = np.dtype(net.dtype).itemsize
+    leaky = any((p.ternary.leak if backward else p.neuron.leak) != 1.0
+                for p in net.spiking_populations)
+    k = 2 if backward else 1                           # + and - counts
+    ints = B * N * 4 * k + B * prog.n_sent * 8 * k
+    return B * N * (it + (8 if leaky else 0)) + ints // INT_SHRINK
+
+
 def forward_drive(net, prog, B, T, *, per_step=False, masks=()):
     """Bytes of the forward phase's drive (:func:`neurosim.engine.run_forward`): the
     float64 currents and their cast, masks, input-map currents (per step: [B, T, n]
@@ -179,31 +199,37 @@ def backward_drive(net, prog, B):
     return B * N + B * max((p.n for p in net.spiking_populations), default=0)
 
 
-def stimulus_bytes(net, B, T, per_step=False):
-    """The batch's input values (float64) and source spike trains (bool)."""
+def stimulus_bytes(net, B, T, per_step=False, shrink=1):
+    """The batch's input values (float64) and source spike trains (bool; divided by
+    ``shrink``: in a run file, see :data:`INT_SHRINK`)."""
     b = 0
     for p in net.populations.values():
         if p.kind == "input":
             b += B * p.n * 8 * (T if per_step else 1)
         elif p.kind == "source":
-            b += B * T * p.n
+            b += B * T * p.n // shrink
     return b
 
 
 def gradient_bytes(net, B):
     """SPIDE's local rule on a batch of ``B`` (:func:`neurosim.local_rule.local_gradients`):
-    post errors and pre factors (float64 [B, n]), the per-block rows of every gradient
-    (float64 [min(B, 8), size]), their sums and the gradients."""
+    post errors (float64 [B, n]), one projection's pre factor and masked error at a time,
+    the per-block rows of every gradient (float64 [min(B, 8), size]), their sums and the
+    gradients."""
     spiking = {p.name for p in net.spiking_populations}
     b = B * sum(net.populations[n].n for n in spiking) * 8          # post errors
     rows = min(B, N_BLOCKS)
+    factor = 0
     for q in net.projections.values():
         if q.post not in spiking:
             continue
-        b += B * q.n_pre * 8                                        # pre factor
-        size = (q.weight.size if q.has_weights else 0) + (q.n_post if q.bias is not None else 0)
-        b += size * 8 * (rows + 2)                                  # rows, sum, gradient
-    return b
+        factor = max(factor, B * (q.n_pre + q.n_post) * 8)          # pre factor, D * delta
+        b += _param_size(q) * 8 * (rows + 2)                        # rows, sum, gradient
+    return b + factor
+
+
+def _param_size(q):
+    return (q.weight.size if q.has_weights else 0) + (q.n_post if q.bias is not None else 0)
 
 
 def parameter_bytes(net, classes=None):
@@ -220,21 +246,17 @@ def parameter_bytes(net, classes=None):
     return b
 
 
-def runfile_bytes(net, B, T, T_b=None, *, spikes=0, inputs_bytes=0):
-    """Upper bound of a run file's image (every dataset uncompressed): the network, the
-    stimulus, per population counts / potentials, per projection events per sender, per
-    synapse and per kernel weight, and ``spikes`` recorded spikes (13 bytes each)."""
-    N = sum(p.n for p in net.populations.values())
-    it = np.dtype(net.dtype).itemsize
-    b = model_bytes(net) + inputs_bytes + spikes * 13
-    for back in (False, True) if T_b else (False,):
-        _, projs = _phase_pops(net, back)
-        k = 2 if back else 1
-        b += B * N * (8 * k + it + 8)
-        for q in projs:
-            b += B * net.populations[q.post if back else q.pre].n * 8 * k
-            b += _synapse_count_size(q) * 8 * k
-    return b
+def runfile_bytes(net, image, per_synapse=True):
+    """(Python's bytes, HDF5's bytes) of writing a run file whose datasets hold ``image``
+    bytes (:func:`neurosim.io.runfile.atomic_h5`): HDF5's in-memory file (its ``core``
+    driver, C memory) and the image Python takes of it coexist for a moment; with
+    ``per_synapse`` the largest per-synapse count array and its temporary are added
+    (computed one projection at a time; they compress to almost nothing, so they are
+    not in ``image``)."""
+    extra = 0
+    if per_synapse:
+        extra = max((16 * _synapse_count_size(q) for q in net.projections.values()), default=0)
+    return image + extra, image
 
 
 def _synapse_count_size(q):
@@ -337,17 +359,34 @@ def estimate_run_bytes(network, task="simulate", B=1, T=1, T_b=None, *, record=F
         # the test pass runs on batches of its own size, whose arrays the engine's buffer
         # cache keeps beside the training step's (neurosim/_buffers.py)
         Be = EVAL_BATCH if eval_batch is None else V.check_int(eval_batch, "eval_batch", low=1)
-        parts["test pass"] = (stimulus_bytes(network, Be, T) +
-                              forward_drive(network, fwd, Be, T) +
-                              phase_outputs(network, fwd, Be, T, False, False)[0])
         parts["gradients"] = gradient_bytes(network, B)
         p = parameter_bytes(network, classes)
-        parts["optimizer"] = 2 * p                                   # momentum, temporaries
+        big = max((_param_size(q) for q in network.projections.values()), default=0)
+        parts["optimizer"] = p + 3 * 8 * big              # momentum; one update's temporaries
+        # the test pass runs after the epoch's last step, whose result (phases, gradients)
+        # is still held; the step's drive stays only where the buffer cache keeps it
+        N = int(fwd.arrays.pop_off[-1])
+        cached = B * N * 8 >= _buffers.MIN_BYTES and config.BUFFER_CACHE_BYTES > 0
+        step = parts["stimulus"] + parts["drive"] + parts["gradients"] + 2 * 8 * big
+        kept = p + (parts["drive"] if cached else 0)
+        test = (stimulus_bytes(network, Be, T) + forward_drive(network, fwd, Be, T) +
+                phase_outputs(network, fwd, Be, T, False, False)[0])
+        parts["test pass"] = max(0, kept + test - step)
         parts["data"] = int(data_bytes)
-        parts["run file"] = runfile_bytes(network, 1, 1) + p
+        parts["run file"], parts["HDF5 copy"] = runfile_bytes(
+            network, parts["model"] + p, per_synapse=False)       # the checkpoint
     elif task == "simulate" and write:
-        parts["run file"] = runfile_bytes(network, B, T, T_b if backward else None,
-                                          spikes=spikes, inputs_bytes=parts["stimulus"])
+        image = (parts["model"] + stimulus_bytes(network, B, T, per_step, shrink=INT_SHRINK) +
+                 results_image(network, fwd, B, False) +
+                 (results_image(network, bwd, B, True) if backward else 0) + 13 * int(spikes))
+        py, c = runfile_bytes(network, image)
+        # written after the phases: their scratch is freed by then, and so is the drive
+        # unless the engine's buffer cache keeps it (arrays of MIN_BYTES or more)
+        N = int(fwd.arrays.pop_off[-1])
+        cached = B * N * 8 >= _buffers.MIN_BYTES and config.BUFFER_CACHE_BYTES > 0
+        freed = parts["scratch"] + (0 if cached else parts["drive"])
+        parts["run file"] = max(0, py - freed)
+        parts["HDF5 copy"] = c
     return _total(parts)
 
 

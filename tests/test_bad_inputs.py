@@ -115,7 +115,8 @@ model("training-Tb-huge", "`T_b = 100000000` in `[training]`",
 model("run-too-large", "a training run beyond its memory limit (1 MiB limit)", FSNN, "train",
       mask=r"(?<=would need about ).*?(?=, more than)", patch={"MAX_RUN_BYTES": 2 ** 20})
 simple("simulate-steps-huge", "`--steps 100000000`",
-       ["simulate", "--model", "fsnn_mlp", "--input", "digits", "--steps", "100000000"])
+       ["simulate", "--model", "fsnn_mlp", "--input", "digits", "--steps", "100000000", "--out",
+        "s.h5"])
 model("training-T-zero", "`T = 0` in `[training]`", sub(FSNN, "T = 30 ", "T = 0 "), "train")
 model("training-Tb-zero", "`T_b = 0` in `[training]`", sub(FSNN, "T_b = 100", "T_b = 0"), "train")
 model("training-T-string", "`T = \"30\"` (a string) in `[training]`",

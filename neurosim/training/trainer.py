@@ -582,7 +582,7 @@ def check_memory(spec, state, n_threads=None):
         state.model.net, "train", min(cfg.batch_size, max(1, len(d.x_train))), cfg.T, cfg.T_b,
         masks=masks, n_threads=n_threads,
         classes=spec.classes if state.model.readout else None,
-        data_bytes=sum(a.nbytes for a in (d.x_train, d.y_train, d.x_test, d.y_test)),
+        data_bytes=memory.arrays_bytes(d),       # the data set and the run's subsets
         eval_batch=min(memory.EVAL_BATCH, max(1, len(d.x_test))))
     return memory.check_run_memory(
         est, f"training {spec.model!r} (batch {cfg.batch_size}, T {cfg.T}, T_b {cfg.T_b})",
