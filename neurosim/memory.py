@@ -356,15 +356,14 @@ def estimate_run_bytes(network, task="simulate", B=1, T=1, T_b=None, *, record=F
         scratch = max(scratch, scratch_bytes(bwd))
     parts["scratch"] = min(nth, B) * scratch
     if task == "train":
-        # the test pass runs on batches of its own size, whose arrays the engine's buffer
-        # cache keeps beside the training step's (neurosim/_buffers.py)
         Be = EVAL_BATCH if eval_batch is None else V.check_int(eval_batch, "eval_batch", low=1)
         parts["gradients"] = gradient_bytes(network, B)
         p = parameter_bytes(network, classes)
         big = max((_param_size(q) for q in network.projections.values()), default=0)
         parts["optimizer"] = p + 3 * 8 * big              # momentum; one update's temporaries
-        # the test pass runs after the epoch's last step, whose result (phases, gradients)
-        # is still held; the step's drive stays only where the buffer cache keeps it
+        # the test pass (batches of Be) runs after the epoch's last step, whose result
+        # (phases, gradients) is still held; the step's drive stays only where the
+        # buffer cache keeps it (neurosim/_buffers.py): the larger of the two stages
         N = int(fwd.arrays.pop_off[-1])
         cached = B * N * 8 >= _buffers.MIN_BYTES and config.BUFFER_CACHE_BYTES > 0
         step = parts["stimulus"] + parts["drive"] + parts["gradients"] + 2 * 8 * big
