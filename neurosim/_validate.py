@@ -21,6 +21,39 @@ class NeurosimTypeError(NeurosimError, TypeError):
     command line treats it as bad input (exit 2), like every other ``NeurosimError``."""
 
 
+def check_environment():
+    """Raise :class:`NeurosimError` (one line) if an environment variable that neurosim
+    reads was malformed at import (:data:`neurosim.config.ENV_ERRORS`)."""
+    if config.ENV_ERRORS:
+        raise NeurosimError(next(iter(config.ENV_ERRORS.values())))
+
+
+def check_steps(value, name):
+    """``value`` as an int in [1, :data:`neurosim.config.MAX_STEPS`] (the number of steps of
+    one phase: forward ``T``, backward ``T_b``, ``simulate --steps``)."""
+    v = check_int(value, name, low=1)
+    check_environment()
+    if v > config.MAX_STEPS:
+        raise NeurosimError(
+            f"{name} = {v} steps is more than the {config.MAX_STEPS} a phase may run "
+            f"(NEUROSIM_MAX_STEPS, default {config.DEFAULT_MAX_STEPS}); check the value, or set "
+            f"NEUROSIM_MAX_STEPS={v} to allow it")
+    return v
+
+
+def check_delay(value, name):
+    """``value`` as an int in [0, :data:`neurosim.config.MAX_DELAY`] (a projection delay in
+    steps)."""
+    v = check_int(value, name, low=0)
+    check_environment()
+    if v > config.MAX_DELAY:
+        raise NeurosimError(
+            f"{name} = {v} steps is more than the {config.MAX_DELAY} a projection may have "
+            f"(NEUROSIM_MAX_DELAY, default {config.DEFAULT_MAX_DELAY}; every step of delay keeps a slot per "
+            f"sending neuron); check the value, or set NEUROSIM_MAX_DELAY={v} to allow it")
+    return v
+
+
 def _describe(x):
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"

@@ -136,13 +136,20 @@ def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record,
 @_debug
 def info(model, seed, as_json, dt, nir_options, debug):
     """Describe a model: populations, projections, synapses, MACs and parameters."""
+    from . import config, memory
     from .io.model_file import list_models
     from .io.sources import open_network
     from .models import format_model_info, model_info
+    from .training.trainer import default_memory
     with _errors(debug):
         net = open_network(model, seed=seed, dt=dt, nir_options=nir_options)
         d = model_info(net)
         d["known_models"] = list_models()
+        try:        # a malformed [training] table is reported by `train`, not here
+            what, parts = default_memory(net)
+            d["memory"] = dict(run=what, bytes=parts, limit=config.MAX_RUN_BYTES)
+        except (TypeError, ValueError):
+            what = None
         nir_meta = (net.metadata or {}).get("nir")
         if nir_meta is not None:
             d["nir"] = {k: nir_meta.get(k) for k in ("dt", "leak_integration", "threshold",
@@ -152,6 +159,10 @@ def info(model, seed, as_json, dt, nir_options, debug):
         click.echo(json.dumps(d, indent=2))
     else:
         click.echo(format_model_info(d))
+        if what is not None:
+            click.echo(f"memory: {what} needs about {memory.describe(parts)} besides the data; "
+                       f"a run may use {memory.human(config.MAX_RUN_BYTES)} "
+                       "(NEUROSIM_MAX_RUN_MB)")
         nir_notes(net, lambda m: click.echo(m, err=True))
 
 

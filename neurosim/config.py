@@ -22,6 +22,13 @@ overrides (read once, at import):
     contains no profiling code at all (docs/decisions.md, 75).  x86-64 only.
 ``NEUROSIM_MAX_MODEL_MB=<MiB>``
     the largest model a model file may describe (:data:`MAX_MODEL_BYTES`).
+``NEUROSIM_MAX_RUN_MB=<MiB>``
+    the most memory a run may need by :func:`neurosim.memory.estimate_run_bytes` (the
+    model, phase buffers, recordings, gradients, the run file's image;
+    :data:`MAX_RUN_BYTES`), checked before the run allocates.
+``NEUROSIM_MAX_STEPS=<steps>``, ``NEUROSIM_MAX_DELAY=<steps>``
+    the longest phase (forward ``T``, backward ``T_b``, ``simulate --steps``;
+    :data:`MAX_STEPS`) and the longest projection delay (:data:`MAX_DELAY`) accepted.
 ``NEUROSIM_BUFFER_CACHE_MB=<MiB>``
     the most memory kept for reusing the engine's large per-run arrays
     (:data:`BUFFER_CACHE_BYTES`; 0: no reuse).
@@ -81,29 +88,59 @@ def _env_mib(name, default):
     return int(mib * 2 ** 20)
 
 
+def _env_steps(name, default):
+    """A whole number of steps >= 1 from the environment variable ``name``, else
+    ``default``; anything else is an error that names the variable and the value."""
+    v = os.environ.get(name)
+    if not v:
+        return default
+    try:
+        n = int(v.strip().replace("_", ""))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"environment variable {name}={v!r}: expected a whole number of "
+                         f"steps >= 1 (e.g. {name}={default})")
+    return n
+
+
 #: messages about malformed environment variables, by name: importing neurosim never fails
-#: on them (``neurosim --help`` must work); :func:`check_environment` raises the first, and
-#: the command line and the model-size guard call it.
+#: on them (``neurosim --help`` must work); :func:`neurosim._validate.check_environment`
+#: raises the first, and the command line and every guard that reads one call it.
 ENV_ERRORS = {}
 
 
-def _env_mib_or_default(name, default):
+def _env_or_default(read, name, default):
     try:
-        return _env_mib(name, default)
+        return read(name, default)
     except ValueError as e:
         ENV_ERRORS[name] = str(e)
         return default
 
 
-def check_environment():
-    """Raise :class:`neurosim.NeurosimError` (one line) if an environment variable that
-    neurosim reads was malformed at import (:data:`ENV_ERRORS`)."""
-    if ENV_ERRORS:
-        from ._validate import NeurosimError
-        raise NeurosimError(next(iter(ENV_ERRORS.values())))
+def _env_mib_or_default(name, default):
+    return _env_or_default(_env_mib, name, default)
 
 
 MAX_MODEL_BYTES = _env_mib_or_default("NEUROSIM_MAX_MODEL_MB", _physical_memory() // 2)
+
+#: the most memory (bytes) a whole run may need (:func:`neurosim.memory.estimate_run_bytes`:
+#: the model and everything the run allocates), checked before the run allocates.
+#: Default: three quarters of the physical memory; ``NEUROSIM_MAX_RUN_MB`` overrides it
+#: (docs/decisions.md, 76).
+MAX_RUN_BYTES = _env_mib_or_default("NEUROSIM_MAX_RUN_MB", _physical_memory() * 3 // 4)
+
+#: the most steps one phase may run: forward ``T``, backward ``T_b``, ``simulate --steps``
+#: (``NEUROSIM_MAX_STEPS`` overrides).  400x the longest shipped phase (T_b = 250): a
+#: value beyond it is a typo (``T = 1000000000``) that would run for days with no way to
+#: bound it (docs/decisions.md, 76).
+DEFAULT_MAX_STEPS = 100_000
+MAX_STEPS = _env_or_default(_env_steps, "NEUROSIM_MAX_STEPS", DEFAULT_MAX_STEPS)
+
+#: the longest projection delay (steps) a network may have (``NEUROSIM_MAX_DELAY``
+#: overrides); each step of delay costs a ring slot per sending neuron and thread.
+DEFAULT_MAX_DELAY = 10_000
+MAX_DELAY = _env_or_default(_env_steps, "NEUROSIM_MAX_DELAY", DEFAULT_MAX_DELAY)
 
 #: the most memory (bytes) the engine keeps for reusing its large per-run arrays
 #: (:mod:`neurosim._buffers`); ``NEUROSIM_BUFFER_CACHE_MB`` overrides it, 0 turns reuse off.

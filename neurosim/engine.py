@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import _buffers, _pool, config
+from . import _buffers, _pool, config, memory
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
@@ -441,7 +441,7 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         (:mod:`neurosim.training.batchnorm`).  The map's bias enters only through ``z``.
     """
     _check_network(net)
-    T = V.check_int(steps, "steps", low=1)
+    T = V.check_steps(steps, "steps")
     inputs, spikes, currents = dict(inputs or {}), dict(spikes or {}), dict(currents or {})
     for d, what in ((inputs, "inputs"), (spikes, "spikes"), (currents, "currents")):
         for k in d:
@@ -473,6 +473,12 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
             raise V.NeurosimError(f"input_norm given for {k!r}, which is not the input map of "
                                   f"a constant input of this run")
     prog = compile_program(net, backward=False, masks=masks.keys())
+    per_step = any(np.ndim(x) in (3, 5) for x in inputs.values())
+    memory.check_run_memory(
+        memory.estimate_run_bytes(net, "forward", B, T, record=record, per_step=per_step,
+                                  masks=masks.keys(), n_threads=n_threads, programs=(prog,)),
+        f"the forward phase ({B} samples x {T} steps)",
+        "run fewer samples at a time, fewer steps, or record fewer populations")
     N = int(prog.arrays.pop_off[-1])
     const = _buffers.take((B, N), np.float64, zero=True)
     tv_arrays = {}
@@ -596,10 +602,16 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
     _check_network(net)
     if not isinstance(forward, PhaseResult) or forward.phase != "forward":
         raise TypeError("run_backward needs the forward PhaseResult of the same batch")
-    T = V.check_int(steps, "steps", low=1)
+    T = V.check_steps(steps, "steps")
     B = forward.batch
     grad = dict(grad or {})
     prog = compile_program(net, backward=True, masks=forward.masks.keys())
+    memory.check_run_memory(
+        memory.estimate_run_bytes(net, "backward", B, forward.steps, T, record=record,
+                                  masks=forward.masks.keys(), n_threads=n_threads,
+                                  programs=(forward.program, prog)),
+        f"the backward phase ({B} samples x {T} steps)",
+        "run fewer samples at a time, fewer steps, or record fewer populations")
     N = int(prog.arrays.pop_off[-1])
     const = _buffers.take((B, N), np.float64, zero=True)
     for name, g in grad.items():

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validate as V
-from . import counting
+from . import counting, memory
 from .datasets.digits import load_digits
 from .engine import run_backward, run_forward
 from .io.atomic import check_destination, owns_output
@@ -262,11 +262,11 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     report = report or _quiet
     t_start = time.perf_counter()
     seed = V.check_int(seed, "seed", low=0, high=V.SEED_MAX)
-    steps = V.check_int(steps, "steps", low=1)
+    steps = V.check_steps(steps, "steps")
     if n_samples is not None:
         n_samples = V.check_int(n_samples, "n_samples", low=1)
     if backward_steps is not None:
-        backward_steps = V.check_int(backward_steps, "backward_steps", low=1)
+        backward_steps = V.check_steps(backward_steps, "backward_steps")
         if grad is None:
             raise InputError("backward_steps needs a gradient: grad='random' (--grad random) or a "
                              ".npy/.npz file")
@@ -292,6 +292,12 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
     arrays = list(ins.values()) + list(src.values())
     batch = arrays[0].shape[0] if arrays else (n_samples or 1)
     g = resolve_grad(net, grad, batch, seed) if backward_steps is not None else {}
+    per_step = any(np.ndim(a) in (3, 5) for a in ins.values())
+    what = f"simulating {batch} samples x {steps} steps"
+    hint = "lower --n-samples or --steps, or drop --record"
+    memory.check_run_memory(memory.estimate_run_bytes(
+        net, "simulate", batch, steps, backward_steps, record=record, per_step=per_step,
+        write=out is not None, n_threads=n_threads), what, hint)
     elapsed = lambda: f"{time.perf_counter() - t_start:.2f} s"
     report(f"forward: {batch} samples x {steps} steps on {net.name!r} ...")
     fwd = run_forward(net, steps, inputs=ins or None, spikes=src or None, batch=batch,
@@ -305,6 +311,14 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         report(f"backward: done in {bwd.wall_s:.3f} s (elapsed {elapsed()})")
         _report_profile(report, bwd)
     if out is not None:
+        if record:        # the run file's spike lists, now that their length is known
+            spikes = sum(int(np.count_nonzero(s)) for r in (fwd, bwd) if r is not None
+                         for s in (r.spikes or {}).values())
+            memory.check_run_memory(memory.estimate_run_bytes(
+                net, "simulate", batch, steps, backward_steps, record=record,
+                per_step=per_step, write=True, n_threads=n_threads, spikes=spikes,
+                programs=(fwd.program, bwd.program if bwd else None)),
+                f"writing {out} ({spikes} recorded spikes)", hint)
         report(f"writing {out} ...")
         write_run(out, net, fwd, bwd, inputs=ins, spikes=src, grad=g or None, seed=seed,
                   command=command, force=force)

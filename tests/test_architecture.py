@@ -23,11 +23,8 @@ EXCEPTIONS = {
 }
 
 #: import edges left out of the cycle check, each with its reason (to be removed, never
-#: extended): config.py (issue 29) raises _validate's error from a function-local import,
-#: while _validate imports config at the top.
-CYCLE_EXCEPTIONS = {
-    ("neurosim.config", "neurosim._validate"),
-}
+#: extended); none since issue 29 moved check_environment from config to _validate.
+CYCLE_EXCEPTIONS = set()
 
 
 def _module_name(path):

@@ -106,6 +106,17 @@ model("model-duplicate-name", "two populations named `l0`", sub(FSNN, 'name = "l
 model("model-bad-init", "`init = \"xavier\"`", sub(FSNN, 'init = "kaiming_normal"', 'init = "xavier"'))
 model("model-too-large", "`shape = [100000000]` (a typo; 64 MiB limit)", sub(
     FSNN, "shape = [128]", "shape = [100000000]"), patch={"MAX_MODEL_BYTES": 64 * 2 ** 20})
+model("model-huge-delay", "`delay = 1000000000` (238 GiB of delay rings)",
+      sub(FSNN, "delay = 1", "delay = 1000000000"))
+model("training-T-huge", "`T = 1000000000` in `[training]`",
+      sub(FSNN, "T = 30 ", "T = 1000000000 "), "train")
+model("training-Tb-huge", "`T_b = 100000000` in `[training]`",
+      sub(FSNN, "T_b = 100", "T_b = 100000000"), "train")
+model("run-too-large", "a training run beyond its memory limit (1 MiB limit)", FSNN, "train",
+      mask=r"(?<=would need about ).*?(?=, more than)", patch={"MAX_RUN_BYTES": 2 ** 20})
+simple("simulate-steps-huge", "`--steps 100000000`",
+       ["simulate", "--model", "fsnn_mlp", "--input", "digits", "--steps", "100000000", "--out",
+        "s.h5"])
 model("training-T-zero", "`T = 0` in `[training]`", sub(FSNN, "T = 30 ", "T = 0 "), "train")
 model("training-Tb-zero", "`T_b = 0` in `[training]`", sub(FSNN, "T_b = 100", "T_b = 0"), "train")
 model("training-T-string", "`T = \"30\"` (a string) in `[training]`",

@@ -134,7 +134,7 @@ class Projection:
     count_layout = ""
 
     def _init_common(self, bias, delay, port):
-        self.delay = V.check_int(delay, f"{self.kind} projection delay", low=0)
+        self.delay = V.check_delay(delay, f"{self.kind} projection delay")
         self.port = V.check_int(port, f"{self.kind} projection port", low=0, high=3)
         nb = self.bias_shape
         if bias is None or bias is False:

@@ -181,7 +181,7 @@ def _human(nbytes):
 
 def reserve(ctx, where, nbytes, what):
     """Count the memory a model needs before allocating it (``config.MAX_MODEL_BYTES``)."""
-    config.check_environment()                  # NEUROSIM_MAX_MODEL_MB=abc: say so
+    V.check_environment()                       # NEUROSIM_MAX_MODEL_MB=abc: say so
     ctx["bytes"] = ctx.get("bytes", 0) + int(nbytes)
     if ctx["bytes"] > config.MAX_MODEL_BYTES:
         fail(ctx, f"{where}: {what} would bring the model to about {_human(ctx['bytes'])}, more "

@@ -757,6 +757,10 @@ def _projection(net, nodes, path, dst, pop_of, shapes, gains, dt, dtype, fresh, 
         t, node = nodes[o]
         if t == "Delay":
             steps += _delay_steps(o, node, dt)
+            try:              # before any weight is built (NEUROSIM_MAX_DELAY)
+                V.check_delay(steps, f"NIR node {o!r}: delay of {steps} steps at dt={dt}")
+            except V.NeurosimError as e:
+                raise NIRError(str(e)) from None
         elif t == "Identity":
             pass
         elif t == "Flatten":

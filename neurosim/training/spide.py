@@ -122,8 +122,8 @@ class SPIDEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _set(self, "T", V.check_int(self.T, "T", low=1))
-        _set(self, "T_b", V.check_int(self.T_b, "T_b", low=1))
+        _set(self, "T", V.check_steps(self.T, "T"))
+        _set(self, "T_b", V.check_steps(self.T_b, "T_b"))
         _set(self, "kappa", V.check_real(self.kappa, "kappa", positive=True))
         _set(self, "lr", V.check_real(self.lr, "lr", nonneg=True))
         _set(self, "momentum", V.check_real(self.momentum, "momentum", low=0.0, high=1.0))

@@ -52,6 +52,7 @@ import numpy as np
 
 from .. import _validate as V
 from .. import datasets as D
+from .. import memory
 from .. import kernels
 from ..io import atomic
 from ..io.model_file import read_model_file, resolve_model_path
@@ -553,6 +554,42 @@ class EpochReport:
 # ======================================================================================
 # training
 # ======================================================================================
+def default_memory(net):
+    """(description, parts) of the run ``neurosim info`` reports: a training step at the
+    model file's ``[training]`` batch, T and T_b (SPIDE's defaults where it gives none)
+    when the network can be trained, else simulating one sample for 100 steps."""
+    tr = dict((getattr(net, "metadata", None) or {}).get("training") or {})
+    trainable = tr and sum(p.kind == "input" for p in net.populations.values()) == 1 and \
+        all(not p.neuron.forward_only for p in net.spiking_populations)
+    if trainable:
+        d = SPIDEConfig()
+        B, T, Tb = (int(tr.get(k, getattr(d, k))) for k in ("batch_size", "T", "T_b"))
+        classes = (tr.get("readout") or {}).get("classes") if isinstance(
+            tr.get("readout"), dict) else None
+        masks = [k for k, p in (tr.get("dropout") or {}).items() if p > 0]
+        parts = memory.estimate_run_bytes(net, "train", B, T, Tb, masks=masks, classes=classes)
+        return f"a training step at batch {B} (T {T}, T_b {Tb})", parts
+    parts = memory.estimate_run_bytes(net, "simulate", 1, 100)
+    return "simulating 1 sample x 100 steps", parts
+
+
+def check_memory(spec, state, n_threads=None):
+    """Refuse (one line) a run whose memory estimate (:func:`neurosim.memory.estimate_run_bytes`,
+    task ``"train"``) exceeds ``NEUROSIM_MAX_RUN_MB``; returns the estimate."""
+    cfg, d = spec.cfg, spec.data
+    masks = [k for k, p in cfg.dropout.items() if p > 0]
+    est = memory.estimate_run_bytes(
+        state.model.net, "train", min(cfg.batch_size, max(1, len(d.x_train))), cfg.T, cfg.T_b,
+        masks=masks, n_threads=n_threads,
+        classes=spec.classes if state.model.readout else None,
+        data_bytes=memory.arrays_bytes(d),       # the data set and the run's subsets
+        eval_batch=min(memory.EVAL_BATCH, max(1, len(d.x_test))))
+    return memory.check_run_memory(
+        est, f"training {spec.model!r} (batch {cfg.batch_size}, T {cfg.T}, T_b {cfg.T_b})",
+        "lower batch_size, T or T_b ([training] in the model file, or --batch-size), or "
+        "--max-train / --max-test")
+
+
 def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overrides=None,
           resume=False, force=False, seed=None, max_train=None, max_test=None, report=None,
           progress=None, n_threads=None, command=None, checkpoint_every=None,
@@ -630,6 +667,7 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
                                   resume=resume, force=force, seed=seed, max_train=max_train,
                                   max_test=max_test, command=command)
         atomic.check_writable(spec.out)
+        check_memory(spec, state, n_threads)
         for p in atomic.remove_stale_temps(spec.out):
             say(f"removed {p.name}, a temporary file left by an interrupted write")
         if diagnose is not None:
