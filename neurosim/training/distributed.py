@@ -322,7 +322,7 @@ def shard_step(comm, model, cfg, cmd, timing=None):
         return None
     _raise_first([p["err"] for p in allp])
     res = StepResult(loss=lres.loss, pred=pred, correct=int(np.sum(pred == y)), batch=B,
-                     masks=None, gate=gate, grads=None, update_ops={},
+                     masks=None, gate=gate, grads=None, update_ops={}, bn_stats={},
                      fwd_s=t1 - t0, bwd_s=tb - t2, update_s=0.0, forward=None, backward=None)
     res.counts = {}
     for ph in ("input_encoding", "forward") + (("backward", "weight_update") if train else ()):
