@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _interrupt
 from . import _validate as V
 from . import counting
 from .datasets.digits import load_digits
@@ -296,6 +297,7 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         bwd = run_backward(net, fwd, g, backward_steps, record=record, n_threads=n_threads)
         report(f"backward: done in {bwd.wall_s:.3f} s (elapsed {elapsed()})")
     if out is not None:
+        _interrupt.check()        # a stop asked for after the last phase: write nothing
         report(f"writing {out} ...")
         write_run(out, net, fwd, bwd, inputs=ins, spikes=src, grad=g or None, seed=seed,
                   command=command, force=force)

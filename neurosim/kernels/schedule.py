@@ -210,12 +210,22 @@ def _finish_leak(T, b, net, out, sc):
 
 
 @numba.njit(**NJIT_INLINE)
-def _run_sample(b, T, backward, net, run, out, sc, cuba):
-    """One sample ``b``: T steps of the named schedule (module docstring)."""
+def _run_sample(b, T, backward, net, run, out, sc, stop, done, slot, cuba):
+    """One sample ``b``: T steps of the named schedule (module docstring).
+
+    Before every step the stop word ``stop[0]`` is read: nonzero (a signal number, set by
+    :mod:`neurosim._interrupt` from another thread) abandons the sample, and False is
+    returned (the outputs are then incomplete; the caller discards them).  ``done[slot]``
+    counts the finished steps (progress, read by another thread).  Returns True when all
+    T steps ran."""
     _reset_sample(b, net, out, sc)
     _seed_constant(b, net, run, sc)
     for t in range(T):
+        if stop[0] != 0:
+            return False
         _seed_touched(net, sc)
         _deliver_delayed(t, b, backward, net, run, out, sc)
         _update_populations(t, b, backward, net, run, out, sc, cuba)
+        done[slot] += 1
     _finish_leak(T, b, net, out, sc)
+    return True
