@@ -15,6 +15,7 @@ both stop within a step of the running phase (:mod:`neurosim._interrupt`); see
 import contextlib
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -158,7 +159,7 @@ def _stoppable(report, in_phase=True):
     SIGTERM stop within a step of the running phase, end the process with one line during
     a compilation; progress inside long phases on a terminal (``NEUROSIM_PROGRESS``)."""
     _interrupt.exit_while_compiling(in_phase)
-    if _interrupt.progress_wanted(click.get_text_stream("stderr")):
+    if _interrupt.progress_wanted(sys.stderr):
         _interrupt.show_progress(report)
     try:
         with _interrupt.stop_on_signals(in_phase=in_phase) as stop:
