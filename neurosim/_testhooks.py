@@ -11,8 +11,14 @@ and waits until a file ``<marker file>.go`` appears (or 120 seconds pass), then 
 The test waits for the marker, then kills the process (SIGKILL) or signals it (SIGINT)
 and creates ``.go``.  Points:
 
+``startup``
+    at the start of ``import neurosim`` in a command-line process, after the start-up
+    signal handlers are installed (:mod:`neurosim._startup`);
 ``batch``
     after a training batch's weight update (:func:`neurosim.training.trainer.train`);
+``phase``
+    before a phase kernel runs (:func:`neurosim.engine._execute`; a signal sent during
+    the pause is seen by the kernel's first stop-word check);
 ``h5-fill``
     inside an atomic HDF5 write, after the file was built in memory and half of it
     written to the temporary file (the temporary file is incomplete on disk);

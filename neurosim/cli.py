@@ -8,15 +8,20 @@ Exit codes: 0 success; 2 bad input (missing or malformed file, unknown model, un
 wrong shape, NaN, existing output without ``--force``), printed as one line
 ``Error: ...``; 1 runtime failure.  ``--debug`` adds the Python traceback.
 ``neurosim train`` stopped by SIGINT (Ctrl-C) or SIGTERM writes a checkpoint and exits
-130 or 143 (128 + the signal number); see ``docs/reliability.md``.
+130 or 143 (128 + the signal number); ``simulate`` writes nothing and exits the same way;
+both stop within a step of the running phase (:mod:`neurosim._interrupt`); see
+``docs/reliability.md``.
 """
+import contextlib
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import click
 
 import neurosim
+from . import _interrupt
 from ._cli_common import BadInput, _command_line, _debug, _errors, nir_import_options, nir_notes
 from ._validate import SEED_MAX
 from .cli_ops import bench, ops
@@ -86,6 +91,8 @@ class _Main(click.Group):
 @click.version_option(neurosim.__version__, prog_name="neurosim")
 def main():
     """neurosim: event-driven spiking-network simulator with exact operation counts."""
+    from . import _startup
+    _startup.end()      # a command now runs: train / simulate handle signals themselves
 
 
 @main.command()
@@ -115,14 +122,51 @@ def main():
 @click.pass_context
 def simulate(ctx, model, input_, steps, n_samples, backward_steps, grad, record, seed, threads,
              out, force, dt, nir_options, debug):
-    """Simulate a model on an input and write a run file."""
-    from .simulate import format_summary, simulate as run
+    """Simulate a model on an input and write a run file.
+
+    SIGINT (Ctrl-C) or SIGTERM stops within a step of the running phase: nothing is
+    written, exit 130 (143)."""
     report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
-    with _errors(debug):
-        sim = run(model, input_, steps, n_samples=n_samples, backward_steps=backward_steps,
-                  grad=grad, record=record, seed=seed, n_threads=threads, out=out, force=force,
-                  command=_command_line(ctx), report=report, dt=dt, nir_options=nir_options)
+    with _stoppable(report) as stop:
+        from .simulate import format_summary, simulate as run
+        try:
+            with _errors(debug):
+                sim = run(model, input_, steps, n_samples=n_samples,
+                          backward_steps=backward_steps, grad=grad, record=record, seed=seed,
+                          n_threads=threads, out=out, force=force,
+                          command=_command_line(ctx), report=report, dt=dt,
+                          nir_options=nir_options)
+        except KeyboardInterrupt as e:
+            report(f"{_stopped(e, stop)}: stopped before the run file was written; nothing "
+                   "was written")
+            ctx.exit(getattr(e, "exit_code", 128 + (stop.signum or 2)))
+        if stop():          # the signal came while the file was being written
+            report(f"interrupted by {_interrupt.signal_name(stop.signum)} after the run file "
+                   f"{str(out)!r} was written (it is complete)")
+            ctx.exit(128 + stop.signum)
     click.echo(format_summary(sim))
+
+
+def _stopped(e, stop):
+    """``interrupted by SIGINT`` for an interruption ``e`` under the request ``stop``."""
+    s = getattr(e, "signum", None) or stop.signum or 2
+    return f"interrupted by {_interrupt.signal_name(s)}"
+
+
+@contextlib.contextmanager
+def _stoppable(report, in_phase=True):
+    """The signal handling of ``train`` and ``simulate`` (docs/reliability.md): SIGINT /
+    SIGTERM stop within a step of the running phase, end the process with one line during
+    a compilation; progress inside long phases on a terminal (``NEUROSIM_PROGRESS``)."""
+    _interrupt.exit_while_compiling(in_phase)
+    if _interrupt.progress_wanted(sys.stderr):
+        _interrupt.show_progress(report)
+    try:
+        with _interrupt.stop_on_signals(in_phase=in_phase) as stop:
+            yield stop
+    finally:
+        _interrupt.show_progress(None)
+        _interrupt.exit_while_compiling(False)
 
 
 @main.command()
@@ -236,15 +280,25 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
           diagnose, as_json, distributed, debug):
     """Train a model with SPIDE (both phases event-driven) and report accuracy and op counts.
 
-    Ctrl-C (or SIGTERM) stops after the current batch, writes a checkpoint and exits 130
-    (143); continue with --resume."""
+    Ctrl-C (or SIGTERM) stops within a step of the running phase (abandoning its batch) or
+    between batches, writes a checkpoint of the last completed batch and exits 130 (143);
+    continue with --resume."""
+    report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
+    with _stoppable(report, in_phase=distributed is None):
+        _train(ctx, report, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr,
+               milestones, loss, seed, spide_quirks, max_train, max_test, threads, out, resume,
+               force, checkpoint_every, diagnose, as_json, distributed, debug)
+
+
+def _train(ctx, report, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr,
+           milestones, loss, seed, spide_quirks, max_train, max_test, threads, out, resume,
+           force, checkpoint_every, diagnose, as_json, distributed, debug):
     import warnings
     from click.core import ParameterSource
     from .training.health import NumericalError, RunawayActivityWarning
     from .training.trainer import ResumeError, TrainingInterrupted, train as run
     overrides = dict(epochs=epochs, batch_size=batch_size, T=T, T_b=T_b, kappa=kappa, lr=lr,
                      milestones=milestones, loss=loss, spide_quirks=spide_quirks)
-    report = lambda msg: click.echo(f"[neurosim] {msg}", err=True)
     engine = None
     if distributed == "mpi":
         from .training import distributed as dist
@@ -278,13 +332,14 @@ def train(ctx, model, dataset, data_dir, epochs, batch_size, T, T_b, kappa, lr, 
                 raise NumericalError(e.detail, what=e.what, name=e.name,
                                      hint=_DIVERGED_HINT) from e
     except TrainingInterrupted as e:
-        click.echo(f"\n[neurosim] {e}; continue with: neurosim train --out {e.out} --resume",
-                   err=True)
+        more = (f"; continue with: neurosim train --out {e.out} --resume" if e.resumable
+                else "")
+        click.echo(f"\n[neurosim] {e}{more}", err=True)
         ctx.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         click.echo(f"\n[neurosim] interrupted; {str(out)!r} holds the last complete "
                    "checkpoint, if any", err=True)
-        ctx.exit(130)
+        ctx.exit(getattr(e, "exit_code", 130))
     finally:
         if engine is not None:
             engine.stop()

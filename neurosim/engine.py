@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import _buffers, _pool, config, memory
+from . import _buffers, _interrupt, _pool, _testhooks, config, memory
 from . import _validate as V
 from .connectivity import chw_to_flat
 from .kernels import threads as _th
@@ -285,13 +285,22 @@ def _allocate(plan, net, prog, const, tv_arrays, src, masks_arr, gate, v_init):
 
 
 def _execute(plan, prog, run, res):
-    """Run the planned runner on the bundles; returns its wall time (s)."""
+    """Run the planned runner on the bundles; returns its wall time (s).  The kernels read
+    the stop word before every step (:mod:`neurosim._interrupt`): when it is set the
+    phase is abandoned and :class:`~neurosim._interrupt.Interrupted` raised."""
     T, P, Q = plan.T, len(prog.pop_names), len(prog.proj_names)
     arrays = prog.arrays
+    label = "backward phase" if plan.backward else "forward phase"
+    _testhooks.pause("phase")
+    _interrupt.check()              # before a first call compiles the kernel
     t0 = time.perf_counter()
     if plan.split is not None:      # one sample of a recurrent CubaLIF network: neuron ranges
         H, part, split_off, n_split = plan.split
-        run_split(T, H, prog.n_buf, prog.max_ports, arrays, run, res, part, split_off, n_split)
+        done = np.zeros(1, np.int64)
+        with _interrupt.phase(done, T, label):
+            run_split(T, H, prog.n_buf, prog.max_ports, arrays, run, res, part, split_off,
+                      n_split, _interrupt.STOP, done)
+        _interrupt.check()
         res.nupd[0, :] = np.where(arrays.pop_model == M_CUBA, np.diff(arrays.pop_off) * T, 0)
         for q in range(Q):              # the per-sample totals run_phase writes itself
             s0 = arrays.proj_soff[q]
@@ -307,11 +316,20 @@ def _execute(plan, prog, run, res):
         # None: a specialisation of the kernel compiled without the CubaLIF paths
         cuba = True if np.any(arrays.pop_model == M_CUBA) else None
 
+        done = np.zeros(_DONE_STRIDE * plan.n_chunks, np.int64)   # a cache line per call
+
         def chunk(c, b0, b1):
             sc = L.alloc_scratch(arrays, prog.n_buf, prog.max_ports)
-            run_phase(T, plan.backward, b0, b1, arrays, run, res, sc, cuba)
-        _pool.run_chunks(chunk, plan.B, plan.nth, plan.n_chunks)
+            run_phase(T, plan.backward, b0, b1, arrays, run, res, sc, _interrupt.STOP, done,
+                      _DONE_STRIDE * c, cuba)
+        with _interrupt.phase(done, T * plan.B, label):
+            _pool.run_chunks(chunk, plan.B, plan.nth, plan.n_chunks)
+        _interrupt.check()
     return time.perf_counter() - t0
+
+
+#: int64 elements between the progress counters of two kernel calls (one cache line)
+_DONE_STRIDE = 8
 
 
 def _assemble(plan, net, prog, res, wall):
@@ -441,6 +459,7 @@ def run_forward(net, steps, *, inputs=None, spikes=None, currents=None, masks=No
         (:mod:`neurosim.training.batchnorm`).  The map's bias enters only through ``z``.
     """
     _check_network(net)
+    _interrupt.check()
     T = V.check_steps(steps, "steps")
     inputs, spikes, currents = dict(inputs or {}), dict(spikes or {}), dict(currents or {})
     for d, what in ((inputs, "inputs"), (spikes, "spikes"), (currents, "currents")):
@@ -600,6 +619,7 @@ def run_backward(net, forward, grad, steps, *, gate=None, record=False, n_thread
         (0 < forward rate < 1).
     """
     _check_network(net)
+    _interrupt.check()
     if not isinstance(forward, PhaseResult) or forward.phase != "forward":
         raise TypeError("run_backward needs the forward PhaseResult of the same batch")
     T = V.check_steps(steps, "steps")

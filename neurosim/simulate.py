@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _interrupt
 from . import _validate as V
 from . import counting, memory
 from .datasets.digits import load_digits
@@ -311,6 +312,7 @@ def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=
         report(f"backward: done in {bwd.wall_s:.3f} s (elapsed {elapsed()})")
         _report_profile(report, bwd)
     if out is not None:
+        _interrupt.check()        # a stop asked for after the last phase: write nothing
         if record:        # the run file's spike lists, now that their length is known
             spikes = sum(int(np.count_nonzero(s)) for r in (fwd, bwd) if r is not None
                          for s in (r.spikes or {}).values())

@@ -206,6 +206,43 @@ def test_signal_writes_checkpoint_and_resume_is_identical(work, reference, sig, 
     _assert_same(reference, _state(work / out))
 
 
+def test_signal_inside_a_phase_abandons_the_batch_and_resume_is_identical(work, reference):
+    """SIGINT inside a phase (here: the backward phase of epoch 2's batch 3, the 19th phase:
+    13 in epoch 1 with its test pass) abandons that batch before its update, rewinds the
+    generator (dropout masks) and checkpoints after batch 2; ``--resume`` runs batch 3
+    again and ends bit-identical to the uninterrupted run.  (That the kernel itself stops
+    within a step is tested on phases of 10^8 steps in tests/test_interrupt.py.)"""
+    out = "sig-phase.h5"
+    proc, marker = _start_paused(work, out, "phase", 19)
+    proc.send_signal(signal.SIGINT)
+    marker.with_name(marker.name + ".go").write_text("")
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr
+    assert (f"interrupted by SIGINT: stopped after batch 2/{N_BATCHES} of epoch 2, checkpoint "
+            f"written to '{out}'; continue with: neurosim train --out {out} --resume") in stderr
+    assert "Traceback" not in stderr
+    _, st = load_checkpoint(work / out)
+    assert st["epoch"] == 1 and st["iteration"] == N_BATCHES + 2
+    assert (st["progress"]["batch"], st["progress"]["n_batches"]) == (2, N_BATCHES)
+    r = _run(work, out, "--resume")
+    assert r.returncode == 0, r.stderr
+    _assert_same(reference, _state(work / out))
+
+
+def test_signal_in_the_first_phase_writes_nothing(work):
+    """Stopped inside the very first phase of a fresh run: nothing to keep, no file."""
+    out = "sig-first.h5"
+    proc, marker = _start_paused(work, out, "phase", 1)
+    proc.send_signal(signal.SIGTERM)
+    marker.with_name(marker.name + ".go").write_text("")
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == ("[neurosim] interrupted by SIGTERM: stopped in "
+                                               "the first batch, nothing was written")
+    assert not (work / out).exists() and _temps(work, out) == []
+    assert not atomic.lock_path(work / out).exists()
+
+
 def test_sigint_in_process_raises_training_interrupted(tmp_path, monkeypatch):
     """The library raises TrainingInterrupted (a KeyboardInterrupt) after checkpointing."""
     calls = []

@@ -42,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import _interrupt
 from .. import _validate as V
 
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname() or "host")[:32]
@@ -367,8 +368,10 @@ def output_lock(path, command=None):
         os.ftruncate(fd, 0)
         with contextlib.suppress(OSError):      # the owner's description is a courtesy
             os.write(fd, json.dumps(owner).encode())
+        _interrupt.LOCK_FILES.add(str(lp))      # removed by an exit during a compilation
         yield lp
     finally:
+        _interrupt.LOCK_FILES.discard(str(lp))
         with contextlib.suppress(OSError):
             os.unlink(lp)                        # while still holding the lock
         os.close(fd)

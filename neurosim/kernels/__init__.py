@@ -31,10 +31,12 @@ import pkgutil
 import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numba
+import numba.core.event
 import numpy
 
 from .. import config
@@ -180,6 +182,42 @@ def _import_kernels():
             importlib.import_module(f"{__name__}.{m.name}")
     finally:
         numba.config.CACHE_DIR = saved
+
+
+
+class _CompileCounter(numba.core.event.Listener):
+    """Counts the Numba compilations in progress in this process, in any thread (Numba's
+    ``numba:compile`` event: a real compilation, not a load from the cache)."""
+
+    def __init__(self):
+        self.n = 0
+        self._lock = threading.Lock()
+        #: called (no arguments) as a compilation starts, if set
+        #: (:func:`neurosim._interrupt.exit_while_compiling`)
+        self.on_compile = None
+
+    def on_start(self, event):
+        with self._lock:
+            self.n += 1
+        f = self.on_compile
+        if f is not None:
+            f()
+
+    def on_end(self, event):
+        with self._lock:
+            self.n -= 1
+
+
+_COMPILES = _CompileCounter()
+numba.core.event.register("numba:compile", _COMPILES)
+
+
+def compiling():
+    """Whether a Numba compilation is in progress in this process (any thread).  A kernel's
+    first call compiles it (30-60 s for the engine); no stop word is read meanwhile, so
+    the command line ends the process on SIGINT / SIGTERM instead
+    (:mod:`neurosim._interrupt`)."""
+    return _COMPILES.n > 0
 
 
 _import_kernels()

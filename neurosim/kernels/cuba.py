@@ -409,23 +409,31 @@ def _piece(st, h, H, net, run, out, sc, sp):
 
 
 @numba.njit(**NJIT_NORT)
-def _split_worker(T, H, net, run, out, sc, sp):
+def _split_worker(T, H, net, run, out, sc, sp, stop, done):
     """One thread: stages 0 .. T of its own piece, claimed with a compare-and-swap on the
     piece's next stage.  Before stage st it waits until every piece has finished stage
     st - 1 (the barrier).  A piece still unclaimed after a while is run by the waiting
     thread (its owner is not running: a busy machine, or a threading layer that runs the
     iterations one after another); the thief keeps claiming it at once in the next stages
     until the owner comes back and claims it first.  Every stage of every piece is run
-    exactly once, so the results do not depend on who runs what."""
+    exactly once, so the results do not depend on who runs what.
+
+    A nonzero stop word ``stop[0]`` (read before every stage and while waiting) makes
+    every thread return at once, the results incomplete; the first thread to arrive
+    writes the steps all pieces have finished to ``done[0]`` (progress)."""
     ctrl = sp.ctrl
     adopted = sp.adopted
     me = fetch_add(ctrl, _ARRIVED, 1)
     if me >= H:
         return
     for st in range(T + 2):            # stage T + 1: only the final barrier
+        if stop[0] != 0:
+            return
         for x in range(H):             # barrier: all pieces finished stage st - 1
             spins = 0
             while load_acquire(ctrl, _DONE + 32 * x) < st:
+                if stop[0] != 0:
+                    return
                 if spins >= _STEAL_SPINS and compare_swap(ctrl, _CLAIM + 32 * x, st - 1, st):
                     _piece(st - 1, x, H, net, run, out, sc, sp)
                     store_release(ctrl, _DONE + 32 * x, st)
@@ -434,6 +442,8 @@ def _split_worker(T, H, net, run, out, sc, sp):
                 else:
                     _wait(spins)
                     spins += 1
+        if me == 0 and st > 0:
+            done[0] = st - 1
         if st > T:
             break
         for x in range(H):             # own piece, then adopted ones
@@ -449,14 +459,15 @@ def _split_worker(T, H, net, run, out, sc, sp):
 
 
 @numba.njit(**NJIT_PARALLEL)
-def run_split(T, H, n_buf, max_ports, net, run, out, part, split_off, n_split):
+def run_split(T, H, n_buf, max_ports, net, run, out, part, split_off, n_split, stop, done):
     """Run T steps of sample 0 of a recurrent CubaLIF network on ``H`` threads, each
     owning the neuron ranges ``part[p, h] .. part[p, h+1]`` of every population ``p``.
 
     Same bundles and results as :func:`.engine.run_phase` for such a network (forward
     phase, batch 1, no masks, no time-varying currents); ``out.u_out`` holds the initial
     potentials on entry.  Returns how many piece-steps a thread ran for another (0 when
-    every thread kept up)."""
+    every thread kept up).  ``stop`` and ``done``: the stop word and the progress counter
+    (:func:`_split_worker`, :func:`.engine.run_phase`)."""
     P = net.pop_off.shape[0] - 1
     N = net.pop_off[P]
     Q = net.proj_kind.shape[0]
@@ -492,7 +503,7 @@ def run_split(T, H, n_buf, max_ports, net, run, out, part, split_off, n_split):
     adopted = np.zeros(H * H, np.uint8)
     sp = SplitArrays(part, split_off, split, unsorted, ring_cnt, ctrl, adopted)
     for c in numba.prange(H):
-        _split_worker(T, H, net, run, out, sc, sp)
+        _split_worker(T, H, net, run, out, sc, sp, stop, done)
     for g in range(N):
         out.u_out[0, g] = sc.u[g]
     return sp.ctrl[_STOLEN]

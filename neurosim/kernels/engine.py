@@ -48,7 +48,7 @@ from .schedule import _run_sample
 
 
 @numba.njit(**NJIT)
-def run_phase(T, backward, b0, b1, net, run, out, sc, cuba):
+def run_phase(T, backward, b0, b1, net, run, out, sc, stop, done, slot, cuba):
     """Run T steps of one phase for the samples ``b0 .. b1-1``, one after another.
 
     ``net``, ``run``, ``out``, ``sc``: :class:`.layout.NetArrays`, :class:`.layout.RunArrays`,
@@ -60,9 +60,15 @@ def run_phase(T, backward, b0, b1, net, run, out, sc, cuba):
     (:func:`neurosim.engine._alloc_run`, through :func:`neurosim._pool.run_chunks`) runs
     disjoint sample ranges on threads (the kernel releases the GIL), which compiles in
     about two thirds of the time of a ``prange`` over the same ranges
-    (docs/decisions.md, 41)."""
+    (docs/decisions.md, 41).
+
+    ``stop`` int64 [1]: the stop word, read before every step; when another thread sets
+    it nonzero the call returns within one step, its outputs incomplete (the caller
+    raises :class:`neurosim._interrupt.Interrupted`).  ``done`` int64: ``done[slot]``
+    counts this call's finished sample-steps (progress; each call its own cache line)."""
     for b in range(b0, b1):
-        _run_sample(b, T, backward, net, run, out, sc, cuba)
+        if not _run_sample(b, T, backward, net, run, out, sc, stop, done, slot, cuba):
+            return
         c = _start()
         _sample_totals(b, net, out)
         _lap(out.prof, b, ST_TOTALS, c)       # the profile (nothing in the default build)

@@ -223,18 +223,28 @@ def _finish_leak(T, b, net, out, sc):
 
 
 @numba.njit(**NJIT_INLINE)
-def _run_sample(b, T, backward, net, run, out, sc, cuba):
+def _run_sample(b, T, backward, net, run, out, sc, stop, done, slot, cuba):
     """One sample ``b``: T steps of the named schedule (module docstring); ``c`` and the
-    ``_lap`` lines are the profile (nothing in the default build)."""
+    ``_lap`` lines are the profile (nothing in the default build).
+
+    Before every step the stop word ``stop[0]`` is read: nonzero (a signal number, set by
+    :mod:`neurosim._interrupt` from another thread) abandons the sample, and False is
+    returned (the outputs are then incomplete; the caller discards them).  ``done[slot]``
+    counts the finished steps (progress, read by another thread).  Returns True when all
+    T steps ran."""
     c = _start()
     _reset_sample(b, net, out, sc)
     _seed_constant(b, net, run, sc)
     c = _lap(out.prof, b, ST_RESET, c)
     for t in range(T):
+        if stop[0] != 0:
+            return False
         _seed_touched(net, sc)
         c = _lap(out.prof, b, ST_SEED, c)
         _deliver_delayed(t, b, backward, net, run, out, sc)
         c = _lap(out.prof, b, ST_DELAYED, c)
         c = _update_populations(t, b, backward, net, run, out, sc, cuba, c)
+        done[slot] += 1
     _finish_leak(T, b, net, out, sc)
     _lap(out.prof, b, ST_FINISH, c)
+    return True

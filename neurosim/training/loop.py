@@ -25,9 +25,15 @@ in the order given):
     after the epoch's checkpoint.
 
 Checkpoints are not hooks: the loop asks its ``checkpoint`` object (``due()``,
-``save(state, part=None)``, ``interrupted(stop, epoch_done, batch, n_batches)`` and
-``diverged(error, state, epoch, batch, n_batches)``) because a stop request must write
-one before it ends the run.
+``save(state, part=None)``, ``interrupted(stop, epoch_done, batch, n_batches, signum=None,
+written=True)`` and ``diverged(error, state, epoch, batch, n_batches)``) because a stop
+request must write one before it ends the run.
+
+A stop request is honoured between batches (``stop()``) and inside a phase: the engine
+then raises :class:`~neurosim._interrupt.Interrupted` within one time step, the batch is
+abandoned before its weight update, the random generator is rewound to the batch's start
+and the checkpoint holds the state after the previous batch (none when no batch had been
+trained yet), so that ``--resume`` runs the abandoned batch again, bit for bit.
 """
 import time
 from dataclasses import dataclass, field
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _testhooks, counting
+from .._interrupt import Interrupted
 from .checkpoint import HISTORY, OPS
 from .spide import learning_rate, spide_phases, spide_step
 from . import health
@@ -171,15 +178,27 @@ def run_epochs(spec, state, hooks, checkpoint, stop, *, monitor, n_threads=None,
         _call(hooks, "epoch_start", state, epoch, ep.t0)
         for bi in range(ep.bi0, len(ep.batches)):
             idx = ep.batches[bi]
-            x = data.dataset.augment(idx, state.rng) if data.dataset.augmented else \
-                data.x_train[idx]
-            xb = model_input(net, model.input, x)
-            lr = learning_rate(cfg, epoch, state.iteration)
+            rng_before = state.rng.bit_generator.state    # a stop inside the batch rewinds
             try:
+                x = data.dataset.augment(idx, state.rng) if data.dataset.augmented else \
+                    data.x_train[idx]
+                xb = model_input(net, model.input, x)
+                lr = learning_rate(cfg, epoch, state.iteration)
                 r = spide_step(model, xb, data.y_train[idx], cfg, state.rng, lr, state.opt,
                                n_threads=n_threads, engine=engine)
             except health.NumericalError as e:
                 raise checkpoint.diverged(e, state, epoch, bi, len(ep.batches)) from None
+            except Interrupted as e:
+                # stopped inside a phase: the batch is abandoned before its update (the
+                # weights and momentum are those after batch bi); the generator goes back
+                # to where the batch found it, so the checkpoint resumes with this batch
+                state.rng.bit_generator.state = rng_before
+                if state.iteration == 0:        # nothing trained yet: nothing to keep
+                    raise checkpoint.interrupted(stop, epoch, bi, len(ep.batches),
+                                                 signum=e.signum, written=False) from None
+                checkpoint.save(state, ep.snapshot(bi))
+                raise checkpoint.interrupted(stop, epoch, bi, len(ep.batches),
+                                             signum=e.signum) from None
             state.iteration += 1
             ep.add(r)
             monitor.add(r.forward, cfg.T)
@@ -196,9 +215,10 @@ def run_epochs(spec, state, hooks, checkpoint, stop, *, monitor, n_threads=None,
         try:
             ev = evaluate(model, cfg, xe, data.y_test, n_threads=n_threads, stop=stop,
                           engine=engine)
-        except EvalStopped:
+        except (EvalStopped, Interrupted) as e:
             checkpoint.save(state, ep.snapshot(len(ep.batches)))
-            raise checkpoint.interrupted(stop, epoch, len(ep.batches), len(ep.batches)) from None
+            raise checkpoint.interrupted(stop, epoch, len(ep.batches), len(ep.batches),
+                                         signum=getattr(e, "signum", None)) from None
         record = dict(epoch=epoch + 1, lr=learning_rate(cfg, epoch, max(state.iteration - 1, 0)),
                       train_loss=ep.loss_sum / ep.n, train_accuracy=ep.correct / ep.n,
                       test_accuracy=ev["accuracy"], test_loss=ev["loss"],

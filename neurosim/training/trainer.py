@@ -26,23 +26,22 @@ Reliability (``docs/reliability.md``):
   op counts as an uninterrupted run with the same seed (same batches, same dropout masks,
   same momentum).  Options that would change the run (a different learning rate, data
   set, seed, ...) are refused on resume;
-* SIGINT (Ctrl-C) and SIGTERM stop the run after the current batch, write a **mid-epoch
-  checkpoint** (``/training/progress``: the epoch's batch order, the next batch and the
-  epoch's running sums) and raise :class:`TrainingInterrupted`; ``resume`` continues with
-  the next batch, bit-identically.  A second signal stops at once (the file on disk is
-  then the previous checkpoint).  ``checkpoint_every`` seconds also writes mid-epoch
-  checkpoints;
+* SIGINT (Ctrl-C) and SIGTERM stop the run within one time step of the running phase
+  (:mod:`neurosim._interrupt`; the batch is abandoned before its update) or between
+  batches, write a **mid-epoch checkpoint** of the last completed batch
+  (``/training/progress``: the epoch's batch order, the next batch and the epoch's running
+  sums) and raise :class:`TrainingInterrupted`; ``resume`` continues with the next batch,
+  bit-identically.  A second signal stops at once (the file on disk is then the previous
+  checkpoint).  ``checkpoint_every`` seconds also writes mid-epoch checkpoints;
 * NaN / inf in potentials, gradients or parameters stops training with
   :class:`~neurosim.training.health.NumericalError` naming the array, the epoch and the
   batch, without writing a checkpoint: the file keeps the last good one;
 * a population firing at every step (runaway activity) gives a
   :class:`~neurosim.training.health.RunawayActivityWarning` once per epoch.
 """
-import contextlib
 import dataclasses
 import hashlib
 import signal
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _interrupt
 from .. import _validate as V
 from .. import datasets as D
 from .. import memory
@@ -110,12 +110,14 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     Attributes: ``signum``, ``exit_code`` (128 + signum: 130 for SIGINT, 143 for SIGTERM),
     ``out`` (the run file; continue with ``train(out=out, resume=True)``), ``epoch``
-    (completed epochs) and ``batch`` (batches done in the next epoch)."""
+    (completed epochs), ``batch`` (batches done in the next epoch) and ``resumable``
+    (False when the run stopped in its first batch and nothing was written)."""
 
-    def __init__(self, message, signum, out, epoch, batch):
+    def __init__(self, message, signum, out, epoch, batch, resumable=True):
         super().__init__(message)
         self.signum, self.out, self.epoch, self.batch = signum, out, epoch, batch
         self.exit_code = 128 + int(signum)
+        self.resumable = resumable
 
     def __str__(self):
         return self.args[0]
@@ -379,40 +381,6 @@ def resolve_run(model=None, dataset=None, *, out, data_dir=None, overrides=None,
 
 
 # ======================================================================================
-# signals
-# ======================================================================================
-class _StopRequest:
-    signum = None
-
-    def __call__(self):
-        return self.signum is not None
-
-
-@contextlib.contextmanager
-def _stop_on_signals(enabled):
-    """Turn SIGINT / SIGTERM into a stop request (a second signal acts at once)."""
-    req = _StopRequest()
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield req
-        return
-    old = {}
-
-    def handler(signum, frame):
-        req.signum = signum
-        prev = old.get(signum)
-        signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
-
-    sigs = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
-    for s in sigs:
-        old[s] = signal.signal(s, handler)
-    try:
-        yield req
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-
-
-# ======================================================================================
 # hooks of the epoch loop
 # ======================================================================================
 class Checkpointer:
@@ -454,14 +422,19 @@ class Checkpointer:
                      f"epoch {state.epoch + 1}, batch {part['batch']}/{part['n_batches']}")
         self.t = time.perf_counter()
 
-    def interrupted(self, stop, epoch_done, batch, n_batches):
-        name = signal.Signals(stop.signum).name
+    def interrupted(self, stop, epoch_done, batch, n_batches, signum=None, written=True):
+        signum = stop.signum or signum or signal.SIGINT
+        name = _interrupt.signal_name(signum)
+        out = self.spec.out
+        if not written:
+            return TrainingInterrupted(
+                f"interrupted by {name}: stopped in the first batch, nothing was written",
+                signum, out, epoch_done, batch, resumable=False)
         where = (f"after epoch {epoch_done}" if batch == 0 else
                  f"after batch {batch}/{n_batches} of epoch {epoch_done + 1}")
-        out = self.spec.out
         return TrainingInterrupted(
             f"interrupted by {name}: stopped {where}, checkpoint written to {str(out)!r}",
-            stop.signum, out, epoch_done, batch)
+            signum, out, epoch_done, batch)
 
     def diverged(self, e, state, epoch, bi, nb):
         out = self.spec.out
@@ -629,8 +602,9 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         Also write a mid-epoch checkpoint when this many seconds have passed since the last
         one (long epochs).  Checkpoints never change the results.
     handle_signals : bool
-        Catch SIGINT / SIGTERM (main thread only) to stop after the current batch with a
-        checkpoint, raising :class:`TrainingInterrupted`.
+        Catch SIGINT / SIGTERM (main thread only) to stop within a step of the running
+        phase (abandoning its batch) or between batches, with a checkpoint of the last
+        completed batch, raising :class:`TrainingInterrupted`.
     engine : optional
         Runs every batch's SPIDE step sharded (data parallel over MPI ranks:
         :class:`neurosim.training.distributed.ShardedEngine`, on rank 0: phases, loss and
@@ -682,7 +656,12 @@ def train(model=None, dataset=None, *, data_dir=None, out="train-run.h5", overri
         hooks.append(EpochReport(say, spec.cfg.epochs, bool(diagnose)))
         if engine is not None:
             engine.start(state.model)
-        with _stop_on_signals(handle_signals) as stop:
+        # SIGINT / SIGTERM: a stop request, honoured within a step inside a phase (not
+        # for the sharded engine: its other ranks would wait for this one's shard)
+        with _interrupt.stop_on_signals(handle_signals, in_phase=engine is None) as stop, \
+                _interrupt.compile_note(lambda: f"{str(spec.out)!r} holds the checkpoint "
+                                        f"{checkpoint.what}" if checkpoint.what else
+                                        "nothing was written"):
             if compiling:
                 where = "" if kernels.CACHE_DIR is None else " in " + str(kernels.CACHE_DIR)
                 later = (f"later runs load them from the cache{where}" if kernels.CACHE_PERSISTENT
