@@ -164,17 +164,22 @@ def compile_summary(recs):
         fns = (r.get("extra") or {}).get("functions")
         if r["metric"] != "compile_s" or not fns:
             continue
-        total = sum(f["exclusive_s"] for f in fns)
-        lines.append(f"Stage `{r['case']}`: {len(fns)} functions, "
-                     f"{(r.get('extra') or {}).get('n_compiles')} compiles, {total:.1f} s "
-                     f"(LLVM {(r.get('extra') or {}).get('llvm_s', 0):.1f} s); the "
-                     f"{min(COMPILE_TOP, len(fns))} longest:\n")
-        lines.append("| function | compiles | exclusive s | inclusive s | LLVM s | share |")
-        lines.append("|---|--:|--:|--:|--:|--:|")
+        key = "exclusive_cpu_s" if "exclusive_cpu_s" in fns[0] else "exclusive_s"
+        total = sum(f[key] for f in fns)
+        e = r.get("extra") or {}
+        lines.append(f"Stage `{r['case']}`: {len(fns)} functions, {e.get('n_compiles')} "
+                     f"compiles, {r['median']:.1f} s wall (LLVM {e.get('llvm_s', 0):.1f} s)"
+                     + (f", {total:.1f} CPU s" if key == "exclusive_cpu_s" else "")
+                     + f"; the {min(COMPILE_TOP, len(fns))} longest (by {key}):\n")
+        lines.append("| function | compiles | exclusive CPU s | inclusive CPU s | exclusive s "
+                     "| inclusive s | LLVM s | share |")
+        lines.append("|---|--:|--:|--:|--:|--:|--:|--:|")
         for f in fns[:COMPILE_TOP]:
             lines.append(f"| `{f['function'].removeprefix('neurosim.')}` | {f['count']} | "
+                         f"{f.get('exclusive_cpu_s', float('nan')):.2f} | "
+                         f"{f.get('inclusive_cpu_s', float('nan')):.2f} | "
                          f"{f['exclusive_s']:.2f} | {f['inclusive_s']:.2f} | {f['llvm_s']:.2f} | "
-                         f"{f['exclusive_s'] / total:.0%} |" if total else "")
+                         + (f"{f[key] / total:.0%} |" if total else " |"))
         lines.append("")
     return lines
 
