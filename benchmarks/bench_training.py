@@ -279,21 +279,24 @@ def scaled_oracle_check(case, seed=0, div=16, n=2, T=None, T_b=None):
     sys.path.insert(0, str(H.REPO_ROOT))
     from tests import reference as R
     from neurosim import losses
-    from neurosim.training.spide import SGD, SPIDEModel, dropout_masks, spide_step
+    import neurosim.training.spide as S
+    from neurosim.training.spide import SGD, SPIDEModel, spide_step
     from neurosim.training.trainer import config_for
     net = scaled_model(case, div, seed)
     over = {k: v for k, v in (("T", T), ("T_b", T_b)) if v}
     cfg, meta = config_for(net, over)
     model = SPIDEModel(net, _classes(meta), readout=True, seed=seed)
     model.apply_norm_cap(cfg.norm_cap)
-    masks = dropout_masks(model, cfg, n, np.random.default_rng(seed + 1))
+    saved = S.dropout_masks                 # bench_case has fixed its own (full-batch) masks
+    _fixed_masks(None)
+    masks = S.dropout_masks(model, cfg, n, np.random.default_rng(seed + 1))
     x, y, _ = load_inputs(n, seed, case)
     _fixed_masks(masks)
     try:
         res = spide_step(model, x, y, cfg, np.random.default_rng(seed), 0.0,
                          SGD(cfg.momentum, cfg.weight_decay))
     finally:
-        _fixed_masks(None)
+        S.dropout_masks = saved
     f = R.run_phase(net, cfg.T, inputs={model.input: x.astype(np.float64)}, masks=masks)
     a = f["counts"][model.output] / cfg.T
     r = losses.cross_entropy_readout(a, y, model.C, model.c, reduction="mean")
