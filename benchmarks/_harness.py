@@ -47,7 +47,7 @@ THREAD_ENV_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS
 #: keys every record carries, in this order.
 RECORD_KEYS = ("bench", "case", "impl", "threads", "batch", "metric", "unit", "median", "min",
                "max", "n_runs", "version", "commit", "machine", "date", "numba_version",
-               "numpy_version", "python", "dtype", "seed", "goal", "extra")
+               "numpy_version", "python", "dtype", "seed", "goal", "extra", "cpu")
 
 _ENV_PROVENANCE = "NEUROSIM_BENCH_PROVENANCE"   # JSON, set by the parent for its workers
 _ENV_THREADS = "NEUROSIM_BENCH_THREADS"         # thread count of a worker process
@@ -62,25 +62,54 @@ def git_commit():
     return commit(REPO_ROOT)
 
 
+def llvm_target():
+    """What Numba compiles for: LLVM's host CPU name and its SIMD features, or the
+    ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` overrides when set.
+
+    Returns ``dict(llvm_cpu, llvm_simd_features, numba_cpu_name, numba_cpu_features)``:
+    ``llvm_simd_features`` lists the enabled ``avx*`` / ``sse*`` / ``fma`` / ``neon``
+    features of the host (the full feature string is long); the ``numba_*`` entries are
+    None unless overridden."""
+    import numba
+    from llvmlite import binding as ll
+    try:
+        feats = ll.get_host_cpu_features().flatten().split(",")
+    except RuntimeError:              # pragma: no cover - LLVM cannot tell on this host
+        feats = []
+    simd = sorted(f[1:] for f in feats if f.startswith("+") and f[1:].startswith(
+        ("avx", "sse", "fma", "neon", "sve")))
+    return dict(llvm_cpu=ll.get_host_cpu_name(), llvm_simd_features=simd,
+                numba_cpu_name=numba.config.CPU_NAME, numba_cpu_features=numba.config.CPU_FEATURES)
+
+
 def machine():
-    """CPU model and usable cores (:func:`neurosim.experiments.provenance.machine`)."""
+    """CPU model, family, widest SIMD level, vector width, LLVM target and usable cores
+    (:func:`neurosim.experiments.provenance.machine` plus :func:`llvm_target`)."""
     from neurosim.experiments.provenance import machine as which
-    return which()
+    t = llvm_target()
+    return which(llvm_cpu=t["numba_cpu_name"] or t["llvm_cpu"])
 
 
 _PROVENANCE = None
 
 
 def provenance():
-    """Run-constant fields of a record (computed once; workers inherit the parent's)."""
+    """Run-constant fields of a record (computed once; workers inherit the parent's):
+    :func:`neurosim.experiments.provenance.provenance` with the LLVM target
+    (:func:`llvm_target`) in ``cpu`` and in the ``machine`` line."""
     global _PROVENANCE
     if _PROVENANCE is None:
         env = os.environ.get(_ENV_PROVENANCE)
         if env:
             _PROVENANCE = json.loads(env)
         else:
+            from neurosim.experiments.provenance import machine as which
             from neurosim.experiments.provenance import provenance as record
             _PROVENANCE = record(REPO_ROOT)
+            target = llvm_target()
+            _PROVENANCE["cpu"] = dict(_PROVENANCE["cpu"], **target)
+            _PROVENANCE["machine"] = which(_PROVENANCE["cpu"], llvm_cpu=target["numba_cpu_name"]
+                                           or target["llvm_cpu"])
     return _PROVENANCE
 
 

@@ -111,6 +111,8 @@ def table(records):
         lines.append("")
         if bench == "cuba":
             lines.extend(cuba_summary(rs))
+        if bench == "compile":
+            lines.extend(compile_summary(rs))
         machines = sorted({r.get("machine", "?") for r in rs})
         envs = sorted({f"numba {r.get('numba_version')}, numpy {r.get('numpy_version')}, "
                        f"python {r.get('python')}, neurosim {r.get('version')}" for r in rs})
@@ -148,6 +150,38 @@ def cuba_summary(recs):
             f"{e['rate_hz_mean']:.2f} ± {e['rate_hz_sd']:.2f}" if "rate_hz_mean" in e else "",
             agree, fmt(e.get("cv_isi")), f"{load[0]:.1f}-{load[1]:.1f}" if load else ""]) + " |")
     lines.append("")
+    return lines
+
+
+#: rows of the per-function compile table of each stage (``bench_compile``)
+COMPILE_TOP = 12
+
+
+def compile_summary(recs):
+    """Markdown lines: per stage of ``bench_compile``, the functions that took longest to
+    compile (exclusive seconds: without the functions compiled inside them)."""
+    lines = []
+    for r in recs:
+        fns = (r.get("extra") or {}).get("functions")
+        if r["metric"] != "compile_s" or not fns:
+            continue
+        key = "exclusive_cpu_s" if "exclusive_cpu_s" in fns[0] else "exclusive_s"
+        total = sum(f[key] for f in fns)
+        e = r.get("extra") or {}
+        lines.append(f"Stage `{r['case']}`: {len(fns)} functions, {e.get('n_compiles')} "
+                     f"compiles, {r['median']:.1f} s wall (LLVM {e.get('llvm_s', 0):.1f} s)"
+                     + (f", {total:.1f} CPU s" if key == "exclusive_cpu_s" else "")
+                     + f"; the {min(COMPILE_TOP, len(fns))} longest (by {key}):\n")
+        lines.append("| function | compiles | exclusive CPU s | inclusive CPU s | exclusive s "
+                     "| inclusive s | LLVM s | share |")
+        lines.append("|---|--:|--:|--:|--:|--:|--:|--:|")
+        for f in fns[:COMPILE_TOP]:
+            lines.append(f"| `{f['function'].removeprefix('neurosim.')}` | {f['count']} | "
+                         f"{f.get('exclusive_cpu_s', float('nan')):.2f} | "
+                         f"{f.get('inclusive_cpu_s', float('nan')):.2f} | "
+                         f"{f['exclusive_s']:.2f} | {f['inclusive_s']:.2f} | {f['llvm_s']:.2f} | "
+                         + (f"{f[key] / total:.0%} |" if total else " |"))
+        lines.append("")
     return lines
 
 

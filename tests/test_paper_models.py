@@ -369,3 +369,21 @@ def test_mnist_models_run_a_few_steps(nets, name):
     x = {"x": np.random.default_rng(0).standard_normal((2, 784)).astype(np.float32)}
     r = ns.run_forward(net, 4, inputs=x)
     assert r.batch == 2
+
+
+# -- the CIFAR networks: spike counts against the dense numpy oracle ---------------------------
+@pytest.mark.parametrize("name", ["alexnetf_cifar10", "cifarnetf_cifar100"])
+def test_cifar_models_match_the_numpy_oracle_on_a_channel_scaled_copy(name):
+    """The CIFAR networks at their own T (30) and T_b (250), κ and dropout, on synthetic
+    CIFAR-shaped images (``benchmarks/bench_training.py``'s inputs): a SPIDE step's forward
+    spike counts and backward ternary counts equal the dense numpy oracle's exactly.  The
+    oracle's dense matrices of the full networks would take ~13 GB, so every spiking
+    layer's channels are divided by 32 (AlexNet-F 3-8-12-12-8, CIFARNet-F 4-8-16-32-16);
+    geometry, feedback and delay are the model file's."""
+    from benchmarks.bench_training import scaled_oracle_check
+    chk = scaled_oracle_check(name, seed=0, div=32, n=2)
+    assert (chk["T"], chk["T_b"]) == (30, 250)
+    assert chk["identical_spike_counts"], chk["mismatched_neurons"]
+    # not vacuous: every layer spikes in the forward phase and some send ternary spikes back
+    assert all(v > 0 for v in chk["spikes"]["forward"].values()), chk["spikes"]
+    assert sum(chk["spikes"]["backward"].values()) > 0, chk["spikes"]

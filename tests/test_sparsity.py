@@ -297,3 +297,20 @@ def test_default_out_is_outside_the_repository_results():
     cmd = main.commands["bench"].commands["sparsity"]
     default = [p for p in cmd.params if p.name == "out"][0].default
     assert Path(default) == S.DEFAULT_OUT == Path("sparsity.jsonl")
+
+
+def test_machine_line_names_the_cpu_generation_and_vector_width():
+    """Benchmark and sweep records name the CPU's family / model number and its widest
+    SIMD level with the vector width (issue 32: "AMD EPYC (2 cores)" covered an AVX-512
+    and an AVX2-only machine)."""
+    from neurosim.experiments.provenance import cpu_info, machine, provenance
+    c = dict(model="AMD EPYC", family=25, model_number=1, simd="avx2", vector_bits=256, cores=2)
+    assert machine(c, llvm_cpu="znver3") == \
+        "AMD EPYC (family 25 model 1; avx2, 256-bit vectors; LLVM target znver3; 2 cores)"
+    assert machine(dict(model="Neoverse", simd="asimd", vector_bits=128, cores=4)) == \
+        "Neoverse (asimd, 128-bit vectors; 4 cores)"
+    info = cpu_info()
+    assert info["cores"] >= 1 and info["model"]
+    assert info["simd"] is None or info["vector_bits"] in (None, 128, 256, 512)
+    p = provenance()
+    assert p["cpu"] == info and p["machine"] == machine(info)

@@ -28,28 +28,82 @@ def git_commit(where=None):
     return head + ("+dirty" if status else "")
 
 
-def machine():
-    """CPU model (``/proc/cpuinfo``) and the number of cores this process may use."""
-    model = None
+#: SIMD levels of x86 (``/proc/cpuinfo`` flag, widest first) and of Arm, with the width
+#: in bits of their vector registers.
+SIMD_LEVELS = (("avx512f", 512), ("avx2", 256), ("avx", 256), ("sse4_2", 128), ("sse2", 128),
+               ("sve", None), ("asimd", 128), ("neon", 128))
+
+
+def cpu_info():
+    """What ``/proc/cpuinfo`` says about this machine's CPU.
+
+    Returns
+    -------
+    dict
+        ``model`` (the "model name" line, else :func:`platform.processor`), ``vendor``,
+        ``family``, ``model_number``, ``stepping`` (None where absent: a hypervisor may
+        show only "AMD EPYC", so family and model number identify the generation, e.g.
+        AMD family 25 model 1 is Zen 3), ``simd`` (the widest level of
+        :data:`SIMD_LEVELS` among the flags, e.g. ``"avx2"``; None if unknown),
+        ``vector_bits`` (its register width: 512, 256, 128) and ``cores`` (usable by this
+        process)."""
+    fields = {}
+    flags = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    if fields:
+                        break                      # the first processor is enough
+                    continue
+                key, _, val = line.partition(":")
+                key, val = key.strip(), val.strip()
+                if key in ("flags", "Features"):
+                    flags.update(val.split())
+                else:
+                    fields.setdefault(key, val)
     except OSError:
         pass
-    model = model or platform.processor() or platform.machine()
+
+    def num(key):
+        try:
+            return int(fields[key], 0)
+        except (KeyError, ValueError):
+            return None
+    simd, bits = next(((name, b) for name, b in SIMD_LEVELS if name in flags), (None, None))
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count()
-    return f"{model} ({n} cores)"
+    return dict(model=fields.get("model name") or platform.processor() or platform.machine(),
+                vendor=fields.get("vendor_id") or fields.get("CPU implementer"),
+                family=num("cpu family"), model_number=num("model"), stepping=num("stepping"),
+                simd=simd, vector_bits=bits, cores=n)
+
+
+def machine(cpu=None, llvm_cpu=None):
+    """One line naming the CPU and its vector width, e.g. ``"AMD EPYC (family 25 model 1;
+    avx2, 256-bit vectors; LLVM target znver3; 2 cores)"``.
+
+    ``cpu`` is :func:`cpu_info` (default: this machine's); ``llvm_cpu`` the CPU name that
+    LLVM (Numba) compiles for, where the caller knows it (``benchmarks/_harness.py`` adds
+    it; neurosim outside ``kernels/`` does not import Numba).  Records written before
+    2026-12-08 say only ``"<model> (<n> cores)"``."""
+    c = cpu_info() if cpu is None else cpu
+    parts = []
+    if c.get("family") is not None and c.get("model_number") is not None:
+        parts.append(f"family {c['family']} model {c['model_number']}")
+    if c.get("simd"):
+        parts.append(c["simd"] + (f", {c['vector_bits']}-bit vectors" if c.get("vector_bits") else ""))
+    if llvm_cpu:
+        parts.append(f"LLVM target {llvm_cpu}")
+    parts.append(f"{c.get('cores')} cores")
+    return f"{c.get('model')} ({'; '.join(parts)})"
 
 
 def provenance(where=None):
     """Run-constant fields of a benchmark record: ``version``, ``commit``, ``machine``,
-    ``numba_version``, ``numpy_version``, ``python``."""
+    ``numba_version``, ``numpy_version``, ``python`` and ``cpu`` (:func:`cpu_info`)."""
     from importlib.metadata import PackageNotFoundError, version
     import numpy
     import neurosim
@@ -57,6 +111,7 @@ def provenance(where=None):
         numba_version = version("numba")       # numba itself is imported by kernels/ only
     except PackageNotFoundError:  # pragma: no cover - numba is a dependency
         numba_version = "unknown"
-    return dict(version=neurosim.__version__, commit=git_commit(where), machine=machine(),
+    cpu = cpu_info()
+    return dict(version=neurosim.__version__, commit=git_commit(where), machine=machine(cpu),
                 numba_version=numba_version, numpy_version=numpy.__version__,
-                python=platform.python_version())
+                python=platform.python_version(), cpu=cpu)
