@@ -39,6 +39,7 @@ def _env(**extra):
     env = dict(os.environ)
     for k in ("NEUROSIM_TEST_PAUSE", "NEUROSIM_PROGRESS", "NEUROSIM_NO_CACHE"):
         env.pop(k, None)
+    env["NEUROSIM_MAX_STEPS"] = str(LONG)      # the long phases are above the default cap
     env.update(extra)
     return env
 
