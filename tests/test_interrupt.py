@@ -227,7 +227,7 @@ def hang_guard():
 
 
 @pytest.mark.parametrize("kind,threads", [("lif", 1), ("lif", 2), ("cuba", 1)])
-def test_library_phase_stops_on_a_signal(kind, threads):
+def test_library_phase_stops_on_a_signal(kind, threads, monkeypatch):
     """A phase of 10^9 steps stops with :class:`Interrupted` half a second after a SIGINT
     to this process, in the sample-parallel kernel (1 thread: the kernel runs in the main
     thread; 2: on pool threads) and in the recurrent CubaLIF runner; the handlers and the
@@ -235,6 +235,7 @@ def test_library_phase_stops_on_a_signal(kind, threads):
     net = _lif_net() if kind == "lif" else _cuba_net()
     kw = dict(currents={"p": np.full((4, 40), 0.3)}) if kind == "lif" else {}
     ns.run_forward(net, 3, n_threads=threads, **kw)              # compiled or loaded here
+    monkeypatch.setattr("neurosim.config.MAX_STEPS", 10 ** 9)       # above the default cap
     before = signal.getsignal(signal.SIGINT)
     with _interrupt.stop_on_signals() as stop, hang_guard():
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -259,13 +260,14 @@ def test_stop_before_a_phase_raises_before_running_it():
     assert _interrupt.STOP[0] == 0
 
 
-def test_progress_lines_for_a_long_phase():
+def test_progress_lines_for_a_long_phase(monkeypatch):
     """``show_progress`` reports a phase that runs longer than ``after`` seconds; a short one
     says nothing.  The counters do not change the results (the fingerprint checks it)."""
     lines = []
     net = _lif_net()
     kw = dict(currents={"p": np.full((2, 40), 0.3)}, n_threads=1)
     ns.run_forward(net, 3, **kw)
+    monkeypatch.setattr("neurosim.config.MAX_STEPS", 10 ** 9)   # above the default cap
     _interrupt.show_progress(lines.append, after=0.3, every=0.3)
     try:
         ns.run_forward(net, 5, **kw)
