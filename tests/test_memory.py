@@ -125,9 +125,11 @@ SIM_SLOW = [("lenet_mnist", 128, 30, 50, False), ("convnetf_mnist", 64, 30, 30, 
 def test_simulate_estimate_is_within_band_of_the_measured_peak(tmp_path, case):
     est, measured = _simulate_case(tmp_path, *case)
     assert _in_band(est["total"], measured), (case, measured, est)
-    # each case leans on its largest part: without it the estimate leaves the band
+    # a case whose largest part dominates (>= 30 % of the estimate) leans on it: without it
+    # the estimate leaves the band (where no part dominates, dropping one may stay inside)
     biggest = max((k for k in est if k != "total"), key=est.get)
-    assert not _in_band(est["total"] - est[biggest], measured), (biggest, est)
+    if est[biggest] >= 0.3 * est["total"]:
+        assert not _in_band(est["total"] - est[biggest], measured), (biggest, est)
 
 
 TRAIN_CASES = [("fsnn_mlp", 64, 30, 100, 512, 256)]
