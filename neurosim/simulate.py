@@ -208,13 +208,13 @@ def resolve_grad(net, grad, batch, seed):
     return out
 
 
-@owns_output
 def _report_profile(report, res):
     """The profiled build (``NEUROSIM_PROFILE=1``): the phase's time per schedule step."""
     if res.profile is not None:
         report(f"{res.phase} profile (thread time per named step):\n{res.profile_table()}")
 
 
+@owns_output
 def simulate(model, inputs, steps, *, n_samples=None, backward_steps=None, grad=None,
              record=False, seed=0, n_threads=None, out=None, force=False, command=None,
              report=None, dt=None, nir_options=None):
